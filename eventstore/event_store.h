@@ -1,0 +1,213 @@
+// EventStore is poledger's append-only, hash-chained event log.
+//
+// Every record has a global position (1, 2, 3, ... with no gap, assigned at
+// commit), belongs to one stream and has a version within that stream (1, 2,
+// 3, ... with no gap). Each record carries the SHA-256 of its predecessor and
+// of itself, so any edit, reordering or removal of a stored record is
+// detectable (see record_format.h).
+//
+// Implementations: RocksDbEventStore (durable, rocksdb_event_store.h) and
+// InMemoryEventStore (memory_event_store.h, for fast tests). Both pass one
+// conformance suite (tests/eventstore/conformance_test.cc).
+//
+// Thread safety: every method of an EventStore is safe to call concurrently
+// from any number of threads.
+#ifndef POLEDGER_EVENTSTORE_EVENT_STORE_H_
+#define POLEDGER_EVENTSTORE_EVENT_STORE_H_
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace poledger {
+
+// A SHA-256 digest.
+using Hash = std::array<uint8_t, 32>;
+
+// Returns the lowercase hex form of `hash`.
+std::string HashToHex(const Hash& hash);
+
+// Limits enforced on every append; anything larger is INVALID_ARGUMENT.
+inline constexpr size_t kMaxStreamIdBytes = 256;
+inline constexpr size_t kMaxEventTypeBytes = 128;
+inline constexpr size_t kMaxPayloadBytes = 1 << 20;  // 1 MiB per event.
+inline constexpr size_t kMaxMetadataFieldBytes = 256;  // ids and actor.
+inline constexpr size_t kMaxEventsPerAppend = 10000;
+inline constexpr size_t kMaxSnapshotBytes = 256u << 20;  // 256 MiB.
+
+// The version a writer expects a stream to be at before its append.
+class ExpectedVersion {
+ public:
+  // Any version, including a stream that does not exist yet.
+  static constexpr ExpectedVersion Any() { return ExpectedVersion(kAnyRaw); }
+  // The stream must not exist (version 0).
+  static constexpr ExpectedVersion NoStream() { return ExpectedVersion(0); }
+  // The stream must be exactly at `version` (0 means no stream).
+  static constexpr ExpectedVersion Exact(uint64_t version) {
+    return ExpectedVersion(static_cast<int64_t>(version));
+  }
+  // Builds from the wire form used by the API: -1 any, 0 no stream, N >= 1
+  // exact. Any other value is malformed and makes the append fail with
+  // INVALID_ARGUMENT.
+  static constexpr ExpectedVersion FromRaw(int64_t raw) {
+    return ExpectedVersion(raw);
+  }
+
+  bool is_any() const { return raw_ == kAnyRaw; }
+  bool is_valid() const { return raw_ >= kAnyRaw; }
+  // REQUIRES: !is_any() && is_valid().
+  uint64_t version() const { return static_cast<uint64_t>(raw_); }
+  int64_t raw() const { return raw_; }
+  std::string ToString() const;
+
+ private:
+  static constexpr int64_t kAnyRaw = -1;
+  constexpr explicit ExpectedVersion(int64_t raw) : raw_(raw) {}
+  int64_t raw_;
+};
+
+// Who and what caused an append. Shared by all events of one append.
+struct AppendMetadata {
+  // Identifies the request for idempotency. A non-empty id that is already
+  // committed makes the append return the original result and write nothing.
+  std::string request_id;
+  std::string correlation_id;
+  std::string actor;
+  // The time recorded in every event of the append. The store never reads a
+  // clock: the caller's clock (real or manual) is the only source of time.
+  absl::Time timestamp = absl::UnixEpoch();
+};
+
+// An event to append.
+struct NewEvent {
+  std::string event_type;
+  std::string payload;  // A serialized protobuf message.
+  // Unique id of the event. Empty: the store derives one from the request id
+  // (or position) at commit.
+  std::string event_id;
+};
+
+// Events to append to one stream, guarded by an expected version.
+struct StreamAppend {
+  std::string stream_id;
+  ExpectedVersion expected_version = ExpectedVersion::Any();
+  std::vector<NewEvent> events;
+};
+
+// One atomic append: to one stream or to several at once.
+struct AppendRequest {
+  std::vector<StreamAppend> streams;
+  AppendMetadata metadata;
+};
+
+struct AppendResult {
+  // Positions of the first and last appended records, in request order.
+  uint64_t first_position = 0;
+  uint64_t last_position = 0;
+  // The version of each stream after the append, in request order.
+  std::vector<uint64_t> stream_versions;
+  // True when the request id was already committed and nothing was written.
+  bool deduplicated = false;
+};
+
+// A committed record.
+struct RecordedEvent {
+  uint64_t position = 0;
+  std::string stream_id;
+  uint64_t stream_version = 0;
+  std::string event_type;
+  std::string payload;
+  std::string event_id;
+  std::string request_id;
+  std::string correlation_id;
+  std::string actor;
+  absl::Time timestamp = absl::UnixEpoch();
+  Hash prev_hash{};  // All zero for position 1.
+  Hash hash{};       // SHA-256 over prev_hash, position and the body.
+
+  bool operator==(const RecordedEvent& other) const;
+};
+
+// The head of the log: its last position (0 when empty) and that record's
+// hash (all zero when empty). Together they are the log's digest.
+struct LogHead {
+  uint64_t position = 0;
+  Hash hash{};
+};
+
+struct Snapshot {
+  uint64_t position = 0;  // The last record the blob reflects.
+  std::string blob;
+};
+
+class EventStore {
+ public:
+  virtual ~EventStore() = default;
+
+  // Appends every event of `request` atomically: all or nothing.
+  //
+  // Returns the committed positions once they are durable (for a durable
+  // store: in the WAL and fsynced).
+  // Errors:
+  //   INVALID_ARGUMENT: no stream or no event, an empty, oversized or
+  //     repeated stream id, an empty or oversized event type, a payload over
+  //     kMaxPayloadBytes, a malformed expected version; nothing is written.
+  //   ABORTED: a stream is not at its expected version; the message names
+  //     the stream, the expected and the actual version.
+  //   ALREADY_EXISTS: the request id is committed with different content
+  //     (streams, expected versions, event types or payloads).
+  //   Anything else (UNAVAILABLE, DATA_LOSS, INTERNAL): the store failed and
+  //     refuses every later append (a sticky error).
+  virtual absl::StatusOr<AppendResult> Append(const AppendRequest& request) = 0;
+
+  // Returns up to `limit` records with position >= `from`, ascending.
+  virtual absl::StatusOr<std::vector<RecordedEvent>> ReadForward(
+      uint64_t from, size_t limit) const = 0;
+
+  // Returns up to `limit` records with position <= `from`, descending.
+  // `from` past the head reads from the head.
+  virtual absl::StatusOr<std::vector<RecordedEvent>> ReadBackward(
+      uint64_t from, size_t limit) const = 0;
+
+  // Returns up to `limit` records of `stream_id` with version >=
+  // `from_version`, ascending. An unknown stream yields no records.
+  virtual absl::StatusOr<std::vector<RecordedEvent>> ReadStream(
+      const std::string& stream_id, uint64_t from_version,
+      size_t limit) const = 0;
+
+  // Returns the current head (position and hash).
+  virtual LogHead Head() const = 0;
+
+  // Returns the current version of `stream_id` (0 when it has no record).
+  virtual uint64_t StreamVersion(const std::string& stream_id) const = 0;
+
+  // Blocks until the head passes `after`, `deadline` passes or the store is
+  // closed, without polling. Returns the head position then (which is
+  // <= `after` on time-out). Waiting readers hold no lock the writer needs
+  // and buffer nothing: they read the records themselves afterwards.
+  virtual uint64_t WaitForPosition(uint64_t after,
+                                   absl::Time deadline) const = 0;
+
+  // Stores `snapshot` (replacing none: older snapshots stay until pruned by
+  // the implementation). INVALID_ARGUMENT if its position is past the head
+  // or the blob exceeds kMaxSnapshotBytes.
+  virtual absl::Status SaveSnapshot(const Snapshot& snapshot) = 0;
+
+  // Returns the snapshot with the highest position, or std::nullopt.
+  virtual absl::StatusOr<std::optional<Snapshot>> LoadLatestSnapshot()
+      const = 0;
+
+  // Wakes every WaitForPosition caller and refuses later appends with
+  // UNAVAILABLE. Idempotent.
+  virtual void Close() = 0;
+};
+
+}  // namespace poledger
+
+#endif  // POLEDGER_EVENTSTORE_EVENT_STORE_H_

@@ -1,0 +1,136 @@
+#include "eventstore/memory_event_store.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+
+namespace poledger {
+
+absl::StatusOr<AppendResult> InMemoryEventStore::Append(
+    const AppendRequest& request) {
+  RETURN_IF_ERROR(record_format::ValidateAppendRequest(request));
+  const Hash digest = record_format::RequestContentDigest(request);
+  absl::MutexLock lock(&mu_);
+  if (closed_) return absl::UnavailableError("event store is closed");
+  const std::string& request_id = request.metadata.request_id;
+  if (!request_id.empty()) {
+    auto it = requests_.find(request_id);
+    if (it != requests_.end()) {
+      if (it->second.content_digest != digest) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "request id \"", request_id,
+            "\" was already committed with different content"));
+      }
+      AppendResult result = it->second.result;
+      result.deduplicated = true;
+      return result;
+    }
+  }
+  LogHead head;
+  if (!log_.empty()) head = LogHead{log_.back().position, log_.back().hash};
+  record_format::BatchPlanner planner(
+      head, [this](const std::string& id) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        auto it = streams_.find(id);
+        return it == streams_.end() ? uint64_t{0} : it->second.size();
+      });
+  AppendResult result;
+  ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
+                   planner.Plan(request, &result));
+  for (RecordedEvent& r : records) {
+    streams_[r.stream_id].push_back(r.position);
+    log_.push_back(std::move(r));
+  }
+  if (!request_id.empty()) requests_[request_id] = {digest, result};
+  return result;
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> InMemoryEventStore::ReadForward(
+    uint64_t from, size_t limit) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<RecordedEvent> out;
+  for (uint64_t p = std::max<uint64_t>(from, 1);
+       p <= log_.size() && out.size() < limit; ++p) {
+    out.push_back(log_[p - 1]);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> InMemoryEventStore::ReadBackward(
+    uint64_t from, size_t limit) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<RecordedEvent> out;
+  for (uint64_t p = std::min<uint64_t>(from, log_.size());
+       p >= 1 && out.size() < limit; --p) {
+    out.push_back(log_[p - 1]);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> InMemoryEventStore::ReadStream(
+    const std::string& stream_id, uint64_t from_version, size_t limit) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<RecordedEvent> out;
+  auto it = streams_.find(stream_id);
+  if (it == streams_.end()) return out;
+  const std::vector<uint64_t>& positions = it->second;
+  for (uint64_t v = std::max<uint64_t>(from_version, 1);
+       v <= positions.size() && out.size() < limit; ++v) {
+    out.push_back(log_[positions[v - 1] - 1]);
+  }
+  return out;
+}
+
+LogHead InMemoryEventStore::Head() const {
+  absl::MutexLock lock(&mu_);
+  if (log_.empty()) return LogHead{};
+  return LogHead{log_.back().position, log_.back().hash};
+}
+
+uint64_t InMemoryEventStore::StreamVersion(const std::string& stream_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(stream_id);
+  return it == streams_.end() ? 0 : it->second.size();
+}
+
+uint64_t InMemoryEventStore::WaitForPosition(uint64_t after,
+                                             absl::Time deadline) const {
+  absl::MutexLock lock(&mu_);
+  auto ready = [this, after]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return closed_ || log_.size() > after;
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+  return log_.size();
+}
+
+absl::Status InMemoryEventStore::SaveSnapshot(const Snapshot& snapshot) {
+  if (snapshot.blob.size() > kMaxSnapshotBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot.blob: ", snapshot.blob.size(),
+                     " bytes exceeds the limit of ", kMaxSnapshotBytes));
+  }
+  absl::MutexLock lock(&mu_);
+  if (snapshot.position > log_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot.position: ", snapshot.position,
+                     " is past the head ", log_.size()));
+  }
+  snapshots_[snapshot.position] = snapshot.blob;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<Snapshot>> InMemoryEventStore::LoadLatestSnapshot()
+    const {
+  absl::MutexLock lock(&mu_);
+  if (snapshots_.empty()) return std::optional<Snapshot>();
+  const auto& [position, blob] = *snapshots_.rbegin();
+  return std::optional<Snapshot>(Snapshot{position, blob});
+}
+
+void InMemoryEventStore::Close() {
+  absl::MutexLock lock(&mu_);
+  closed_ = true;
+}
+
+}  // namespace poledger

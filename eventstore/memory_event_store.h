@@ -1,0 +1,56 @@
+// InMemoryEventStore keeps the log in memory: nothing survives the process.
+// It implements the full EventStore contract (positions, versions, hash
+// chain, idempotency, waiting readers) and exists for fast tests, as an
+// in-memory Env does for a storage engine.
+//
+// Thread safety: safe for concurrent use.
+#ifndef POLEDGER_EVENTSTORE_MEMORY_EVENT_STORE_H_
+#define POLEDGER_EVENTSTORE_MEMORY_EVENT_STORE_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "eventstore/event_store.h"
+#include "eventstore/record_format.h"
+
+namespace poledger {
+
+class InMemoryEventStore final : public EventStore {
+ public:
+  InMemoryEventStore() = default;
+
+  absl::StatusOr<AppendResult> Append(const AppendRequest& request) override;
+  absl::StatusOr<std::vector<RecordedEvent>> ReadForward(
+      uint64_t from, size_t limit) const override;
+  absl::StatusOr<std::vector<RecordedEvent>> ReadBackward(
+      uint64_t from, size_t limit) const override;
+  absl::StatusOr<std::vector<RecordedEvent>> ReadStream(
+      const std::string& stream_id, uint64_t from_version,
+      size_t limit) const override;
+  LogHead Head() const override;
+  uint64_t StreamVersion(const std::string& stream_id) const override;
+  uint64_t WaitForPosition(uint64_t after, absl::Time deadline) const override;
+  absl::Status SaveSnapshot(const Snapshot& snapshot) override;
+  absl::StatusOr<std::optional<Snapshot>> LoadLatestSnapshot() const override;
+  void Close() override;
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<RecordedEvent> log_ ABSL_GUARDED_BY(mu_);  // log_[p - 1].
+  // Positions of each stream's records, by version - 1.
+  absl::flat_hash_map<std::string, std::vector<uint64_t>> streams_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, record_format::RequestEntry> requests_
+      ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, std::string> snapshots_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace poledger
+
+#endif  // POLEDGER_EVENTSTORE_MEMORY_EVENT_STORE_H_

@@ -1,0 +1,426 @@
+#include "eventstore/record_format.h"
+
+#include <cstring>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "core/base/status_macros.h"
+#include "eventstore/sha256.h"
+
+namespace poledger {
+namespace record_format {
+namespace {
+
+void PutFixed64(std::string* out, uint64_t value) {
+  char buf[8];
+  for (int i = 7; i >= 0; --i) {
+    buf[i] = static_cast<char>(value & 0xff);
+    value >>= 8;
+  }
+  out->append(buf, 8);
+}
+
+void PutFixed32(std::string* out, uint32_t value) {
+  char buf[4];
+  for (int i = 3; i >= 0; --i) {
+    buf[i] = static_cast<char>(value & 0xff);
+    value >>= 8;
+  }
+  out->append(buf, 4);
+}
+
+void PutVarint64(std::string* out, uint64_t value) {
+  while (value >= 0x80) {
+    out->push_back(static_cast<char>((value & 0x7f) | 0x80));
+    value >>= 7;
+  }
+  out->push_back(static_cast<char>(value));
+}
+
+void PutLengthPrefixed(std::string* out, absl::string_view bytes) {
+  PutVarint64(out, bytes.size());
+  out->append(bytes.data(), bytes.size());
+}
+
+// A cursor over encoded bytes; every Get fails (returns false) rather than
+// reading past the end.
+class Reader {
+ public:
+  explicit Reader(absl::string_view in) : in_(in) {}
+
+  bool GetFixed64(uint64_t* value) {
+    if (in_.size() < 8) return false;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(in_[i]);
+    in_.remove_prefix(8);
+    *value = v;
+    return true;
+  }
+
+  bool GetVarint64(uint64_t* value) {
+    uint64_t result = 0;
+    for (int shift = 0; shift <= 63 && !in_.empty(); shift += 7) {
+      const uint8_t byte = static_cast<uint8_t>(in_[0]);
+      in_.remove_prefix(1);
+      result |= static_cast<uint64_t>(byte & 0x7f) << shift;
+      if ((byte & 0x80) == 0) {
+        *value = result;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  bool GetLengthPrefixed(std::string* out) {
+    uint64_t len = 0;
+    if (!GetVarint64(&len) || len > in_.size()) return false;
+    out->assign(in_.data(), len);
+    in_.remove_prefix(len);
+    return true;
+  }
+
+  bool GetBytes(size_t n, uint8_t* out) {
+    if (in_.size() < n) return false;
+    std::memcpy(out, in_.data(), n);
+    in_.remove_prefix(n);
+    return true;
+  }
+
+  bool GetByte(uint8_t* out) { return GetBytes(1, out); }
+  bool empty() const { return in_.empty(); }
+
+ private:
+  absl::string_view in_;
+};
+
+std::string EncodeBody(const RecordedEvent& r) {
+  std::string body;
+  body.reserve(64 + r.stream_id.size() + r.event_type.size() +
+               r.payload.size() + r.event_id.size() + r.request_id.size() +
+               r.correlation_id.size() + r.actor.size());
+  PutVarint64(&body, r.stream_version);
+  PutLengthPrefixed(&body, r.stream_id);
+  PutLengthPrefixed(&body, r.event_type);
+  PutLengthPrefixed(&body, r.payload);
+  PutLengthPrefixed(&body, r.event_id);
+  PutLengthPrefixed(&body, r.request_id);
+  PutLengthPrefixed(&body, r.correlation_id);
+  PutLengthPrefixed(&body, r.actor);
+  PutFixed64(&body, static_cast<uint64_t>(absl::ToUnixMicros(r.timestamp)));
+  return body;
+}
+
+Hash HashOf(const Hash& prev, uint64_t position, absl::string_view body) {
+  thread_local Sha256 sha;
+  std::string pos;
+  PutFixed64(&pos, position);
+  sha.Update(prev);
+  sha.Update(pos);
+  sha.Update(body);
+  return sha.Finish();
+}
+
+absl::Status Corrupt(uint64_t position, absl::string_view why) {
+  return absl::DataLossError(
+      absl::StrCat("event log record at position ", position, ": ", why));
+}
+
+absl::Status CheckField(absl::string_view field, absl::string_view value,
+                        size_t max_bytes, bool required) {
+  if (required && value.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": must not be empty"));
+  }
+  if (value.size() > max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": ", value.size(), " bytes exceeds the limit of ", max_bytes));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string LogKey(uint64_t position) {
+  std::string key(1, kLogPrefix);
+  PutFixed64(&key, position);
+  return key;
+}
+
+absl::StatusOr<uint64_t> ParseLogKey(absl::string_view key) {
+  if (key.size() != 9 || key[0] != kLogPrefix) {
+    return absl::InvalidArgumentError("not a log key");
+  }
+  return DecodeFixed64(key.substr(1));
+}
+
+std::string StreamKeyPrefix(absl::string_view stream_id) {
+  std::string key(1, kStreamPrefix);
+  PutFixed32(&key, static_cast<uint32_t>(stream_id.size()));
+  key.append(stream_id.data(), stream_id.size());
+  return key;
+}
+
+std::string StreamKey(absl::string_view stream_id, uint64_t version) {
+  std::string key = StreamKeyPrefix(stream_id);
+  PutFixed64(&key, version);
+  return key;
+}
+
+std::string VersionKey(absl::string_view stream_id) {
+  return absl::StrCat(std::string(1, kVersionPrefix), stream_id);
+}
+
+std::string RequestKey(absl::string_view request_id) {
+  return absl::StrCat(std::string(1, kRequestPrefix), request_id);
+}
+
+std::string SnapshotKey(uint64_t position) {
+  std::string key(1, kSnapshotPrefix);
+  PutFixed64(&key, position);
+  return key;
+}
+
+absl::StatusOr<uint64_t> ParseSnapshotKey(absl::string_view key) {
+  if (key.size() != 9 || key[0] != kSnapshotPrefix) {
+    return absl::InvalidArgumentError("not a snapshot key");
+  }
+  return DecodeFixed64(key.substr(1));
+}
+
+std::string MetaFormatKey() {
+  return absl::StrCat(std::string(1, kMetaPrefix), "format");
+}
+
+std::string EncodeFixed64(uint64_t value) {
+  std::string out;
+  PutFixed64(&out, value);
+  return out;
+}
+
+absl::StatusOr<uint64_t> DecodeFixed64(absl::string_view bytes) {
+  Reader reader(bytes);
+  uint64_t value = 0;
+  if (bytes.size() != 8 || !reader.GetFixed64(&value)) {
+    return absl::InvalidArgumentError("expected 8 bytes");
+  }
+  return value;
+}
+
+Hash ComputeRecordHash(const RecordedEvent& record) {
+  return HashOf(record.prev_hash, record.position, EncodeBody(record));
+}
+
+std::string EncodeRecordValue(const RecordedEvent& record) {
+  const std::string body = EncodeBody(record);
+  std::string value;
+  value.reserve(1 + 64 + body.size());
+  value.push_back(static_cast<char>(kRecordFormat));
+  value.append(reinterpret_cast<const char*>(record.prev_hash.data()), 32);
+  value.append(reinterpret_cast<const char*>(record.hash.data()), 32);
+  value.append(body);
+  return value;
+}
+
+absl::StatusOr<RecordedEvent> DecodeRecordValue(uint64_t position,
+                                                absl::string_view value,
+                                                bool verify) {
+  Reader reader(value);
+  RecordedEvent r;
+  r.position = position;
+  uint8_t format = 0;
+  if (!reader.GetByte(&format)) return Corrupt(position, "empty value");
+  if (format != kRecordFormat) {
+    return Corrupt(position, absl::StrCat("unknown record format ", format));
+  }
+  if (!reader.GetBytes(32, r.prev_hash.data()) ||
+      !reader.GetBytes(32, r.hash.data())) {
+    return Corrupt(position, "truncated hashes");
+  }
+  const absl::string_view body = value.substr(65);
+  uint64_t micros = 0;
+  if (!reader.GetVarint64(&r.stream_version) ||
+      !reader.GetLengthPrefixed(&r.stream_id) ||
+      !reader.GetLengthPrefixed(&r.event_type) ||
+      !reader.GetLengthPrefixed(&r.payload) ||
+      !reader.GetLengthPrefixed(&r.event_id) ||
+      !reader.GetLengthPrefixed(&r.request_id) ||
+      !reader.GetLengthPrefixed(&r.correlation_id) ||
+      !reader.GetLengthPrefixed(&r.actor) || !reader.GetFixed64(&micros) ||
+      !reader.empty()) {
+    return Corrupt(position, "malformed body");
+  }
+  r.timestamp = absl::FromUnixMicros(static_cast<int64_t>(micros));
+  if (verify && HashOf(r.prev_hash, position, body) != r.hash) {
+    return Corrupt(position, "checksum mismatch (record hash)");
+  }
+  return r;
+}
+
+std::string EncodeRequestValue(const RequestEntry& entry) {
+  std::string value(1, static_cast<char>(kRequestFormat));
+  value.append(reinterpret_cast<const char*>(entry.content_digest.data()), 32);
+  PutFixed64(&value, entry.result.first_position);
+  PutFixed64(&value, entry.result.last_position);
+  PutVarint64(&value, entry.result.stream_versions.size());
+  for (uint64_t v : entry.result.stream_versions) PutVarint64(&value, v);
+  return value;
+}
+
+absl::StatusOr<RequestEntry> DecodeRequestValue(absl::string_view value) {
+  Reader reader(value);
+  RequestEntry entry;
+  uint8_t format = 0;
+  uint64_t n = 0;
+  if (!reader.GetByte(&format) || format != kRequestFormat ||
+      !reader.GetBytes(32, entry.content_digest.data()) ||
+      !reader.GetFixed64(&entry.result.first_position) ||
+      !reader.GetFixed64(&entry.result.last_position) ||
+      !reader.GetVarint64(&n) || n > kMaxEventsPerAppend) {
+    return absl::DataLossError("malformed request index entry");
+  }
+  entry.result.stream_versions.resize(n);
+  for (uint64_t& v : entry.result.stream_versions) {
+    if (!reader.GetVarint64(&v)) {
+      return absl::DataLossError("malformed request index entry");
+    }
+  }
+  if (!reader.empty()) return absl::DataLossError("malformed request index entry");
+  return entry;
+}
+
+Hash RequestContentDigest(const AppendRequest& request) {
+  Sha256 sha;
+  std::string buf;
+  for (const StreamAppend& s : request.streams) {
+    buf.clear();
+    PutLengthPrefixed(&buf, s.stream_id);
+    PutFixed64(&buf, static_cast<uint64_t>(s.expected_version.raw()));
+    PutVarint64(&buf, s.events.size());
+    sha.Update(buf);
+    for (const NewEvent& e : s.events) {
+      buf.clear();
+      PutLengthPrefixed(&buf, e.event_type);
+      PutVarint64(&buf, e.payload.size());
+      sha.Update(buf);
+      sha.Update(e.payload);
+    }
+  }
+  return sha.Finish();
+}
+
+absl::Status ValidateAppendRequest(const AppendRequest& request) {
+  if (request.streams.empty()) {
+    return absl::InvalidArgumentError("streams: at least one stream is required");
+  }
+  const AppendMetadata& m = request.metadata;
+  RETURN_IF_ERROR(CheckField("metadata.request_id", m.request_id,
+                             kMaxMetadataFieldBytes, false));
+  RETURN_IF_ERROR(CheckField("metadata.correlation_id", m.correlation_id,
+                             kMaxMetadataFieldBytes, false));
+  RETURN_IF_ERROR(
+      CheckField("metadata.actor", m.actor, kMaxMetadataFieldBytes, false));
+  size_t total_events = 0;
+  absl::flat_hash_set<absl::string_view> seen;
+  for (size_t i = 0; i < request.streams.size(); ++i) {
+    const StreamAppend& s = request.streams[i];
+    const std::string field = absl::StrCat("streams[", i, "]");
+    RETURN_IF_ERROR(CheckField(absl::StrCat(field, ".stream_id"), s.stream_id,
+                               kMaxStreamIdBytes, true));
+    if (!seen.insert(s.stream_id).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".stream_id: stream \"", s.stream_id,
+          "\" appears more than once in one append"));
+    }
+    if (!s.expected_version.is_valid()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".expected_version: ", s.expected_version.raw(),
+          " is malformed (use -1 for any, 0 for no stream, N >= 1 for exact)"));
+    }
+    if (s.events.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".events: at least one event is required"));
+    }
+    total_events += s.events.size();
+    for (size_t j = 0; j < s.events.size(); ++j) {
+      const NewEvent& e = s.events[j];
+      const std::string ef = absl::StrCat(field, ".events[", j, "]");
+      RETURN_IF_ERROR(CheckField(absl::StrCat(ef, ".event_type"), e.event_type,
+                                 kMaxEventTypeBytes, true));
+      RETURN_IF_ERROR(CheckField(absl::StrCat(ef, ".payload"), e.payload,
+                                 kMaxPayloadBytes, false));
+      RETURN_IF_ERROR(CheckField(absl::StrCat(ef, ".event_id"), e.event_id,
+                                 kMaxMetadataFieldBytes, false));
+    }
+  }
+  if (total_events > kMaxEventsPerAppend) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("streams: ", total_events, " events exceed the limit of ",
+                     kMaxEventsPerAppend, " per append"));
+  }
+  return absl::OkStatus();
+}
+
+BatchPlanner::BatchPlanner(
+    LogHead head, std::function<uint64_t(const std::string&)> committed_version)
+    : head_(head), committed_version_(std::move(committed_version)) {}
+
+uint64_t BatchPlanner::VersionOf(const std::string& stream_id) const {
+  auto it = planned_versions_.find(stream_id);
+  return it != planned_versions_.end() ? it->second
+                                       : committed_version_(stream_id);
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> BatchPlanner::Plan(
+    const AppendRequest& request, AppendResult* result) {
+  std::vector<uint64_t> current(request.streams.size());
+  for (size_t i = 0; i < request.streams.size(); ++i) {
+    const StreamAppend& s = request.streams[i];
+    current[i] = VersionOf(s.stream_id);
+    if (!s.expected_version.is_any() &&
+        s.expected_version.version() != current[i]) {
+      return absl::AbortedError(absl::StrCat(
+          "wrong expected version for stream \"", s.stream_id, "\": expected ",
+          s.expected_version.ToString(), ", actual ", current[i]));
+    }
+  }
+  const AppendMetadata& m = request.metadata;
+  std::vector<RecordedEvent> records;
+  LogHead head = head_;
+  result->first_position = head.position + 1;
+  result->stream_versions.clear();
+  for (size_t i = 0; i < request.streams.size(); ++i) {
+    const StreamAppend& s = request.streams[i];
+    uint64_t version = current[i];
+    for (const NewEvent& e : s.events) {
+      RecordedEvent r;
+      r.position = head.position + 1;
+      r.stream_id = s.stream_id;
+      r.stream_version = ++version;
+      r.event_type = e.event_type;
+      r.payload = e.payload;
+      r.event_id =
+          e.event_id.empty() ? absl::StrCat("evt-", r.position) : e.event_id;
+      r.request_id = m.request_id;
+      r.correlation_id = m.correlation_id;
+      r.actor = m.actor;
+      r.timestamp = m.timestamp;
+      r.prev_hash = head.hash;
+      r.hash = ComputeRecordHash(r);
+      head = LogHead{r.position, r.hash};
+      records.push_back(std::move(r));
+    }
+    result->stream_versions.push_back(version);
+  }
+  for (size_t i = 0; i < request.streams.size(); ++i) {
+    planned_versions_[request.streams[i].stream_id] =
+        result->stream_versions[i];
+  }
+  head_ = head;
+  result->last_position = head.position;
+  result->deduplicated = false;
+  return records;
+}
+
+}  // namespace record_format
+}  // namespace poledger

@@ -1,0 +1,135 @@
+// The on-disk key and value layout of the event log, and the hashing and
+// validation shared by every EventStore implementation.
+//
+// Grammar (all integers big-endian unless varint; one RocksDB column family):
+//
+//   key            := log_key | stream_key | version_key | request_key
+//                   | snapshot_key | meta_key
+//   log_key        := 'L' fixed64(position)              -> record_value
+//   stream_key     := 'S' fixed32(len(stream_id)) stream_id fixed64(version)
+//                                                        -> fixed64(position)
+//   version_key    := 'V' stream_id                      -> fixed64(version)
+//   request_key    := 'R' request_id                     -> request_value
+//   snapshot_key   := 'P' fixed64(position)              -> snapshot blob
+//   meta_key       := 'M' "format"                       -> fixed32(1)
+//
+//   record_value   := 0x01 prev_hash:32 hash:32 body
+//   body           := varint64(stream_version) lp(stream_id) lp(event_type)
+//                     lp(payload) lp(event_id) lp(request_id)
+//                     lp(correlation_id) lp(actor) fixed64(timestamp_micros)
+//   lp(x)          := varint64(len(x)) x
+//   hash           := SHA-256(prev_hash fixed64(position) body)
+//   request_value  := 0x01 content_digest:32 fixed64(first_position)
+//                     fixed64(last_position) varint64(n) varint64(version)*n
+//
+// timestamp_micros is microseconds since the Unix epoch as a two's-complement
+// int64. prev_hash of position 1 is 32 zero bytes. Keys of one kind sort by
+// position (or stream, then version), so a prefix scan reads them in order.
+//
+// Thread safety: every function here is pure and thread-safe.
+#ifndef POLEDGER_EVENTSTORE_RECORD_FORMAT_H_
+#define POLEDGER_EVENTSTORE_RECORD_FORMAT_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "eventstore/event_store.h"
+
+namespace poledger {
+namespace record_format {
+
+inline constexpr char kLogPrefix = 'L';
+inline constexpr char kStreamPrefix = 'S';
+inline constexpr char kVersionPrefix = 'V';
+inline constexpr char kRequestPrefix = 'R';
+inline constexpr char kSnapshotPrefix = 'P';
+inline constexpr char kMetaPrefix = 'M';
+inline constexpr uint8_t kRecordFormat = 1;
+inline constexpr uint8_t kRequestFormat = 1;
+
+std::string LogKey(uint64_t position);
+// Returns the position of a log key; INVALID_ARGUMENT if malformed.
+absl::StatusOr<uint64_t> ParseLogKey(absl::string_view key);
+std::string StreamKey(absl::string_view stream_id, uint64_t version);
+// The common prefix of every stream_key of `stream_id`.
+std::string StreamKeyPrefix(absl::string_view stream_id);
+std::string VersionKey(absl::string_view stream_id);
+std::string RequestKey(absl::string_view request_id);
+std::string SnapshotKey(uint64_t position);
+absl::StatusOr<uint64_t> ParseSnapshotKey(absl::string_view key);
+std::string MetaFormatKey();
+
+std::string EncodeFixed64(uint64_t value);
+absl::StatusOr<uint64_t> DecodeFixed64(absl::string_view bytes);
+
+// Encodes `record` (its position, hashes and body) as a record_value.
+std::string EncodeRecordValue(const RecordedEvent& record);
+
+// Decodes a record_value stored at `position`. With `verify`, recomputes the
+// record's hash and returns DATA_LOSS naming the position on a mismatch;
+// DATA_LOSS also for any malformed value.
+absl::StatusOr<RecordedEvent> DecodeRecordValue(uint64_t position,
+                                                absl::string_view value,
+                                                bool verify);
+
+// Returns the hash a record must carry: SHA-256(prev_hash position body).
+Hash ComputeRecordHash(const RecordedEvent& record);
+
+// The stored outcome of a committed request id.
+struct RequestEntry {
+  Hash content_digest{};
+  AppendResult result;
+};
+std::string EncodeRequestValue(const RequestEntry& entry);
+absl::StatusOr<RequestEntry> DecodeRequestValue(absl::string_view value);
+
+// Returns the digest of what makes two appends "the same request": streams,
+// expected versions, event types and payloads (not metadata or event ids).
+Hash RequestContentDigest(const AppendRequest& request);
+
+// Returns INVALID_ARGUMENT naming the field and the reason if `request` is
+// malformed (see EventStore::Append).
+absl::Status ValidateAppendRequest(const AppendRequest& request);
+
+// Plans appends on top of a committed log: checks expected versions, assigns
+// positions and stream versions and links the hash chain. Plans accumulate,
+// so one planner can lay out a whole group commit.
+//
+// Not thread-safe: use from one thread at a time.
+class BatchPlanner {
+ public:
+  // `committed_version` returns a stream's committed version (0 if none).
+  BatchPlanner(LogHead head,
+               std::function<uint64_t(const std::string&)> committed_version);
+
+  // Plans `request` after every plan made so far. On success the records
+  // are returned and become the basis of the next plan; on ABORTED (a
+  // version mismatch) nothing changes.
+  // REQUIRES: ValidateAppendRequest(request).ok().
+  absl::StatusOr<std::vector<RecordedEvent>> Plan(const AppendRequest& request,
+                                                  AppendResult* result);
+
+  // The head and stream versions after every successful plan.
+  const LogHead& head() const { return head_; }
+  const absl::flat_hash_map<std::string, uint64_t>& planned_versions() const {
+    return planned_versions_;
+  }
+
+ private:
+  uint64_t VersionOf(const std::string& stream_id) const;
+
+  LogHead head_;
+  std::function<uint64_t(const std::string&)> committed_version_;
+  absl::flat_hash_map<std::string, uint64_t> planned_versions_;
+};
+
+}  // namespace record_format
+}  // namespace poledger
+
+#endif  // POLEDGER_EVENTSTORE_RECORD_FORMAT_H_

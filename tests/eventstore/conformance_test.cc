@@ -1,0 +1,451 @@
+// One conformance suite for every EventStore implementation.
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "eventstore/event_store.h"
+#include "eventstore/memory_event_store.h"
+#include "eventstore/record_format.h"
+#include "eventstore/rocksdb_event_store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/eventstore/store_test_util.h"
+#include "tests/testing/status_matchers.h"
+
+namespace poledger {
+namespace {
+
+using ::poledger::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+struct StoreFactory {
+  std::string name;
+  std::function<std::unique_ptr<EventStore>(const std::string& dir)> open;
+};
+
+class ConformanceTest : public ::testing::TestWithParam<StoreFactory> {
+ protected:
+  void SetUp() override {
+    dir_ = std::make_unique<TempDir>();
+    store_ = GetParam().open(dir_->path());
+    ASSERT_NE(store_, nullptr);
+  }
+
+  AppendResult MustAppend(const AppendRequest& request) {
+    absl::StatusOr<AppendResult> result = store_->Append(request);
+    EXPECT_OK(result);
+    return result.ok() ? *result : AppendResult{};
+  }
+
+  std::vector<RecordedEvent> ReadAll() {
+    absl::StatusOr<std::vector<RecordedEvent>> all =
+        store_->ReadForward(1, 1000000);
+    EXPECT_OK(all);
+    return all.ok() ? *all : std::vector<RecordedEvent>{};
+  }
+
+  std::unique_ptr<TempDir> dir_;
+  std::unique_ptr<EventStore> store_;
+};
+
+TEST_P(ConformanceTest, EmptyStoreHasNoHeadAndNoRecords) {
+  EXPECT_EQ(store_->Head().position, 0u);
+  EXPECT_EQ(store_->Head().hash, Hash{});
+  EXPECT_EQ(store_->StreamVersion("a"), 0u);
+  EXPECT_TRUE(ReadAll().empty());
+  auto backward = store_->ReadBackward(100, 10);
+  ASSERT_OK(backward);
+  EXPECT_TRUE(backward->empty());
+}
+
+TEST_P(ConformanceTest, AssignsGapFreePositionsAndStreamVersions) {
+  EXPECT_EQ(MustAppend(OneEvent("a", ExpectedVersion::Any(), "p1"))
+                .first_position,
+            1u);
+  EXPECT_EQ(MustAppend(OneEvent("b", ExpectedVersion::Any(), "p2"))
+                .first_position,
+            2u);
+  AppendResult third = MustAppend(OneEvent("a", ExpectedVersion::Any(), "p3"));
+  EXPECT_EQ(third.first_position, 3u);
+  EXPECT_EQ(third.last_position, 3u);
+  EXPECT_THAT(third.stream_versions, ElementsAre(2u));
+  EXPECT_FALSE(third.deduplicated);
+
+  std::vector<RecordedEvent> all = ReadAll();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].stream_id, "a");
+  EXPECT_EQ(all[0].stream_version, 1u);
+  EXPECT_EQ(all[1].stream_id, "b");
+  EXPECT_EQ(all[1].stream_version, 1u);
+  EXPECT_EQ(all[2].stream_id, "a");
+  EXPECT_EQ(all[2].stream_version, 2u);
+  EXPECT_EQ(all[2].payload, "p3");
+  EXPECT_EQ(all[2].event_type, "TestEvent");
+  EXPECT_EQ(store_->StreamVersion("a"), 2u);
+  EXPECT_EQ(store_->StreamVersion("b"), 1u);
+  EXPECT_EQ(store_->Head().position, 3u);
+}
+
+TEST_P(ConformanceTest, RecordsCarryMetadataAndAHashChain) {
+  AppendRequest request = OneEvent("a", ExpectedVersion::Any(), "p1");
+  request.metadata.request_id = "req-1";
+  request.metadata.correlation_id = "corr-1";
+  request.metadata.actor = "alice@example.com";
+  request.metadata.timestamp = absl::FromUnixSeconds(1767225600);
+  request.streams[0].events[0].event_id = "event-1";
+  MustAppend(request);
+  MustAppend(OneEvent("a", ExpectedVersion::Any(), "p2"));
+  MustAppend(OneEvent("b", ExpectedVersion::Any(), "p3"));
+
+  std::vector<RecordedEvent> all = ReadAll();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].event_id, "event-1");
+  EXPECT_EQ(all[0].request_id, "req-1");
+  EXPECT_EQ(all[0].correlation_id, "corr-1");
+  EXPECT_EQ(all[0].actor, "alice@example.com");
+  EXPECT_EQ(all[0].timestamp, absl::FromUnixSeconds(1767225600));
+  EXPECT_FALSE(all[1].event_id.empty());
+  EXPECT_NE(all[1].event_id, all[2].event_id);
+  EXPECT_EQ(all[0].prev_hash, Hash{});
+  for (size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].hash, record_format::ComputeRecordHash(all[i]));
+    if (i > 0) {
+      EXPECT_EQ(all[i].prev_hash, all[i - 1].hash);
+    }
+  }
+  EXPECT_EQ(store_->Head().hash, all.back().hash);
+}
+
+TEST_P(ConformanceTest, ExpectedVersionIsEnforced) {
+  MustAppend(OneEvent("a", ExpectedVersion::NoStream(), "p1"));
+  EXPECT_THAT(store_->Append(OneEvent("a", ExpectedVersion::NoStream(), "x")),
+              StatusIs(absl::StatusCode::kAborted,
+                       HasSubstr("expected no stream, actual 1")));
+  MustAppend(OneEvent("a", ExpectedVersion::Exact(1), "p2"));
+  EXPECT_THAT(store_->Append(OneEvent("a", ExpectedVersion::Exact(1), "x")),
+              StatusIs(absl::StatusCode::kAborted,
+                       HasSubstr("expected 1, actual 2")));
+  EXPECT_THAT(store_->Append(OneEvent("new", ExpectedVersion::Exact(3), "x")),
+              StatusIs(absl::StatusCode::kAborted,
+                       HasSubstr("expected 3, actual 0")));
+  MustAppend(OneEvent("a", ExpectedVersion::Exact(2), "p3"));
+  EXPECT_EQ(store_->Head().position, 3u);
+  EXPECT_EQ(store_->StreamVersion("new"), 0u);
+}
+
+TEST_P(ConformanceTest, RacingWritersOnOneExpectedVersionOneWins) {
+  MustAppend(OneEvent("race", ExpectedVersion::Any(), "seed"));
+  constexpr int kThreads = 16;
+  std::atomic<int> wins{0};
+  std::atomic<int> aborted{0};
+  std::atomic<int> other{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      auto result = store_->Append(
+          OneEvent("race", ExpectedVersion::Exact(1), absl::StrCat("t", i)));
+      if (result.ok()) {
+        ++wins;
+      } else if (result.status().code() == absl::StatusCode::kAborted) {
+        ++aborted;
+      } else {
+        ++other;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(wins.load(), 1);
+  EXPECT_EQ(aborted.load(), kThreads - 1);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(store_->StreamVersion("race"), 2u);
+  EXPECT_EQ(store_->Head().position, 2u);
+}
+
+TEST_P(ConformanceTest, ConcurrentAppendsStayGapFree) {
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 50;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        EXPECT_OK(store_->Append(OneEvent(absl::StrCat("s", (t + i) % 3),
+                                          ExpectedVersion::Any(),
+                                          absl::StrCat(t, "/", i))));
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::vector<RecordedEvent> all = ReadAll();
+  ASSERT_EQ(all.size(), size_t{kThreads * kPerThread});
+  std::map<std::string, uint64_t> versions;
+  for (size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].position, i + 1);
+    EXPECT_EQ(all[i].stream_version, ++versions[all[i].stream_id]);
+    if (i > 0) {
+      EXPECT_EQ(all[i].prev_hash, all[i - 1].hash);
+    }
+  }
+  for (const auto& [stream, version] : versions) {
+    EXPECT_EQ(store_->StreamVersion(stream), version);
+  }
+}
+
+TEST_P(ConformanceTest, SameRequestIdSameContentReturnsTheFirstResult) {
+  MustAppend(OneEvent("other", ExpectedVersion::Any(), "x"));
+  AppendRequest request = OneEvent("a", ExpectedVersion::NoStream(), "p1");
+  request.metadata.request_id = "req-42";
+  AppendResult first = MustAppend(request);
+  // A retry may carry new metadata; only the content must match.
+  request.metadata.timestamp = absl::FromUnixSeconds(99);
+  AppendResult again = MustAppend(request);
+  EXPECT_TRUE(again.deduplicated);
+  EXPECT_EQ(again.first_position, first.first_position);
+  EXPECT_EQ(again.last_position, first.last_position);
+  EXPECT_EQ(again.stream_versions, first.stream_versions);
+  EXPECT_EQ(store_->Head().position, 2u);
+
+  AppendRequest changed = OneEvent("a", ExpectedVersion::NoStream(), "p2");
+  changed.metadata.request_id = "req-42";
+  EXPECT_THAT(store_->Append(changed),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("req-42")));
+  EXPECT_EQ(store_->Head().position, 2u);
+}
+
+TEST_P(ConformanceTest, ConcurrentRetriesOfOneRequestWriteOnce) {
+  AppendRequest request = OneEvent("a", ExpectedVersion::Any(), "once");
+  request.metadata.request_id = "req-concurrent";
+  std::vector<std::thread> threads;
+  std::vector<absl::StatusOr<AppendResult>> results(8);
+  for (size_t i = 0; i < results.size(); ++i) {
+    threads.emplace_back([&, i] { results[i] = store_->Append(request); });
+  }
+  for (std::thread& t : threads) t.join();
+  int fresh = 0;
+  for (const auto& r : results) {
+    ASSERT_OK(r);
+    EXPECT_EQ(r->first_position, 1u);
+    if (!r->deduplicated) ++fresh;
+  }
+  EXPECT_EQ(fresh, 1);
+  EXPECT_EQ(store_->Head().position, 1u);
+}
+
+TEST_P(ConformanceTest, MultiStreamAppendIsAllOrNothing) {
+  MustAppend(OneEvent("a", ExpectedVersion::Any(), "a1"));
+  AppendRequest both;
+  both.streams.push_back(
+      {"a", ExpectedVersion::Exact(1), {{"TestEvent", "a2", ""}}});
+  both.streams.push_back({"b",
+                          ExpectedVersion::Exact(5),
+                          {{"TestEvent", "b1", ""}, {"TestEvent", "b2", ""}}});
+  EXPECT_THAT(store_->Append(both),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("\"b\"")));
+  EXPECT_EQ(store_->Head().position, 1u);
+  EXPECT_EQ(store_->StreamVersion("a"), 1u);
+  EXPECT_EQ(store_->StreamVersion("b"), 0u);
+
+  both.streams[1].expected_version = ExpectedVersion::NoStream();
+  AppendResult result = MustAppend(both);
+  EXPECT_EQ(result.first_position, 2u);
+  EXPECT_EQ(result.last_position, 4u);
+  EXPECT_THAT(result.stream_versions, ElementsAre(2u, 2u));
+  auto b = store_->ReadStream("b", 1, 10);
+  ASSERT_OK(b);
+  ASSERT_EQ(b->size(), 2u);
+  EXPECT_EQ((*b)[0].position, 3u);
+  EXPECT_EQ((*b)[1].position, 4u);
+}
+
+TEST_P(ConformanceTest, ReadsInBothDirectionsAndByStream) {
+  for (int i = 1; i <= 10; ++i) {
+    MustAppend(OneEvent(i % 2 == 0 ? "even" : "odd", ExpectedVersion::Any(),
+                        absl::StrCat("p", i)));
+  }
+  auto forward = store_->ReadForward(4, 3);
+  ASSERT_OK(forward);
+  ASSERT_EQ(forward->size(), 3u);
+  EXPECT_EQ((*forward)[0].position, 4u);
+  EXPECT_EQ((*forward)[2].position, 6u);
+
+  auto tail = store_->ReadForward(9, 100);
+  ASSERT_OK(tail);
+  EXPECT_EQ(tail->size(), 2u);
+  auto past = store_->ReadForward(11, 100);
+  ASSERT_OK(past);
+  EXPECT_TRUE(past->empty());
+
+  auto backward = store_->ReadBackward(UINT64_MAX, 3);
+  ASSERT_OK(backward);
+  ASSERT_EQ(backward->size(), 3u);
+  EXPECT_EQ((*backward)[0].position, 10u);
+  EXPECT_EQ((*backward)[2].position, 8u);
+  auto backward_from_2 = store_->ReadBackward(2, 10);
+  ASSERT_OK(backward_from_2);
+  ASSERT_EQ(backward_from_2->size(), 2u);
+  EXPECT_EQ((*backward_from_2)[1].position, 1u);
+
+  auto even = store_->ReadStream("even", 2, 2);
+  ASSERT_OK(even);
+  ASSERT_EQ(even->size(), 2u);
+  EXPECT_EQ((*even)[0].stream_version, 2u);
+  EXPECT_EQ((*even)[0].payload, "p4");
+  EXPECT_EQ((*even)[1].payload, "p6");
+  auto unknown = store_->ReadStream("nope", 1, 10);
+  ASSERT_OK(unknown);
+  EXPECT_TRUE(unknown->empty());
+}
+
+TEST_P(ConformanceTest, MalformedAppendsAreRejectedAndWriteNothing) {
+  MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
+  struct Case {
+    std::string name;
+    std::function<void(AppendRequest&)> mutate;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {"no streams", [](AppendRequest& r) { r.streams.clear(); }, "streams"},
+      {"empty stream id",
+       [](AppendRequest& r) { r.streams[0].stream_id.clear(); },
+       "streams[0].stream_id"},
+      {"oversized stream id",
+       [](AppendRequest& r) {
+         r.streams[0].stream_id = std::string(kMaxStreamIdBytes + 1, 'x');
+       },
+       "streams[0].stream_id"},
+      {"zero events", [](AppendRequest& r) { r.streams[0].events.clear(); },
+       "streams[0].events"},
+      {"oversized payload",
+       [](AppendRequest& r) {
+         r.streams[0].events[0].payload = std::string(kMaxPayloadBytes + 1, 'x');
+       },
+       "streams[0].events[0].payload"},
+      {"empty event type",
+       [](AppendRequest& r) { r.streams[0].events[0].event_type.clear(); },
+       "streams[0].events[0].event_type"},
+      {"malformed expected version",
+       [](AppendRequest& r) {
+         r.streams[0].expected_version = ExpectedVersion::FromRaw(-7);
+       },
+       "streams[0].expected_version"},
+      {"repeated stream",
+       [](AppendRequest& r) { r.streams.push_back(r.streams[0]); },
+       "streams[1].stream_id"},
+      {"oversized request id",
+       [](AppendRequest& r) {
+         r.metadata.request_id = std::string(kMaxMetadataFieldBytes + 1, 'r');
+       },
+       "metadata.request_id"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    AppendRequest request = OneEvent("a", ExpectedVersion::Any(), "x");
+    c.mutate(request);
+    EXPECT_THAT(store_->Append(request),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr(c.field + ":")));
+  }
+  EXPECT_EQ(store_->Head().position, 1u);
+  EXPECT_EQ(store_->StreamVersion("a"), 1u);
+}
+
+TEST_P(ConformanceTest, WaitingReadersCatchUpThenReceiveLiveRecords) {
+  for (int i = 0; i < 5; ++i) {
+    MustAppend(OneEvent("a", ExpectedVersion::Any(), absl::StrCat(i)));
+  }
+  constexpr int kReaders = 4;
+  constexpr uint64_t kTotal = 25;
+  std::vector<std::vector<uint64_t>> seen(kReaders);
+  std::vector<std::thread> readers;
+  for (int r = 0; r < kReaders; ++r) {
+    readers.emplace_back([&, r] {
+      uint64_t last = 0;
+      const absl::Time deadline = absl::Now() + absl::Seconds(30);
+      while (last < kTotal && absl::Now() < deadline) {
+        auto batch = store_->ReadForward(last + 1, 3);
+        ASSERT_OK(batch);
+        for (const RecordedEvent& e : *batch) {
+          seen[r].push_back(e.position);
+          last = e.position;
+        }
+        if (batch->empty()) store_->WaitForPosition(last, deadline);
+      }
+    });
+  }
+  for (uint64_t i = 5; i < kTotal; ++i) {
+    MustAppend(OneEvent("b", ExpectedVersion::Any(), absl::StrCat(i)));
+    if (i % 5 == 0) absl::SleepFor(absl::Milliseconds(2));
+  }
+  for (std::thread& t : readers) t.join();
+  for (int r = 0; r < kReaders; ++r) {
+    ASSERT_EQ(seen[r].size(), kTotal) << "reader " << r;
+    for (uint64_t i = 0; i < kTotal; ++i) EXPECT_EQ(seen[r][i], i + 1);
+  }
+}
+
+TEST_P(ConformanceTest, WaitForPositionTimesOutWithTheHead) {
+  MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
+  EXPECT_EQ(store_->WaitForPosition(0, absl::Now()), 1u);
+  EXPECT_EQ(store_->WaitForPosition(1, absl::Now() + absl::Milliseconds(20)),
+            1u);
+}
+
+TEST_P(ConformanceTest, CloseWakesWaitersAndRefusesAppends) {
+  std::thread waiter([&] {
+    EXPECT_EQ(store_->WaitForPosition(0, absl::InfiniteFuture()), 0u);
+  });
+  absl::SleepFor(absl::Milliseconds(20));
+  store_->Close();
+  waiter.join();
+  EXPECT_THAT(store_->Append(OneEvent("a", ExpectedVersion::Any(), "p")),
+              StatusIs(absl::StatusCode::kUnavailable));
+}
+
+TEST_P(ConformanceTest, SnapshotsSaveAndLoadTheLatest) {
+  auto none = store_->LoadLatestSnapshot();
+  ASSERT_OK(none);
+  EXPECT_FALSE(none->has_value());
+  for (int i = 0; i < 3; ++i) {
+    MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
+  }
+  ASSERT_OK(store_->SaveSnapshot({1, "state@1"}));
+  ASSERT_OK(store_->SaveSnapshot({3, "state@3"}));
+  ASSERT_OK(store_->SaveSnapshot({2, "state@2"}));
+  auto latest = store_->LoadLatestSnapshot();
+  ASSERT_OK(latest);
+  ASSERT_TRUE(latest->has_value());
+  EXPECT_EQ((*latest)->position, 3u);
+  EXPECT_EQ((*latest)->blob, "state@3");
+  EXPECT_THAT(store_->SaveSnapshot({4, "future"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("snapshot.position")));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllStores, ConformanceTest,
+    ::testing::Values(
+        StoreFactory{"InMemory",
+                     [](const std::string&) -> std::unique_ptr<EventStore> {
+                       return std::make_unique<InMemoryEventStore>();
+                     }},
+        StoreFactory{"RocksDb",
+                     [](const std::string& dir) -> std::unique_ptr<EventStore> {
+                       RocksDbEventStoreOptions options;
+                       options.path = dir + "/log";
+                       auto store = RocksDbEventStore::Open(options);
+                       EXPECT_OK(store);
+                       return store.ok() ? std::move(*store) : nullptr;
+                     }}),
+    [](const ::testing::TestParamInfo<StoreFactory>& info) {
+      return info.param.name;
+    });
+
+}  // namespace
+}  // namespace poledger

@@ -1,0 +1,299 @@
+// Behaviour only the durable store has: recovery, tamper detection, sticky
+// write errors, read-only opening.
+
+#include "eventstore/rocksdb_event_store.h"
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "eventstore/record_format.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "rocksdb/db.h"
+#include "rocksdb/env.h"
+#include "rocksdb/file_system.h"
+#include "tests/eventstore/store_test_util.h"
+#include "tests/testing/status_matchers.h"
+
+namespace poledger {
+namespace {
+
+using ::poledger::testing::StatusIs;
+using ::testing::HasSubstr;
+
+class RocksDbEventStoreTest : public ::testing::Test {
+ protected:
+  RocksDbEventStoreOptions Options() const {
+    RocksDbEventStoreOptions options;
+    options.path = dir_.path() + "/log";
+    return options;
+  }
+
+  std::unique_ptr<RocksDbEventStore> MustOpen(
+      const RocksDbEventStoreOptions& options) {
+    auto store = RocksDbEventStore::Open(options);
+    EXPECT_OK(store);
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+
+  void Fill(EventStore& store, int n) {
+    for (int i = 0; i < n; ++i) {
+      ASSERT_OK(store.Append(OneEvent(absl::StrCat("s", i % 3),
+                                      ExpectedVersion::Any(),
+                                      absl::StrCat("payload-", i))));
+    }
+  }
+
+  // Runs `edit` on the raw RocksDB database of the log.
+  void EditRaw(const std::function<void(rocksdb::DB*)>& edit) {
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), Options().path, &raw).ok());
+    edit(raw);
+    delete raw;
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(RocksDbEventStoreTest, ReopenRecoversHeadChainAndVersions) {
+  LogHead head;
+  {
+    auto store = MustOpen(Options());
+    Fill(*store, 10);
+    head = store->Head();
+  }
+  auto store = MustOpen(Options());
+  EXPECT_EQ(store->Head().position, 10u);
+  EXPECT_EQ(store->Head().hash, head.hash);
+  EXPECT_EQ(store->StreamVersion("s0"), 4u);
+  EXPECT_EQ(store->StreamVersion("s1"), 3u);
+  EXPECT_EQ(store->StreamVersion("s2"), 3u);
+  // The chain continues across the restart.
+  ASSERT_OK(store->Append(OneEvent("s1", ExpectedVersion::Exact(3), "next")));
+  auto last = store->ReadBackward(UINT64_MAX, 1);
+  ASSERT_OK(last);
+  ASSERT_EQ(last->size(), 1u);
+  EXPECT_EQ((*last)[0].position, 11u);
+  EXPECT_EQ((*last)[0].stream_version, 4u);
+  EXPECT_EQ((*last)[0].prev_hash, head.hash);
+  auto verified = store->VerifyLog();
+  ASSERT_OK(verified);
+  EXPECT_EQ(verified->position, 11u);
+}
+
+TEST_F(RocksDbEventStoreTest, IdempotencyIndexSurvivesReopen) {
+  AppendRequest request = OneEvent("a", ExpectedVersion::Any(), "p");
+  request.metadata.request_id = "durable-req";
+  {
+    auto store = MustOpen(Options());
+    Fill(*store, 2);
+    ASSERT_OK(store->Append(request));
+  }
+  auto store = MustOpen(Options());
+  auto again = store->Append(request);
+  ASSERT_OK(again);
+  EXPECT_TRUE(again->deduplicated);
+  EXPECT_EQ(again->first_position, 3u);
+  EXPECT_EQ(store->Head().position, 3u);
+  request.streams[0].events[0].payload = "other";
+  EXPECT_THAT(store->Append(request),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+}
+
+TEST_F(RocksDbEventStoreTest, ChangedRecordBytesFailOpenWithDataLoss) {
+  { Fill(*MustOpen(Options()), 6); }
+  EditRaw([](rocksdb::DB* db) {
+    std::string value;
+    ASSERT_TRUE(
+        db->Get(rocksdb::ReadOptions(), record_format::LogKey(4), &value).ok());
+    value[value.size() - 12] ^= 0x20;  // A byte of the payload.
+    ASSERT_TRUE(
+        db->Put(rocksdb::WriteOptions(), record_format::LogKey(4), value).ok());
+  });
+  EXPECT_THAT(RocksDbEventStore::Open(Options()),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 4")));
+
+  // Without the full check at open, reading the record still catches it.
+  RocksDbEventStoreOptions lazy = Options();
+  lazy.verify_on_open = false;
+  auto store = MustOpen(lazy);
+  EXPECT_THAT(store->ReadForward(1, 100),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 4")));
+  EXPECT_THAT(store->VerifyLog(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 4")));
+}
+
+TEST_F(RocksDbEventStoreTest, RewrittenRecordWithValidHashBreaksTheChain) {
+  { Fill(*MustOpen(Options()), 5); }
+  // A forger who recomputes the record's own hash still breaks the link
+  // from the next record.
+  EditRaw([](rocksdb::DB* db) {
+    std::string value;
+    ASSERT_TRUE(
+        db->Get(rocksdb::ReadOptions(), record_format::LogKey(3), &value).ok());
+    auto r = record_format::DecodeRecordValue(3, value, true);
+    ASSERT_OK(r);
+    r->payload = "forged";
+    r->hash = record_format::ComputeRecordHash(*r);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), record_format::LogKey(3),
+                        record_format::EncodeRecordValue(*r))
+                    .ok());
+  });
+  EXPECT_THAT(RocksDbEventStore::Open(Options()),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("position 4: chain link broken")));
+}
+
+TEST_F(RocksDbEventStoreTest, RemovedRecordFailsOpenWithDataLoss) {
+  { Fill(*MustOpen(Options()), 5); }
+  EditRaw([](rocksdb::DB* db) {
+    ASSERT_TRUE(
+        db->Delete(rocksdb::WriteOptions(), record_format::LogKey(2)).ok());
+  });
+  EXPECT_THAT(RocksDbEventStore::Open(Options()),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("position 2: missing")));
+}
+
+TEST_F(RocksDbEventStoreTest, SwappedRecordsFailOpenWithDataLoss) {
+  { Fill(*MustOpen(Options()), 5); }
+  EditRaw([](rocksdb::DB* db) {
+    std::string two, three;
+    ASSERT_TRUE(
+        db->Get(rocksdb::ReadOptions(), record_format::LogKey(2), &two).ok());
+    ASSERT_TRUE(
+        db->Get(rocksdb::ReadOptions(), record_format::LogKey(3), &three).ok());
+    ASSERT_TRUE(
+        db->Put(rocksdb::WriteOptions(), record_format::LogKey(2), three).ok());
+    ASSERT_TRUE(
+        db->Put(rocksdb::WriteOptions(), record_format::LogKey(3), two).ok());
+  });
+  EXPECT_THAT(RocksDbEventStore::Open(Options()),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 2")));
+}
+
+TEST_F(RocksDbEventStoreTest, SnapshotsSurviveReopenAndOldOnesArePruned) {
+  {
+    auto store = MustOpen(Options());
+    Fill(*store, 4);
+    for (uint64_t p = 1; p <= 4; ++p) {
+      ASSERT_OK(store->SaveSnapshot({p, absl::StrCat("state@", p)}));
+    }
+  }
+  auto store = MustOpen(Options());
+  auto latest = store->LoadLatestSnapshot();
+  ASSERT_OK(latest);
+  ASSERT_TRUE(latest->has_value());
+  EXPECT_EQ((*latest)->position, 4u);
+  EXPECT_EQ((*latest)->blob, "state@4");
+  store.reset();
+  int kept = 0;
+  EditRaw([&](rocksdb::DB* db) {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek("P"); it->Valid() && it->key().starts_with("P"); it->Next()) {
+      ++kept;
+    }
+  });
+  EXPECT_EQ(kept, 2);  // snapshots_to_keep's default.
+}
+
+TEST_F(RocksDbEventStoreTest, ReadOnlyOpenReadsButRefusesWrites) {
+  { Fill(*MustOpen(Options()), 3); }
+  RocksDbEventStoreOptions options = Options();
+  options.read_only = true;
+  auto store = MustOpen(options);
+  EXPECT_EQ(store->Head().position, 3u);
+  auto all = store->ReadForward(1, 10);
+  ASSERT_OK(all);
+  EXPECT_EQ(all->size(), 3u);
+  EXPECT_THAT(store->Append(OneEvent("a", ExpectedVersion::Any(), "p")),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST_F(RocksDbEventStoreTest, MissingLogWithoutCreateIsNotFound) {
+  RocksDbEventStoreOptions options = Options();
+  options.create_if_missing = false;
+  EXPECT_THAT(RocksDbEventStore::Open(options),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(RocksDbEventStoreTest, SecondOpenOfALiveDirectoryIsRefused) {
+  auto store = MustOpen(Options());
+  EXPECT_THAT(RocksDbEventStore::Open(Options()),
+              StatusIs(absl::StatusCode::kUnavailable));
+}
+
+// A file system whose WAL syncs fail while `fail` is set.
+class FailingSyncFs : public rocksdb::FileSystemWrapper {
+ public:
+  explicit FailingSyncFs(std::shared_ptr<rocksdb::FileSystem> base)
+      : FileSystemWrapper(std::move(base)) {}
+  const char* Name() const override { return "FailingSyncFs"; }
+
+  rocksdb::IOStatus NewWritableFile(
+      const std::string& name, const rocksdb::FileOptions& options,
+      std::unique_ptr<rocksdb::FSWritableFile>* result,
+      rocksdb::IODebugContext* dbg) override {
+    rocksdb::IOStatus s = target()->NewWritableFile(name, options, result, dbg);
+    if (s.ok() && name.size() > 4 && name.substr(name.size() - 4) == ".log") {
+      *result = std::make_unique<File>(std::move(*result), &fail);
+    }
+    return s;
+  }
+
+  std::atomic<bool> fail{false};
+
+ private:
+  class File : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    File(std::unique_ptr<rocksdb::FSWritableFile> target,
+         std::atomic<bool>* fail)
+        : FSWritableFileOwnerWrapper(std::move(target)), fail_(fail) {}
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions& options,
+                           rocksdb::IODebugContext* dbg) override {
+      if (fail_->load()) return rocksdb::IOStatus::IOError("injected fsync failure");
+      return target()->Sync(options, dbg);
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions& options,
+                            rocksdb::IODebugContext* dbg) override {
+      if (fail_->load()) return rocksdb::IOStatus::IOError("injected fsync failure");
+      return target()->Fsync(options, dbg);
+    }
+
+   private:
+    std::atomic<bool>* fail_;
+  };
+};
+
+TEST_F(RocksDbEventStoreTest, FailedSyncMakesEveryLaterAppendFail) {
+  auto fs = std::make_shared<FailingSyncFs>(rocksdb::FileSystem::Default());
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
+  RocksDbEventStoreOptions options = Options();
+  options.env = env.get();
+  {
+    auto store = MustOpen(options);
+    ASSERT_OK(store->Append(OneEvent("a", ExpectedVersion::Any(), "ok")));
+    fs->fail = true;
+    auto failed = store->Append(OneEvent("a", ExpectedVersion::Any(), "lost?"));
+    EXPECT_FALSE(failed.ok());
+    EXPECT_EQ(store->Head().position, 1u);
+    fs->fail = false;
+    // Sticky: the disk works again, but nobody knows what reached it.
+    EXPECT_THAT(store->Append(OneEvent("a", ExpectedVersion::Any(), "later")),
+                StatusIs(failed.status().code(), HasSubstr("refuses")));
+    EXPECT_EQ(store->Head().position, 1u);
+  }
+  // After a reopen the acknowledged record is intact and the log is usable.
+  auto store = MustOpen(options);
+  ASSERT_GE(store->Head().position, 1u);
+  auto first = store->ReadForward(1, 1);
+  ASSERT_OK(first);
+  EXPECT_EQ((*first)[0].payload, "ok");
+  ASSERT_OK(store->Append(OneEvent("a", ExpectedVersion::Any(), "after")));
+}
+
+}  // namespace
+}  // namespace poledger
