@@ -36,11 +36,11 @@ absl::StatusOr<AppendResult> InMemoryEventStore::Append(
         return it == streams_.end() ? uint64_t{0} : it->second.size();
       });
   AppendResult result;
-  ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
+  ASSIGN_OR_RETURN(std::vector<record_format::PlannedRecord> records,
                    planner.Plan(request, &result));
-  for (RecordedEvent& r : records) {
-    streams_[r.stream_id].push_back(r.position);
-    log_.push_back(std::move(r));
+  for (record_format::PlannedRecord& r : records) {
+    streams_[r.event.stream_id].push_back(r.event.position);
+    log_.push_back(std::move(r.event));
   }
   if (!request_id.empty()) requests_[request_id] = {digest, result};
   return result;

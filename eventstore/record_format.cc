@@ -112,13 +112,12 @@ std::string EncodeBody(const RecordedEvent& r) {
   return body;
 }
 
-Hash HashOf(const Hash& prev, uint64_t position, absl::string_view body) {
+// The bytes a record's hash covers start after the format byte and the hash.
+constexpr size_t kHashedOffset = 1 + 32;
+
+Hash HashOf(absl::string_view hashed) {
   thread_local Sha256 sha;
-  std::string pos;
-  PutFixed64(&pos, position);
-  sha.Update(prev);
-  sha.Update(pos);
-  sha.Update(body);
+  sha.Update(hashed);
   return sha.Finish();
 }
 
@@ -137,6 +136,19 @@ absl::Status CheckField(absl::string_view field, absl::string_view value,
         field, ": ", value.size(), " bytes exceeds the limit of ", max_bytes));
   }
   return absl::OkStatus();
+}
+
+// Returns the record_value of `record` with its stored hash.
+std::string EncodeValue(const RecordedEvent& record) {
+  const std::string body = EncodeBody(record);
+  std::string value;
+  value.reserve(kHashedOffset + 32 + 8 + body.size());
+  value.push_back(static_cast<char>(kRecordFormat));
+  value.append(reinterpret_cast<const char*>(record.hash.data()), 32);
+  value.append(reinterpret_cast<const char*>(record.prev_hash.data()), 32);
+  PutFixed64(&value, record.position);
+  value.append(body);
+  return value;
 }
 
 }  // namespace
@@ -167,8 +179,19 @@ std::string StreamKey(absl::string_view stream_id, uint64_t version) {
   return key;
 }
 
-std::string VersionKey(absl::string_view stream_id) {
-  return absl::StrCat(std::string(1, kVersionPrefix), stream_id);
+absl::Status ParseStreamKey(absl::string_view key, std::string* stream_id,
+                            uint64_t* version) {
+  if (key.size() < 1 + 4 + 8 || key[0] != kStreamPrefix) {
+    return absl::InvalidArgumentError("not a stream key");
+  }
+  uint32_t len = 0;
+  for (int i = 1; i <= 4; ++i) len = (len << 8) | static_cast<uint8_t>(key[i]);
+  if (key.size() != 1 + 4 + size_t{len} + 8) {
+    return absl::InvalidArgumentError("stream key has the wrong length");
+  }
+  stream_id->assign(key.data() + 5, len);
+  *version = *DecodeFixed64(key.substr(5 + len));
+  return absl::OkStatus();
 }
 
 std::string RequestKey(absl::string_view request_id) {
@@ -208,17 +231,17 @@ absl::StatusOr<uint64_t> DecodeFixed64(absl::string_view bytes) {
 }
 
 Hash ComputeRecordHash(const RecordedEvent& record) {
-  return HashOf(record.prev_hash, record.position, EncodeBody(record));
+  return HashOf(absl::string_view(EncodeValue(record)).substr(kHashedOffset));
 }
 
 std::string EncodeRecordValue(const RecordedEvent& record) {
-  const std::string body = EncodeBody(record);
-  std::string value;
-  value.reserve(1 + 64 + body.size());
-  value.push_back(static_cast<char>(kRecordFormat));
-  value.append(reinterpret_cast<const char*>(record.prev_hash.data()), 32);
-  value.append(reinterpret_cast<const char*>(record.hash.data()), 32);
-  value.append(body);
+  return EncodeValue(record);
+}
+
+std::string SealRecord(RecordedEvent* record) {
+  std::string value = EncodeValue(*record);
+  record->hash = HashOf(absl::string_view(value).substr(kHashedOffset));
+  std::memcpy(&value[1], record->hash.data(), 32);
   return value;
 }
 
@@ -233,11 +256,16 @@ absl::StatusOr<RecordedEvent> DecodeRecordValue(uint64_t position,
   if (format != kRecordFormat) {
     return Corrupt(position, absl::StrCat("unknown record format ", format));
   }
-  if (!reader.GetBytes(32, r.prev_hash.data()) ||
-      !reader.GetBytes(32, r.hash.data())) {
-    return Corrupt(position, "truncated hashes");
+  uint64_t stored_position = 0;
+  if (!reader.GetBytes(32, r.hash.data()) ||
+      !reader.GetBytes(32, r.prev_hash.data()) ||
+      !reader.GetFixed64(&stored_position)) {
+    return Corrupt(position, "truncated header");
   }
-  const absl::string_view body = value.substr(65);
+  if (stored_position != position) {
+    return Corrupt(position, absl::StrCat("holds the record of position ",
+                                          stored_position));
+  }
   uint64_t micros = 0;
   if (!reader.GetVarint64(&r.stream_version) ||
       !reader.GetLengthPrefixed(&r.stream_id) ||
@@ -251,7 +279,7 @@ absl::StatusOr<RecordedEvent> DecodeRecordValue(uint64_t position,
     return Corrupt(position, "malformed body");
   }
   r.timestamp = absl::FromUnixMicros(static_cast<int64_t>(micros));
-  if (verify && HashOf(r.prev_hash, position, body) != r.hash) {
+  if (verify && HashOf(value.substr(kHashedOffset)) != r.hash) {
     return Corrupt(position, "checksum mismatch (record hash)");
   }
   return r;
@@ -290,7 +318,7 @@ absl::StatusOr<RequestEntry> DecodeRequestValue(absl::string_view value) {
 }
 
 Hash RequestContentDigest(const AppendRequest& request) {
-  Sha256 sha;
+  thread_local Sha256 sha;
   std::string buf;
   for (const StreamAppend& s : request.streams) {
     buf.clear();
@@ -324,33 +352,42 @@ absl::Status ValidateAppendRequest(const AppendRequest& request) {
   absl::flat_hash_set<absl::string_view> seen;
   for (size_t i = 0; i < request.streams.size(); ++i) {
     const StreamAppend& s = request.streams[i];
-    const std::string field = absl::StrCat("streams[", i, "]");
-    RETURN_IF_ERROR(CheckField(absl::StrCat(field, ".stream_id"), s.stream_id,
-                               kMaxStreamIdBytes, true));
-    if (!seen.insert(s.stream_id).second) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".stream_id: stream \"", s.stream_id,
-          "\" appears more than once in one append"));
+    // Field names are built only on the error path: this runs per append.
+    auto field = [i](absl::string_view name) {
+      return absl::StrCat("streams[", i, "].", name);
+    };
+    if (s.stream_id.empty() || s.stream_id.size() > kMaxStreamIdBytes) {
+      return CheckField(field("stream_id"), s.stream_id, kMaxStreamIdBytes,
+                        true);
+    }
+    if (request.streams.size() > 1 && !seen.insert(s.stream_id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field("stream_id"), ": stream \"", s.stream_id,
+                       "\" appears more than once in one append"));
     }
     if (!s.expected_version.is_valid()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          field, ".expected_version: ", s.expected_version.raw(),
+          field("expected_version"), ": ", s.expected_version.raw(),
           " is malformed (use -1 for any, 0 for no stream, N >= 1 for exact)"));
     }
     if (s.events.empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(field, ".events: at least one event is required"));
+          absl::StrCat(field("events"), ": at least one event is required"));
     }
     total_events += s.events.size();
     for (size_t j = 0; j < s.events.size(); ++j) {
       const NewEvent& e = s.events[j];
-      const std::string ef = absl::StrCat(field, ".events[", j, "]");
-      RETURN_IF_ERROR(CheckField(absl::StrCat(ef, ".event_type"), e.event_type,
-                                 kMaxEventTypeBytes, true));
-      RETURN_IF_ERROR(CheckField(absl::StrCat(ef, ".payload"), e.payload,
-                                 kMaxPayloadBytes, false));
-      RETURN_IF_ERROR(CheckField(absl::StrCat(ef, ".event_id"), e.event_id,
-                                 kMaxMetadataFieldBytes, false));
+      if (e.event_type.empty() || e.event_type.size() > kMaxEventTypeBytes ||
+          e.payload.size() > kMaxPayloadBytes ||
+          e.event_id.size() > kMaxMetadataFieldBytes) {
+        const std::string ef = field(absl::StrCat("events[", j, "]"));
+        RETURN_IF_ERROR(CheckField(absl::StrCat(ef, ".event_type"),
+                                   e.event_type, kMaxEventTypeBytes, true));
+        RETURN_IF_ERROR(CheckField(absl::StrCat(ef, ".payload"), e.payload,
+                                   kMaxPayloadBytes, false));
+        return CheckField(absl::StrCat(ef, ".event_id"), e.event_id,
+                          kMaxMetadataFieldBytes, false);
+      }
     }
   }
   if (total_events > kMaxEventsPerAppend) {
@@ -371,7 +408,7 @@ uint64_t BatchPlanner::VersionOf(const std::string& stream_id) const {
                                        : committed_version_(stream_id);
 }
 
-absl::StatusOr<std::vector<RecordedEvent>> BatchPlanner::Plan(
+absl::StatusOr<std::vector<PlannedRecord>> BatchPlanner::Plan(
     const AppendRequest& request, AppendResult* result) {
   std::vector<uint64_t> current(request.streams.size());
   for (size_t i = 0; i < request.streams.size(); ++i) {
@@ -385,7 +422,7 @@ absl::StatusOr<std::vector<RecordedEvent>> BatchPlanner::Plan(
     }
   }
   const AppendMetadata& m = request.metadata;
-  std::vector<RecordedEvent> records;
+  std::vector<PlannedRecord> records;
   LogHead head = head_;
   result->first_position = head.position + 1;
   result->stream_versions.clear();
@@ -406,9 +443,9 @@ absl::StatusOr<std::vector<RecordedEvent>> BatchPlanner::Plan(
       r.actor = m.actor;
       r.timestamp = m.timestamp;
       r.prev_hash = head.hash;
-      r.hash = ComputeRecordHash(r);
+      std::string value = SealRecord(&r);
       head = LogHead{r.position, r.hash};
-      records.push_back(std::move(r));
+      records.push_back({std::move(r), std::move(value)});
     }
     result->stream_versions.push_back(version);
   }

@@ -3,27 +3,29 @@
 //
 // Grammar (all integers big-endian unless varint; one RocksDB column family):
 //
-//   key            := log_key | stream_key | version_key | request_key
+//   key            := log_key | stream_key | request_key
 //                   | snapshot_key | meta_key
 //   log_key        := 'L' fixed64(position)              -> record_value
 //   stream_key     := 'S' fixed32(len(stream_id)) stream_id fixed64(version)
 //                                                        -> fixed64(position)
-//   version_key    := 'V' stream_id                      -> fixed64(version)
 //   request_key    := 'R' request_id                     -> request_value
 //   snapshot_key   := 'P' fixed64(position)              -> snapshot blob
 //   meta_key       := 'M' "format"                       -> fixed32(1)
 //
-//   record_value   := 0x01 prev_hash:32 hash:32 body
+//   record_value   := 0x01 hash:32 hashed
+//   hashed         := prev_hash:32 fixed64(position) body
 //   body           := varint64(stream_version) lp(stream_id) lp(event_type)
 //                     lp(payload) lp(event_id) lp(request_id)
 //                     lp(correlation_id) lp(actor) fixed64(timestamp_micros)
 //   lp(x)          := varint64(len(x)) x
-//   hash           := SHA-256(prev_hash fixed64(position) body)
+//   hash           := SHA-256(hashed)
 //   request_value  := 0x01 content_digest:32 fixed64(first_position)
 //                     fixed64(last_position) varint64(n) varint64(version)*n
 //
 // timestamp_micros is microseconds since the Unix epoch as a two's-complement
-// int64. prev_hash of position 1 is 32 zero bytes. Keys of one kind sort by
+// int64. prev_hash of position 1 is 32 zero bytes. The position is stored
+// in the value as well as the key, so a record moved to another key fails. A stream's current
+// version is the version of its last stream_key. Keys of one kind sort by
 // position (or stream, then version), so a prefix scan reads them in order.
 //
 // Thread safety: every function here is pure and thread-safe.
@@ -46,7 +48,6 @@ namespace record_format {
 
 inline constexpr char kLogPrefix = 'L';
 inline constexpr char kStreamPrefix = 'S';
-inline constexpr char kVersionPrefix = 'V';
 inline constexpr char kRequestPrefix = 'R';
 inline constexpr char kSnapshotPrefix = 'P';
 inline constexpr char kMetaPrefix = 'M';
@@ -59,7 +60,10 @@ absl::StatusOr<uint64_t> ParseLogKey(absl::string_view key);
 std::string StreamKey(absl::string_view stream_id, uint64_t version);
 // The common prefix of every stream_key of `stream_id`.
 std::string StreamKeyPrefix(absl::string_view stream_id);
-std::string VersionKey(absl::string_view stream_id);
+// Splits a stream_key into its stream id and version; INVALID_ARGUMENT if
+// malformed.
+absl::Status ParseStreamKey(absl::string_view key, std::string* stream_id,
+                            uint64_t* version);
 std::string RequestKey(absl::string_view request_id);
 std::string SnapshotKey(uint64_t position);
 absl::StatusOr<uint64_t> ParseSnapshotKey(absl::string_view key);
@@ -77,6 +81,10 @@ std::string EncodeRecordValue(const RecordedEvent& record);
 absl::StatusOr<RecordedEvent> DecodeRecordValue(uint64_t position,
                                                 absl::string_view value,
                                                 bool verify);
+
+// Sets record->hash from its prev_hash, position and body, and returns its
+// record_value.
+std::string SealRecord(RecordedEvent* record);
 
 // Returns the hash a record must carry: SHA-256(prev_hash position body).
 Hash ComputeRecordHash(const RecordedEvent& record);
@@ -97,6 +105,12 @@ Hash RequestContentDigest(const AppendRequest& request);
 // malformed (see EventStore::Append).
 absl::Status ValidateAppendRequest(const AppendRequest& request);
 
+// A planned record and its encoded record_value.
+struct PlannedRecord {
+  RecordedEvent event;
+  std::string value;
+};
+
 // Plans appends on top of a committed log: checks expected versions, assigns
 // positions and stream versions and links the hash chain. Plans accumulate,
 // so one planner can lay out a whole group commit.
@@ -112,7 +126,7 @@ class BatchPlanner {
   // are returned and become the basis of the next plan; on ABORTED (a
   // version mismatch) nothing changes.
   // REQUIRES: ValidateAppendRequest(request).ok().
-  absl::StatusOr<std::vector<RecordedEvent>> Plan(const AppendRequest& request,
+  absl::StatusOr<std::vector<PlannedRecord>> Plan(const AppendRequest& request,
                                                   AppendResult* result);
 
   // The head and stream versions after every successful plan.

@@ -4,7 +4,9 @@
 // Writes use group commit: concurrent Append calls queue up; the first in
 // the queue becomes the leader, plans every waiting append against one
 // consistent view (expected versions, positions, hash chain), writes them as
-// one WriteBatch, syncs the WAL once and answers them all.
+// one WriteBatch, syncs the WAL once and answers them all. A group holds
+// every append queued when its leader starts, so its size is bounded by the
+// number of concurrent callers.
 //
 // Thread safety: safe for concurrent use.
 #ifndef POLEDGER_EVENTSTORE_ROCKSDB_EVENT_STORE_H_
@@ -55,12 +57,6 @@ struct RocksDbEventStoreOptions {
   // per record read.
   // Default: true
   bool verify_reads = true;
-
-  // Upper bound on the payload bytes gathered into one group commit. Larger
-  // groups share one fsync among more appends but hold early appenders
-  // longer.
-  // Default: 8 MiB
-  size_t max_group_commit_bytes = 8u << 20;
 
   // Size of RocksDB's block cache for reads.
   // Default: 64 MiB
@@ -133,9 +129,14 @@ class RocksDbEventStore final : public EventStore {
   const RocksDbEventStoreOptions options_;
   const std::unique_ptr<rocksdb::DB> db_;
 
-  // Writer state.
+  // The group-commit queue; its front is the current leader. Held only to
+  // push, to take a group and to pop it.
+  absl::Mutex queue_mu_;
+  std::deque<Writer*> writers_ ABSL_GUARDED_BY(queue_mu_);
+
+  // Committed writer state. The leader holds mu_ while it plans a group and
+  // publishes it, but not while RocksDB writes and syncs.
   mutable absl::Mutex mu_;
-  std::deque<Writer*> writers_ ABSL_GUARDED_BY(mu_);
   // Committed version of every stream.
   absl::flat_hash_map<std::string, uint64_t> versions_ ABSL_GUARDED_BY(mu_);
   // Sticky: once a write or sync failed, every later append fails with it.

@@ -20,7 +20,7 @@ const EVP_MD* Sha256Md() {
 }  // namespace
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
-  if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, Sha256Md(), nullptr) != 1) {
+  if (ctx_ == nullptr || EVP_DigestInit_ex2(ctx_, Sha256Md(), nullptr) != 1) {
     std::abort();  // Out of memory inside OpenSSL.
   }
 }
@@ -39,7 +39,8 @@ Hash Sha256::Finish() {
   Hash out{};
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx_, out.data(), &len);
-  EVP_DigestInit_ex(ctx_, Sha256Md(), nullptr);
+  // Re-initialise with the digest already set: no provider lookup.
+  EVP_DigestInit_ex2(ctx_, nullptr, nullptr);
   return out;
 }
 

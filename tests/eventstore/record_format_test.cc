@@ -91,6 +91,14 @@ TEST(RecordFormatTest, StreamKeysGroupByStreamThenVersion) {
   EXPECT_EQ(StreamKey("b", 7).substr(0, StreamKeyPrefix("b").size()),
             StreamKeyPrefix("b"));
   EXPECT_EQ(StreamKey("b", 7).size(), 1 + 4 + 1 + 8u);
+  std::string stream;
+  uint64_t version = 0;
+  ASSERT_OK(ParseStreamKey(StreamKey("acct/7", 42), &stream, &version));
+  EXPECT_EQ(stream, "acct/7");
+  EXPECT_EQ(version, 42u);
+  EXPECT_THAT(ParseStreamKey(StreamKey("acct/7", 42).substr(0, 12), &stream,
+                             &version),
+              StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST(RecordFormatTest, RequestValueRoundTrips) {
