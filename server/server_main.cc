@@ -12,9 +12,7 @@
 #include <string>
 #include <thread>
 
-#include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "CLI/CLI.hpp"
 #include "absl/strings/match.h"
 #include "absl/time/time.h"
 #include "eventstore/rocksdb_event_store.h"
@@ -24,24 +22,20 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 
-ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
-          "Address to listen on (host:port).");
-ABSL_FLAG(std::string, data_dir, "./data",
-          "Directory of the embedded RocksDB event log; created if missing.");
-ABSL_FLAG(std::string, clock, "real",
-          "Clock: 'real', or 'manual:YYYY-MM-DDTHH:MM:SSZ' for tests.");
-ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
-          "How long in-flight calls may run after SIGTERM before they are "
-          "cancelled.");
-
 namespace poledger {
 namespace {
 
-int Run() {
-  const std::string clock = absl::GetFlag(FLAGS_clock);
-  if (clock != "real" && !absl::StartsWith(clock, "manual:")) {
+struct ServerFlags {
+  std::string listen = "127.0.0.1:50051";
+  std::string data_dir = "./data";
+  std::string clock = "real";
+  double shutdown_grace_seconds = 10;
+};
+
+int Run(const ServerFlags& flags) {
+  if (flags.clock != "real" && !absl::StartsWith(flags.clock, "manual:")) {
     std::fprintf(stderr, "--clock: '%s' is neither 'real' nor 'manual:TIME'\n",
-                 clock.c_str());
+                 flags.clock.c_str());
     return 2;
   }
 
@@ -57,21 +51,23 @@ int Run() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen),
+  builder.AddListeningPort(flags.listen,
                            grpc::InsecureServerCredentials(), &port);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     std::fprintf(stderr, "cannot listen on %s\n",
-                 absl::GetFlag(FLAGS_listen).c_str());
+                 flags.listen.c_str());
     return 1;
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
-  std::fprintf(stderr, "poledger-server listening on %s (port %d)\n",
-               absl::GetFlag(FLAGS_listen).c_str(), port);
+  // Tests and scripts read the bound port from this line.
+  const std::string& listen = flags.listen;
+  std::fprintf(stderr, "poledger-server listening on %s:%d\n",
+               listen.substr(0, listen.rfind(':')).c_str(), port);
 
   RocksDbEventStoreOptions options;
-  options.path = absl::GetFlag(FLAGS_data_dir);
+  options.path = flags.data_dir;
   auto store = RocksDbEventStore::Open(options);
   if (!store.ok()) {
     std::fprintf(stderr, "cannot open the event log: %s\n",
@@ -92,7 +88,7 @@ int Run() {
     health->SetServingStatus(false);
     server->Shutdown(std::chrono::system_clock::now() +
                      absl::ToChronoMilliseconds(
-                         absl::GetFlag(FLAGS_shutdown_grace)));
+                         absl::Seconds(flags.shutdown_grace_seconds)));
     (*store)->Close();
   });
   server->Wait();
@@ -105,8 +101,29 @@ int Run() {
 }  // namespace poledger
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "poledger-server --listen=127.0.0.1:50051 --data-dir=./data");
-  absl::ParseCommandLine(argc, argv);
-  return poledger::Run();
+  poledger::ServerFlags flags;
+  CLI::App app("poledger-server: the purchase-order ledger's gRPC server");
+  app.add_option("--listen", flags.listen, "Address to listen on (host:port)")
+      ->capture_default_str();
+  app.add_option("--data-dir", flags.data_dir,
+                 "Directory of the embedded RocksDB event log; created if "
+                 "missing")
+      ->capture_default_str();
+  app.add_option("--clock", flags.clock,
+                 "'real', or 'manual:YYYY-MM-DDTHH:MM:SSZ' for tests")
+      ->capture_default_str();
+  app.add_option("--shutdown-grace-seconds", flags.shutdown_grace_seconds,
+                 "How long in-flight calls may run after SIGTERM before they "
+                 "are cancelled")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+  return poledger::Run(flags);
 }
