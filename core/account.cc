@@ -1,0 +1,425 @@
+#include "core/account.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+#include "core/money.h"
+#include "core/proto_time.h"
+
+namespace poledger {
+namespace core {
+namespace {
+
+absl::Status Inconsistent(absl::string_view what) {
+  return absl::InternalError(
+      absl::StrCat("event does not fit the account state: ", what));
+}
+
+absl::StatusOr<LineItemState> MakeLine(const v1::LineItemDefinition& def) {
+  LineItemState line;
+  line.definition = def;
+  ASSIGN_OR_RETURN(line.start, YearMonth::Parse(def.start_month(), "start_month"));
+  ASSIGN_OR_RETURN(line.end, YearMonth::Parse(def.end_month(), "end_month"));
+  ASSIGN_OR_RETURN(line.total_value, LineTotal(def));
+  return line;
+}
+
+absl::Status SetHeader(PurchaseOrderState& po,
+                       const v1::PurchaseOrderHeader& header) {
+  po.header = header;
+  ASSIGN_OR_RETURN(po.effective,
+                   YearMonth::Parse(header.effective_month(), "effective_month"));
+  ASSIGN_OR_RETURN(po.expiration, YearMonth::Parse(header.expiration_month(),
+                                                   "expiration_month"));
+  return absl::OkStatus();
+}
+
+void SetReminders(PurchaseOrderState& po,
+                  const google::protobuf::RepeatedPtrField<v1::ScheduledReminder>&
+                      reminders) {
+  po.reminders.clear();
+  for (const v1::ScheduledReminder& r : reminders) {
+    po.reminders.push_back({FromProtoTime(r.due_time()), r.label(), false});
+  }
+}
+
+// Re-arms every fired threshold the line's balance is back at or above.
+void RearmThresholds(LineItemState& line) {
+  const __int128 balance = line.balance();
+  line.fired_thresholds.erase(
+      std::remove_if(line.fired_thresholds.begin(), line.fired_thresholds.end(),
+                     [&](int32_t pct) {
+                       return balance * 100 >=
+                              static_cast<__int128>(line.total_value) * pct;
+                     }),
+      line.fired_thresholds.end());
+}
+
+absl::StatusOr<PurchaseOrderState*> FindPo(AccountState& state,
+                                           const std::string& id) {
+  auto it = state.purchase_orders.find(id);
+  if (it == state.purchase_orders.end()) {
+    return Inconsistent(absl::StrCat("unknown purchase order \"", id, "\""));
+  }
+  return &it->second;
+}
+
+absl::StatusOr<LineItemState*> FindLine(PurchaseOrderState& po, int32_t n) {
+  auto it = po.lines.find(n);
+  if (it == po.lines.end()) {
+    return Inconsistent(
+        absl::StrCat("unknown line ", n, " of purchase order \"", po.id, "\""));
+  }
+  return &it->second;
+}
+
+void TouchByUser(PurchaseOrderState& po, uint64_t version, absl::Time time) {
+  po.last_user_change = version;
+  po.version = version;
+  po.update_time = time;
+}
+
+InvoiceEntry EntryOf(const v1::InvoiceData& data, uint64_t version) {
+  InvoiceEntry entry;
+  entry.kind = data.kind();
+  entry.content_digest = data.content_digest();
+  entry.amount = data.amount_micros();
+  entry.original_invoice_id = data.original_invoice_id();
+  entry.recorded_version = version;
+  return entry;
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> LineTotal(const v1::LineItemDefinition& line) {
+  const int64_t quantity = line.quantity() == 0 ? 1 : line.quantity();
+  ASSIGN_OR_RETURN(int64_t base,
+                   MulMicros(line.amount_micros(), quantity, "line total"));
+  int64_t tax = 0;
+  switch (line.tax_case()) {
+    case v1::LineItemDefinition::kTaxAmountMicros:
+      tax = line.tax_amount_micros();
+      break;
+    case v1::LineItemDefinition::kTaxRatePpm: {
+      ASSIGN_OR_RETURN(tax, ApplyRatePpm(base, line.tax_rate_ppm(), "line tax"));
+      break;
+    }
+    case v1::LineItemDefinition::TAX_NOT_SET:
+      break;
+  }
+  return AddMicros(base, tax, "line total");
+}
+
+int64_t PurchaseOrderState::Value() const {
+  int64_t sum = 0;
+  for (const auto& [n, line] : lines) sum += line.total_value;
+  return sum;
+}
+
+int64_t PurchaseOrderState::Balance() const {
+  int64_t sum = 0;
+  for (const auto& [n, line] : lines) sum += line.balance();
+  return sum;
+}
+
+int AccountState::ActiveCount() const {
+  int count = 0;
+  for (const auto& [id, po] : purchase_orders) {
+    if (po.status == v1::PURCHASE_ORDER_STATUS_ACTIVE) ++count;
+  }
+  return count;
+}
+
+absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
+  const uint64_t version = state.version + 1;
+  const absl::Time time = FromProtoTime(event.time());
+  switch (event.event_case()) {
+    case v1::AccountEvent::kPurchaseOrderCreated: {
+      const v1::PurchaseOrderCreated& e = event.purchase_order_created();
+      if (state.purchase_orders.count(e.purchase_order_id()) > 0) {
+        return Inconsistent("purchase order created twice");
+      }
+      PurchaseOrderState po;
+      po.id = e.purchase_order_id();
+      RETURN_IF_ERROR(SetHeader(po, e.header()));
+      po.origin = e.origin();
+      for (const v1::LineItemDefinition& def : e.line_items()) {
+        ASSIGN_OR_RETURN(LineItemState line, MakeLine(def));
+        po.lines[def.line_number()] = std::move(line);
+      }
+      po.create_time = time;
+      po.created_version = version;
+      TouchByUser(po, version, time);
+      SetReminders(po, e.reminders());
+      state.purchase_orders[po.id] = std::move(po);
+      state.match_index.index.reset();
+      break;
+    }
+    case v1::AccountEvent::kPurchaseOrderUpdated: {
+      const v1::PurchaseOrderUpdated& e = event.purchase_order_updated();
+      ASSIGN_OR_RETURN(PurchaseOrderState * po,
+                       FindPo(state, e.purchase_order_id()));
+      RETURN_IF_ERROR(SetHeader(*po, e.header()));
+      if (e.reminders_rescheduled()) SetReminders(*po, e.reminders());
+      TouchByUser(*po, version, time);
+      state.match_index.index.reset();
+      break;
+    }
+    case v1::AccountEvent::kPurchaseOrderStatusChanged: {
+      const v1::PurchaseOrderStatusChanged& e =
+          event.purchase_order_status_changed();
+      ASSIGN_OR_RETURN(PurchaseOrderState * po,
+                       FindPo(state, e.purchase_order_id()));
+      po->status = e.to_status();
+      TouchByUser(*po, version, time);
+      state.match_index.index.reset();
+      break;
+    }
+    case v1::AccountEvent::kPurchaseOrderExpired: {
+      const v1::PurchaseOrderExpired& e = event.purchase_order_expired();
+      ASSIGN_OR_RETURN(PurchaseOrderState * po,
+                       FindPo(state, e.purchase_order_id()));
+      po->status = e.to_status();
+      po->version = version;  // A system change: update_time stays.
+      state.match_index.index.reset();
+      break;
+    }
+    case v1::AccountEvent::kPurchaseOrderDeleted: {
+      const std::string& id = event.purchase_order_deleted().purchase_order_id();
+      if (state.purchase_orders.erase(id) == 0) {
+        return Inconsistent(absl::StrCat("unknown purchase order \"", id, "\""));
+      }
+      state.match_index.index.reset();
+      break;
+    }
+    case v1::AccountEvent::kLineItemAdded: {
+      const v1::LineItemAdded& e = event.line_item_added();
+      ASSIGN_OR_RETURN(PurchaseOrderState * po,
+                       FindPo(state, e.purchase_order_id()));
+      const int32_t n = e.line_item().line_number();
+      if (po->lines.count(n) > 0) return Inconsistent("line added twice");
+      ASSIGN_OR_RETURN(LineItemState line, MakeLine(e.line_item()));
+      po->lines[n] = std::move(line);
+      TouchByUser(*po, version, time);
+      state.match_index.index.reset();
+      break;
+    }
+    case v1::AccountEvent::kLineItemUpdated: {
+      const v1::LineItemUpdated& e = event.line_item_updated();
+      ASSIGN_OR_RETURN(PurchaseOrderState * po,
+                       FindPo(state, e.purchase_order_id()));
+      ASSIGN_OR_RETURN(LineItemState * line,
+                       FindLine(*po, e.line_item().line_number()));
+      ASSIGN_OR_RETURN(LineItemState updated, MakeLine(e.line_item()));
+      updated.invoiced = line->invoiced;
+      updated.fired_thresholds = line->fired_thresholds;
+      RearmThresholds(updated);
+      *line = std::move(updated);
+      TouchByUser(*po, version, time);
+      state.match_index.index.reset();
+      break;
+    }
+    case v1::AccountEvent::kLineItemRemoved: {
+      const v1::LineItemRemoved& e = event.line_item_removed();
+      ASSIGN_OR_RETURN(PurchaseOrderState * po,
+                       FindPo(state, e.purchase_order_id()));
+      if (po->lines.erase(e.line_number()) == 0) {
+        return Inconsistent("unknown line removed");
+      }
+      TouchByUser(*po, version, time);
+      state.match_index.index.reset();
+      break;
+    }
+    case v1::AccountEvent::kInvoiceRecorded: {
+      const v1::InvoiceRecorded& e = event.invoice_recorded();
+      InvoiceEntry entry = EntryOf(e.invoice(), version);
+      if (!e.purchase_order_id().empty()) {
+        ASSIGN_OR_RETURN(PurchaseOrderState * po,
+                         FindPo(state, e.purchase_order_id()));
+        ASSIGN_OR_RETURN(LineItemState * line, FindLine(*po, e.line_number()));
+        line->invoiced += e.invoice().amount_micros();
+        po->version = version;
+        entry.purchase_order_id = po->id;
+        entry.purchase_order_created_version = po->created_version;
+        entry.line_number = e.line_number();
+      }
+      if (!state.invoices.emplace(e.invoice().invoice_id(), std::move(entry))
+               .second) {
+        return Inconsistent("invoice recorded twice");
+      }
+      break;
+    }
+    case v1::AccountEvent::kCreditMemoRecorded: {
+      const v1::CreditMemoRecorded& e = event.credit_memo_recorded();
+      InvoiceEntry entry = EntryOf(e.credit_memo(), version);
+      auto original = state.invoices.find(e.credit_memo().original_invoice_id());
+      if (original == state.invoices.end()) {
+        return Inconsistent("credit memo for an unknown invoice");
+      }
+      original->second.credited += e.credit_memo().amount_micros();
+      if (!e.purchase_order_id().empty()) {
+        ASSIGN_OR_RETURN(PurchaseOrderState * po,
+                         FindPo(state, e.purchase_order_id()));
+        ASSIGN_OR_RETURN(LineItemState * line, FindLine(*po, e.line_number()));
+        line->invoiced -= e.credit_memo().amount_micros();
+        RearmThresholds(*line);
+        po->version = version;
+        entry.purchase_order_id = po->id;
+        entry.purchase_order_created_version = po->created_version;
+        entry.line_number = e.line_number();
+      }
+      if (!state.invoices
+               .emplace(e.credit_memo().invoice_id(), std::move(entry))
+               .second) {
+        return Inconsistent("credit memo recorded twice");
+      }
+      break;
+    }
+    case v1::AccountEvent::kMarketplaceTransactionRecorded: {
+      const v1::MarketplaceTransactionRecorded& e =
+          event.marketplace_transaction_recorded();
+      if (!state.marketplace_transactions
+               .emplace(e.transaction_id(),
+                        MarketplaceEntry{e.content_digest(), version})
+               .second) {
+        return Inconsistent("marketplace transaction recorded twice");
+      }
+      break;
+    }
+    case v1::AccountEvent::kNotificationRaised: {
+      const v1::NotificationRaised& e = event.notification_raised();
+      if (e.kind() == v1::NOTIFICATION_KIND_BALANCE_THRESHOLD ||
+          e.kind() == v1::NOTIFICATION_KIND_EXPIRATION_REMINDER) {
+        ASSIGN_OR_RETURN(PurchaseOrderState * po,
+                         FindPo(state, e.purchase_order_id()));
+        if (e.kind() == v1::NOTIFICATION_KIND_BALANCE_THRESHOLD) {
+          ASSIGN_OR_RETURN(LineItemState * line, FindLine(*po, e.line_number()));
+          auto& fired = line->fired_thresholds;
+          fired.insert(std::upper_bound(fired.begin(), fired.end(),
+                                        e.threshold_percent()),
+                       e.threshold_percent());
+        } else {
+          const absl::Time due = FromProtoTime(e.due_time());
+          for (Reminder& r : po->reminders) {
+            if (r.due == due && r.label == e.reminder_label()) r.fired = true;
+          }
+        }
+      }
+      break;
+    }
+    case v1::AccountEvent::EVENT_NOT_SET:
+      return Inconsistent("empty event");
+  }
+  state.version = version;
+  return absl::OkStatus();
+}
+
+v1::AccountSnapshot ToSnapshot(const AccountState& state) {
+  v1::AccountSnapshot out;
+  out.set_account_id(state.account_id);
+  out.set_version(state.version);
+  for (const auto& [id, po] : state.purchase_orders) {
+    v1::PurchaseOrderSnapshot* p = out.add_purchase_orders();
+    p->set_purchase_order_id(id);
+    *p->mutable_header() = po.header;
+    p->set_status(po.status);
+    p->set_origin(po.origin);
+    for (const auto& [n, line] : po.lines) {
+      v1::LineItemSnapshot* l = p->add_line_items();
+      *l->mutable_definition() = line.definition;
+      l->set_total_value_micros(line.total_value);
+      l->set_invoiced_micros(line.invoiced);
+      for (int32_t t : line.fired_thresholds) l->add_fired_thresholds(t);
+    }
+    *p->mutable_create_time() = ToProtoTime(po.create_time);
+    *p->mutable_update_time() = ToProtoTime(po.update_time);
+    p->set_created_version(po.created_version);
+    p->set_last_user_change(po.last_user_change);
+    p->set_version(po.version);
+    for (const Reminder& r : po.reminders) {
+      v1::ReminderSnapshot* rs = p->add_reminders();
+      *rs->mutable_due_time() = ToProtoTime(r.due);
+      rs->set_label(r.label);
+      rs->set_fired(r.fired);
+    }
+  }
+  for (const auto& [id, inv] : state.invoices) {
+    v1::InvoiceSnapshot* i = out.add_invoices();
+    i->set_invoice_id(id);
+    i->set_kind(inv.kind);
+    i->set_content_digest(inv.content_digest);
+    i->set_amount_micros(inv.amount);
+    i->set_original_invoice_id(inv.original_invoice_id);
+    i->set_purchase_order_id(inv.purchase_order_id);
+    i->set_purchase_order_created_version(inv.purchase_order_created_version);
+    i->set_line_number(inv.line_number);
+    i->set_credited_micros(inv.credited);
+    i->set_recorded_version(inv.recorded_version);
+  }
+  for (const auto& [id, tx] : state.marketplace_transactions) {
+    v1::MarketplaceTransactionSnapshot* t = out.add_marketplace_transactions();
+    t->set_transaction_id(id);
+    t->set_content_digest(tx.content_digest);
+    t->set_recorded_version(tx.recorded_version);
+  }
+  return out;
+}
+
+absl::StatusOr<AccountState> FromSnapshot(const v1::AccountSnapshot& snapshot) {
+  AccountState state;
+  state.account_id = snapshot.account_id();
+  state.version = snapshot.version();
+  for (const v1::PurchaseOrderSnapshot& p : snapshot.purchase_orders()) {
+    PurchaseOrderState po;
+    po.id = p.purchase_order_id();
+    RETURN_IF_ERROR(SetHeader(po, p.header()));
+    po.status = p.status();
+    po.origin = p.origin();
+    for (const v1::LineItemSnapshot& l : p.line_items()) {
+      ASSIGN_OR_RETURN(LineItemState line, MakeLine(l.definition()));
+      if (line.total_value != l.total_value_micros()) {
+        return absl::DataLossError(
+            absl::StrCat("snapshot of purchase order \"", po.id, "\" line ",
+                         l.definition().line_number(),
+                         ": total value does not match its definition"));
+      }
+      line.invoiced = l.invoiced_micros();
+      line.fired_thresholds.assign(l.fired_thresholds().begin(),
+                                   l.fired_thresholds().end());
+      po.lines[l.definition().line_number()] = std::move(line);
+    }
+    po.create_time = FromProtoTime(p.create_time());
+    po.update_time = FromProtoTime(p.update_time());
+    po.created_version = p.created_version();
+    po.last_user_change = p.last_user_change();
+    po.version = p.version();
+    for (const v1::ReminderSnapshot& r : p.reminders()) {
+      po.reminders.push_back({FromProtoTime(r.due_time()), r.label(), r.fired()});
+    }
+    state.purchase_orders[po.id] = std::move(po);
+  }
+  for (const v1::InvoiceSnapshot& i : snapshot.invoices()) {
+    InvoiceEntry entry;
+    entry.kind = i.kind();
+    entry.content_digest = i.content_digest();
+    entry.amount = i.amount_micros();
+    entry.original_invoice_id = i.original_invoice_id();
+    entry.purchase_order_id = i.purchase_order_id();
+    entry.purchase_order_created_version = i.purchase_order_created_version();
+    entry.line_number = i.line_number();
+    entry.credited = i.credited_micros();
+    entry.recorded_version = i.recorded_version();
+    state.invoices[i.invoice_id()] = std::move(entry);
+  }
+  for (const v1::MarketplaceTransactionSnapshot& t :
+       snapshot.marketplace_transactions()) {
+    state.marketplace_transactions[t.transaction_id()] =
+        MarketplaceEntry{t.content_digest(), t.recorded_version()};
+  }
+  return state;
+}
+
+}  // namespace core
+}  // namespace poledger

@@ -1,0 +1,1179 @@
+#include "core/decide.h"
+
+#include <algorithm>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/base/status_macros.h"
+#include "core/errors.h"
+#include "core/matching.h"
+#include "core/money.h"
+#include "core/proto_time.h"
+
+namespace poledger {
+namespace core {
+namespace {
+
+constexpr size_t kMaxDescription = 1000;
+constexpr size_t kMaxEntityName = 200;
+constexpr int kMaxBillFrom = 20;
+constexpr size_t kMaxTaxNumber = 50;
+constexpr int kMaxTaxNumbers = 50;
+constexpr size_t kMaxName = 200;
+constexpr size_t kMaxPhone = 50;
+constexpr size_t kMaxTagKey = 128;
+constexpr size_t kMaxTagValue = 256;
+constexpr int kMaxThresholds = 10;
+constexpr int kMaxAddressLines = 5;
+constexpr size_t kMaxAddressField = 200;
+constexpr size_t kMaxInvoiceId = 128;
+constexpr size_t kMaxMarketplacePurchaseOrderId = 200;
+constexpr int32_t kMaxLineNumber = 1000000;
+
+// Collects the events of one decision, stamping each with the time.
+class Events {
+ public:
+  Events(const AccountState& state, absl::Time now)
+      : state_(state), now_(ToProtoTime(now)) {}
+
+  v1::AccountEvent& Add() {
+    v1::AccountEvent& e = decision_.events.emplace_back();
+    *e.mutable_time() = now_;
+    return e;
+  }
+  // The account version the next added event will have.
+  uint64_t NextVersion() const {
+    return state_.version + decision_.events.size() + 1;
+  }
+  Decision Take() { return std::move(decision_); }
+
+ private:
+  const AccountState& state_;
+  const google::protobuf::Timestamp now_;
+  Decision decision_;
+};
+
+absl::Status CheckLength(absl::string_view field, absl::string_view value,
+                         size_t max, bool required) {
+  if (required && value.empty()) return InvalidField(field, "is required");
+  if (value.size() > max) {
+    return InvalidField(field, absl::StrCat("is ", value.size(),
+                                            " characters; the limit is ", max));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAddress(const v1::Address& a, absl::string_view field) {
+  if (a.lines_size() > kMaxAddressLines) {
+    return InvalidField(absl::StrCat(field, ".lines"),
+                        absl::StrCat("at most ", kMaxAddressLines, " lines"));
+  }
+  for (int i = 0; i < a.lines_size(); ++i) {
+    RETURN_IF_ERROR(CheckLength(absl::StrCat(field, ".lines[", i, "]"),
+                                a.lines(i), kMaxAddressField, false));
+  }
+  RETURN_IF_ERROR(CheckLength(absl::StrCat(field, ".city"), a.city(),
+                              kMaxAddressField, false));
+  RETURN_IF_ERROR(CheckLength(absl::StrCat(field, ".region"), a.region(),
+                              kMaxAddressField, false));
+  RETURN_IF_ERROR(CheckLength(absl::StrCat(field, ".postal_code"),
+                              a.postal_code(), kMaxAddressField, false));
+  if (!a.country_code().empty() &&
+      (a.country_code().size() != 2 ||
+       !absl::ascii_isupper(static_cast<unsigned char>(a.country_code()[0])) ||
+       !absl::ascii_isupper(static_cast<unsigned char>(a.country_code()[1])))) {
+    return InvalidField(absl::StrCat(field, ".country_code"),
+                        "must be an ISO 3166 alpha-2 code such as \"DE\"");
+  }
+  return absl::OkStatus();
+}
+
+// Validates a whole header and fills defaults (the balance threshold).
+absl::Status ValidateHeader(v1::PurchaseOrderHeader& h) {
+  RETURN_IF_ERROR(
+      CheckLength("description", h.description(), kMaxDescription, false));
+  if (h.bill_from().empty()) {
+    return InvalidField("bill_from", "at least one seller entity is required");
+  }
+  if (h.bill_from_size() > kMaxBillFrom) {
+    return InvalidField("bill_from",
+                        absl::StrCat("at most ", kMaxBillFrom, " entities"));
+  }
+  absl::flat_hash_set<std::string> seen;
+  for (int i = 0; i < h.bill_from_size(); ++i) {
+    const std::string field = absl::StrCat("bill_from[", i, "]");
+    RETURN_IF_ERROR(CheckLength(field, h.bill_from(i), kMaxEntityName, true));
+    if (!seen.insert(h.bill_from(i)).second) {
+      return InvalidField(field, absl::StrCat("\"", h.bill_from(i),
+                                              "\" is listed twice"));
+    }
+  }
+  if (h.tax_registration_numbers_size() > kMaxTaxNumbers) {
+    return InvalidField("tax_registration_numbers",
+                        absl::StrCat("at most ", kMaxTaxNumbers, " numbers"));
+  }
+  for (int i = 0; i < h.tax_registration_numbers_size(); ++i) {
+    RETURN_IF_ERROR(CheckLength(absl::StrCat("tax_registration_numbers[", i, "]"),
+                                h.tax_registration_numbers(i), kMaxTaxNumber,
+                                true));
+  }
+  if (!IsCurrencyCode(h.currency_code())) {
+    return InvalidField("currency_code",
+                        absl::StrCat("\"", h.currency_code(),
+                                     "\" is not an ISO 4217 code such as USD"));
+  }
+  ASSIGN_OR_RETURN(YearMonth effective,
+                   YearMonth::Parse(h.effective_month(), "effective_month"));
+  ASSIGN_OR_RETURN(YearMonth expiration,
+                   YearMonth::Parse(h.expiration_month(), "expiration_month"));
+  if (expiration < effective) {
+    return InvalidField("expiration_month",
+                        absl::StrCat(h.expiration_month(),
+                                     " is before the effective month ",
+                                     h.effective_month()));
+  }
+  if (h.contacts_size() > kMaxContacts) {
+    return InvalidField("contacts", absl::StrCat(h.contacts_size(),
+                                                 " contacts; the limit is ",
+                                                 kMaxContacts));
+  }
+  for (int i = 0; i < h.contacts_size(); ++i) {
+    const v1::Contact& c = h.contacts(i);
+    const std::string field = absl::StrCat("contacts[", i, "]");
+    RETURN_IF_ERROR(
+        CheckLength(absl::StrCat(field, ".name"), c.name(), kMaxName, false));
+    RETURN_IF_ERROR(ValidateEmail(c.email(), absl::StrCat(field, ".email")));
+    RETURN_IF_ERROR(CheckLength(absl::StrCat(field, ".phone"), c.phone(),
+                                kMaxPhone, false));
+    for (char ch : c.phone()) {
+      if (!absl::ascii_isdigit(static_cast<unsigned char>(ch)) &&
+          std::string_view("+-() .").find(ch) == std::string_view::npos) {
+        return InvalidField(absl::StrCat(field, ".phone"),
+                            "may hold only digits, spaces and + - ( ) .");
+      }
+    }
+  }
+  if (h.tags_size() > kMaxTags) {
+    return InvalidField("tags", absl::StrCat(h.tags_size(),
+                                             " tags; the limit is ", kMaxTags));
+  }
+  seen.clear();
+  for (int i = 0; i < h.tags_size(); ++i) {
+    const std::string field = absl::StrCat("tags[", i, "]");
+    RETURN_IF_ERROR(CheckLength(absl::StrCat(field, ".key"), h.tags(i).key(),
+                                kMaxTagKey, true));
+    RETURN_IF_ERROR(CheckLength(absl::StrCat(field, ".value"),
+                                h.tags(i).value(), kMaxTagValue, false));
+    if (!seen.insert(h.tags(i).key()).second) {
+      return InvalidField(absl::StrCat(field, ".key"),
+                          absl::StrCat("\"", h.tags(i).key(),
+                                       "\" is used twice"));
+    }
+  }
+  if (h.balance_thresholds_percent_size() > kMaxThresholds) {
+    return InvalidField("balance_thresholds_percent",
+                        absl::StrCat("at most ", kMaxThresholds, " thresholds"));
+  }
+  std::set<int32_t> thresholds;
+  for (int i = 0; i < h.balance_thresholds_percent_size(); ++i) {
+    const int32_t t = h.balance_thresholds_percent(i);
+    if (t < 1 || t > 100 || !thresholds.insert(t).second) {
+      return InvalidField(absl::StrCat("balance_thresholds_percent[", i, "]"),
+                          "must be distinct percentages from 1 to 100");
+    }
+  }
+  h.clear_balance_thresholds_percent();
+  if (thresholds.empty()) thresholds.insert(kDefaultBalanceThresholdPercent);
+  for (int32_t t : thresholds) h.add_balance_thresholds_percent(t);
+  if (h.has_ship_to()) RETURN_IF_ERROR(ValidateAddress(h.ship_to(), "ship_to"));
+  if (h.has_bill_to()) RETURN_IF_ERROR(ValidateAddress(h.bill_to(), "bill_to"));
+  return absl::OkStatus();
+}
+
+// Validates a line on its own and fills defaults (quantity 1).
+absl::Status ValidateLine(v1::LineItemDefinition& line,
+                          absl::string_view prefix) {
+  auto field = [&](absl::string_view name) {
+    return absl::StrCat(prefix, name);
+  };
+  if (line.line_number() < 1 || line.line_number() > kMaxLineNumber) {
+    return InvalidField(field("line_number"),
+                        absl::StrCat("must be from 1 to ", kMaxLineNumber));
+  }
+  if (line.type() == v1::LINE_ITEM_TYPE_UNSPECIFIED ||
+      !v1::LineItemType_IsValid(line.type())) {
+    return InvalidField(field("type"), "a line item type is required");
+  }
+  ASSIGN_OR_RETURN(YearMonth start,
+                   YearMonth::Parse(line.start_month(), field("start_month")));
+  ASSIGN_OR_RETURN(YearMonth end,
+                   YearMonth::Parse(line.end_month(), field("end_month")));
+  if (end < start) {
+    return InvalidField(field("end_month"),
+                        absl::StrCat(line.end_month(), " is before start_month ",
+                                     line.start_month()));
+  }
+  RETURN_IF_ERROR(CheckLength(field("description"), line.description(),
+                              kMaxDescription, false));
+  if (line.amount_micros() < 0) {
+    return InvalidField(field("amount"), "must not be negative");
+  }
+  if (line.quantity() < 0) {
+    return InvalidField(field("quantity"), "must not be negative");
+  }
+  if (line.balance_tracking()) {
+    if (line.amount_micros() == 0) {
+      return InvalidField(field("amount"),
+                          "is required when balance tracking is on");
+    }
+    if (line.quantity() == 0) {
+      return InvalidField(field("quantity"),
+                          "is required when balance tracking is on");
+    }
+  }
+  if (line.quantity() == 0) line.set_quantity(1);
+  if (line.tax_case() == v1::LineItemDefinition::kTaxAmountMicros &&
+      line.tax_amount_micros() < 0) {
+    return InvalidField(field("tax"), "must not be negative");
+  }
+  if (line.tax_case() == v1::LineItemDefinition::kTaxRatePpm &&
+      (line.tax_rate_ppm() < 0 || line.tax_rate_ppm() > 1000000)) {
+    return InvalidField(field("tax"), "a rate must be from 0% to 100%");
+  }
+  absl::StatusOr<int64_t> total = LineTotal(line);
+  if (!total.ok()) {
+    return InvalidField(field("amount"),
+                        "amount x quantity + tax exceeds the supported range",
+                        reason::kMoneyOverflow);
+  }
+  return absl::OkStatus();
+}
+
+// The line must lie within the purchase order's months.
+absl::Status CheckLineWindow(const v1::LineItemDefinition& line,
+                             YearMonth effective, YearMonth expiration,
+                             absl::string_view prefix, absl::StatusCode code) {
+  const YearMonth start = *YearMonth::Parse(line.start_month(), "start_month");
+  const YearMonth end = *YearMonth::Parse(line.end_month(), "end_month");
+  if (start >= effective && end <= expiration) return absl::OkStatus();
+  const std::string message = absl::StrCat(
+      prefix, "start_month: line ", line.line_number(), " runs ",
+      line.start_month(), "..", line.end_month(),
+      ", outside the purchase order's ", effective.ToString(), "..",
+      expiration.ToString());
+  if (code == absl::StatusCode::kInvalidArgument) {
+    return InvalidField(absl::StrCat(prefix, "start_month"),
+                        message.substr(message.find(':') + 2),
+                        reason::kLineItemOutsideWindow);
+  }
+  return DomainError(code, reason::kLineItemOutsideWindow, message);
+}
+
+absl::StatusOr<const PurchaseOrderState*> FindPo(const AccountState& state,
+                                                 const std::string& id) {
+  auto it = state.purchase_orders.find(id);
+  if (it == state.purchase_orders.end()) {
+    return DomainError(absl::StatusCode::kNotFound,
+                       reason::kPurchaseOrderNotFound,
+                       absl::StrCat("purchase order \"", id, "\" not found"));
+  }
+  return &it->second;
+}
+
+absl::Status CheckExpected(const PurchaseOrderState& po,
+                           const std::optional<uint64_t>& expected) {
+  if (!expected.has_value() || *expected == po.version) return absl::OkStatus();
+  return DomainError(
+      absl::StatusCode::kAborted, reason::kWrongExpectedVersion,
+      absl::StrCat("purchase order \"", po.id, "\" is at version ", po.version,
+                   ", not the expected ", *expected));
+}
+
+absl::Status CheckActiveLimit(const AccountState& state) {
+  if (state.ActiveCount() < kMaxActivePurchaseOrders) return absl::OkStatus();
+  return DomainError(
+      absl::StatusCode::kFailedPrecondition, reason::kActivePurchaseOrderLimit,
+      absl::StrCat("the account already has ", kMaxActivePurchaseOrders,
+                   " Active purchase orders; suspend, delete or let one "
+                   "expire first"));
+}
+
+// Checks that `lines` keep the purchase order's value and balance in range.
+absl::Status CheckPurchaseOrderSums(
+    const std::map<int32_t, LineItemState>& lines) {
+  int64_t value = 0;
+  int64_t balance = 0;
+  for (const auto& [n, line] : lines) {
+    ASSIGN_OR_RETURN(value, AddMicros(value, line.total_value,
+                                      "purchase order value"));
+    ASSIGN_OR_RETURN(int64_t b, SubMicros(line.total_value, line.invoiced,
+                                          "line balance"));
+    ASSIGN_OR_RETURN(balance, AddMicros(balance, b, "purchase order balance"));
+  }
+  return absl::OkStatus();
+}
+
+v1::NotificationRaised* AddNotification(Events& events,
+                                        const AccountState& state,
+                                        const PurchaseOrderState& po,
+                                        v1::NotificationKind kind) {
+  v1::NotificationRaised* n = events.Add().mutable_notification_raised();
+  n->set_notification_id(
+      absl::StrCat(state.account_id, "/", events.NextVersion() - 1));
+  n->set_kind(kind);
+  n->set_purchase_order_id(po.id);
+  n->set_purchase_order_description(po.header.description());
+  n->set_currency_code(po.header.currency_code());
+  n->set_expiration_date(FormatDay(po.expiration.LastDay()));
+  for (const v1::Contact& c : po.header.contacts()) *n->add_recipients() = c;
+  return n;
+}
+
+// Raises a balance alert for each threshold the line is newly below.
+void RaiseBalanceAlerts(Events& events, const AccountState& state,
+                        const PurchaseOrderState& po, const LineItemState& line,
+                        int64_t balance, absl::string_view invoice_id) {
+  if (!line.definition.balance_tracking() || line.total_value <= 0) return;
+  for (int32_t pct : po.header.balance_thresholds_percent()) {
+    if (std::binary_search(line.fired_thresholds.begin(),
+                           line.fired_thresholds.end(), pct)) {
+      continue;
+    }
+    if (static_cast<__int128>(balance) * 100 >=
+        static_cast<__int128>(line.total_value) * pct) {
+      continue;
+    }
+    v1::NotificationRaised* n = AddNotification(
+        events, state, po, v1::NOTIFICATION_KIND_BALANCE_THRESHOLD);
+    n->set_line_number(line.definition.line_number());
+    n->set_threshold_percent(pct);
+    n->set_balance_micros(balance);
+    n->set_total_value_micros(line.total_value);
+    n->set_invoice_id(std::string(invoice_id));
+  }
+}
+
+// --- Purchase orders -------------------------------------------------------
+
+absl::StatusOr<Decision> DecideCreate(const AccountState& state,
+                                      const CreatePurchaseOrder& cmd,
+                                      absl::Time now) {
+  RETURN_IF_ERROR(
+      ValidatePurchaseOrderId(cmd.purchase_order_id, "purchase_order_id"));
+  v1::PurchaseOrderHeader header = cmd.header;
+  RETURN_IF_ERROR(ValidateHeader(header));
+  if (static_cast<int>(cmd.line_items.size()) > kMaxLineItems) {
+    return InvalidField("line_items",
+                        absl::StrCat(cmd.line_items.size(),
+                                     " line items; the limit is ", kMaxLineItems));
+  }
+  const YearMonth effective = *YearMonth::Parse(header.effective_month(), "");
+  const YearMonth expiration = *YearMonth::Parse(header.expiration_month(), "");
+  std::vector<v1::LineItemDefinition> lines = cmd.line_items;
+  std::map<int32_t, LineItemState> sums;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string prefix = absl::StrCat("line_items[", i, "].");
+    RETURN_IF_ERROR(ValidateLine(lines[i], prefix));
+    RETURN_IF_ERROR(CheckLineWindow(lines[i], effective, expiration, prefix,
+                                    absl::StatusCode::kInvalidArgument));
+    if (sums.count(lines[i].line_number()) > 0) {
+      return InvalidField(absl::StrCat(prefix, "line_number"),
+                          absl::StrCat("line number ", lines[i].line_number(),
+                                       " is used twice"));
+    }
+    sums[lines[i].line_number()].total_value = *LineTotal(lines[i]);
+  }
+  RETURN_IF_ERROR(CheckPurchaseOrderSums(sums));
+  if (state.purchase_orders.count(cmd.purchase_order_id) > 0) {
+    return DomainError(absl::StatusCode::kAlreadyExists,
+                       reason::kPurchaseOrderAlreadyExists,
+                       absl::StrCat("purchase order \"", cmd.purchase_order_id,
+                                    "\" already exists"));
+  }
+  RETURN_IF_ERROR(CheckActiveLimit(state));
+  Events events(state, now);
+  v1::PurchaseOrderCreated* e = events.Add().mutable_purchase_order_created();
+  e->set_purchase_order_id(cmd.purchase_order_id);
+  *e->mutable_header() = std::move(header);
+  for (v1::LineItemDefinition& l : lines) *e->add_line_items() = std::move(l);
+  for (v1::ScheduledReminder& r : PlanReminders(expiration, now)) {
+    *e->add_reminders() = std::move(r);
+  }
+  e->set_origin(v1::PURCHASE_ORDER_ORIGIN_USER);
+  return events.Take();
+}
+
+absl::StatusOr<Decision> DecideUpdate(const AccountState& state,
+                                      const UpdatePurchaseOrder& cmd,
+                                      absl::Time now) {
+  ASSIGN_OR_RETURN(const PurchaseOrderState* po,
+                   FindPo(state, cmd.purchase_order_id));
+  v1::PurchaseOrderHeader header = po->header;
+  std::vector<std::string> mask = cmd.update_mask;
+  if (mask.empty()) mask.assign(std::begin(kHeaderFields), std::end(kHeaderFields));
+  for (size_t i = 0; i < mask.size(); ++i) {
+    const std::string& path = mask[i];
+    const v1::PurchaseOrderHeader& in = cmd.header;
+    if (path == "description") {
+      header.set_description(in.description());
+    } else if (path == "bill_from") {
+      *header.mutable_bill_from() = in.bill_from();
+    } else if (path == "tax_registration_numbers") {
+      *header.mutable_tax_registration_numbers() = in.tax_registration_numbers();
+    } else if (path == "currency_code") {
+      header.set_currency_code(in.currency_code());
+    } else if (path == "effective_month") {
+      header.set_effective_month(in.effective_month());
+    } else if (path == "expiration_month") {
+      header.set_expiration_month(in.expiration_month());
+    } else if (path == "contacts") {
+      *header.mutable_contacts() = in.contacts();
+    } else if (path == "tags") {
+      *header.mutable_tags() = in.tags();
+    } else if (path == "balance_thresholds_percent") {
+      *header.mutable_balance_thresholds_percent() =
+          in.balance_thresholds_percent();
+    } else if (path == "ship_to") {
+      *header.mutable_ship_to() = in.ship_to();
+    } else if (path == "bill_to") {
+      *header.mutable_bill_to() = in.bill_to();
+    } else {
+      return InvalidField(absl::StrCat("update_mask[", i, "]"),
+                          absl::StrCat("\"", path,
+                                       "\" is not an updatable field"));
+    }
+  }
+  RETURN_IF_ERROR(ValidateHeader(header));
+  RETURN_IF_ERROR(CheckExpected(*po, cmd.expected_version));
+  const YearMonth effective = *YearMonth::Parse(header.effective_month(), "");
+  const YearMonth expiration = *YearMonth::Parse(header.expiration_month(), "");
+  for (const auto& [n, line] : po->lines) {
+    RETURN_IF_ERROR(CheckLineWindow(line.definition, effective, expiration, "",
+                                    absl::StatusCode::kFailedPrecondition));
+  }
+  const bool expiration_changed = expiration != po->expiration;
+  const bool reactivate = expiration_changed &&
+                          po->status == v1::PURCHASE_ORDER_STATUS_EXPIRED &&
+                          expiration.End() > now;
+  if (expiration_changed &&
+      po->status == v1::PURCHASE_ORDER_STATUS_SUSPENDED_EXPIRED) {
+    return DomainError(
+        absl::StatusCode::kFailedPrecondition, reason::kInvalidStatusTransition,
+        absl::StrCat("purchase order \"", po->id,
+                     "\" is Suspended-expired: set it back to Expired before "
+                     "changing its expiration month"));
+  }
+  if (reactivate) RETURN_IF_ERROR(CheckActiveLimit(state));
+  std::vector<std::string> changed;
+  const v1::PurchaseOrderHeader& old = po->header;
+  auto differs = [](const auto& a, const auto& b) {
+    return a.SerializeAsString() != b.SerializeAsString();
+  };
+  if (old.description() != header.description()) changed.push_back("description");
+  if (!std::equal(old.bill_from().begin(), old.bill_from().end(),
+                  header.bill_from().begin(), header.bill_from().end())) {
+    changed.push_back("bill_from");
+  }
+  if (!std::equal(old.tax_registration_numbers().begin(),
+                  old.tax_registration_numbers().end(),
+                  header.tax_registration_numbers().begin(),
+                  header.tax_registration_numbers().end())) {
+    changed.push_back("tax_registration_numbers");
+  }
+  if (old.currency_code() != header.currency_code()) changed.push_back("currency_code");
+  if (old.effective_month() != header.effective_month()) changed.push_back("effective_month");
+  if (expiration_changed) changed.push_back("expiration_month");
+  v1::PurchaseOrderHeader old_contacts, new_contacts;
+  *old_contacts.mutable_contacts() = old.contacts();
+  *new_contacts.mutable_contacts() = header.contacts();
+  if (differs(old_contacts, new_contacts)) changed.push_back("contacts");
+  v1::PurchaseOrderHeader old_tags, new_tags;
+  *old_tags.mutable_tags() = old.tags();
+  *new_tags.mutable_tags() = header.tags();
+  if (differs(old_tags, new_tags)) changed.push_back("tags");
+  if (!std::equal(old.balance_thresholds_percent().begin(),
+                  old.balance_thresholds_percent().end(),
+                  header.balance_thresholds_percent().begin(),
+                  header.balance_thresholds_percent().end())) {
+    changed.push_back("balance_thresholds_percent");
+  }
+  if (differs(old.ship_to(), header.ship_to())) changed.push_back("ship_to");
+  if (differs(old.bill_to(), header.bill_to())) changed.push_back("bill_to");
+
+  Events events(state, now);
+  if (changed.empty()) return events.Take();  // Nothing to record.
+  v1::PurchaseOrderUpdated* e = events.Add().mutable_purchase_order_updated();
+  e->set_purchase_order_id(po->id);
+  *e->mutable_header() = header;
+  for (std::string& c : changed) e->add_changed_fields(std::move(c));
+  if (expiration_changed) {
+    e->set_reminders_rescheduled(true);
+    for (v1::ScheduledReminder& r : PlanReminders(expiration, now)) {
+      *e->add_reminders() = std::move(r);
+    }
+  }
+  if (reactivate) {
+    v1::PurchaseOrderStatusChanged* s =
+        events.Add().mutable_purchase_order_status_changed();
+    s->set_purchase_order_id(po->id);
+    s->set_from_status(po->status);
+    s->set_to_status(v1::PURCHASE_ORDER_STATUS_ACTIVE);
+    s->set_reason(v1::STATUS_CHANGE_REASON_EXPIRATION_EXTENDED);
+  }
+  return events.Take();
+}
+
+absl::StatusOr<Decision> DecideStatus(const AccountState& state,
+                                      const ChangePurchaseOrderStatus& cmd,
+                                      absl::Time now) {
+  if (cmd.status == v1::PURCHASE_ORDER_STATUS_UNSPECIFIED ||
+      !v1::PurchaseOrderStatus_IsValid(cmd.status)) {
+    return InvalidField("status", "a target status is required");
+  }
+  ASSIGN_OR_RETURN(const PurchaseOrderState* po,
+                   FindPo(state, cmd.purchase_order_id));
+  RETURN_IF_ERROR(CheckExpected(*po, cmd.expected_version));
+  Events events(state, now);
+  if (po->status == cmd.status) return events.Take();  // Already there.
+  using S = v1::PurchaseOrderStatus;
+  const S from = po->status;
+  const S to = cmd.status;
+  const bool allowed =
+      (from == v1::PURCHASE_ORDER_STATUS_ACTIVE &&
+       to == v1::PURCHASE_ORDER_STATUS_SUSPENDED) ||
+      (from == v1::PURCHASE_ORDER_STATUS_SUSPENDED &&
+       to == v1::PURCHASE_ORDER_STATUS_ACTIVE) ||
+      (from == v1::PURCHASE_ORDER_STATUS_EXPIRED &&
+       to == v1::PURCHASE_ORDER_STATUS_SUSPENDED_EXPIRED) ||
+      (from == v1::PURCHASE_ORDER_STATUS_SUSPENDED_EXPIRED &&
+       to == v1::PURCHASE_ORDER_STATUS_EXPIRED);
+  if (!allowed) {
+    std::string hint;
+    if (to == v1::PURCHASE_ORDER_STATUS_ACTIVE) {
+      hint = from == v1::PURCHASE_ORDER_STATUS_EXPIRED
+                 ? "; extend its expiration month to make it Active"
+                 : "; set it back to Expired, then extend its expiration month";
+    } else if (to == v1::PURCHASE_ORDER_STATUS_EXPIRED ||
+               to == v1::PURCHASE_ORDER_STATUS_SUSPENDED_EXPIRED) {
+      hint = "; only the system expires purchase orders";
+    }
+    return DomainError(absl::StatusCode::kFailedPrecondition,
+                       reason::kInvalidStatusTransition,
+                       absl::StrCat("purchase order \"", po->id, "\" cannot go "
+                                    "from ", v1::PurchaseOrderStatus_Name(from),
+                                    " to ", v1::PurchaseOrderStatus_Name(to),
+                                    hint));
+  }
+  if (to == v1::PURCHASE_ORDER_STATUS_ACTIVE) {
+    RETURN_IF_ERROR(CheckActiveLimit(state));
+  }
+  v1::PurchaseOrderStatusChanged* e =
+      events.Add().mutable_purchase_order_status_changed();
+  e->set_purchase_order_id(po->id);
+  e->set_from_status(from);
+  e->set_to_status(to);
+  e->set_reason(v1::STATUS_CHANGE_REASON_USER);
+  return events.Take();
+}
+
+absl::StatusOr<Decision> DecideDelete(const AccountState& state,
+                                      const DeletePurchaseOrder& cmd,
+                                      absl::Time now) {
+  ASSIGN_OR_RETURN(const PurchaseOrderState* po,
+                   FindPo(state, cmd.purchase_order_id));
+  RETURN_IF_ERROR(CheckExpected(*po, cmd.expected_version));
+  Events events(state, now);
+  events.Add().mutable_purchase_order_deleted()->set_purchase_order_id(po->id);
+  return events.Take();
+}
+
+// --- Line items --------------------------------------------------------------
+
+absl::StatusOr<Decision> DecideAddLine(const AccountState& state,
+                                       const AddLineItem& cmd, absl::Time now) {
+  v1::LineItemDefinition line = cmd.line_item;
+  RETURN_IF_ERROR(ValidateLine(line, "line_item."));
+  ASSIGN_OR_RETURN(const PurchaseOrderState* po,
+                   FindPo(state, cmd.purchase_order_id));
+  RETURN_IF_ERROR(CheckExpected(*po, cmd.expected_version));
+  if (po->lines.count(line.line_number()) > 0) {
+    return DomainError(absl::StatusCode::kAlreadyExists,
+                       reason::kLineItemAlreadyExists,
+                       absl::StrCat("purchase order \"", po->id,
+                                    "\" already has line ", line.line_number()));
+  }
+  if (static_cast<int>(po->lines.size()) >= kMaxLineItems) {
+    return DomainError(absl::StatusCode::kFailedPrecondition,
+                       reason::kLineItemLimit,
+                       absl::StrCat("purchase order \"", po->id, "\" already has ",
+                                    kMaxLineItems, " line items"));
+  }
+  RETURN_IF_ERROR(CheckLineWindow(line, po->effective, po->expiration,
+                                  "line_item.",
+                                  absl::StatusCode::kFailedPrecondition));
+  std::map<int32_t, LineItemState> lines = po->lines;
+  lines[line.line_number()].total_value = *LineTotal(line);
+  RETURN_IF_ERROR(CheckPurchaseOrderSums(lines));
+  Events events(state, now);
+  v1::LineItemAdded* e = events.Add().mutable_line_item_added();
+  e->set_purchase_order_id(po->id);
+  *e->mutable_line_item() = std::move(line);
+  return events.Take();
+}
+
+absl::StatusOr<Decision> DecideUpdateLine(const AccountState& state,
+                                          const UpdateLineItem& cmd,
+                                          absl::Time now) {
+  ASSIGN_OR_RETURN(const PurchaseOrderState* po,
+                   FindPo(state, cmd.purchase_order_id));
+  auto it = po->lines.find(cmd.line_item.line_number());
+  if (it == po->lines.end()) {
+    return DomainError(absl::StatusCode::kNotFound, reason::kLineItemNotFound,
+                       absl::StrCat("purchase order \"", po->id,
+                                    "\" has no line ",
+                                    cmd.line_item.line_number()));
+  }
+  v1::LineItemDefinition line = it->second.definition;
+  const v1::LineItemDefinition& in = cmd.line_item;
+  std::vector<std::string> mask = cmd.update_mask;
+  if (mask.empty()) {
+    mask.assign(std::begin(kLineItemFields), std::end(kLineItemFields));
+  }
+  for (size_t i = 0; i < mask.size(); ++i) {
+    const std::string& path = mask[i];
+    if (path == "type") {
+      line.set_type(in.type());
+    } else if (path == "start_month") {
+      line.set_start_month(in.start_month());
+    } else if (path == "end_month") {
+      line.set_end_month(in.end_month());
+    } else if (path == "description") {
+      line.set_description(in.description());
+    } else if (path == "balance_tracking") {
+      line.set_balance_tracking(in.balance_tracking());
+    } else if (path == "amount") {
+      line.set_amount_micros(in.amount_micros());
+    } else if (path == "quantity") {
+      line.set_quantity(in.quantity());
+    } else if (path == "tax") {
+      line.clear_tax();
+      if (in.tax_case() == v1::LineItemDefinition::kTaxAmountMicros) {
+        line.set_tax_amount_micros(in.tax_amount_micros());
+      } else if (in.tax_case() == v1::LineItemDefinition::kTaxRatePpm) {
+        line.set_tax_rate_ppm(in.tax_rate_ppm());
+      }
+    } else {
+      return InvalidField(absl::StrCat("update_mask[", i, "]"),
+                          absl::StrCat("\"", path,
+                                       "\" is not an updatable line item field"));
+    }
+  }
+  RETURN_IF_ERROR(ValidateLine(line, "line_item."));
+  RETURN_IF_ERROR(CheckExpected(*po, cmd.expected_version));
+  RETURN_IF_ERROR(CheckLineWindow(line, po->effective, po->expiration,
+                                  "line_item.",
+                                  absl::StatusCode::kFailedPrecondition));
+  std::map<int32_t, LineItemState> lines = po->lines;
+  LineItemState& updated = lines[line.line_number()];
+  updated.definition = line;
+  updated.total_value = *LineTotal(line);
+  RETURN_IF_ERROR(CheckPurchaseOrderSums(lines));
+  Events events(state, now);
+  if (line.SerializeAsString() == it->second.definition.SerializeAsString()) {
+    return events.Take();  // Nothing changed.
+  }
+  v1::LineItemUpdated* e = events.Add().mutable_line_item_updated();
+  e->set_purchase_order_id(po->id);
+  *e->mutable_line_item() = line;
+  // A lower total can take the balance below a threshold.
+  LineItemState after = updated;
+  after.fired_thresholds = it->second.fired_thresholds;
+  const int64_t balance = after.total_value - after.invoiced;
+  // Thresholds the new balance is back above re-arm first (as Apply does).
+  after.fired_thresholds.erase(
+      std::remove_if(after.fired_thresholds.begin(), after.fired_thresholds.end(),
+                     [&](int32_t pct) {
+                       return static_cast<__int128>(balance) * 100 >=
+                              static_cast<__int128>(after.total_value) * pct;
+                     }),
+      after.fired_thresholds.end());
+  RaiseBalanceAlerts(events, state, *po, after, balance, "");
+  return events.Take();
+}
+
+absl::StatusOr<Decision> DecideRemoveLine(const AccountState& state,
+                                          const RemoveLineItem& cmd,
+                                          absl::Time now) {
+  ASSIGN_OR_RETURN(const PurchaseOrderState* po,
+                   FindPo(state, cmd.purchase_order_id));
+  if (po->lines.count(cmd.line_number) == 0) {
+    return DomainError(absl::StatusCode::kNotFound, reason::kLineItemNotFound,
+                       absl::StrCat("purchase order \"", po->id,
+                                    "\" has no line ", cmd.line_number));
+  }
+  RETURN_IF_ERROR(CheckExpected(*po, cmd.expected_version));
+  Events events(state, now);
+  v1::LineItemRemoved* e = events.Add().mutable_line_item_removed();
+  e->set_purchase_order_id(po->id);
+  e->set_line_number(cmd.line_number);
+  return events.Take();
+}
+
+// --- Invoices ----------------------------------------------------------------
+
+absl::Status ValidateInvoice(v1::InvoiceData& in) {
+  RETURN_IF_ERROR(CheckLength("invoice_id", in.invoice_id(), kMaxInvoiceId, true));
+  if (in.kind() != v1::INVOICE_KIND_INVOICE &&
+      in.kind() != v1::INVOICE_KIND_CREDIT_MEMO) {
+    return InvalidField("kind", "must be INVOICE_KIND_INVOICE or "
+                                "INVOICE_KIND_CREDIT_MEMO");
+  }
+  if (in.kind() == v1::INVOICE_KIND_CREDIT_MEMO) {
+    RETURN_IF_ERROR(CheckLength("original_invoice_id", in.original_invoice_id(),
+                                kMaxInvoiceId, true));
+  } else if (!in.original_invoice_id().empty()) {
+    return InvalidField("original_invoice_id",
+                        "only a credit memo names an original invoice");
+  }
+  RETURN_IF_ERROR(CheckLength("bill_from", in.bill_from(), kMaxEntityName, true));
+  RETURN_IF_ERROR(CheckLength("tax_registration_number",
+                              in.tax_registration_number(), kMaxTaxNumber,
+                              false));
+  if (in.category() == v1::INVOICE_CATEGORY_UNSPECIFIED ||
+      !v1::InvoiceCategory_IsValid(in.category())) {
+    return InvalidField("category", "an invoice category is required");
+  }
+  RETURN_IF_ERROR(YearMonth::Parse(in.billing_period(), "billing_period").status());
+  if (!IsCurrencyCode(in.currency_code())) {
+    return InvalidField("amount.currency_code",
+                        absl::StrCat("\"", in.currency_code(),
+                                     "\" is not an ISO 4217 code"));
+  }
+  if (in.amount_micros() <= 0) {
+    return InvalidField("amount", "must be positive (credit memos too: their "
+                                  "kind says they are credits)");
+  }
+  RETURN_IF_ERROR(CheckLength("purchase_order_id", in.purchase_order_id(),
+                              kMaxMarketplacePurchaseOrderId, false));
+  // The content digest is the canonical encoding of everything else, so two
+  // submissions are "the same invoice" exactly when every field is equal.
+  in.clear_content_digest();
+  in.set_content_digest(in.SerializeAsString());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Decision> DecideInvoice(const AccountState& state,
+                                       const v1::InvoiceData& invoice,
+                                       absl::Time now) {
+  Events events(state, now);
+  const YearMonth period = *YearMonth::Parse(invoice.billing_period(), "");
+  MatchInput input;
+  input.bill_from = invoice.bill_from();
+  input.tax_registration_number = invoice.tax_registration_number();
+  input.currency_code = invoice.currency_code();
+  input.category = invoice.category();
+  input.billing_period = period;
+  input.amount_micros = invoice.amount_micros();
+  input.purchase_order_id = invoice.purchase_order_id();
+  const MatchResult result = Match(state, input);
+  v1::InvoiceRecorded* e = events.Add().mutable_invoice_recorded();
+  *e->mutable_invoice() = invoice;
+  *e->mutable_explanation() = Explain(state, input, result);
+  if (!result.matched()) {
+    e->set_unmatched_reason(state.purchase_orders.empty()
+                                ? v1::UNMATCHED_REASON_NO_PURCHASE_ORDERS
+                                : v1::UNMATCHED_REASON_NO_CANDIDATE);
+    return events.Take();
+  }
+  const PurchaseOrderState& po = *result.purchase_order;
+  const LineItemState& line = *result.line;
+  ASSIGN_OR_RETURN(int64_t invoiced, AddMicros(line.invoiced,
+                                               invoice.amount_micros(),
+                                               "line balance"));
+  std::map<int32_t, LineItemState> lines = po.lines;
+  lines[line.definition.line_number()].invoiced = invoiced;
+  RETURN_IF_ERROR(CheckPurchaseOrderSums(lines));
+  const int64_t balance = line.total_value - invoiced;
+  e->set_purchase_order_id(po.id);
+  e->set_line_number(line.definition.line_number());
+  e->set_line_balance_after_micros(balance);
+  e->set_purchase_order_balance_after_micros(po.Balance() -
+                                             invoice.amount_micros());
+  RaiseBalanceAlerts(events, state, po, line, balance, invoice.invoice_id());
+  return events.Take();
+}
+
+absl::StatusOr<Decision> DecideCreditMemo(const AccountState& state,
+                                          const v1::InvoiceData& memo,
+                                          absl::Time now) {
+  auto original = state.invoices.find(memo.original_invoice_id());
+  if (original == state.invoices.end() ||
+      original->second.kind != v1::INVOICE_KIND_INVOICE) {
+    return DomainError(absl::StatusCode::kNotFound,
+                       reason::kOriginalInvoiceNotFound,
+                       absl::StrCat("original_invoice_id: no invoice \"",
+                                    memo.original_invoice_id(),
+                                    "\" in this account"));
+  }
+  const InvoiceEntry& inv = original->second;
+  ASSIGN_OR_RETURN(int64_t credited,
+                   AddMicros(inv.credited, memo.amount_micros(), "credits"));
+  if (credited > inv.amount) {
+    return DomainError(
+        absl::StatusCode::kFailedPrecondition, reason::kCreditExceedsInvoice,
+        absl::StrCat("credits for invoice \"", memo.original_invoice_id(),
+                     "\" would total ", FormatMicros(credited, memo.currency_code()),
+                     ", more than its ",
+                     FormatMicros(inv.amount, memo.currency_code())));
+  }
+  Events events(state, now);
+  v1::CreditMemoRecorded* e = events.Add().mutable_credit_memo_recorded();
+  *e->mutable_credit_memo() = memo;
+  auto po_it = state.purchase_orders.find(inv.purchase_order_id);
+  if (inv.purchase_order_id.empty() || po_it == state.purchase_orders.end() ||
+      po_it->second.created_version != inv.purchase_order_created_version ||
+      po_it->second.lines.count(inv.line_number) == 0) {
+    return events.Take();  // Nothing left to restore.
+  }
+  const PurchaseOrderState& po = po_it->second;
+  const LineItemState& line = po.lines.at(inv.line_number);
+  e->set_purchase_order_id(po.id);
+  e->set_line_number(inv.line_number);
+  e->set_line_balance_after_micros(line.balance() + memo.amount_micros());
+  e->set_purchase_order_balance_after_micros(po.Balance() +
+                                             memo.amount_micros());
+  return events.Take();
+}
+
+absl::StatusOr<Decision> DecideRecordInvoice(const AccountState& state,
+                                             const RecordInvoice& cmd,
+                                             absl::Time now) {
+  v1::InvoiceData invoice = cmd.invoice;
+  RETURN_IF_ERROR(ValidateInvoice(invoice));
+  auto existing = state.invoices.find(invoice.invoice_id());
+  if (existing != state.invoices.end()) {
+    if (existing->second.content_digest == invoice.content_digest()) {
+      Decision d;
+      d.duplicate_of_version = existing->second.recorded_version;
+      return d;
+    }
+    return DomainError(absl::StatusCode::kAlreadyExists,
+                       reason::kInvoiceIdConflict,
+                       absl::StrCat("invoice \"", invoice.invoice_id(),
+                                    "\" was already recorded with different "
+                                    "content"));
+  }
+  if (invoice.kind() == v1::INVOICE_KIND_CREDIT_MEMO) {
+    return DecideCreditMemo(state, invoice, now);
+  }
+  return DecideInvoice(state, invoice, now);
+}
+
+// --- Marketplace ---------------------------------------------------------------
+
+absl::StatusOr<Decision> DecideMarketplace(
+    const AccountState& state, const RecordMarketplaceTransaction& cmd,
+    absl::Time now) {
+  RETURN_IF_ERROR(CheckLength("transaction_id", cmd.transaction_id,
+                              kMaxInvoiceId, true));
+  RETURN_IF_ERROR(CheckLength("purchase_order_id", cmd.purchase_order_id,
+                              kMaxMarketplacePurchaseOrderId, false));
+  RETURN_IF_ERROR(CheckLength("bill_from", cmd.bill_from, kMaxEntityName, true));
+  if (!IsCurrencyCode(cmd.currency_code)) {
+    return InvalidField("amount.currency_code",
+                        absl::StrCat("\"", cmd.currency_code,
+                                     "\" is not an ISO 4217 code"));
+  }
+  ASSIGN_OR_RETURN(YearMonth month, YearMonth::Parse(cmd.month, "month"));
+  if (cmd.amount_micros < 0) {
+    return InvalidField("amount", "must not be negative");
+  }
+  RETURN_IF_ERROR(
+      CheckLength("description", cmd.description, kMaxDescription, false));
+  if (cmd.line_number < 0 || cmd.line_number > kMaxLineNumber) {
+    return InvalidField("line_number",
+                        absl::StrCat("must be from 1 to ", kMaxLineNumber));
+  }
+  v1::MarketplaceTransactionRecorded record;
+  record.set_transaction_id(cmd.transaction_id);
+  record.set_purchase_order_id(cmd.purchase_order_id);
+  record.set_bill_from(cmd.bill_from);
+  record.set_currency_code(cmd.currency_code);
+  record.set_month(month.ToString());
+  record.set_amount_micros(cmd.amount_micros);
+  record.set_description(cmd.description);
+  record.set_line_number(cmd.line_number);
+  const std::string digest = record.SerializeAsString();
+  auto existing = state.marketplace_transactions.find(cmd.transaction_id);
+  if (existing != state.marketplace_transactions.end()) {
+    if (existing->second.content_digest == digest) {
+      Decision d;
+      d.duplicate_of_version = existing->second.recorded_version;
+      return d;
+    }
+    return DomainError(absl::StatusCode::kAlreadyExists,
+                       reason::kTransactionIdConflict,
+                       absl::StrCat("marketplace transaction \"",
+                                    cmd.transaction_id,
+                                    "\" was already recorded with different "
+                                    "content"));
+  }
+  record.set_content_digest(digest);
+  record.set_line_number(0);
+  Events events(state, now);
+  auto not_associated = [&](absl::string_view code, std::string why) {
+    record.set_outcome(v1::MARKETPLACE_OUTCOME_NOT_ASSOCIATED);
+    record.set_reason_code(std::string(code));
+    record.set_reason(std::move(why));
+    *events.Add().mutable_marketplace_transaction_recorded() = record;
+    return events.Take();
+  };
+  if (cmd.purchase_order_id.empty()) {
+    return not_associated("NO_PURCHASE_ORDER_ID",
+                          "the buyer gave no purchase order number");
+  }
+  v1::LineItemDefinition line;
+  line.set_type(v1::LINE_ITEM_TYPE_AWS_MARKETPLACE_TRANSACTION);
+  line.set_description(cmd.description);
+  line.set_balance_tracking(false);
+  line.set_amount_micros(cmd.amount_micros);
+  line.set_quantity(1);
+  auto po_it = state.purchase_orders.find(cmd.purchase_order_id);
+  if (po_it != state.purchase_orders.end()) {
+    const PurchaseOrderState& po = po_it->second;
+    if (static_cast<int>(po.lines.size()) >= kMaxLineItems) {
+      return not_associated(reason::kLineItemLimit,
+                            absl::StrCat("purchase order \"", po.id,
+                                         "\" already has ", kMaxLineItems,
+                                         " line items"));
+    }
+    if (month > po.expiration) {
+      return not_associated(
+          reason::kLineItemOutsideWindow,
+          absl::StrCat("purchase order \"", po.id, "\" ends ",
+                       po.expiration.ToString(), ", before ", month.ToString()));
+    }
+    if (po.header.currency_code() != cmd.currency_code) {
+      return not_associated(
+          "CURRENCY_MISMATCH",
+          absl::StrCat("purchase order \"", po.id, "\" is in ",
+                       po.header.currency_code(), ", the transaction in ",
+                       cmd.currency_code));
+    }
+    int32_t number = cmd.line_number;
+    if (number == 0 || po.lines.count(number) > 0) {
+      number = po.lines.empty() ? 1 : po.lines.rbegin()->first + 1;
+    }
+    if (number > kMaxLineNumber) {
+      return not_associated(reason::kLineItemLimit, "no free line number");
+    }
+    line.set_line_number(number);
+    line.set_start_month(std::max(month, po.effective).ToString());
+    line.set_end_month(po.expiration.ToString());
+    std::map<int32_t, LineItemState> lines = po.lines;
+    lines[number].total_value = cmd.amount_micros;
+    if (!CheckPurchaseOrderSums(lines).ok()) {
+      return not_associated(reason::kMoneyOverflow,
+                            "the purchase order's value would overflow");
+    }
+    v1::LineItemAdded* added = events.Add().mutable_line_item_added();
+    added->set_purchase_order_id(po.id);
+    *added->mutable_line_item() = line;
+    added->set_marketplace_transaction_id(cmd.transaction_id);
+    record.set_outcome(v1::MARKETPLACE_OUTCOME_LINE_ADDED);
+    record.set_line_number(number);
+    *events.Add().mutable_marketplace_transaction_recorded() = record;
+    return events.Take();
+  }
+  if (absl::Status s =
+          ValidatePurchaseOrderId(cmd.purchase_order_id, "purchase_order_id");
+      !s.ok()) {
+    return not_associated("INVALID_PURCHASE_ORDER_ID",
+                          std::string(s.message()));
+  }
+  if (state.ActiveCount() >= kMaxActivePurchaseOrders) {
+    return not_associated(
+        reason::kActivePurchaseOrderLimit,
+        absl::StrCat("the account already has ", kMaxActivePurchaseOrders,
+                     " Active purchase orders"));
+  }
+  const YearMonth expiration = month.Plus(11);
+  const int32_t number = cmd.line_number == 0 ? 1 : cmd.line_number;
+  line.set_line_number(number);
+  line.set_start_month(month.ToString());
+  line.set_end_month(expiration.ToString());
+  v1::PurchaseOrderCreated* created =
+      events.Add().mutable_purchase_order_created();
+  created->set_purchase_order_id(cmd.purchase_order_id);
+  v1::PurchaseOrderHeader* h = created->mutable_header();
+  h->add_bill_from(cmd.bill_from);
+  h->set_currency_code(cmd.currency_code);
+  h->set_effective_month(month.ToString());
+  h->set_expiration_month(expiration.ToString());
+  h->add_balance_thresholds_percent(kDefaultBalanceThresholdPercent);
+  *created->add_line_items() = line;
+  for (v1::ScheduledReminder& r : PlanReminders(expiration, now)) {
+    *created->add_reminders() = std::move(r);
+  }
+  created->set_origin(v1::PURCHASE_ORDER_ORIGIN_MARKETPLACE);
+  record.set_outcome(v1::MARKETPLACE_OUTCOME_PURCHASE_ORDER_CREATED);
+  record.set_line_number(number);
+  *events.Add().mutable_marketplace_transaction_recorded() = record;
+  return events.Take();
+}
+
+// --- Scheduler -----------------------------------------------------------------
+
+absl::StatusOr<Decision> DecideTick(const AccountState& state, absl::Time now) {
+  Events events(state, now);
+  for (const auto& [id, po] : state.purchase_orders) {
+    const bool live = po.status == v1::PURCHASE_ORDER_STATUS_ACTIVE ||
+                      po.status == v1::PURCHASE_ORDER_STATUS_SUSPENDED;
+    if (!live) continue;
+    if (now >= po.ExpiryTime()) {
+      // Reminders still pending are superseded by the expiry notice.
+      v1::PurchaseOrderExpired* e = events.Add().mutable_purchase_order_expired();
+      e->set_purchase_order_id(id);
+      e->set_from_status(po.status);
+      e->set_to_status(po.status == v1::PURCHASE_ORDER_STATUS_ACTIVE
+                           ? v1::PURCHASE_ORDER_STATUS_EXPIRED
+                           : v1::PURCHASE_ORDER_STATUS_SUSPENDED_EXPIRED);
+      v1::NotificationRaised* n =
+          AddNotification(events, state, po, v1::NOTIFICATION_KIND_EXPIRED);
+      *n->mutable_due_time() = ToProtoTime(po.ExpiryTime());
+      continue;
+    }
+    for (const Reminder& r : po.reminders) {
+      if (r.fired || r.due > now) continue;
+      v1::NotificationRaised* n = AddNotification(
+          events, state, po, v1::NOTIFICATION_KIND_EXPIRATION_REMINDER);
+      *n->mutable_due_time() = ToProtoTime(r.due);
+      n->set_reminder_label(r.label);
+    }
+  }
+  return events.Take();
+}
+
+}  // namespace
+
+std::vector<v1::ScheduledReminder> PlanReminders(YearMonth expiration,
+                                                 absl::Time now) {
+  const absl::CivilDay date = expiration.LastDay();
+  struct Planned {
+    absl::Time due;
+    const char* label;
+  };
+  std::vector<Planned> planned;
+  const absl::Time one_month_before = StartOf(AddMonthsClamped(date, -1));
+  const absl::Time three_months_before = StartOf(AddMonthsClamped(date, -3));
+  if (now >= one_month_before) {
+    planned.push_back({StartOf(date - 7), "one week before"});
+    planned.push_back({StartOf(date), "on the expiration date"});
+  } else if (now >= three_months_before) {
+    planned.push_back({one_month_before, "one month before"});
+  } else {
+    planned.push_back({StartOf(AddMonthsClamped(date, -2)), "two months before"});
+  }
+  std::vector<v1::ScheduledReminder> out;
+  for (const Planned& p : planned) {
+    if (p.due < now) continue;
+    v1::ScheduledReminder& r = out.emplace_back();
+    *r.mutable_due_time() = ToProtoTime(p.due);
+    r.set_label(p.label);
+  }
+  return out;
+}
+
+absl::Status ValidatePurchaseOrderId(absl::string_view id,
+                                     absl::string_view field) {
+  if (id.empty() || id.size() > 100) {
+    return InvalidField(field, absl::StrCat("must be 1 to 100 characters, not ",
+                                            id.size()));
+  }
+  for (char c : id) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (!absl::ascii_isalnum(u) &&
+        std::string_view(" _.:/=+-%@#").find(c) == std::string_view::npos) {
+      return InvalidField(
+          field, absl::StrCat("character '", std::string(1, c),
+                              "' is not allowed (letters, digits, space and "
+                              "_.:/=+-%@# are)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateEmail(absl::string_view email, absl::string_view field) {
+  const size_t at = email.find('@');
+  bool ok = !email.empty() && email.size() <= 254 && at != 0 &&
+            at != absl::string_view::npos && at <= 64 &&
+            email.find('@', at + 1) == absl::string_view::npos;
+  if (ok) {
+    const absl::string_view domain = email.substr(at + 1);
+    ok = domain.size() >= 3 && domain.find('.') != absl::string_view::npos &&
+         domain.front() != '.' && domain.back() != '.' &&
+         domain.find("..") == absl::string_view::npos;
+    for (char c : domain) {
+      ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+                  c == '.' || c == '-');
+    }
+    for (char c : email.substr(0, at)) {
+      ok = ok && static_cast<unsigned char>(c) > ' ' &&
+           static_cast<unsigned char>(c) < 127 &&
+           std::string_view("()<>,;:\\\"[]").find(c) == std::string_view::npos;
+    }
+  }
+  if (!ok) {
+    return InvalidField(field, absl::StrCat("\"", email,
+                                            "\" is not an e-mail address"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Decision> Decide(const AccountState& state,
+                                const Command& command, absl::Time now) {
+  struct Visitor {
+    const AccountState& state;
+    absl::Time now;
+    absl::StatusOr<Decision> operator()(const CreatePurchaseOrder& c) {
+      return DecideCreate(state, c, now);
+    }
+    absl::StatusOr<Decision> operator()(const UpdatePurchaseOrder& c) {
+      return DecideUpdate(state, c, now);
+    }
+    absl::StatusOr<Decision> operator()(const ChangePurchaseOrderStatus& c) {
+      return DecideStatus(state, c, now);
+    }
+    absl::StatusOr<Decision> operator()(const DeletePurchaseOrder& c) {
+      return DecideDelete(state, c, now);
+    }
+    absl::StatusOr<Decision> operator()(const AddLineItem& c) {
+      return DecideAddLine(state, c, now);
+    }
+    absl::StatusOr<Decision> operator()(const UpdateLineItem& c) {
+      return DecideUpdateLine(state, c, now);
+    }
+    absl::StatusOr<Decision> operator()(const RemoveLineItem& c) {
+      return DecideRemoveLine(state, c, now);
+    }
+    absl::StatusOr<Decision> operator()(const RecordInvoice& c) {
+      return DecideRecordInvoice(state, c, now);
+    }
+    absl::StatusOr<Decision> operator()(const RecordMarketplaceTransaction& c) {
+      return DecideMarketplace(state, c, now);
+    }
+    absl::StatusOr<Decision> operator()(const Tick&) {
+      return DecideTick(state, now);
+    }
+  };
+  return std::visit(Visitor{state, now}, command);
+}
+
+}  // namespace core
+}  // namespace poledger

@@ -1,0 +1,55 @@
+// Decide: the rules. Given an account's state, a command and the time, it
+// returns the events that carry the command out, or refuses it with a
+// domain error (errors.h) and no events.
+//
+// Decide reads no clock and no storage: `now` is passed in, and the state is
+// whatever Apply built. Applying the returned events, in order, to the same
+// state gives the state after the command.
+//
+// Thread safety: Decide only reads `state` (but Match may build its index;
+// see matching.h).
+#ifndef POLEDGER_CORE_DECIDE_H_
+#define POLEDGER_CORE_DECIDE_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/account.h"
+#include "core/commands.h"
+#include "poledger/v1/events.pb.h"
+
+namespace poledger {
+namespace core {
+
+struct Decision {
+  std::vector<v1::AccountEvent> events;
+  // Non-zero when the command repeats an invoice, credit memo or marketplace
+  // transaction already recorded with the same content: nothing is to be
+  // appended, and the original event is at this account version.
+  uint64_t duplicate_of_version = 0;
+};
+
+// Errors: see errors.h for the codes and reasons.
+absl::StatusOr<Decision> Decide(const AccountState& state,
+                                const Command& command, absl::Time now);
+
+// The expiration reminders to plan when the expiration month is set to
+// `expiration` at `now` (domain.md, Notifications and Time). Reminders
+// already past at `now` are left out.
+std::vector<v1::ScheduledReminder> PlanReminders(YearMonth expiration,
+                                                 absl::Time now);
+
+// Returns INVALID_ARGUMENT unless `id` is 1-100 characters from letters,
+// digits, space and _.:/=+-%@#.
+absl::Status ValidatePurchaseOrderId(absl::string_view id,
+                                     absl::string_view field);
+
+// Returns INVALID_ARGUMENT unless `email` is a plausible address.
+absl::Status ValidateEmail(absl::string_view email, absl::string_view field);
+
+}  // namespace core
+}  // namespace poledger
+
+#endif  // POLEDGER_CORE_DECIDE_H_

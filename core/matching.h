@@ -1,0 +1,70 @@
+// Invoice matching: which line item of which purchase order an invoice goes
+// to, and why.
+//
+// The rules (domain.md): only Active purchase orders; the invoice's seller
+// entity in the PO's bill-from set (and, for the EMEA entity on a PO with
+// tax registration numbers, the invoice's number among them); the same
+// currency; a line whose start..end months contain the billing period and
+// whose type fits the category; the most specific type; lines whose balance
+// covers the amount over out-of-balance ones; the most recently updated PO
+// (log order); the lowest PO id; the lowest line number.
+//
+// Match answers from an index kept in the AccountState (built lazily, reused
+// until a purchase order changes); Explain walks every purchase order and
+// line to say why each lost.
+//
+// Thread safety: Match may build the state's index, so calls on one state
+// need external synchronisation, like writes.
+#ifndef POLEDGER_CORE_MATCHING_H_
+#define POLEDGER_CORE_MATCHING_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "core/account.h"
+#include "core/calendar.h"
+#include "poledger/v1/events.pb.h"
+
+namespace poledger {
+namespace core {
+
+// The seller entity whose invoices are also filtered by tax registration
+// number.
+inline constexpr absl::string_view kEmeaEntity = "Amazon Web Services EMEA SARL";
+
+struct MatchInput {
+  absl::string_view bill_from;
+  absl::string_view tax_registration_number;
+  absl::string_view currency_code;
+  v1::InvoiceCategory category = v1::INVOICE_CATEGORY_UNSPECIFIED;
+  YearMonth billing_period;
+  int64_t amount_micros = 0;
+  // The purchase order id a marketplace buyer typed (may be empty).
+  absl::string_view purchase_order_id;
+};
+
+struct MatchResult {
+  const PurchaseOrderState* purchase_order = nullptr;
+  const LineItemState* line = nullptr;
+
+  bool matched() const { return line != nullptr; }
+};
+
+// Returns the line `input` goes to, or an unmatched result.
+MatchResult Match(const AccountState& state, const MatchInput& input);
+
+// Returns why `input` went to `result` (which must be Match's answer): every
+// purchase order of the account with its outcome, and every line of the
+// purchase orders that passed the purchase-order filters.
+v1::MatchExplanation Explain(const AccountState& state, const MatchInput& input,
+                             const MatchResult& result);
+
+// The types that fit `category`, most specific first; rank is the index.
+// Returns -1 if `type` does not fit.
+int TypeRank(v1::InvoiceCategory category, v1::LineItemType type);
+
+}  // namespace core
+}  // namespace poledger
+
+#endif  // POLEDGER_CORE_MATCHING_H_
