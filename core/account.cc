@@ -29,6 +29,10 @@ absl::StatusOr<LineItemState> MakeLine(const v1::LineItemDefinition& def) {
 absl::Status SetHeader(PurchaseOrderState& po,
                        const v1::PurchaseOrderHeader& header) {
   po.header = header;
+  // Events written before thresholds existed (or with none) get the default.
+  if (po.header.balance_thresholds_percent().empty()) {
+    po.header.add_balance_thresholds_percent(kDefaultBalanceThresholdPercent);
+  }
   ASSIGN_OR_RETURN(po.effective,
                    YearMonth::Parse(header.effective_month(), "effective_month"));
   ASSIGN_OR_RETURN(po.expiration, YearMonth::Parse(header.expiration_month(),

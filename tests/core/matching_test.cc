@@ -1,0 +1,339 @@
+// Invoice matching, rule by rule, with its explanation.
+#include <string>
+
+#include "core/errors.h"
+#include "core/matching.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/core/core_test_util.h"
+#include "tests/testing/status_matchers.h"
+
+namespace poledger {
+namespace core {
+namespace {
+
+using ::poledger::testing::StatusIs;
+using namespace ::poledger::core::testing;  // NOLINT
+
+constexpr auto kMonthly = v1::LINE_ITEM_TYPE_AWS_MONTHLY_USAGE;
+constexpr auto kAll = v1::LINE_ITEM_TYPE_ALL;
+
+struct Where {
+  std::string po;
+  int32_t line;
+};
+
+Where MatchOf(Account& account, const RecordInvoice& invoice) {
+  Decision d = account.Must(invoice);
+  v1::InvoiceRecorded e = InvoiceEvent(d);
+  return {e.purchase_order_id(), e.line_number()};
+}
+
+const v1::PurchaseOrderCandidate* CandidateOf(const v1::InvoiceRecorded& e,
+                                              const std::string& po) {
+  for (const auto& c : e.explanation().purchase_orders()) {
+    if (c.purchase_order_id() == po) return &c;
+  }
+  return nullptr;
+}
+
+v1::CandidateOutcome LineOutcome(const v1::InvoiceRecorded& e,
+                                 const std::string& po, int32_t line) {
+  const v1::PurchaseOrderCandidate* c = CandidateOf(e, po);
+  if (c == nullptr) return v1::CANDIDATE_OUTCOME_UNSPECIFIED;
+  for (const auto& l : c->lines()) {
+    if (l.line_number() == line) return l.outcome();
+  }
+  return v1::CANDIDATE_OUTCOME_UNSPECIFIED;
+}
+
+TEST(MatchingTest, NoPurchaseOrdersRecordsWithoutOne) {
+  Account account;
+  Decision d = account.Must(Invoice("inv-1", 10));
+  v1::InvoiceRecorded e = InvoiceEvent(d);
+  EXPECT_EQ(e.purchase_order_id(), "");
+  EXPECT_EQ(e.unmatched_reason(), v1::UNMATCHED_REASON_NO_PURCHASE_ORDERS);
+  EXPECT_EQ(account.state().invoices.count("inv-1"), 1u);
+}
+
+TEST(MatchingTest, SuspendedAndExpiredPurchaseOrdersAreSkipped) {
+  Account account;
+  account.Must(Create("suspended", {Line(1, kMonthly)}));
+  account.Must(ChangePurchaseOrderStatus{"suspended", v1::PURCHASE_ORDER_STATUS_SUSPENDED});
+  account.Must(Create("expired", {Line(1, kMonthly, 10, "2025-01", "2025-12")},
+                      Header("2025-01", "2025-12")));
+  account.Must(Tick{});
+  ASSERT_EQ(account.po("expired").status, v1::PURCHASE_ORDER_STATUS_EXPIRED);
+  Decision d = account.Must(Invoice("inv", 10, v1::INVOICE_CATEGORY_MONTHLY_USAGE,
+                                    "2025-06"));
+  v1::InvoiceRecorded e = InvoiceEvent(d);
+  EXPECT_EQ(e.purchase_order_id(), "");
+  EXPECT_EQ(e.unmatched_reason(), v1::UNMATCHED_REASON_NO_CANDIDATE);
+  EXPECT_EQ(CandidateOf(e, "suspended")->outcome(),
+            v1::CANDIDATE_OUTCOME_NOT_ACTIVE);
+  EXPECT_EQ(CandidateOf(e, "expired")->outcome(),
+            v1::CANDIDATE_OUTCOME_NOT_ACTIVE);
+}
+
+TEST(MatchingTest, BillFromAndCurrencyFilter) {
+  Account account;
+  account.Must(Create("emea", {Line(1, kMonthly)}, Header("2026-01", "2026-12", kEmea)));
+  account.Must(Create("eur", {Line(1, kMonthly)},
+                      Header("2026-01", "2026-12", kAws, "EUR")));
+  account.Must(Create("usd", {Line(1, kMonthly)}));
+  Decision d = account.Must(Invoice("inv", 10));
+  v1::InvoiceRecorded e = InvoiceEvent(d);
+  EXPECT_EQ(e.purchase_order_id(), "usd");
+  EXPECT_EQ(CandidateOf(e, "emea")->outcome(),
+            v1::CANDIDATE_OUTCOME_BILL_FROM_MISMATCH);
+  EXPECT_EQ(CandidateOf(e, "eur")->outcome(),
+            v1::CANDIDATE_OUTCOME_CURRENCY_MISMATCH);
+  EXPECT_EQ(CandidateOf(e, "usd")->outcome(), v1::CANDIDATE_OUTCOME_SELECTED);
+}
+
+TEST(MatchingTest, EmeaTaxRegistrationNumbersFilter) {
+  Account account;
+  v1::PurchaseOrderHeader h = Header("2026-01", "2026-12", kEmea, "EUR");
+  h.add_tax_registration_numbers("DE123");
+  account.Must(Create("de", {Line(1, kMonthly)}, h));
+  account.Must(Create("any", {Line(1, kMonthly)}, Header("2026-01", "2026-12", kEmea, "EUR")));
+  // "de" was created first, so "any" is more recently updated: make "de"
+  // the most recent so only the tax filter can send an invoice elsewhere.
+  v1::PurchaseOrderHeader touch;
+  touch.set_description("touched");
+  account.Must(UpdatePurchaseOrder{"de", touch, {"description"}});
+  RecordInvoice fr = Invoice("fr", 10, v1::INVOICE_CATEGORY_MONTHLY_USAGE,
+                             "2026-03", kEmea, "EUR");
+  fr.invoice.set_tax_registration_number("FR999");
+  v1::InvoiceRecorded e = InvoiceEvent(account.Must(fr));
+  EXPECT_EQ(e.purchase_order_id(), "any");
+  EXPECT_EQ(CandidateOf(e, "de")->outcome(),
+            v1::CANDIDATE_OUTCOME_TAX_REGISTRATION_MISMATCH);
+  RecordInvoice de = fr;
+  de.invoice.set_invoice_id("de");
+  de.invoice.set_tax_registration_number("DE123");
+  EXPECT_EQ(MatchOf(account, de).po, "de");
+}
+
+TEST(MatchingTest, BillingPeriodMustFallInTheLineWindow) {
+  Account account;
+  account.Must(Create("po", {Line(1, kMonthly, 10, "2026-01", "2026-03"),
+                             Line(2, kMonthly, 10, "2026-04", "2026-06")}));
+  EXPECT_EQ(MatchOf(account, Invoice("a", 1, v1::INVOICE_CATEGORY_MONTHLY_USAGE,
+                                     "2026-03")).line, 1);
+  Decision d = account.Must(
+      Invoice("b", 1, v1::INVOICE_CATEGORY_MONTHLY_USAGE, "2026-04"));
+  v1::InvoiceRecorded e = InvoiceEvent(d);
+  EXPECT_EQ(e.line_number(), 2);
+  EXPECT_EQ(LineOutcome(e, "po", 1), v1::CANDIDATE_OUTCOME_PERIOD_OUTSIDE_LINE);
+  EXPECT_EQ(MatchOf(account, Invoice("c", 1, v1::INVOICE_CATEGORY_MONTHLY_USAGE,
+                                     "2026-07")).po, "");
+}
+
+TEST(MatchingTest, TypeMustFitTheCategory) {
+  Account account;
+  account.Must(Create("po", {Line(1, v1::LINE_ITEM_TYPE_AWS_SUBSCRIPTION_PURCHASE),
+                             Line(2, v1::LINE_ITEM_TYPE_AWS_PROFESSIONAL_SERVICES_AND_TRAINING)}));
+  Decision d = account.Must(Invoice("usage", 1));
+  v1::InvoiceRecorded e = InvoiceEvent(d);
+  EXPECT_EQ(e.purchase_order_id(), "");
+  EXPECT_EQ(LineOutcome(e, "po", 1), v1::CANDIDATE_OUTCOME_TYPE_DOES_NOT_FIT);
+  EXPECT_EQ(CandidateOf(e, "po")->outcome(), v1::CANDIDATE_OUTCOME_NO_FITTING_LINE);
+  EXPECT_EQ(MatchOf(account, Invoice("sub", 1,
+                                     v1::INVOICE_CATEGORY_SUBSCRIPTION_PURCHASE)).line,
+            1);
+  EXPECT_EQ(MatchOf(account, Invoice("ps", 1,
+                                     v1::INVOICE_CATEGORY_PROFESSIONAL_SERVICES)).line,
+            2);
+}
+
+TEST(MatchingTest, MostSpecificTypeWinsEvenAcrossPurchaseOrders) {
+  Account account;
+  account.Must(Create("specific", {Line(1, kMonthly)}));
+  account.Must(Create("general", {Line(1, kAll)}));  // More recent.
+  Decision d = account.Must(Invoice("inv", 10));
+  v1::InvoiceRecorded e = InvoiceEvent(d);
+  EXPECT_EQ(e.purchase_order_id(), "specific");
+  EXPECT_EQ(LineOutcome(e, "general", 1), v1::CANDIDATE_OUTCOME_LESS_SPECIFIC_TYPE);
+  EXPECT_EQ(CandidateOf(e, "general")->outcome(),
+            v1::CANDIDATE_OUTCOME_LOST_TO_OTHER_PURCHASE_ORDER);
+}
+
+TEST(MatchingTest, MarketplaceSpecificityAndPurchaseOrderId) {
+  Account account;
+  account.Must(Create("mine", {Line(1, v1::LINE_ITEM_TYPE_AWS_MARKETPLACE_TRANSACTION),
+                               Line(2, kAll)}));
+  account.Must(Create("blanket", {Line(1, v1::LINE_ITEM_TYPE_AWS_MARKETPLACE_BLANKET_USAGE)}));
+  RecordInvoice named = Invoice("named", 1, v1::INVOICE_CATEGORY_MARKETPLACE);
+  named.invoice.set_purchase_order_id("mine");
+  EXPECT_EQ(MatchOf(account, named).po, "mine");
+  // Without the PO id the transaction line does not count: blanket beats ALL.
+  RecordInvoice anonymous = Invoice("anon", 1, v1::INVOICE_CATEGORY_MARKETPLACE);
+  Decision d = account.Must(anonymous);
+  v1::InvoiceRecorded e = InvoiceEvent(d);
+  EXPECT_EQ(e.purchase_order_id(), "blanket");
+  EXPECT_EQ(LineOutcome(e, "mine", 1),
+            v1::CANDIDATE_OUTCOME_OTHER_MARKETPLACE_PURCHASE_ORDER);
+  EXPECT_EQ(LineOutcome(e, "mine", 2), v1::CANDIDATE_OUTCOME_LESS_SPECIFIC_TYPE);
+}
+
+TEST(MatchingTest, EnoughBalanceBeatsOutOfBalance) {
+  Account account;
+  account.Must(Create("small", {Line(1, kMonthly, 100)}));
+  account.Must(Create("big", {Line(1, kMonthly, 10000)}));
+  account.Must(Create("newest-small", {Line(1, kMonthly, 50)}));
+  Decision d = account.Must(Invoice("inv", 500));
+  v1::InvoiceRecorded e = InvoiceEvent(d);
+  EXPECT_EQ(e.purchase_order_id(), "big");
+  EXPECT_EQ(LineOutcome(e, "newest-small", 1), v1::CANDIDATE_OUTCOME_OUT_OF_BALANCE);
+  EXPECT_EQ(e.line_balance_after_micros(), Units(9500));
+}
+
+TEST(MatchingTest, UntrackedLinesAlwaysCover) {
+  Account account;
+  v1::LineItemDefinition untracked = Line(1, kMonthly, 0);
+  untracked.set_balance_tracking(false);
+  account.Must(Create("untracked", {untracked}));
+  account.Must(Create("tracked-small", {Line(1, kMonthly, 1)}));
+  EXPECT_EQ(MatchOf(account, Invoice("inv", 500)).po, "untracked");
+}
+
+TEST(MatchingTest, OutOfBalanceStillMatchesAndGoesNegative) {
+  Account account;
+  account.Must(Create("po", {Line(1, kMonthly, 100)}));
+  EXPECT_EQ(MatchOf(account, Invoice("a", 80)).po, "po");
+  Decision d = account.Must(Invoice("b", 80));
+  v1::InvoiceRecorded e = InvoiceEvent(d);
+  EXPECT_EQ(e.purchase_order_id(), "po");
+  EXPECT_EQ(e.line_balance_after_micros(), Units(-60));
+  EXPECT_EQ(account.po("po").Balance(), Units(-60));
+}
+
+TEST(MatchingTest, MostRecentlyUpdatedThenLowestIdThenLowestLine) {
+  Account account;
+  account.Must(Create("b", {Line(2, kMonthly), Line(1, kMonthly)}));
+  account.Must(Create("a", {Line(1, kMonthly)}));
+  // "a" is newer.
+  Decision d = account.Must(Invoice("first", 1));
+  v1::InvoiceRecorded e = InvoiceEvent(d);
+  EXPECT_EQ(e.purchase_order_id(), "a");
+  EXPECT_EQ(LineOutcome(e, "b", 1), v1::CANDIDATE_OUTCOME_OLDER_UPDATE);
+  // Touch "b": it becomes the most recently updated, even in the same second.
+  v1::PurchaseOrderHeader touch;
+  touch.set_description("touched");
+  account.Must(UpdatePurchaseOrder{"b", touch, {"description"}});
+  d = account.Must(Invoice("second", 1));
+  e = InvoiceEvent(d);
+  EXPECT_EQ(e.purchase_order_id(), "b");
+  EXPECT_EQ(e.line_number(), 1);
+  EXPECT_EQ(LineOutcome(e, "b", 2), v1::CANDIDATE_OUTCOME_HIGHER_LINE_NUMBER);
+  // Invoices do not count as updates.
+  EXPECT_EQ(MatchOf(account, Invoice("third", 1)).po, "b");
+}
+
+TEST(MatchingTest, IndexFollowsPurchaseOrderChanges) {
+  Account account;
+  account.Must(Create("a", {Line(1, kMonthly)}));
+  EXPECT_EQ(MatchOf(account, Invoice("1", 1)).po, "a");
+  account.Must(Create("b", {Line(1, kMonthly)}));
+  EXPECT_EQ(MatchOf(account, Invoice("2", 1)).po, "b");
+  account.Must(ChangePurchaseOrderStatus{"b", v1::PURCHASE_ORDER_STATUS_SUSPENDED});
+  EXPECT_EQ(MatchOf(account, Invoice("3", 1)).po, "a");
+  account.Must(RemoveLineItem{"a", 1});
+  EXPECT_EQ(MatchOf(account, Invoice("4", 1)).po, "");
+  // A copied state answers from its own purchase orders.
+  AccountState copy = account.state();
+  MatchInput input;
+  input.bill_from = kAws;
+  input.currency_code = "USD";
+  input.category = v1::INVOICE_CATEGORY_MONTHLY_USAGE;
+  input.billing_period = *YearMonth::Parse("2026-03", "");
+  EXPECT_FALSE(Match(copy, input).matched());
+}
+
+TEST(MatchingTest, ExplanationListsEveryPurchaseOrder) {
+  Account account;
+  for (const char* id : {"p1", "p2", "p3"}) {
+    account.Must(Create(id, {Line(1, kMonthly), Line(2, kAll)}));
+  }
+  Decision d = account.Must(Invoice("inv", 1));
+  v1::InvoiceRecorded e = InvoiceEvent(d);
+  ASSERT_EQ(e.explanation().purchase_orders_size(), 3);
+  EXPECT_EQ(e.purchase_order_id(), "p3");
+  EXPECT_EQ(LineOutcome(e, "p3", 1), v1::CANDIDATE_OUTCOME_SELECTED);
+  EXPECT_EQ(LineOutcome(e, "p3", 2), v1::CANDIDATE_OUTCOME_LESS_SPECIFIC_TYPE);
+  EXPECT_EQ(LineOutcome(e, "p1", 1), v1::CANDIDATE_OUTCOME_OLDER_UPDATE);
+  EXPECT_THAT(e.explanation().summary(), ::testing::HasSubstr("\"p3\" line 1"));
+}
+
+TEST(InvoiceTest, SameIdSameContentReturnsTheFirstResult) {
+  Account account;
+  account.Must(Create("po", {Line(1, kMonthly)}));
+  Decision first = account.Must(Invoice("inv", 10));
+  const uint64_t version = account.state().version;
+  Decision again = account.Must(Invoice("inv", 10));
+  EXPECT_TRUE(again.events.empty());
+  EXPECT_EQ(again.duplicate_of_version, version);
+  EXPECT_EQ(account.po("po").Balance(), Units(990));
+  auto conflict = account.Run(Invoice("inv", 11));
+  EXPECT_THAT(conflict, StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_EQ(ReasonOf(conflict.status()), "INVOICE_ID_CONFLICT");
+}
+
+TEST(InvoiceTest, MalformedInvoicesAreRefused) {
+  Account account;
+  RecordInvoice bad = Invoice("inv", 10);
+  bad.invoice.set_amount_micros(0);
+  EXPECT_EQ(FieldOf(account.Run(bad).status()), "amount");
+  bad = Invoice("inv", 10, v1::INVOICE_CATEGORY_UNSPECIFIED);
+  EXPECT_EQ(FieldOf(account.Run(bad).status()), "category");
+  bad = Invoice("inv", 10, v1::INVOICE_CATEGORY_MONTHLY_USAGE, "March");
+  EXPECT_EQ(FieldOf(account.Run(bad).status()), "billing_period");
+  bad = Invoice("", 10);
+  EXPECT_EQ(FieldOf(account.Run(bad).status()), "invoice_id");
+  bad = Invoice("inv", 10);
+  bad.invoice.set_original_invoice_id("x");
+  EXPECT_EQ(FieldOf(account.Run(bad).status()), "original_invoice_id");
+  EXPECT_EQ(account.state().version, 0u);
+}
+
+TEST(CreditMemoTest, RestoresTheOriginalLineUpToTheInvoiceAmount) {
+  Account account;
+  account.Must(Create("po", {Line(1, kMonthly, 1000), Line(2, kMonthly, 5000)}));
+  v1::PurchaseOrderHeader touch;
+  touch.set_description("x");
+  const Where where = MatchOf(account, Invoice("inv", 300));
+  ASSERT_EQ(where.line, 1);
+  Decision d = account.Must(CreditMemo("cm-1", "inv", 100));
+  ASSERT_EQ(d.events.size(), 1u);
+  const v1::CreditMemoRecorded& cm = d.events[0].credit_memo_recorded();
+  EXPECT_EQ(cm.purchase_order_id(), "po");
+  EXPECT_EQ(cm.line_number(), 1);
+  EXPECT_EQ(cm.line_balance_after_micros(), Units(800));
+  EXPECT_EQ(account.po("po").lines.at(1).balance(), Units(800));
+  auto too_much = account.Run(CreditMemo("cm-2", "inv", 201));
+  EXPECT_THAT(too_much, StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(ReasonOf(too_much.status()), "CREDIT_EXCEEDS_INVOICE");
+  account.Must(CreditMemo("cm-2", "inv", 200));
+  EXPECT_EQ(account.po("po").lines.at(1).balance(), Units(1000));
+  auto unknown = account.Run(CreditMemo("cm-3", "nope", 1));
+  EXPECT_THAT(unknown, StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(ReasonOf(unknown.status()), "ORIGINAL_INVOICE_NOT_FOUND");
+  EXPECT_THAT(account.Run(CreditMemo("cm-4", "cm-1", 1)),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST(CreditMemoTest, ReusedPurchaseOrderIdGetsNoCredit) {
+  Account account;
+  account.Must(Create("po", {Line(1, kMonthly, 1000)}));
+  account.Must(Invoice("inv", 300));
+  account.Must(DeletePurchaseOrder{"po"});
+  account.Must(Create("po", {Line(1, kMonthly, 1000)}));
+  Decision d = account.Must(CreditMemo("cm", "inv", 300));
+  EXPECT_EQ(d.events[0].credit_memo_recorded().purchase_order_id(), "");
+  EXPECT_EQ(account.po("po").lines.at(1).balance(), Units(1000));
+}
+
+}  // namespace
+}  // namespace core
+}  // namespace poledger
