@@ -186,37 +186,42 @@ v1::MatchExplanation Explain(const AccountState& state, const MatchInput& input,
       continue;
     }
     bool any_fitting = false;
+    int32_t outside_period = 0;
+    int32_t wrong_type = 0;
     for (const auto& [n, line] : po.lines) {
-      v1::LineCandidate* lc = c->add_lines();
-      lc->set_line_number(n);
       const int rank = TypeRank(input.category, line.definition.type());
       if (line.start > input.billing_period ||
           input.billing_period > line.end) {
-        lc->set_outcome(v1::CANDIDATE_OUTCOME_PERIOD_OUTSIDE_LINE);
-      } else if (rank < 0) {
-        lc->set_outcome(v1::CANDIDATE_OUTCOME_TYPE_DOES_NOT_FIT);
-      } else if (!MarketplaceFits(po, line, input)) {
-        lc->set_outcome(v1::CANDIDATE_OUTCOME_OTHER_MARKETPLACE_PURCHASE_ORDER);
+        ++outside_period;
+        continue;
+      }
+      if (rank < 0 || !MarketplaceFits(po, line, input)) {
+        ++wrong_type;
+        continue;
+      }
+      any_fitting = true;
+      v1::LineCandidate* lc = c->add_lines();
+      lc->set_line_number(n);
+      if (&line == result.line) {
+        lc->set_outcome(v1::CANDIDATE_OUTCOME_SELECTED);
+      } else if (!result.matched()) {
+        // Unreachable when result is Match's answer: a fitting line wins.
+        lc->set_outcome(v1::CANDIDATE_OUTCOME_UNSPECIFIED);
+      } else if (rank > winner_rank) {
+        lc->set_outcome(v1::CANDIDATE_OUTCOME_LESS_SPECIFIC_TYPE);
+      } else if (winner_covers && !Covers(line, input.amount_micros)) {
+        lc->set_outcome(v1::CANDIDATE_OUTCOME_OUT_OF_BALANCE);
+      } else if (po.last_user_change <
+                 result.purchase_order->last_user_change) {
+        lc->set_outcome(v1::CANDIDATE_OUTCOME_OLDER_UPDATE);
+      } else if (&po != result.purchase_order) {
+        lc->set_outcome(v1::CANDIDATE_OUTCOME_HIGHER_PURCHASE_ORDER_ID);
       } else {
-        any_fitting = true;
-        if (&line == result.line) {
-          lc->set_outcome(v1::CANDIDATE_OUTCOME_SELECTED);
-        } else if (!result.matched()) {
-          // Unreachable when result is Match's answer: a fitting line wins.
-          lc->set_outcome(v1::CANDIDATE_OUTCOME_UNSPECIFIED);
-        } else if (rank > winner_rank) {
-          lc->set_outcome(v1::CANDIDATE_OUTCOME_LESS_SPECIFIC_TYPE);
-        } else if (winner_covers && !Covers(line, input.amount_micros)) {
-          lc->set_outcome(v1::CANDIDATE_OUTCOME_OUT_OF_BALANCE);
-        } else if (po.last_user_change < result.purchase_order->last_user_change) {
-          lc->set_outcome(v1::CANDIDATE_OUTCOME_OLDER_UPDATE);
-        } else if (&po != result.purchase_order) {
-          lc->set_outcome(v1::CANDIDATE_OUTCOME_HIGHER_PURCHASE_ORDER_ID);
-        } else {
-          lc->set_outcome(v1::CANDIDATE_OUTCOME_HIGHER_LINE_NUMBER);
-        }
+        lc->set_outcome(v1::CANDIDATE_OUTCOME_HIGHER_LINE_NUMBER);
       }
     }
+    c->set_lines_outside_period(outside_period);
+    c->set_lines_wrong_type(wrong_type);
     if (&po == result.purchase_order) {
       c->set_outcome(v1::CANDIDATE_OUTCOME_SELECTED);
     } else if (any_fitting) {

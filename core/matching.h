@@ -55,8 +55,9 @@ struct MatchResult {
 MatchResult Match(const AccountState& state, const MatchInput& input);
 
 // Returns why `input` went to `result` (which must be Match's answer): every
-// purchase order of the account with its outcome, and every line of the
-// purchase orders that passed the purchase-order filters.
+// purchase order of the account with its outcome; for those that passed the
+// purchase-order filters, each line that fit the period and category with
+// its outcome, and counts of the lines left out by period or type.
 v1::MatchExplanation Explain(const AccountState& state, const MatchInput& input,
                              const MatchResult& result);
 

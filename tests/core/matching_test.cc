@@ -125,7 +125,8 @@ TEST(MatchingTest, BillingPeriodMustFallInTheLineWindow) {
       Invoice("b", 1, v1::INVOICE_CATEGORY_MONTHLY_USAGE, "2026-04"));
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.line_number(), 2);
-  EXPECT_EQ(LineOutcome(e, "po", 1), v1::CANDIDATE_OUTCOME_PERIOD_OUTSIDE_LINE);
+  EXPECT_EQ(CandidateOf(e, "po")->lines_outside_period(), 1);
+  EXPECT_EQ(LineOutcome(e, "po", 2), v1::CANDIDATE_OUTCOME_SELECTED);
   EXPECT_EQ(MatchOf(account, Invoice("c", 1, v1::INVOICE_CATEGORY_MONTHLY_USAGE,
                                      "2026-07")).po, "");
 }
@@ -137,7 +138,8 @@ TEST(MatchingTest, TypeMustFitTheCategory) {
   Decision d = account.Must(Invoice("usage", 1));
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.purchase_order_id(), "");
-  EXPECT_EQ(LineOutcome(e, "po", 1), v1::CANDIDATE_OUTCOME_TYPE_DOES_NOT_FIT);
+  EXPECT_EQ(CandidateOf(e, "po")->lines_wrong_type(), 2);
+  EXPECT_EQ(CandidateOf(e, "po")->lines_size(), 0);
   EXPECT_EQ(CandidateOf(e, "po")->outcome(), v1::CANDIDATE_OUTCOME_NO_FITTING_LINE);
   EXPECT_EQ(MatchOf(account, Invoice("sub", 1,
                                      v1::INVOICE_CATEGORY_SUBSCRIPTION_PURCHASE)).line,
@@ -172,8 +174,7 @@ TEST(MatchingTest, MarketplaceSpecificityAndPurchaseOrderId) {
   Decision d = account.Must(anonymous);
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.purchase_order_id(), "blanket");
-  EXPECT_EQ(LineOutcome(e, "mine", 1),
-            v1::CANDIDATE_OUTCOME_OTHER_MARKETPLACE_PURCHASE_ORDER);
+  EXPECT_EQ(CandidateOf(e, "mine")->lines_wrong_type(), 1);
   EXPECT_EQ(LineOutcome(e, "mine", 2), v1::CANDIDATE_OUTCOME_LESS_SPECIFIC_TYPE);
 }
 
