@@ -181,6 +181,11 @@ class EventStore {
       const std::string& stream_id, uint64_t from_version,
       size_t limit) const = 0;
 
+  // Returns the outcome of the committed append that carried `request_id`
+  // (deduplicated = true), or std::nullopt if none did.
+  virtual absl::StatusOr<std::optional<AppendResult>> FindRequest(
+      const std::string& request_id) const = 0;
+
   // Returns the current head (position and hash).
   virtual LogHead Head() const = 0;
 

@@ -82,6 +82,16 @@ absl::StatusOr<std::vector<RecordedEvent>> InMemoryEventStore::ReadStream(
   return out;
 }
 
+absl::StatusOr<std::optional<AppendResult>> InMemoryEventStore::FindRequest(
+    const std::string& request_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = requests_.find(request_id);
+  if (it == requests_.end()) return std::optional<AppendResult>();
+  AppendResult result = it->second.result;
+  result.deduplicated = true;
+  return std::optional<AppendResult>(std::move(result));
+}
+
 LogHead InMemoryEventStore::Head() const {
   absl::MutexLock lock(&mu_);
   if (log_.empty()) return LogHead{};

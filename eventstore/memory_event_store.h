@@ -32,6 +32,8 @@ class InMemoryEventStore final : public EventStore {
   absl::StatusOr<std::vector<RecordedEvent>> ReadStream(
       const std::string& stream_id, uint64_t from_version,
       size_t limit) const override;
+  absl::StatusOr<std::optional<AppendResult>> FindRequest(
+      const std::string& request_id) const override;
   LogHead Head() const override;
   uint64_t StreamVersion(const std::string& stream_id) const override;
   uint64_t WaitForPosition(uint64_t after, absl::Time deadline) const override;

@@ -551,6 +551,23 @@ absl::StatusOr<std::vector<RecordedEvent>> RocksDbEventStore::ReadStream(
   return out;
 }
 
+absl::StatusOr<std::optional<AppendResult>> RocksDbEventStore::FindRequest(
+    const std::string& request_id) const {
+  if (request_id.empty()) return std::optional<AppendResult>();
+  std::string stored;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), rf::RequestKey(request_id), &stored);
+  if (s.IsNotFound()) return std::optional<AppendResult>();
+  RETURN_IF_ERROR(FromRocks(s, "reading the request index"));
+  ASSIGN_OR_RETURN(rf::RequestEntry entry, rf::DecodeRequestValue(stored));
+  // Only what the published head covers counts as committed.
+  if (entry.result.last_position > Head().position) {
+    return std::optional<AppendResult>();
+  }
+  entry.result.deduplicated = true;
+  return std::optional<AppendResult>(std::move(entry.result));
+}
+
 LogHead RocksDbEventStore::Head() const {
   absl::MutexLock lock(&head_mu_);
   return head_;

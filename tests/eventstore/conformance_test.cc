@@ -212,6 +212,15 @@ TEST_P(ConformanceTest, SameRequestIdSameContentReturnsTheFirstResult) {
   EXPECT_EQ(again.stream_versions, first.stream_versions);
   EXPECT_EQ(store_->Head().position, 2u);
 
+  auto found = store_->FindRequest("req-42");
+  ASSERT_OK(found);
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->first_position, first.first_position);
+  EXPECT_TRUE((*found)->deduplicated);
+  auto missing = store_->FindRequest("req-unknown");
+  ASSERT_OK(missing);
+  EXPECT_FALSE(missing->has_value());
+
   AppendRequest changed = OneEvent("a", ExpectedVersion::NoStream(), "p2");
   changed.metadata.request_id = "req-42";
   EXPECT_THAT(store_->Append(changed),

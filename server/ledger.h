@@ -1,0 +1,152 @@
+// Ledger is the application service between the gRPC adapters and the
+// domain: it keeps every account's state in memory (rebuilt at start from
+// the latest snapshot plus the rest of the log), runs commands through
+// core::Decide, appends their events to the account's stream with the
+// state's version as the expected version, and applies them.
+//
+// Each account's events form one stream, "account/<account id>": the
+// account is the consistency boundary (limits and matching look at all its
+// purchase orders), so commands of one account run one at a time while
+// commands of different accounts run, and group-commit, concurrently.
+//
+// Thread safety: safe for concurrent use.
+#ifndef POLEDGER_SERVER_LEDGER_H_
+#define POLEDGER_SERVER_LEDGER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/account.h"
+#include "core/commands.h"
+#include "eventstore/event_store.h"
+#include "poledger/v1/events.pb.h"
+#include "server/clock.h"
+
+namespace poledger {
+
+inline constexpr char kAccountStreamPrefix[] = "account/";
+
+// Returns INVALID_ARGUMENT (field account_id) unless `id` is 1-64 letters,
+// digits, '-' or '_'.
+absl::Status ValidateAccountId(absl::string_view id);
+
+// Returns the account id of an account stream, or "" for other streams.
+std::string AccountOfStream(absl::string_view stream_id);
+
+// Who asks, for the log's metadata and idempotency.
+struct RequestContext {
+  std::string account_id;
+  // A retry with the same (account, request id) returns the first result.
+  std::string request_id;
+  std::string actor;
+  std::string correlation_id;
+};
+
+// A recorded event of an account, with where and when it was logged.
+struct LoggedEvent {
+  uint64_t position = 0;
+  uint64_t stream_version = 0;
+  absl::Time time;
+  v1::AccountEvent event;
+};
+
+struct ExecuteResult {
+  // The events the command appended, or, for a repeated request, those the
+  // first one appended. Empty when the command changed nothing.
+  std::vector<LoggedEvent> events;
+  bool duplicate = false;
+};
+
+struct LedgerOptions {
+  // Save a snapshot after this many events since the last one; 0: never
+  // automatically.
+  // Default: 10000
+  uint64_t snapshot_every_events = 10000;
+};
+
+class Ledger {
+ public:
+  // Loads the latest snapshot from `store` and replays the rest of the log.
+  // `store` and `clock` are not owned and must outlive the ledger.
+  // Errors: DATA_LOSS if the log and the rules disagree (an event does not
+  // apply), or whatever the store reports.
+  static absl::StatusOr<std::unique_ptr<Ledger>> Open(EventStore* store,
+                                                      const Clock* clock,
+                                                      LedgerOptions options);
+
+  // Decides `command` for ctx.account_id at the clock's time, appends the
+  // events and applies them. Errors are the domain's (core/errors.h), the
+  // store's, or INVALID_ARGUMENT for a bad account id.
+  absl::StatusOr<ExecuteResult> Execute(const RequestContext& ctx,
+                                        const core::Command& command);
+
+  // Runs `fn` on the account's state under its read lock. An unknown account
+  // reads as empty. `fn` must not call back into the ledger.
+  absl::Status Read(const std::string& account_id,
+                    const std::function<void(const core::AccountState&)>& fn);
+
+  // Reads the events of an account's stream at versions [from, ...), up to
+  // `limit`.
+  absl::StatusOr<std::vector<LoggedEvent>> ReadAccountEvents(
+      const std::string& account_id, uint64_t from_version, size_t limit) const;
+
+  // Runs Tick for every account at the clock's time. Returns the number of
+  // events appended.
+  absl::StatusOr<int> TickAll();
+
+  // Rebuilds an account as of log position `position` (inclusive), from the
+  // log alone.
+  absl::StatusOr<core::AccountState> AccountAt(const std::string& account_id,
+                                               uint64_t position) const;
+
+  // Saves a snapshot of every account; returns the position it reflects.
+  absl::StatusOr<uint64_t> CreateSnapshot();
+
+  // Decodes a record's payload as an account event; DATA_LOSS if it is not.
+  static absl::StatusOr<LoggedEvent> Decode(const RecordedEvent& record);
+
+  EventStore* store() const { return store_; }
+  const Clock* clock() const { return clock_; }
+
+ private:
+  struct Account {
+    // Held for a whole command, so commands of one account do not race.
+    absl::Mutex command_mu;
+    // Held briefly: to decide (shared) and to apply (exclusive).
+    absl::Mutex state_mu;
+    core::AccountState state ABSL_GUARDED_BY(state_mu);
+  };
+
+  Ledger(EventStore* store, const Clock* clock, LedgerOptions options)
+      : store_(store), clock_(clock), options_(options) {}
+  absl::Status Load();
+  absl::StatusOr<ExecuteResult> ExecuteLocked(Account& account,
+                                              const RequestContext& ctx,
+                                              const core::Command& command)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(account.command_mu);
+  Account* FindOrCreate(const std::string& account_id);
+  absl::StatusOr<ExecuteResult> ReadAppended(const AppendResult& appended) const;
+  void MaybeSnapshot(uint64_t position);
+
+  EventStore* const store_;
+  const Clock* const clock_;
+  const LedgerOptions options_;
+
+  absl::Mutex accounts_mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Account>> accounts_
+      ABSL_GUARDED_BY(accounts_mu_);
+
+  absl::Mutex snapshot_mu_;
+  uint64_t last_snapshot_position_ ABSL_GUARDED_BY(snapshot_mu_) = 0;
+};
+
+}  // namespace poledger
+
+#endif  // POLEDGER_SERVER_LEDGER_H_
