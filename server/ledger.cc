@@ -69,6 +69,10 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(EventStore* store,
 absl::Status Ledger::Load() {
   uint64_t next = 1;
   ASSIGN_OR_RETURN(std::optional<Snapshot> snapshot, store_->LoadLatestSnapshot());
+  if (snapshot.has_value()) {
+    absl::MutexLock snapshot_lock(&snapshot_mu_);
+    last_snapshot_position_ = snapshot->position;
+  }
   absl::MutexLock lock(&accounts_mu_);
   if (snapshot.has_value()) {
     v1::LedgerSnapshot blob;
@@ -84,8 +88,6 @@ absl::Status Ledger::Load() {
       accounts_[a.account_id()] = std::move(account);
     }
     next = snapshot->position + 1;
-    absl::MutexLock snapshot_lock(&snapshot_mu_);
-    last_snapshot_position_ = snapshot->position;
   }
   for (;;) {
     ASSIGN_OR_RETURN(std::vector<RecordedEvent> batch,

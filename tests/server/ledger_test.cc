@@ -1,0 +1,149 @@
+// The application service over a real RocksDB store: commands, request-id
+// retries, restart from snapshot plus log, state at a past position.
+#include "server/ledger.h"
+
+#include <memory>
+#include <string>
+
+#include "core/errors.h"
+#include "eventstore/rocksdb_event_store.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+#include "tests/core/core_test_util.h"
+#include "tests/eventstore/store_test_util.h"
+#include "tests/testing/status_matchers.h"
+
+namespace poledger {
+namespace {
+
+using ::poledger::testing::StatusIs;
+using namespace ::poledger::core::testing;  // NOLINT
+
+class LedgerTest : public ::testing::Test {
+ protected:
+  void Open(LedgerOptions options = {}) {
+    ledger_.reset();
+    store_.reset();
+    RocksDbEventStoreOptions store_options;
+    store_options.path = dir_.path() + "/log";
+    auto store = RocksDbEventStore::Open(store_options);
+    ASSERT_OK(store);
+    store_ = std::move(*store);
+    auto ledger = Ledger::Open(store_.get(), &clock_, options);
+    ASSERT_OK(ledger);
+    ledger_ = std::move(*ledger);
+  }
+
+  RequestContext Ctx(const std::string& request_id = "") {
+    return RequestContext{"111122223333", request_id, "tester", ""};
+  }
+
+  std::string Snapshot(const std::string& account) {
+    std::string out;
+    EXPECT_OK(ledger_->Read(account, [&](const core::AccountState& s) {
+      out = core::ToSnapshot(s).SerializeAsString();
+    }));
+    return out;
+  }
+
+  TempDir dir_;
+  ManualClock clock_{At(2026, 2, 1)};
+  std::unique_ptr<RocksDbEventStore> store_;
+  std::unique_ptr<Ledger> ledger_;
+};
+
+TEST_F(LedgerTest, ExecutesAndAppendsToTheAccountStream) {
+  Open();
+  auto created = ledger_->Execute(
+      Ctx(), Create("po", {Line(1, v1::LINE_ITEM_TYPE_ALL)}));
+  ASSERT_OK(created);
+  ASSERT_EQ(created->events.size(), 1u);
+  EXPECT_EQ(created->events[0].position, 1u);
+  auto records = store_->ReadForward(1, 10);
+  ASSERT_OK(records);
+  ASSERT_EQ(records->size(), 1u);
+  EXPECT_EQ((*records)[0].stream_id, "account/111122223333");
+  EXPECT_EQ((*records)[0].event_type, "purchase_order_created");
+  EXPECT_EQ((*records)[0].actor, "tester");
+  EXPECT_EQ((*records)[0].timestamp, At(2026, 2, 1));
+  auto refused = ledger_->Execute(Ctx(), Create("po", {}));
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_EQ(store_->Head().position, 1u);
+  EXPECT_THAT(ledger_->Execute(RequestContext{"bad id!", "", "", ""},
+                               Create("x", {})),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(LedgerTest, ARetriedRequestIdReturnsTheFirstResult) {
+  Open();
+  auto first = ledger_->Execute(Ctx("req-1"), Create("po", {}));
+  ASSERT_OK(first);
+  auto retry = ledger_->Execute(Ctx("req-1"), Create("po", {}));
+  ASSERT_OK(retry);
+  EXPECT_TRUE(retry->duplicate);
+  ASSERT_EQ(retry->events.size(), 1u);
+  EXPECT_EQ(retry->events[0].position, first->events[0].position);
+  EXPECT_EQ(store_->Head().position, 1u);
+  // The same id in another account is another request.
+  auto other = ledger_->Execute(RequestContext{"999", "req-1", "", ""},
+                                Create("po", {}));
+  ASSERT_OK(other);
+  EXPECT_FALSE(other->duplicate);
+}
+
+TEST_F(LedgerTest, RestartFromSnapshotAndLogGivesTheSameState) {
+  LedgerOptions options;
+  options.snapshot_every_events = 3;
+  Open(options);
+  ASSERT_OK(ledger_->Execute(Ctx(), Create("a", {Line(1, v1::LINE_ITEM_TYPE_ALL)})));
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_OK(ledger_->Execute(Ctx(), Invoice(absl::StrCat("inv-", i), 100)));
+  }
+  ASSERT_OK(ledger_->Execute(RequestContext{"other", "", "", ""},
+                             Create("b", {})));
+  const std::string before = Snapshot("111122223333");
+  auto snapshot = store_->LoadLatestSnapshot();
+  ASSERT_OK(snapshot);
+  ASSERT_TRUE(snapshot->has_value());
+  EXPECT_GE((*snapshot)->position, 3u);
+  EXPECT_LT((*snapshot)->position, store_->Head().position);
+  Open(options);
+  EXPECT_EQ(Snapshot("111122223333"), before);
+  EXPECT_FALSE(Snapshot("other").empty());
+  // And it keeps working after the restart.
+  ASSERT_OK(ledger_->Execute(Ctx(), Invoice("after", 100)));
+}
+
+TEST_F(LedgerTest, AccountAtRebuildsAPastState) {
+  Open();
+  ASSERT_OK(ledger_->Execute(Ctx(), Create("a", {Line(1, v1::LINE_ITEM_TYPE_ALL)})));
+  ASSERT_OK(ledger_->Execute(Ctx(), Invoice("inv-1", 100)));
+  const uint64_t at = store_->Head().position;
+  ASSERT_OK(ledger_->Execute(Ctx(), Invoice("inv-2", 300)));
+  auto past = ledger_->AccountAt("111122223333", at);
+  ASSERT_OK(past);
+  EXPECT_EQ(past->purchase_orders.at("a").Balance(), Units(900));
+  auto now = ledger_->AccountAt("111122223333", store_->Head().position);
+  ASSERT_OK(now);
+  EXPECT_EQ(now->purchase_orders.at("a").Balance(), Units(600));
+}
+
+TEST_F(LedgerTest, TickAllExpiresByTheClock) {
+  Open();
+  ASSERT_OK(ledger_->Execute(Ctx(), Create("a", {})));
+  auto none = ledger_->TickAll();
+  ASSERT_OK(none);
+  EXPECT_EQ(*none, 0);
+  clock_.Set(At(2027, 1, 1));
+  auto expired = ledger_->TickAll();
+  ASSERT_OK(expired);
+  EXPECT_EQ(*expired, 2);  // Expired + its notification.
+  ASSERT_OK(ledger_->Read("111122223333", [](const core::AccountState& s) {
+    EXPECT_EQ(s.purchase_orders.at("a").status,
+              v1::PURCHASE_ORDER_STATUS_EXPIRED);
+  }));
+}
+
+}  // namespace
+}  // namespace poledger
