@@ -86,7 +86,7 @@ TEST_F(ServerProcessTest, SecondServerOnALiveDataDirectoryFails) {
   const int status = second.Wait();
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 1);
-  EXPECT_THAT(second.output(), HasSubstr("cannot open the event log"));
+  EXPECT_THAT(second.output(), HasSubstr("cannot start: UNAVAILABLE: opening event log"));
   EXPECT_EQ(first.Stop(), 0);
 }
 

@@ -1,0 +1,286 @@
+#include "server/convert.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+#include "core/errors.h"
+#include "core/money.h"
+#include "core/proto_time.h"
+
+namespace poledger {
+namespace convert {
+
+absl::StatusOr<int64_t> MicrosOf(const v1::Money& money,
+                                 absl::string_view currency,
+                                 absl::string_view field) {
+  if (!money.currency_code().empty() && money.currency_code() != currency) {
+    return core::InvalidField(
+        absl::StrCat(field, ".currency_code"),
+        absl::StrCat("is ", money.currency_code(), "; expected ", currency));
+  }
+  return core::MicrosFromUnitsNanos(money.units(), money.nanos(), field);
+}
+
+v1::Money MoneyOf(int64_t micros, absl::string_view currency) {
+  v1::Money out;
+  out.set_currency_code(std::string(currency));
+  int64_t units;
+  int32_t nanos;
+  core::MicrosToUnitsNanos(micros, &units, &nanos);
+  out.set_units(units);
+  out.set_nanos(nanos);
+  return out;
+}
+
+absl::StatusOr<v1::LineItemDefinition> ToLineDefinition(
+    const v1::LineItem& line, absl::string_view currency,
+    absl::string_view field) {
+  v1::LineItemDefinition def;
+  def.set_line_number(line.line_number());
+  def.set_type(line.type());
+  def.set_start_month(line.start_month());
+  def.set_end_month(line.end_month());
+  def.set_description(line.description());
+  def.set_balance_tracking(line.balance_tracking());
+  ASSIGN_OR_RETURN(int64_t amount, MicrosOf(line.amount(), currency,
+                                            absl::StrCat(field, ".amount")));
+  def.set_amount_micros(amount);
+  def.set_quantity(line.quantity());
+  if (line.has_tax()) {
+    if (line.tax().has_amount()) {
+      ASSIGN_OR_RETURN(int64_t tax,
+                       MicrosOf(line.tax().amount(), currency,
+                                absl::StrCat(field, ".tax.amount")));
+      def.set_tax_amount_micros(tax);
+    } else if (line.tax().kind_case() == v1::Tax::kRatePpm) {
+      def.set_tax_rate_ppm(line.tax().rate_ppm());
+    }
+  }
+  return def;
+}
+
+absl::StatusOr<v1::PurchaseOrderHeader> ToHeader(const v1::PurchaseOrder& po,
+                                                 absl::string_view field) {
+  (void)field;
+  v1::PurchaseOrderHeader h;
+  h.set_description(po.description());
+  *h.mutable_bill_from() = po.bill_from();
+  *h.mutable_tax_registration_numbers() = po.tax_registration_numbers();
+  h.set_currency_code(po.currency_code());
+  h.set_effective_month(po.effective_month());
+  h.set_expiration_month(po.expiration_month());
+  *h.mutable_contacts() = po.contacts();
+  *h.mutable_tags() = po.tags();
+  *h.mutable_balance_thresholds_percent() = po.balance_thresholds();
+  if (po.has_ship_to()) *h.mutable_ship_to() = po.ship_to();
+  if (po.has_bill_to()) *h.mutable_bill_to() = po.bill_to();
+  return h;
+}
+
+absl::StatusOr<core::CreatePurchaseOrder> ToCreate(const v1::PurchaseOrder& po,
+                                                   absl::string_view field) {
+  core::CreatePurchaseOrder cmd;
+  cmd.purchase_order_id = po.purchase_order_id();
+  ASSIGN_OR_RETURN(cmd.header, ToHeader(po, field));
+  for (int i = 0; i < po.line_items_size(); ++i) {
+    ASSIGN_OR_RETURN(
+        v1::LineItemDefinition def,
+        ToLineDefinition(po.line_items(i), po.currency_code(),
+                         absl::StrCat(field, ".line_items[", i, "]")));
+    cmd.line_items.push_back(std::move(def));
+  }
+  return cmd;
+}
+
+v1::PurchaseOrder ToApi(const std::string& account_id,
+                        const core::PurchaseOrderState& po) {
+  const std::string& currency = po.header.currency_code();
+  v1::PurchaseOrder out;
+  out.set_account_id(account_id);
+  out.set_purchase_order_id(po.id);
+  const v1::PurchaseOrderHeader& h = po.header;
+  out.set_description(h.description());
+  *out.mutable_bill_from() = h.bill_from();
+  *out.mutable_tax_registration_numbers() = h.tax_registration_numbers();
+  out.set_currency_code(currency);
+  out.set_effective_month(h.effective_month());
+  out.set_expiration_month(h.expiration_month());
+  *out.mutable_contacts() = h.contacts();
+  *out.mutable_tags() = h.tags();
+  *out.mutable_balance_thresholds() = h.balance_thresholds_percent();
+  if (h.has_ship_to()) *out.mutable_ship_to() = h.ship_to();
+  if (h.has_bill_to()) *out.mutable_bill_to() = h.bill_to();
+  for (const auto& [n, line] : po.lines) {
+    const v1::LineItemDefinition& d = line.definition;
+    v1::LineItem* l = out.add_line_items();
+    l->set_line_number(n);
+    l->set_type(d.type());
+    l->set_start_month(d.start_month());
+    l->set_end_month(d.end_month());
+    l->set_description(d.description());
+    l->set_balance_tracking(d.balance_tracking());
+    *l->mutable_amount() = MoneyOf(d.amount_micros(), currency);
+    l->set_quantity(d.quantity());
+    if (d.tax_case() == v1::LineItemDefinition::kTaxAmountMicros) {
+      *l->mutable_tax()->mutable_amount() =
+          MoneyOf(d.tax_amount_micros(), currency);
+    } else if (d.tax_case() == v1::LineItemDefinition::kTaxRatePpm) {
+      l->mutable_tax()->set_rate_ppm(d.tax_rate_ppm());
+    }
+    *l->mutable_total_value() = MoneyOf(line.total_value, currency);
+    *l->mutable_balance() = MoneyOf(line.balance(), currency);
+  }
+  out.set_status(po.status);
+  *out.mutable_value() = MoneyOf(po.Value(), currency);
+  *out.mutable_balance() = MoneyOf(po.Balance(), currency);
+  *out.mutable_create_time() = core::ToProtoTime(po.create_time);
+  *out.mutable_update_time() = core::ToProtoTime(po.update_time);
+  out.set_version(po.version);
+  return out;
+}
+
+absl::StatusOr<v1::InvoiceData> ToInvoiceData(const v1::Invoice& invoice,
+                                              absl::string_view field) {
+  v1::InvoiceData d;
+  d.set_invoice_id(invoice.invoice_id());
+  d.set_kind(invoice.kind() == v1::INVOICE_KIND_UNSPECIFIED
+                 ? v1::INVOICE_KIND_INVOICE
+                 : invoice.kind());
+  d.set_original_invoice_id(invoice.original_invoice_id());
+  d.set_bill_from(invoice.bill_from());
+  d.set_tax_registration_number(invoice.tax_registration_number());
+  d.set_category(invoice.category());
+  d.set_billing_period(invoice.billing_period());
+  d.set_currency_code(invoice.amount().currency_code());
+  ASSIGN_OR_RETURN(int64_t amount,
+                   MicrosOf(invoice.amount(), invoice.amount().currency_code(),
+                            absl::StrCat(field, ".amount")));
+  d.set_amount_micros(amount);
+  if (invoice.has_issue_time()) *d.mutable_issue_time() = invoice.issue_time();
+  if (invoice.has_due_time()) *d.mutable_due_time() = invoice.due_time();
+  d.set_purchase_order_id(invoice.purchase_order_id());
+  return d;
+}
+
+namespace {
+
+void FillInvoice(const v1::InvoiceData& d, v1::Invoice* out) {
+  out->set_invoice_id(d.invoice_id());
+  out->set_kind(d.kind());
+  out->set_original_invoice_id(d.original_invoice_id());
+  out->set_bill_from(d.bill_from());
+  out->set_tax_registration_number(d.tax_registration_number());
+  out->set_category(d.category());
+  out->set_billing_period(d.billing_period());
+  *out->mutable_amount() = MoneyOf(d.amount_micros(), d.currency_code());
+  if (d.has_issue_time()) *out->mutable_issue_time() = d.issue_time();
+  if (d.has_due_time()) *out->mutable_due_time() = d.due_time();
+  out->set_purchase_order_id(d.purchase_order_id());
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
+                                      const LoggedEvent& logged) {
+  v1::Invoice out;
+  out.set_account_id(account_id);
+  out.set_position(logged.position);
+  *out.mutable_record_time() = core::ToProtoTime(logged.time);
+  v1::InvoiceAssociation* a = out.mutable_association();
+  if (logged.event.has_invoice_recorded()) {
+    const v1::InvoiceRecorded& e = logged.event.invoice_recorded();
+    const std::string& currency = e.invoice().currency_code();
+    FillInvoice(e.invoice(), &out);
+    a->set_associated(!e.purchase_order_id().empty());
+    a->set_purchase_order_id(e.purchase_order_id());
+    a->set_line_number(e.line_number());
+    a->set_unmatched_reason(e.unmatched_reason());
+    if (a->associated()) {
+      *a->mutable_line_balance_after() =
+          MoneyOf(e.line_balance_after_micros(), currency);
+      *a->mutable_purchase_order_balance_after() =
+          MoneyOf(e.purchase_order_balance_after_micros(), currency);
+    }
+    *a->mutable_explanation() = e.explanation();
+    return out;
+  }
+  if (logged.event.has_credit_memo_recorded()) {
+    const v1::CreditMemoRecorded& e = logged.event.credit_memo_recorded();
+    const std::string& currency = e.credit_memo().currency_code();
+    FillInvoice(e.credit_memo(), &out);
+    a->set_associated(!e.purchase_order_id().empty());
+    a->set_purchase_order_id(e.purchase_order_id());
+    a->set_line_number(e.line_number());
+    if (a->associated()) {
+      *a->mutable_line_balance_after() =
+          MoneyOf(e.line_balance_after_micros(), currency);
+      *a->mutable_purchase_order_balance_after() =
+          MoneyOf(e.purchase_order_balance_after_micros(), currency);
+    }
+    return out;
+  }
+  return absl::InternalError(absl::StrCat("event at position ", logged.position,
+                                          " is not an invoice"));
+}
+
+absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record) {
+  v1::Event out;
+  out.set_position(record.position);
+  out.set_stream_id(record.stream_id);
+  out.set_stream_version(record.stream_version);
+  out.set_event_type(record.event_type);
+  *out.mutable_time() = core::ToProtoTime(record.timestamp);
+  out.set_event_id(record.event_id);
+  out.set_request_id(record.request_id);
+  out.set_correlation_id(record.correlation_id);
+  out.set_actor(record.actor);
+  out.set_hash(HashToHex(record.hash));
+  out.set_prev_hash(HashToHex(record.prev_hash));
+  out.set_account_id(AccountOfStream(record.stream_id));
+  if (!out.account_id().empty() &&
+      !out.mutable_payload()->ParseFromString(record.payload)) {
+    return absl::DataLossError(absl::StrCat(
+        "event at position ", record.position, " is not an account event"));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> HeaderMask(
+    const google::protobuf::FieldMask& mask) {
+  std::vector<std::string> out;
+  for (int i = 0; i < mask.paths_size(); ++i) {
+    std::string path = mask.paths(i);
+    if (path == "balance_thresholds") path = "balance_thresholds_percent";
+    bool known = false;
+    for (const char* f : core::kHeaderFields) known = known || path == f;
+    if (!known) {
+      return core::InvalidField(
+          absl::StrCat("update_mask.paths[", i, "]"),
+          absl::StrCat("\"", mask.paths(i),
+                       "\" is not an updatable purchase order field"));
+    }
+    out.push_back(std::move(path));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> LineMask(
+    const google::protobuf::FieldMask& mask) {
+  std::vector<std::string> out;
+  for (int i = 0; i < mask.paths_size(); ++i) {
+    bool known = false;
+    for (const char* f : core::kLineItemFields) known = known || mask.paths(i) == f;
+    if (!known) {
+      return core::InvalidField(
+          absl::StrCat("update_mask.paths[", i, "]"),
+          absl::StrCat("\"", mask.paths(i),
+                       "\" is not an updatable line item field"));
+    }
+    out.push_back(mask.paths(i));
+  }
+  return out;
+}
+
+}  // namespace convert
+}  // namespace poledger

@@ -1,0 +1,66 @@
+// Conversions between the public API messages (poledger.v1 services) and
+// the domain's commands, state and events. Input conversions validate what
+// only the API form can get wrong (Money's units/nanos, its currency) and
+// name the request field in INVALID_ARGUMENT errors.
+//
+// Thread safety: pure functions.
+#ifndef POLEDGER_SERVER_CONVERT_H_
+#define POLEDGER_SERVER_CONVERT_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/account.h"
+#include "core/commands.h"
+#include "eventstore/event_store.h"
+#include "poledger/v1/invoices.pb.h"
+#include "poledger/v1/log.pb.h"
+#include "poledger/v1/purchase_orders.pb.h"
+#include "server/ledger.h"
+
+namespace poledger {
+namespace convert {
+
+// Money <-> micros. `currency` is the expected currency: a Money with
+// another non-empty currency_code is INVALID_ARGUMENT naming `field`.
+absl::StatusOr<int64_t> MicrosOf(const v1::Money& money,
+                                 absl::string_view currency,
+                                 absl::string_view field);
+v1::Money MoneyOf(int64_t micros, absl::string_view currency);
+
+// API purchase order -> command. `field` prefixes error fields
+// ("purchase_order").
+absl::StatusOr<core::CreatePurchaseOrder> ToCreate(const v1::PurchaseOrder& po,
+                                                   absl::string_view field);
+absl::StatusOr<v1::PurchaseOrderHeader> ToHeader(const v1::PurchaseOrder& po,
+                                                 absl::string_view field);
+absl::StatusOr<v1::LineItemDefinition> ToLineDefinition(
+    const v1::LineItem& line, absl::string_view currency,
+    absl::string_view field);
+
+// Domain state -> API purchase order, with derived status, value, balance,
+// times and version.
+v1::PurchaseOrder ToApi(const std::string& account_id,
+                        const core::PurchaseOrderState& po);
+
+// API invoice -> domain invoice data.
+absl::StatusOr<v1::InvoiceData> ToInvoiceData(const v1::Invoice& invoice,
+                                              absl::string_view field);
+
+// A logged InvoiceRecorded or CreditMemoRecorded -> API invoice.
+absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
+                                      const LoggedEvent& logged);
+
+// A log record -> API event (decoding account payloads).
+absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record);
+
+// Update mask paths of the API (purchase order / line item) -> domain.
+absl::StatusOr<std::vector<std::string>> HeaderMask(
+    const google::protobuf::FieldMask& mask);
+absl::StatusOr<std::vector<std::string>> LineMask(
+    const google::protobuf::FieldMask& mask);
+
+}  // namespace convert
+}  // namespace poledger
+
+#endif  // POLEDGER_SERVER_CONVERT_H_

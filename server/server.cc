@@ -1,0 +1,178 @@
+#include "server/server.h"
+
+#include <thread>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "core/base/status_macros.h"
+#include "eventstore/rocksdb_event_store.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "server/clock.h"
+#include "server/ledger.h"
+#include "server/services.h"
+
+namespace poledger {
+
+struct PoledgerServer::Impl {
+  ServerOptions options;
+  std::unique_ptr<Clock> clock;
+  ManualClock* manual_clock = nullptr;
+  std::unique_ptr<RocksDbEventStore> store;
+  std::unique_ptr<Ledger> ledger;
+  ServiceContext context;
+  absl::Notification shutting_down;
+  absl::Notification shut_down;
+  std::unique_ptr<PurchaseOrderServiceImpl> purchase_orders;
+  std::unique_ptr<InvoiceServiceImpl> invoices;
+  std::unique_ptr<NotificationServiceImpl> notifications;
+  std::unique_ptr<EventLogServiceImpl> event_log;
+  std::unique_ptr<AdminServiceImpl> admin;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  std::thread scheduler;
+  absl::Mutex shutdown_mu;
+  bool shutdown_started = false;
+};
+
+absl::StatusOr<std::optional<absl::Time>> ParseClockFlag(
+    const std::string& clock) {
+  if (clock == "real") return std::optional<absl::Time>();
+  if (!absl::StartsWith(clock, "manual:")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--clock: '", clock, "' is neither 'real' nor 'manual:TIME'"));
+  }
+  absl::Time t;
+  std::string error;
+  if (!absl::ParseTime(absl::RFC3339_full, clock.substr(7), &t, &error)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--clock: '", clock.substr(7),
+                     "' is not an RFC 3339 time such as "
+                     "2026-01-15T00:00:00Z: ", error));
+  }
+  return std::optional<absl::Time>(t);
+}
+
+PoledgerServer::PoledgerServer(std::unique_ptr<Impl> impl)
+    : impl_(std::move(impl)) {}
+
+PoledgerServer::~PoledgerServer() {
+  Shutdown(absl::ZeroDuration());
+  Wait();
+}
+
+int PoledgerServer::port() const { return impl_->port; }
+Ledger* PoledgerServer::ledger() const { return impl_->ledger.get(); }
+
+absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
+    const ServerOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  ASSIGN_OR_RETURN(std::optional<absl::Time> manual, ParseClockFlag(options.clock));
+  if (manual.has_value()) {
+    auto clock = std::make_unique<ManualClock>(*manual);
+    impl->manual_clock = clock.get();
+    impl->clock = std::move(clock);
+  } else {
+    impl->clock = std::make_unique<RealClock>();
+  }
+  ServiceContext& ctx = impl->context;
+  ctx.manual_clock = impl->manual_clock;
+  ctx.heartbeat_interval = options.heartbeat_interval;
+  ctx.shutting_down = &impl->shutting_down;
+  ctx.start_time = absl::Now();
+  ctx.version = "0.1.0";
+  impl->purchase_orders = std::make_unique<PurchaseOrderServiceImpl>(&ctx);
+  impl->invoices = std::make_unique<InvoiceServiceImpl>(&ctx);
+  impl->notifications = std::make_unique<NotificationServiceImpl>(&ctx);
+  impl->event_log = std::make_unique<EventLogServiceImpl>(&ctx);
+  impl->admin = std::make_unique<AdminServiceImpl>(&ctx);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
+                           &impl->port);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.RegisterService(impl->purchase_orders.get());
+  builder.RegisterService(impl->invoices.get());
+  builder.RegisterService(impl->notifications.get());
+  builder.RegisterService(impl->event_log.get());
+  builder.RegisterService(impl->admin.get());
+  impl->server = builder.BuildAndStart();
+  if (impl->server == nullptr || impl->port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen));
+  }
+  grpc::HealthCheckServiceInterface* health =
+      impl->server->GetHealthCheckService();
+  health->SetServingStatus(false);
+
+  // From here on a failure must stop the listening server.
+  auto fail = [&](absl::Status s) {
+    impl->server->Shutdown();
+    impl->server->Wait();
+    return s;
+  };
+  RocksDbEventStoreOptions store_options;
+  store_options.path = options.data_dir;
+  absl::StatusOr<std::unique_ptr<RocksDbEventStore>> store =
+      RocksDbEventStore::Open(store_options);
+  if (!store.ok()) return fail(store.status());
+  impl->store = std::move(*store);
+  LedgerOptions ledger_options;
+  ledger_options.snapshot_every_events = options.snapshot_every_events;
+  absl::StatusOr<std::unique_ptr<Ledger>> ledger =
+      Ledger::Open(impl->store.get(), impl->clock.get(), ledger_options);
+  if (!ledger.ok()) return fail(ledger.status());
+  impl->ledger = std::move(*ledger);
+  ctx.ready_ledger.store(impl->ledger.get(), std::memory_order_release);
+
+  if (impl->manual_clock == nullptr) {
+    Impl* raw = impl.get();
+    impl->scheduler = std::thread([raw] {
+      // Tick once at start (expiries that fell due while down), then on
+      // every interval until shutdown.
+      do {
+        absl::StatusOr<int> ticked = raw->ledger->TickAll();
+        if (!ticked.ok()) {
+          std::fprintf(stderr, "scheduler: %s\n",
+                       ticked.status().ToString().c_str());
+        }
+      } while (!raw->shutting_down.WaitForNotificationWithTimeout(
+          raw->options.tick_interval));
+    });
+  }
+  health->SetServingStatus(true);
+  return std::unique_ptr<PoledgerServer>(new PoledgerServer(std::move(impl)));
+}
+
+void PoledgerServer::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&impl_->shutdown_mu);
+    if (impl_->shutdown_started) return;
+    impl_->shutdown_started = true;
+  }
+  impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  impl_->shutting_down.Notify();
+  // Streams notice within their poll slice and end with UNAVAILABLE;
+  // unary calls finish, or are cancelled after the grace period.
+  impl_->server->Shutdown(std::chrono::system_clock::now() +
+                          absl::ToChronoMilliseconds(grace));
+  if (impl_->scheduler.joinable()) impl_->scheduler.join();
+  impl_->store->Close();
+  impl_->shut_down.Notify();
+}
+
+void PoledgerServer::Wait() {
+  impl_->shut_down.WaitForNotification();
+  impl_->server->Wait();
+}
+
+}  // namespace poledger

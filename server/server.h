@@ -1,0 +1,68 @@
+// PoledgerServer: the whole server (event store, ledger, gRPC services,
+// health, reflection, scheduler) behind one object, so that main() and
+// in-process tests start it the same way.
+//
+// Thread safety: Shutdown may be called from any thread, once.
+#ifndef POLEDGER_SERVER_SERVER_H_
+#define POLEDGER_SERVER_SERVER_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace poledger {
+
+class Ledger;
+
+struct ServerOptions {
+  // host:port; port 0 picks a free one (see PoledgerServer::port()).
+  std::string listen = "127.0.0.1:50051";
+  std::string data_dir = "./data";
+  // "real", or "manual:2026-01-15T00:00:00Z".
+  std::string clock = "real";
+  // With the real clock, how often the scheduler expires purchase orders
+  // and raises reminders.
+  absl::Duration tick_interval = absl::Seconds(30);
+  // A snapshot after this many events (0: only on request).
+  uint64_t snapshot_every_events = 10000;
+  // Idle streams send a heartbeat this often.
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+  // Largest request or response message.
+  int max_message_bytes = 4 << 20;
+};
+
+class PoledgerServer {
+ public:
+  // Starts listening (health NOT_SERVING), opens the event log, loads the
+  // ledger, then reports SERVING. Errors: INVALID_ARGUMENT for bad options,
+  // UNAVAILABLE if it cannot listen, or the store's or ledger's error.
+  static absl::StatusOr<std::unique_ptr<PoledgerServer>> Start(
+      const ServerOptions& options);
+  ~PoledgerServer();
+
+  int port() const;
+  Ledger* ledger() const;
+
+  // Ends streams with UNAVAILABLE, lets in-flight calls finish for up to
+  // `grace`, stops the scheduler and closes the event log.
+  void Shutdown(absl::Duration grace);
+  // Blocks until Shutdown has finished.
+  void Wait();
+
+  struct Impl;
+
+ private:
+  explicit PoledgerServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Parses --clock: returns the manual start time, or std::nullopt for real.
+absl::StatusOr<std::optional<absl::Time>> ParseClockFlag(
+    const std::string& clock);
+
+}  // namespace poledger
+
+#endif  // POLEDGER_SERVER_SERVER_H_

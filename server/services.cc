@@ -1,0 +1,649 @@
+#include "server/services.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+#include "core/errors.h"
+#include "core/proto_time.h"
+#include "server/convert.h"
+#include "server/status_mapping.h"
+
+namespace poledger {
+namespace {
+
+// Runs a handler body returning absl::StatusOr<Response> and maps the
+// status: the one helper every unary method goes through.
+grpc::Status NotReady() {
+  return ToGrpcStatus(core::DomainError(
+      absl::StatusCode::kUnavailable, "STARTING",
+      "the server is still loading its event log; retry shortly"));
+}
+
+template <typename Response, typename Fn>
+grpc::Status Unary(const ServiceContext* ctx, Response* response, Fn&& fn) {
+  if (ctx->ledger() == nullptr) return NotReady();
+  absl::StatusOr<Response> result = fn();
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response = std::move(*result);
+  return grpc::Status::OK;
+}
+
+std::string Metadata(const grpc::ServerContext* context, const char* key) {
+  auto it = context->client_metadata().find(key);
+  if (it == context->client_metadata().end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
+RequestContext ContextOf(const grpc::ServerContext* context,
+                         const std::string& account_id,
+                         const std::string& request_id) {
+  RequestContext ctx;
+  ctx.account_id = account_id;
+  ctx.request_id = request_id;
+  ctx.actor = Metadata(context, "x-poledger-actor");
+  if (ctx.actor.empty()) ctx.actor = context->peer();
+  ctx.correlation_id = Metadata(context, "x-correlation-id");
+  return ctx;
+}
+
+absl::StatusOr<int> PageSize(int32_t requested) {
+  if (requested < 0) {
+    return core::InvalidField("page_size", "must not be negative");
+  }
+  if (requested == 0) return kDefaultPageSize;
+  return std::min<int>(requested, kMaxPageSize);
+}
+
+// Page tokens are opaque to clients: base64 of the position to resume at.
+std::string MakeToken(const std::string& resume) {
+  return absl::WebSafeBase64Escape(resume);
+}
+
+absl::StatusOr<std::string> ParseToken(const std::string& token) {
+  std::string out;
+  if (!token.empty() && !absl::WebSafeBase64Unescape(token, &out)) {
+    return core::InvalidField("page_token", "is not a token this server issued");
+  }
+  return out;
+}
+
+absl::StatusOr<uint64_t> ParseNumberToken(const std::string& token) {
+  ASSIGN_OR_RETURN(std::string raw, ParseToken(token));
+  uint64_t n = 0;
+  if (!raw.empty() && !absl::SimpleAtoi(raw, &n)) {
+    return core::InvalidField("page_token", "is not a token this server issued");
+  }
+  return n;
+}
+
+absl::Status NotFound(const std::string& po_id) {
+  return core::DomainError(absl::StatusCode::kNotFound,
+                           core::reason::kPurchaseOrderNotFound,
+                           absl::StrCat("purchase order \"", po_id,
+                                        "\" not found"));
+}
+
+absl::StatusOr<v1::PurchaseOrder> CurrentPo(Ledger* ledger,
+                                            const std::string& account_id,
+                                            const std::string& po_id) {
+  std::optional<v1::PurchaseOrder> out;
+  RETURN_IF_ERROR(ledger->Read(account_id, [&](const core::AccountState& s) {
+    auto it = s.purchase_orders.find(po_id);
+    if (it != s.purchase_orders.end()) out = convert::ToApi(account_id, it->second);
+  }));
+  if (!out.has_value()) return NotFound(po_id);
+  return *std::move(out);
+}
+
+// Runs a purchase-order command and answers with the purchase order after.
+absl::StatusOr<v1::PurchaseOrder> ExecuteForPo(
+    ServiceContext* ctx, const grpc::ServerContext* context,
+    const std::string& account_id, const std::string& request_id,
+    const std::string& po_id, const core::Command& command) {
+  ASSIGN_OR_RETURN(ExecuteResult result,
+                   ctx->ledger()->Execute(
+                       ContextOf(context, account_id, request_id), command));
+  return CurrentPo(ctx->ledger(), account_id, po_id);
+}
+
+std::optional<uint64_t> Expected(bool has, uint64_t value) {
+  return has ? std::optional<uint64_t>(value) : std::nullopt;
+}
+
+// The currency of a purchase order, for converting line item money.
+absl::StatusOr<std::string> CurrencyOf(Ledger* ledger,
+                                       const std::string& account_id,
+                                       const std::string& po_id) {
+  std::string currency;
+  bool found = false;
+  RETURN_IF_ERROR(ledger->Read(account_id, [&](const core::AccountState& s) {
+    auto it = s.purchase_orders.find(po_id);
+    if (it != s.purchase_orders.end()) {
+      found = true;
+      currency = it->second.header.currency_code();
+    }
+  }));
+  if (!found) return NotFound(po_id);
+  return currency;
+}
+
+}  // namespace
+
+// --- PurchaseOrderService ------------------------------------------------------
+
+grpc::Status PurchaseOrderServiceImpl::CreatePurchaseOrder(
+    grpc::ServerContext* context, const v1::CreatePurchaseOrderRequest* request,
+    v1::PurchaseOrder* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
+    RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
+    if (!request->has_purchase_order()) {
+      return core::InvalidField("purchase_order", "is required");
+    }
+    ASSIGN_OR_RETURN(core::CreatePurchaseOrder cmd,
+                     convert::ToCreate(request->purchase_order(),
+                                       "purchase_order"));
+    return ExecuteForPo(ctx_, context, request->account_id(),
+                        request->request_id(), cmd.purchase_order_id, cmd);
+  });
+}
+
+grpc::Status PurchaseOrderServiceImpl::GetPurchaseOrder(
+    grpc::ServerContext*, const v1::GetPurchaseOrderRequest* request,
+    v1::PurchaseOrder* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
+    return CurrentPo(ctx_->ledger(), request->account_id(),
+                     request->purchase_order_id());
+  });
+}
+
+grpc::Status PurchaseOrderServiceImpl::ListPurchaseOrders(
+    grpc::ServerContext*, const v1::ListPurchaseOrdersRequest* request,
+    v1::ListPurchaseOrdersResponse* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::ListPurchaseOrdersResponse> {
+    ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
+    ASSIGN_OR_RETURN(std::string after, ParseToken(request->page_token()));
+    if (!v1::PurchaseOrderStatus_IsValid(request->status())) {
+      return core::InvalidField("status", "is not a purchase order status");
+    }
+    v1::ListPurchaseOrdersResponse out;
+    RETURN_IF_ERROR(ctx_->ledger()->Read(
+        request->account_id(), [&](const core::AccountState& s) {
+          for (auto it = s.purchase_orders.upper_bound(after);
+               it != s.purchase_orders.end(); ++it) {
+            if (request->status() != v1::PURCHASE_ORDER_STATUS_UNSPECIFIED &&
+                it->second.status != request->status()) {
+              continue;
+            }
+            if (out.purchase_orders_size() == page_size) {
+              out.set_next_page_token(MakeToken(
+                  out.purchase_orders(page_size - 1).purchase_order_id()));
+              break;
+            }
+            *out.add_purchase_orders() =
+                convert::ToApi(request->account_id(), it->second);
+          }
+        }));
+    return out;
+  });
+}
+
+grpc::Status PurchaseOrderServiceImpl::UpdatePurchaseOrder(
+    grpc::ServerContext* context, const v1::UpdatePurchaseOrderRequest* request,
+    v1::PurchaseOrder* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
+    RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
+    core::UpdatePurchaseOrder cmd;
+    cmd.purchase_order_id = request->purchase_order().purchase_order_id();
+    ASSIGN_OR_RETURN(cmd.header, convert::ToHeader(request->purchase_order(),
+                                                   "purchase_order"));
+    ASSIGN_OR_RETURN(cmd.update_mask, convert::HeaderMask(request->update_mask()));
+    cmd.expected_version = Expected(request->has_expected_version(),
+                                    request->expected_version());
+    return ExecuteForPo(ctx_, context, request->account_id(),
+                        request->request_id(), cmd.purchase_order_id, cmd);
+  });
+}
+
+grpc::Status PurchaseOrderServiceImpl::UpdatePurchaseOrderStatus(
+    grpc::ServerContext* context,
+    const v1::UpdatePurchaseOrderStatusRequest* request,
+    v1::PurchaseOrder* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
+    core::ChangePurchaseOrderStatus cmd{
+        request->purchase_order_id(), request->status(),
+        Expected(request->has_expected_version(), request->expected_version())};
+    return ExecuteForPo(ctx_, context, request->account_id(),
+                        request->request_id(), cmd.purchase_order_id, cmd);
+  });
+}
+
+grpc::Status PurchaseOrderServiceImpl::DeletePurchaseOrder(
+    grpc::ServerContext* context, const v1::DeletePurchaseOrderRequest* request,
+    google::protobuf::Empty* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<google::protobuf::Empty> {
+    core::DeletePurchaseOrder cmd{
+        request->purchase_order_id(),
+        Expected(request->has_expected_version(), request->expected_version())};
+    RETURN_IF_ERROR(ctx_->ledger()
+                        ->Execute(ContextOf(context, request->account_id(),
+                                            request->request_id()),
+                                  cmd)
+                        .status());
+    return google::protobuf::Empty();
+  });
+}
+
+grpc::Status PurchaseOrderServiceImpl::AddLineItem(
+    grpc::ServerContext* context, const v1::AddLineItemRequest* request,
+    v1::PurchaseOrder* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
+    ASSIGN_OR_RETURN(std::string currency,
+                     CurrencyOf(ctx_->ledger(), request->account_id(),
+                                request->purchase_order_id()));
+    core::AddLineItem cmd;
+    cmd.purchase_order_id = request->purchase_order_id();
+    ASSIGN_OR_RETURN(cmd.line_item, convert::ToLineDefinition(
+                                        request->line_item(), currency,
+                                        "line_item"));
+    cmd.expected_version = Expected(request->has_expected_version(),
+                                    request->expected_version());
+    return ExecuteForPo(ctx_, context, request->account_id(),
+                        request->request_id(), cmd.purchase_order_id, cmd);
+  });
+}
+
+grpc::Status PurchaseOrderServiceImpl::UpdateLineItem(
+    grpc::ServerContext* context, const v1::UpdateLineItemRequest* request,
+    v1::PurchaseOrder* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
+    ASSIGN_OR_RETURN(std::string currency,
+                     CurrencyOf(ctx_->ledger(), request->account_id(),
+                                request->purchase_order_id()));
+    core::UpdateLineItem cmd;
+    cmd.purchase_order_id = request->purchase_order_id();
+    ASSIGN_OR_RETURN(cmd.line_item, convert::ToLineDefinition(
+                                        request->line_item(), currency,
+                                        "line_item"));
+    ASSIGN_OR_RETURN(cmd.update_mask, convert::LineMask(request->update_mask()));
+    cmd.expected_version = Expected(request->has_expected_version(),
+                                    request->expected_version());
+    return ExecuteForPo(ctx_, context, request->account_id(),
+                        request->request_id(), cmd.purchase_order_id, cmd);
+  });
+}
+
+grpc::Status PurchaseOrderServiceImpl::RemoveLineItem(
+    grpc::ServerContext* context, const v1::RemoveLineItemRequest* request,
+    v1::PurchaseOrder* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
+    core::RemoveLineItem cmd{
+        request->purchase_order_id(), request->line_number(),
+        Expected(request->has_expected_version(), request->expected_version())};
+    return ExecuteForPo(ctx_, context, request->account_id(),
+                        request->request_id(), cmd.purchase_order_id, cmd);
+  });
+}
+
+grpc::Status PurchaseOrderServiceImpl::ListPurchaseOrderInvoices(
+    grpc::ServerContext*, const v1::ListPurchaseOrderInvoicesRequest* request,
+    v1::ListPurchaseOrderInvoicesResponse* response) {
+  return Unary(ctx_, response,
+               [&]() -> absl::StatusOr<v1::ListPurchaseOrderInvoicesResponse> {
+    ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
+    ASSIGN_OR_RETURN(uint64_t after, ParseNumberToken(request->page_token()));
+    std::vector<uint64_t> versions;
+    bool found = false;
+    RETURN_IF_ERROR(ctx_->ledger()->Read(
+        request->account_id(), [&](const core::AccountState& s) {
+          auto po = s.purchase_orders.find(request->purchase_order_id());
+          if (po == s.purchase_orders.end()) return;
+          found = true;
+          for (const auto& [id, inv] : s.invoices) {
+            if (inv.purchase_order_id == po->first &&
+                inv.purchase_order_created_version ==
+                    po->second.created_version &&
+                inv.recorded_version > after) {
+              versions.push_back(inv.recorded_version);
+            }
+          }
+        }));
+    if (!found) return NotFound(request->purchase_order_id());
+    std::sort(versions.begin(), versions.end());
+    v1::ListPurchaseOrderInvoicesResponse out;
+    uint64_t last = 0;
+    for (uint64_t v : versions) {
+      if (out.invoices_size() == page_size) {
+        out.set_next_page_token(MakeToken(absl::StrCat(last)));
+        break;
+      }
+      last = v;
+      ASSIGN_OR_RETURN(std::vector<LoggedEvent> events,
+                       ctx_->ledger()->ReadAccountEvents(request->account_id(), v, 1));
+      if (events.empty()) return absl::InternalError("invoice event missing");
+      ASSIGN_OR_RETURN(*out.add_invoices(),
+                       convert::InvoiceOf(request->account_id(), events[0]));
+    }
+    return out;
+  });
+}
+
+// --- InvoiceService ------------------------------------------------------------
+
+namespace {
+
+const LoggedEvent* FindEvent(const ExecuteResult& result,
+                             v1::AccountEvent::EventCase which) {
+  for (const LoggedEvent& e : result.events) {
+    if (e.event.event_case() == which) return &e;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+grpc::Status InvoiceServiceImpl::RecordInvoice(
+    grpc::ServerContext* context, const v1::RecordInvoiceRequest* request,
+    v1::Invoice* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::Invoice> {
+    RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
+    ASSIGN_OR_RETURN(v1::InvoiceData data,
+                     convert::ToInvoiceData(request->invoice(), "invoice"));
+    ASSIGN_OR_RETURN(ExecuteResult result,
+                     ctx_->ledger()->Execute(
+                         ContextOf(context, request->account_id(),
+                                   request->request_id()),
+                         core::RecordInvoice{std::move(data)}));
+    const LoggedEvent* e =
+        FindEvent(result, v1::AccountEvent::kInvoiceRecorded);
+    if (e == nullptr) e = FindEvent(result, v1::AccountEvent::kCreditMemoRecorded);
+    if (e == nullptr) {
+      return absl::InternalError("recording an invoice logged no invoice");
+    }
+    return convert::InvoiceOf(request->account_id(), *e);
+  });
+}
+
+grpc::Status InvoiceServiceImpl::GetInvoice(grpc::ServerContext*,
+                                            const v1::GetInvoiceRequest* request,
+                                            v1::Invoice* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::Invoice> {
+    uint64_t version = 0;
+    RETURN_IF_ERROR(ctx_->ledger()->Read(
+        request->account_id(), [&](const core::AccountState& s) {
+          auto it = s.invoices.find(request->invoice_id());
+          if (it != s.invoices.end()) version = it->second.recorded_version;
+        }));
+    if (version == 0) {
+      return core::DomainError(
+          absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND",
+          absl::StrCat("invoice \"", request->invoice_id(), "\" not found"));
+    }
+    ASSIGN_OR_RETURN(std::vector<LoggedEvent> events,
+                     ctx_->ledger()->ReadAccountEvents(request->account_id(),
+                                                     version, 1));
+    if (events.empty()) return absl::InternalError("invoice event missing");
+    return convert::InvoiceOf(request->account_id(), events[0]);
+  });
+}
+
+grpc::Status InvoiceServiceImpl::RecordMarketplaceTransaction(
+    grpc::ServerContext* context,
+    const v1::RecordMarketplaceTransactionRequest* request,
+    v1::RecordMarketplaceTransactionResponse* response) {
+  return Unary(ctx_, response,
+               [&]() -> absl::StatusOr<v1::RecordMarketplaceTransactionResponse> {
+    RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
+    const v1::MarketplaceTransaction& t = request->transaction();
+    core::RecordMarketplaceTransaction cmd;
+    cmd.transaction_id = t.transaction_id();
+    cmd.purchase_order_id = t.purchase_order_id();
+    cmd.bill_from = t.bill_from();
+    cmd.currency_code = t.amount().currency_code();
+    ASSIGN_OR_RETURN(cmd.amount_micros,
+                     convert::MicrosOf(t.amount(), t.amount().currency_code(),
+                                       "transaction.amount"));
+    cmd.month = t.month();
+    cmd.description = t.description();
+    cmd.line_number = t.line_number();
+    ASSIGN_OR_RETURN(ExecuteResult result,
+                     ctx_->ledger()->Execute(
+                         ContextOf(context, request->account_id(),
+                                   request->request_id()),
+                         cmd));
+    const LoggedEvent* e =
+        FindEvent(result, v1::AccountEvent::kMarketplaceTransactionRecorded);
+    if (e == nullptr) {
+      return absl::InternalError("recording a transaction logged nothing");
+    }
+    const v1::MarketplaceTransactionRecorded& r =
+        e->event.marketplace_transaction_recorded();
+    v1::RecordMarketplaceTransactionResponse out;
+    out.set_outcome(r.outcome());
+    out.set_purchase_order_id(r.purchase_order_id());
+    out.set_line_number(r.line_number());
+    out.set_reason_code(r.reason_code());
+    out.set_reason(r.reason());
+    out.set_position(e->position);
+    return out;
+  });
+}
+
+// --- NotificationService -------------------------------------------------------
+
+grpc::Status NotificationServiceImpl::ListNotifications(
+    grpc::ServerContext*, const v1::ListNotificationsRequest* request,
+    v1::ListNotificationsResponse* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::ListNotificationsResponse> {
+    ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
+    ASSIGN_OR_RETURN(uint64_t from, ParseNumberToken(request->page_token()));
+    if (from == 0) from = 1;
+    v1::ListNotificationsResponse out;
+    // Scan the account's stream in chunks; stop at a full page.
+    for (;;) {
+      ASSIGN_OR_RETURN(std::vector<LoggedEvent> events,
+                       ctx_->ledger()->ReadAccountEvents(request->account_id(),
+                                                       from, 512));
+      if (events.empty()) return out;
+      for (LoggedEvent& e : events) {
+        from = e.stream_version + 1;
+        if (!e.event.has_notification_raised()) continue;
+        const v1::NotificationRaised& n = e.event.notification_raised();
+        if (!request->purchase_order_id().empty() &&
+            n.purchase_order_id() != request->purchase_order_id()) {
+          continue;
+        }
+        v1::Notification* item = out.add_notifications();
+        item->set_position(e.position);
+        item->set_account_id(request->account_id());
+        *item->mutable_time() = core::ToProtoTime(e.time);
+        *item->mutable_notification() = n;
+        if (out.notifications_size() == page_size) {
+          out.set_next_page_token(MakeToken(absl::StrCat(from)));
+          return out;
+        }
+      }
+    }
+  });
+}
+
+// --- EventLogService -----------------------------------------------------------
+
+grpc::Status EventLogServiceImpl::ReadEvents(grpc::ServerContext*,
+                                             const v1::ReadEventsRequest* request,
+                                             v1::ReadEventsResponse* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::ReadEventsResponse> {
+    ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
+    ASSIGN_OR_RETURN(uint64_t from, ParseNumberToken(request->page_token()));
+    if (request->page_token().empty()) from = request->from_position();
+    if (from == 0) from = 1;
+    if (!request->account_id().empty()) {
+      RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
+    }
+    EventStore* store = ctx_->ledger()->store();
+    v1::ReadEventsResponse out;
+    out.set_head_position(store->Head().position);
+    // Filters may skip many records: scan at most this many per call and
+    // hand back a token to continue.
+    constexpr uint64_t kMaxScan = 20000;
+    uint64_t scanned = 0;
+    while (scanned < kMaxScan) {
+      ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
+                       store->ReadForward(from, 512));
+      if (records.empty()) return out;
+      for (const RecordedEvent& r : records) {
+        from = r.position + 1;
+        ++scanned;
+        if (!request->account_id().empty() &&
+            AccountOfStream(r.stream_id) != request->account_id()) {
+          continue;
+        }
+        if (!request->event_types().empty() &&
+            std::find(request->event_types().begin(),
+                      request->event_types().end(),
+                      r.event_type) == request->event_types().end()) {
+          continue;
+        }
+        ASSIGN_OR_RETURN(*out.add_events(), convert::EventOf(r));
+        if (out.events_size() == page_size) break;
+      }
+      if (out.events_size() == page_size) break;
+    }
+    if (from <= out.head_position()) {
+      out.set_next_page_token(MakeToken(absl::StrCat(from)));
+    }
+    return out;
+  });
+}
+
+grpc::Status EventLogServiceImpl::GetPurchaseOrderAt(
+    grpc::ServerContext*, const v1::GetPurchaseOrderAtRequest* request,
+    v1::GetPurchaseOrderAtResponse* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::GetPurchaseOrderAtResponse> {
+    RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
+    uint64_t position = 0;
+    if (request->point_case() == v1::GetPurchaseOrderAtRequest::kPosition) {
+      position = request->position();
+    } else if (request->point_case() == v1::GetPurchaseOrderAtRequest::kTime) {
+      // The last event of the account at or before that time.
+      const absl::Time t = core::FromProtoTime(request->time());
+      uint64_t version = 1;
+      for (bool done = false; !done;) {
+        ASSIGN_OR_RETURN(std::vector<LoggedEvent> events,
+                         ctx_->ledger()->ReadAccountEvents(request->account_id(),
+                                                         version, 512));
+        if (events.empty()) break;
+        for (const LoggedEvent& e : events) {
+          if (e.time > t) {
+            done = true;
+            break;
+          }
+          position = e.position;
+          version = e.stream_version + 1;
+        }
+      }
+    } else {
+      return core::InvalidField("point", "a position or a time is required");
+    }
+    ASSIGN_OR_RETURN(core::AccountState state,
+                     ctx_->ledger()->AccountAt(request->account_id(), position));
+    auto it = state.purchase_orders.find(request->purchase_order_id());
+    if (it == state.purchase_orders.end()) {
+      return NotFound(request->purchase_order_id());
+    }
+    v1::GetPurchaseOrderAtResponse out;
+    *out.mutable_purchase_order() = convert::ToApi(request->account_id(), it->second);
+    out.set_position(position);
+    return out;
+  });
+}
+
+grpc::Status EventLogServiceImpl::GetLogDigest(grpc::ServerContext*,
+                                               const v1::GetLogDigestRequest*,
+                                               v1::GetLogDigestResponse* response) {
+  if (ctx_->ledger() == nullptr) return NotReady();
+  const LogHead head = ctx_->ledger()->store()->Head();
+  response->set_head_position(head.position);
+  response->set_chain_hash(HashToHex(head.hash));
+  return grpc::Status::OK;
+}
+
+// --- AdminService ----------------------------------------------------------------
+
+grpc::Status AdminServiceImpl::GetServerInfo(grpc::ServerContext*,
+                                             const v1::GetServerInfoRequest*,
+                                             v1::GetServerInfoResponse* response) {
+  if (ctx_->ledger() == nullptr) return NotReady();
+  response->set_version(ctx_->version);
+  response->set_head_position(ctx_->ledger()->store()->Head().position);
+  const absl::Duration uptime = absl::Now() - ctx_->start_time;
+  response->mutable_uptime()->set_seconds(absl::ToInt64Seconds(uptime));
+  response->set_clock(ctx_->manual_clock != nullptr ? "manual" : "real");
+  *response->mutable_now() = core::ToProtoTime(ctx_->ledger()->clock()->Now());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::CreateSnapshot(
+    grpc::ServerContext*, const v1::CreateSnapshotRequest*,
+    v1::CreateSnapshotResponse* response) {
+  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::CreateSnapshotResponse> {
+    ASSIGN_OR_RETURN(uint64_t position, ctx_->ledger()->CreateSnapshot());
+    v1::CreateSnapshotResponse out;
+    out.set_position(position);
+    return out;
+  });
+}
+
+grpc::Status AdminServiceImpl::MoveClock(absl::Time to,
+                                         v1::TimeResponse* response) {
+  ctx_->manual_clock->Set(to);
+  absl::StatusOr<int> ticked = ctx_->ledger()->TickAll();
+  if (!ticked.ok()) return ToGrpcStatus(ticked.status());
+  *response->mutable_now() = core::ToProtoTime(to);
+  response->set_head_position(ctx_->ledger()->store()->Head().position);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::SetTime(grpc::ServerContext*,
+                                       const v1::SetTimeRequest* request,
+                                       v1::TimeResponse* response) {
+  if (ctx_->ledger() == nullptr) return NotReady();
+  if (ctx_->manual_clock == nullptr) {
+    return ToGrpcStatus(core::DomainError(
+        absl::StatusCode::kFailedPrecondition, "CLOCK_NOT_MANUAL",
+        "the server runs on the real clock; start it with "
+        "--clock=manual:TIME to set time"));
+  }
+  if (!request->has_time()) {
+    return ToGrpcStatus(core::InvalidField("time", "is required"));
+  }
+  absl::MutexLock lock(&clock_mu_);
+  return MoveClock(core::FromProtoTime(request->time()), response);
+}
+
+grpc::Status AdminServiceImpl::AdvanceTime(grpc::ServerContext*,
+                                           const v1::AdvanceTimeRequest* request,
+                                           v1::TimeResponse* response) {
+  if (ctx_->ledger() == nullptr) return NotReady();
+  if (ctx_->manual_clock == nullptr) {
+    return ToGrpcStatus(core::DomainError(
+        absl::StatusCode::kFailedPrecondition, "CLOCK_NOT_MANUAL",
+        "the server runs on the real clock; start it with "
+        "--clock=manual:TIME to advance time"));
+  }
+  const absl::Duration d = absl::Seconds(request->duration().seconds()) +
+                           absl::Nanoseconds(request->duration().nanos());
+  if (d < absl::ZeroDuration()) {
+    return ToGrpcStatus(
+        core::InvalidField("duration", "time only moves forward"));
+  }
+  absl::MutexLock lock(&clock_mu_);
+  return MoveClock(ctx_->manual_clock->Now() + d, response);
+}
+
+}  // namespace poledger

@@ -1,0 +1,166 @@
+// The gRPC services of poledger.v1: thin adapters that check the request,
+// turn it into a command or a query on the Ledger, and map the status.
+//
+// Thread safety: every service is safe for concurrent calls.
+#ifndef POLEDGER_SERVER_SERVICES_H_
+#define POLEDGER_SERVER_SERVICES_H_
+
+#include <atomic>
+#include <memory>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "poledger/v1/invoices.grpc.pb.h"
+#include "poledger/v1/log.grpc.pb.h"
+#include "poledger/v1/purchase_orders.grpc.pb.h"
+#include "server/clock.h"
+#include "server/ledger.h"
+
+namespace poledger {
+
+// Limits on requests; anything larger is INVALID_ARGUMENT.
+inline constexpr int kDefaultPageSize = 100;
+inline constexpr int kMaxPageSize = 1000;
+
+// What every service shares.
+struct ServiceContext {
+  // Null until the ledger has loaded; calls meanwhile get UNAVAILABLE.
+  std::atomic<Ledger*> ready_ledger{nullptr};
+  Ledger* ledger() const {
+    return ready_ledger.load(std::memory_order_acquire);
+  }
+  // Non-null when the server runs on a manual clock.
+  ManualClock* manual_clock = nullptr;
+  // Streams send a heartbeat after this long without events.
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+  // Notified when the server begins to shut down: streams end with
+  // UNAVAILABLE so that clients resume elsewhere or later.
+  absl::Notification* shutting_down = nullptr;
+  absl::Time start_time;
+  std::string version;
+};
+
+class PurchaseOrderServiceImpl final : public v1::PurchaseOrderService::Service {
+ public:
+  explicit PurchaseOrderServiceImpl(ServiceContext* ctx) : ctx_(ctx) {}
+
+  grpc::Status CreatePurchaseOrder(grpc::ServerContext* context,
+                                   const v1::CreatePurchaseOrderRequest* request,
+                                   v1::PurchaseOrder* response) override;
+  grpc::Status GetPurchaseOrder(grpc::ServerContext* context,
+                                const v1::GetPurchaseOrderRequest* request,
+                                v1::PurchaseOrder* response) override;
+  grpc::Status ListPurchaseOrders(
+      grpc::ServerContext* context, const v1::ListPurchaseOrdersRequest* request,
+      v1::ListPurchaseOrdersResponse* response) override;
+  grpc::Status UpdatePurchaseOrder(grpc::ServerContext* context,
+                                   const v1::UpdatePurchaseOrderRequest* request,
+                                   v1::PurchaseOrder* response) override;
+  grpc::Status UpdatePurchaseOrderStatus(
+      grpc::ServerContext* context,
+      const v1::UpdatePurchaseOrderStatusRequest* request,
+      v1::PurchaseOrder* response) override;
+  grpc::Status DeletePurchaseOrder(grpc::ServerContext* context,
+                                   const v1::DeletePurchaseOrderRequest* request,
+                                   google::protobuf::Empty* response) override;
+  grpc::Status AddLineItem(grpc::ServerContext* context,
+                           const v1::AddLineItemRequest* request,
+                           v1::PurchaseOrder* response) override;
+  grpc::Status UpdateLineItem(grpc::ServerContext* context,
+                              const v1::UpdateLineItemRequest* request,
+                              v1::PurchaseOrder* response) override;
+  grpc::Status RemoveLineItem(grpc::ServerContext* context,
+                              const v1::RemoveLineItemRequest* request,
+                              v1::PurchaseOrder* response) override;
+  grpc::Status ListPurchaseOrderInvoices(
+      grpc::ServerContext* context,
+      const v1::ListPurchaseOrderInvoicesRequest* request,
+      v1::ListPurchaseOrderInvoicesResponse* response) override;
+
+ private:
+  ServiceContext* const ctx_;
+};
+
+class InvoiceServiceImpl final : public v1::InvoiceService::Service {
+ public:
+  explicit InvoiceServiceImpl(ServiceContext* ctx) : ctx_(ctx) {}
+
+  grpc::Status RecordInvoice(grpc::ServerContext* context,
+                             const v1::RecordInvoiceRequest* request,
+                             v1::Invoice* response) override;
+  grpc::Status GetInvoice(grpc::ServerContext* context,
+                          const v1::GetInvoiceRequest* request,
+                          v1::Invoice* response) override;
+  grpc::Status RecordMarketplaceTransaction(
+      grpc::ServerContext* context,
+      const v1::RecordMarketplaceTransactionRequest* request,
+      v1::RecordMarketplaceTransactionResponse* response) override;
+
+ private:
+  ServiceContext* const ctx_;
+};
+
+class NotificationServiceImpl final
+    : public v1::NotificationService::Service {
+ public:
+  explicit NotificationServiceImpl(ServiceContext* ctx) : ctx_(ctx) {}
+
+  grpc::Status SubscribeNotifications(
+      grpc::ServerContext* context,
+      const v1::SubscribeNotificationsRequest* request,
+      grpc::ServerWriter<v1::SubscribeNotificationsResponse>* writer) override;
+  grpc::Status ListNotifications(
+      grpc::ServerContext* context, const v1::ListNotificationsRequest* request,
+      v1::ListNotificationsResponse* response) override;
+
+ private:
+  ServiceContext* const ctx_;
+};
+
+class EventLogServiceImpl final : public v1::EventLogService::Service {
+ public:
+  explicit EventLogServiceImpl(ServiceContext* ctx) : ctx_(ctx) {}
+
+  grpc::Status ReadEvents(grpc::ServerContext* context,
+                          const v1::ReadEventsRequest* request,
+                          v1::ReadEventsResponse* response) override;
+  grpc::Status SubscribeEvents(
+      grpc::ServerContext* context, const v1::SubscribeEventsRequest* request,
+      grpc::ServerWriter<v1::SubscribeEventsResponse>* writer) override;
+  grpc::Status GetPurchaseOrderAt(
+      grpc::ServerContext* context, const v1::GetPurchaseOrderAtRequest* request,
+      v1::GetPurchaseOrderAtResponse* response) override;
+  grpc::Status GetLogDigest(grpc::ServerContext* context,
+                            const v1::GetLogDigestRequest* request,
+                            v1::GetLogDigestResponse* response) override;
+
+ private:
+  ServiceContext* const ctx_;
+};
+
+class AdminServiceImpl final : public v1::AdminService::Service {
+ public:
+  explicit AdminServiceImpl(ServiceContext* ctx) : ctx_(ctx) {}
+
+  grpc::Status GetServerInfo(grpc::ServerContext* context,
+                             const v1::GetServerInfoRequest* request,
+                             v1::GetServerInfoResponse* response) override;
+  grpc::Status CreateSnapshot(grpc::ServerContext* context,
+                              const v1::CreateSnapshotRequest* request,
+                              v1::CreateSnapshotResponse* response) override;
+  grpc::Status SetTime(grpc::ServerContext* context,
+                       const v1::SetTimeRequest* request,
+                       v1::TimeResponse* response) override;
+  grpc::Status AdvanceTime(grpc::ServerContext* context,
+                           const v1::AdvanceTimeRequest* request,
+                           v1::TimeResponse* response) override;
+
+ private:
+  grpc::Status MoveClock(absl::Time to, v1::TimeResponse* response);
+  ServiceContext* const ctx_;
+  absl::Mutex clock_mu_;  // One clock change at a time.
+};
+
+}  // namespace poledger
+
+#endif  // POLEDGER_SERVER_SERVICES_H_
