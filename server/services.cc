@@ -5,7 +5,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
@@ -112,6 +114,31 @@ absl::StatusOr<v1::PurchaseOrder> ExecuteForPo(
   return CurrentPo(ctx->ledger(), account_id, po_id);
 }
 
+// Makes a domain error's field a path in the request: core names fields
+// relative to the message it checks ("effective_month"); the API names them
+// from the request ("purchase_order.effective_month").
+absl::Status InRequest(absl::Status status, absl::string_view prefix) {
+  const std::string field = core::FieldOf(status);
+  if (field.empty() || field == "account_id" || field == "request_id" ||
+      absl::StartsWith(field, "update_mask") ||
+      absl::StartsWith(field, prefix)) {
+    return status;
+  }
+  absl::Status out(status.code(),
+                   absl::StrCat(prefix, status.message()));
+  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
+    out.SetPayload(url, payload);
+  });
+  out.SetPayload(core::kFieldPayload, absl::Cord(absl::StrCat(prefix, field)));
+  return out;
+}
+
+template <typename T>
+absl::StatusOr<T> InRequest(absl::StatusOr<T> result, absl::string_view prefix) {
+  if (result.ok()) return result;
+  return InRequest(result.status(), prefix);
+}
+
 std::optional<uint64_t> Expected(bool has, uint64_t value) {
   return has ? std::optional<uint64_t>(value) : std::nullopt;
 }
@@ -148,8 +175,10 @@ grpc::Status PurchaseOrderServiceImpl::CreatePurchaseOrder(
     ASSIGN_OR_RETURN(core::CreatePurchaseOrder cmd,
                      convert::ToCreate(request->purchase_order(),
                                        "purchase_order"));
-    return ExecuteForPo(ctx_, context, request->account_id(),
-                        request->request_id(), cmd.purchase_order_id, cmd);
+    return InRequest(ExecuteForPo(ctx_, context, request->account_id(),
+                                  request->request_id(), cmd.purchase_order_id,
+                                  cmd),
+                     "purchase_order.");
   });
 }
 
@@ -205,8 +234,10 @@ grpc::Status PurchaseOrderServiceImpl::UpdatePurchaseOrder(
     ASSIGN_OR_RETURN(cmd.update_mask, convert::HeaderMask(request->update_mask()));
     cmd.expected_version = Expected(request->has_expected_version(),
                                     request->expected_version());
-    return ExecuteForPo(ctx_, context, request->account_id(),
-                        request->request_id(), cmd.purchase_order_id, cmd);
+    return InRequest(ExecuteForPo(ctx_, context, request->account_id(),
+                                  request->request_id(), cmd.purchase_order_id,
+                                  cmd),
+                     "purchase_order.");
   });
 }
 
@@ -355,10 +386,11 @@ grpc::Status InvoiceServiceImpl::RecordInvoice(
     ASSIGN_OR_RETURN(v1::InvoiceData data,
                      convert::ToInvoiceData(request->invoice(), "invoice"));
     ASSIGN_OR_RETURN(ExecuteResult result,
-                     ctx_->ledger()->Execute(
-                         ContextOf(context, request->account_id(),
-                                   request->request_id()),
-                         core::RecordInvoice{std::move(data)}));
+                     InRequest(ctx_->ledger()->Execute(
+                                   ContextOf(context, request->account_id(),
+                                             request->request_id()),
+                                   core::RecordInvoice{std::move(data)}),
+                               "invoice."));
     const LoggedEvent* e =
         FindEvent(result, v1::AccountEvent::kInvoiceRecorded);
     if (e == nullptr) e = FindEvent(result, v1::AccountEvent::kCreditMemoRecorded);
@@ -412,10 +444,11 @@ grpc::Status InvoiceServiceImpl::RecordMarketplaceTransaction(
     cmd.description = t.description();
     cmd.line_number = t.line_number();
     ASSIGN_OR_RETURN(ExecuteResult result,
-                     ctx_->ledger()->Execute(
-                         ContextOf(context, request->account_id(),
-                                   request->request_id()),
-                         cmd));
+                     InRequest(ctx_->ledger()->Execute(
+                                   ContextOf(context, request->account_id(),
+                                             request->request_id()),
+                                   cmd),
+                               "transaction."));
     const LoggedEvent* e =
         FindEvent(result, v1::AccountEvent::kMarketplaceTransactionRecorded);
     if (e == nullptr) {

@@ -1,0 +1,598 @@
+// The poledger.v1 API over TCP on 127.0.0.1 against an in-process server on
+// a manual clock and a real RocksDB data directory.
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
+#include "core/proto_time.h"
+#include "gmock/gmock.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "poledger/v1/invoices.grpc.pb.h"
+#include "poledger/v1/log.grpc.pb.h"
+#include "poledger/v1/purchase_orders.grpc.pb.h"
+#include "server/server.h"
+#include "tests/eventstore/store_test_util.h"
+#include "tests/testing/status_matchers.h"
+
+namespace poledger {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kAccount[] = "111122223333";
+constexpr char kAws[] = "Amazon Web Services, Inc.";
+
+v1::Money Usd(int64_t units) {
+  v1::Money m;
+  m.set_currency_code("USD");
+  m.set_units(units);
+  return m;
+}
+
+v1::PurchaseOrder NewPo(const std::string& id, int64_t line_amount = 1000,
+                        v1::LineItemType type = v1::LINE_ITEM_TYPE_ALL) {
+  v1::PurchaseOrder po;
+  po.set_purchase_order_id(id);
+  po.set_description("cloud spend");
+  po.add_bill_from(kAws);
+  po.set_currency_code("USD");
+  po.set_effective_month("2026-01");
+  po.set_expiration_month("2026-12");
+  v1::Contact* c = po.add_contacts();
+  c->set_name("Finance");
+  c->set_email("finance@example.com");
+  v1::LineItem* l = po.add_line_items();
+  l->set_line_number(1);
+  l->set_type(type);
+  l->set_start_month("2026-01");
+  l->set_end_month("2026-12");
+  l->set_balance_tracking(true);
+  *l->mutable_amount() = Usd(line_amount);
+  l->set_quantity(1);
+  return po;
+}
+
+v1::Invoice NewInvoice(const std::string& id, int64_t amount) {
+  v1::Invoice inv;
+  inv.set_invoice_id(id);
+  inv.set_bill_from(kAws);
+  inv.set_category(v1::INVOICE_CATEGORY_MONTHLY_USAGE);
+  inv.set_billing_period("2026-02");
+  *inv.mutable_amount() = Usd(amount);
+  return inv;
+}
+
+// The reason and field violations carried in a status's details.
+struct Details {
+  std::string reason;
+  std::string domain;
+  std::vector<std::string> fields;
+};
+
+Details DetailsOf(const grpc::Status& status) {
+  Details out;
+  google::rpc::Status rpc;
+  if (!rpc.ParseFromString(status.error_details())) return out;
+  for (const auto& any : rpc.details()) {
+    google::rpc::ErrorInfo info;
+    google::rpc::BadRequest bad;
+    if (any.UnpackTo(&info)) {
+      out.reason = info.reason();
+      out.domain = info.domain();
+    } else if (any.UnpackTo(&bad)) {
+      for (const auto& v : bad.field_violations()) out.fields.push_back(v.field());
+    }
+  }
+  return out;
+}
+
+class ApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Start(); }
+
+  void Start() {
+    ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.data_dir = dir_.path() + "/data";
+    options.clock = "manual:2026-02-01T00:00:00Z";
+    options.heartbeat_interval = absl::Milliseconds(200);
+    auto server = PoledgerServer::Start(options);
+    ASSERT_OK(server);
+    server_ = std::move(*server);
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                       grpc::InsecureChannelCredentials());
+    pos_ = v1::PurchaseOrderService::NewStub(channel);
+    invoices_ = v1::InvoiceService::NewStub(channel);
+    notifications_ = v1::NotificationService::NewStub(channel);
+    log_ = v1::EventLogService::NewStub(channel);
+    admin_ = v1::AdminService::NewStub(channel);
+  }
+
+  void Restart() {
+    server_.reset();
+    Start();
+  }
+
+  grpc::Status Create(const v1::PurchaseOrder& po, v1::PurchaseOrder* out,
+                      const std::string& request_id = "") {
+    grpc::ClientContext ctx;
+    v1::CreatePurchaseOrderRequest req;
+    req.set_account_id(kAccount);
+    *req.mutable_purchase_order() = po;
+    req.set_request_id(request_id);
+    return pos_->CreatePurchaseOrder(&ctx, req, out);
+  }
+
+  grpc::Status Record(const v1::Invoice& inv, v1::Invoice* out,
+                      const std::string& request_id = "") {
+    grpc::ClientContext ctx;
+    v1::RecordInvoiceRequest req;
+    req.set_account_id(kAccount);
+    *req.mutable_invoice() = inv;
+    req.set_request_id(request_id);
+    return invoices_->RecordInvoice(&ctx, req, out);
+  }
+
+  v1::PurchaseOrder Get(const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::GetPurchaseOrderRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id(id);
+    v1::PurchaseOrder out;
+    EXPECT_TRUE(pos_->GetPurchaseOrder(&ctx, req, &out).ok());
+    return out;
+  }
+
+  grpc::Status SetStatus(const std::string& id, v1::PurchaseOrderStatus status) {
+    grpc::ClientContext ctx;
+    v1::UpdatePurchaseOrderStatusRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id(id);
+    req.set_status(status);
+    v1::PurchaseOrder out;
+    return pos_->UpdatePurchaseOrderStatus(&ctx, req, &out);
+  }
+
+  grpc::Status SetTime(int y, int m, int d) {
+    grpc::ClientContext ctx;
+    v1::SetTimeRequest req;
+    *req.mutable_time() = core::ToProtoTime(
+        absl::FromCivil(absl::CivilDay(y, m, d), absl::UTCTimeZone()));
+    v1::TimeResponse out;
+    return admin_->SetTime(&ctx, req, &out);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<PoledgerServer> server_;
+  std::unique_ptr<v1::PurchaseOrderService::Stub> pos_;
+  std::unique_ptr<v1::InvoiceService::Stub> invoices_;
+  std::unique_ptr<v1::NotificationService::Stub> notifications_;
+  std::unique_ptr<v1::EventLogService::Stub> log_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
+};
+
+TEST_F(ApiTest, CreateGetListWithDerivedFields) {
+  v1::PurchaseOrder created;
+  ASSERT_TRUE(Create(NewPo("po-1", 1200), &created).ok());
+  EXPECT_EQ(created.status(), v1::PURCHASE_ORDER_STATUS_ACTIVE);
+  EXPECT_EQ(created.value().units(), 1200);
+  EXPECT_EQ(created.balance().units(), 1200);
+  EXPECT_EQ(created.line_items(0).total_value().units(), 1200);
+  EXPECT_EQ(created.line_items(0).balance().currency_code(), "USD");
+  EXPECT_EQ(created.balance_thresholds(0), 75);
+  EXPECT_EQ(created.create_time().seconds(), 1769904000);  // 2026-02-01
+  EXPECT_GT(created.version(), 0u);
+  EXPECT_EQ(Get("po-1").purchase_order_id(), "po-1");
+  for (int i = 2; i <= 5; ++i) {
+    v1::PurchaseOrder ignored;
+    ASSERT_TRUE(Create(NewPo(absl::StrCat("po-", i)), &ignored).ok());
+  }
+  ASSERT_TRUE(SetStatus("po-3", v1::PURCHASE_ORDER_STATUS_SUSPENDED).ok());
+  std::vector<std::string> seen;
+  std::string token;
+  do {
+    grpc::ClientContext ctx;
+    v1::ListPurchaseOrdersRequest req;
+    req.set_account_id(kAccount);
+    req.set_page_size(2);
+    req.set_page_token(token);
+    v1::ListPurchaseOrdersResponse resp;
+    ASSERT_TRUE(pos_->ListPurchaseOrders(&ctx, req, &resp).ok());
+    EXPECT_LE(resp.purchase_orders_size(), 2);
+    for (const auto& po : resp.purchase_orders()) seen.push_back(po.purchase_order_id());
+    token = resp.next_page_token();
+  } while (!token.empty());
+  EXPECT_THAT(seen, ::testing::ElementsAre("po-1", "po-2", "po-3", "po-4", "po-5"));
+  grpc::ClientContext ctx;
+  v1::ListPurchaseOrdersRequest req;
+  req.set_account_id(kAccount);
+  req.set_status(v1::PURCHASE_ORDER_STATUS_SUSPENDED);
+  v1::ListPurchaseOrdersResponse resp;
+  ASSERT_TRUE(pos_->ListPurchaseOrders(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.purchase_orders_size(), 1);
+  EXPECT_EQ(resp.purchase_orders(0).purchase_order_id(), "po-3");
+}
+
+TEST_F(ApiTest, ErrorsCarryCodeReasonAndField) {
+  v1::PurchaseOrder out;
+  v1::PurchaseOrder bad = NewPo("po-1");
+  bad.set_effective_month("2026-13");
+  grpc::Status s = Create(bad, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  Details d = DetailsOf(s);
+  EXPECT_EQ(d.reason, "INVALID_FIELD");
+  EXPECT_EQ(d.domain, "poledger.dev");
+  EXPECT_THAT(d.fields, ::testing::ElementsAre("purchase_order.effective_month"));
+
+  bad = NewPo("po-1");
+  bad.mutable_line_items(0)->mutable_amount()->set_nanos(1);
+  s = Create(bad, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(DetailsOf(s).fields,
+              ::testing::ElementsAre("purchase_order.line_items[0].amount"));
+
+  ASSERT_TRUE(Create(NewPo("po-1"), &out).ok());
+  s = Create(NewPo("po-1"), &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(DetailsOf(s).reason, "PURCHASE_ORDER_ALREADY_EXISTS");
+
+  grpc::ClientContext ctx;
+  v1::GetPurchaseOrderRequest get;
+  get.set_account_id(kAccount);
+  get.set_purchase_order_id("missing");
+  s = pos_->GetPurchaseOrder(&ctx, get, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(DetailsOf(s).reason, "PURCHASE_ORDER_NOT_FOUND");
+
+  grpc::ClientContext ctx2;
+  get.set_account_id("no spaces allowed");
+  s = pos_->GetPurchaseOrder(&ctx2, get, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(DetailsOf(s).fields, ::testing::ElementsAre("account_id"));
+
+  s = SetStatus("po-1", v1::PURCHASE_ORDER_STATUS_EXPIRED);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(DetailsOf(s).reason, "INVALID_STATUS_TRANSITION");
+
+  grpc::ClientContext ctx3;
+  v1::ListPurchaseOrdersRequest list;
+  list.set_account_id(kAccount);
+  list.set_page_size(-1);
+  v1::ListPurchaseOrdersResponse listed;
+  s = pos_->ListPurchaseOrders(&ctx3, list, &listed);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(DetailsOf(s).fields, ::testing::ElementsAre("page_size"));
+}
+
+TEST_F(ApiTest, UpdatesLinesAndExpectedVersions) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po"), &po).ok());
+  const uint64_t v = po.version();
+  {
+    grpc::ClientContext ctx;
+    v1::UpdatePurchaseOrderRequest req;
+    req.set_account_id(kAccount);
+    req.mutable_purchase_order()->set_purchase_order_id("po");
+    req.mutable_purchase_order()->set_description("renamed");
+    req.mutable_update_mask()->add_paths("description");
+    req.set_expected_version(v);
+    ASSERT_TRUE(pos_->UpdatePurchaseOrder(&ctx, req, &po).ok());
+    EXPECT_EQ(po.description(), "renamed");
+    EXPECT_EQ(po.bill_from(0), kAws);
+    grpc::ClientContext again;
+    grpc::Status stale = pos_->UpdatePurchaseOrder(&again, req, &po);
+    EXPECT_EQ(stale.error_code(), grpc::StatusCode::ABORTED);
+    EXPECT_EQ(DetailsOf(stale).reason, "WRONG_EXPECTED_VERSION");
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::AddLineItemRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id("po");
+    v1::LineItem* l = req.mutable_line_item();
+    l->set_line_number(2);
+    l->set_type(v1::LINE_ITEM_TYPE_AWS_MONTHLY_USAGE);
+    l->set_start_month("2026-02");
+    l->set_end_month("2026-03");
+    l->set_balance_tracking(true);
+    l->mutable_amount()->set_units(50);  // Currency taken from the PO.
+    l->set_quantity(2);
+    l->mutable_tax()->set_rate_ppm(100000);
+    ASSERT_TRUE(pos_->AddLineItem(&ctx, req, &po).ok());
+    ASSERT_EQ(po.line_items_size(), 2);
+    EXPECT_EQ(po.line_items(1).total_value().units(), 110);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::UpdateLineItemRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id("po");
+    req.mutable_line_item()->set_line_number(2);
+    req.mutable_line_item()->set_quantity(3);
+    req.mutable_update_mask()->add_paths("quantity");
+    ASSERT_TRUE(pos_->UpdateLineItem(&ctx, req, &po).ok());
+    EXPECT_EQ(po.line_items(1).total_value().units(), 165);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::RemoveLineItemRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id("po");
+    req.set_line_number(1);
+    ASSERT_TRUE(pos_->RemoveLineItem(&ctx, req, &po).ok());
+    EXPECT_EQ(po.line_items_size(), 1);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::DeletePurchaseOrderRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id("po");
+    google::protobuf::Empty empty;
+    ASSERT_TRUE(pos_->DeletePurchaseOrder(&ctx, req, &empty).ok());
+    grpc::ClientContext again;
+    EXPECT_EQ(pos_->DeletePurchaseOrder(&again, req, &empty).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+}
+
+TEST_F(ApiTest, InvoicesAssociateExplainAndRetry) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("usage", 1000, v1::LINE_ITEM_TYPE_AWS_MONTHLY_USAGE), &po).ok());
+  ASSERT_TRUE(Create(NewPo("general", 1000), &po).ok());
+  v1::Invoice inv;
+  ASSERT_TRUE(Record(NewInvoice("inv-1", 300), &inv, "rq-1").ok());
+  EXPECT_TRUE(inv.association().associated());
+  EXPECT_EQ(inv.association().purchase_order_id(), "usage");
+  EXPECT_EQ(inv.association().line_balance_after().units(), 700);
+  ASSERT_EQ(inv.association().explanation().purchase_orders_size(), 2);
+  EXPECT_GT(inv.position(), 0u);
+  // A retry with the same request id returns the first result.
+  v1::Invoice again;
+  ASSERT_TRUE(Record(NewInvoice("inv-1", 300), &again, "rq-1").ok());
+  EXPECT_EQ(again.position(), inv.position());
+  // The same invoice id with other content is refused.
+  grpc::Status conflict = Record(NewInvoice("inv-1", 301), &again);
+  EXPECT_EQ(conflict.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(DetailsOf(conflict).reason, "INVOICE_ID_CONFLICT");
+  // Bad input names the request field.
+  v1::Invoice bad = NewInvoice("inv-2", 1);
+  bad.set_billing_period("Feb");
+  grpc::Status invalid = Record(bad, &again);
+  EXPECT_EQ(invalid.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(DetailsOf(invalid).fields,
+              ::testing::ElementsAre("invoice.billing_period"));
+  // A credit memo.
+  v1::Invoice memo = NewInvoice("cm-1", 100);
+  memo.set_kind(v1::INVOICE_KIND_CREDIT_MEMO);
+  memo.set_original_invoice_id("inv-1");
+  ASSERT_TRUE(Record(memo, &again).ok());
+  EXPECT_EQ(again.association().line_balance_after().units(), 800);
+  {
+    grpc::ClientContext ctx;
+    v1::GetInvoiceRequest req;
+    req.set_account_id(kAccount);
+    req.set_invoice_id("inv-1");
+    v1::Invoice got;
+    ASSERT_TRUE(invoices_->GetInvoice(&ctx, req, &got).ok());
+    EXPECT_EQ(got.association().purchase_order_id(), "usage");
+    EXPECT_EQ(got.amount().units(), 300);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::ListPurchaseOrderInvoicesRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id("usage");
+    v1::ListPurchaseOrderInvoicesResponse resp;
+    ASSERT_TRUE(pos_->ListPurchaseOrderInvoices(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.invoices_size(), 2);
+    EXPECT_EQ(resp.invoices(0).invoice_id(), "inv-1");
+    EXPECT_EQ(resp.invoices(1).invoice_id(), "cm-1");
+  }
+}
+
+TEST_F(ApiTest, MarketplaceCreatesAPurchaseOrder) {
+  grpc::ClientContext ctx;
+  v1::RecordMarketplaceTransactionRequest req;
+  req.set_account_id(kAccount);
+  v1::MarketplaceTransaction* t = req.mutable_transaction();
+  t->set_transaction_id("tx-1");
+  t->set_purchase_order_id("poc1");
+  t->set_bill_from(kAws);
+  *t->mutable_amount() = Usd(99);
+  t->set_month("2026-02");
+  v1::RecordMarketplaceTransactionResponse resp;
+  ASSERT_TRUE(invoices_->RecordMarketplaceTransaction(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.outcome(), v1::MARKETPLACE_OUTCOME_PURCHASE_ORDER_CREATED);
+  EXPECT_EQ(Get("poc1").expiration_month(), "2027-01");
+}
+
+TEST_F(ApiTest, ManualClockDrivesExpiryAndReminders) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po"), &po).ok());
+  ASSERT_TRUE(SetTime(2026, 10, 31).ok());  // "two months before"
+  ASSERT_TRUE(SetTime(2027, 1, 1).ok());
+  EXPECT_EQ(Get("po").status(), v1::PURCHASE_ORDER_STATUS_EXPIRED);
+  grpc::ClientContext ctx;
+  v1::ListNotificationsRequest req;
+  req.set_account_id(kAccount);
+  v1::ListNotificationsResponse resp;
+  ASSERT_TRUE(notifications_->ListNotifications(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.notifications_size(), 2);
+  EXPECT_EQ(resp.notifications(0).notification().kind(),
+            v1::NOTIFICATION_KIND_EXPIRATION_REMINDER);
+  EXPECT_EQ(resp.notifications(1).notification().kind(),
+            v1::NOTIFICATION_KIND_EXPIRED);
+  grpc::ClientContext advance_ctx;
+  v1::AdvanceTimeRequest advance;
+  advance.mutable_duration()->set_seconds(-1);
+  v1::TimeResponse time;
+  EXPECT_EQ(admin_->AdvanceTime(&advance_ctx, advance, &time).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ApiTest, EventStreamCatchesUpGoesLiveAndResumesWithoutGaps) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po"), &po).ok());
+  v1::Invoice inv;
+  ASSERT_TRUE(Record(NewInvoice("inv-1", 10), &inv).ok());
+  grpc::ClientContext ctx;
+  v1::SubscribeEventsRequest req;
+  req.set_after_position(0);
+  auto reader = log_->SubscribeEvents(&ctx, req);
+  v1::SubscribeEventsResponse msg;
+  std::vector<uint64_t> positions;
+  while (reader->Read(&msg) && !msg.has_caught_up()) {
+    positions.push_back(msg.event().position());
+  }
+  EXPECT_THAT(positions, ::testing::ElementsAre(1u, 2u));
+  EXPECT_EQ(msg.caught_up().head_position(), 2u);
+  ASSERT_TRUE(Record(NewInvoice("inv-2", 10), &inv).ok());
+  ASSERT_TRUE(reader->Read(&msg));
+  EXPECT_EQ(msg.event().position(), 3u);
+  EXPECT_EQ(msg.event().event_type(), "invoice_recorded");
+  EXPECT_EQ(msg.event().payload().invoice_recorded().invoice().invoice_id(), "inv-2");
+  // Idle: a heartbeat with the head.
+  ASSERT_TRUE(reader->Read(&msg));
+  EXPECT_TRUE(msg.has_heartbeat());
+  EXPECT_EQ(msg.heartbeat().head_position(), 3u);
+  ctx.TryCancel();
+  while (reader->Read(&msg)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+
+  // Resume after position 2: exactly 3 comes, then the marker.
+  grpc::ClientContext resume_ctx;
+  req.set_after_position(2);
+  auto resumed = log_->SubscribeEvents(&resume_ctx, req);
+  ASSERT_TRUE(resumed->Read(&msg));
+  EXPECT_EQ(msg.event().position(), 3u);
+  ASSERT_TRUE(resumed->Read(&msg));
+  EXPECT_TRUE(msg.has_caught_up());
+  resume_ctx.TryCancel();
+  while (resumed->Read(&msg)) {
+  }
+  resumed->Finish();
+}
+
+TEST_F(ApiTest, NotificationStreamDeliversTheBalanceAlertLive) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po", 1000), &po).ok());
+  grpc::ClientContext ctx;
+  v1::SubscribeNotificationsRequest req;
+  req.set_account_id(kAccount);
+  auto reader = notifications_->SubscribeNotifications(&ctx, req);
+  v1::SubscribeNotificationsResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+  v1::Invoice inv;
+  ASSERT_TRUE(Record(NewInvoice("big", 300), &inv).ok());  // 70% left.
+  do {
+    ASSERT_TRUE(reader->Read(&msg));
+  } while (!msg.has_notification());
+  const v1::NotificationRaised& n = msg.notification().notification();
+  EXPECT_EQ(n.kind(), v1::NOTIFICATION_KIND_BALANCE_THRESHOLD);
+  EXPECT_EQ(n.threshold_percent(), 75);
+  EXPECT_EQ(n.recipients(0).email(), "finance@example.com");
+  EXPECT_EQ(msg.notification().account_id(), kAccount);
+  ctx.TryCancel();
+  while (reader->Read(&msg)) {
+  }
+  reader->Finish();
+}
+
+TEST_F(ApiTest, ShutdownEndsStreamsWithUnavailable) {
+  grpc::ClientContext ctx;
+  auto reader = log_->SubscribeEvents(&ctx, v1::SubscribeEventsRequest());
+  v1::SubscribeEventsResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));  // Caught up on the empty log.
+  std::thread stopper([&] { server_->Shutdown(absl::Seconds(5)); });
+  while (reader->Read(&msg)) {
+  }
+  const grpc::Status end = reader->Finish();
+  stopper.join();
+  EXPECT_EQ(end.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(end.error_message(), HasSubstr("resume after position 0"));
+}
+
+TEST_F(ApiTest, PastStatesDigestAndRestartGiveTheSameAnswers) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po", 1000), &po).ok());
+  v1::Invoice inv;
+  ASSERT_TRUE(Record(NewInvoice("a", 100), &inv).ok());
+  const uint64_t at = inv.position();
+  ASSERT_TRUE(Record(NewInvoice("b", 200), &inv).ok());
+  {
+    grpc::ClientContext ctx;
+    v1::GetPurchaseOrderAtRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id("po");
+    req.set_position(at);
+    v1::GetPurchaseOrderAtResponse resp;
+    ASSERT_TRUE(log_->GetPurchaseOrderAt(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.purchase_order().balance().units(), 900);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::CreateSnapshotResponse snap;
+    ASSERT_TRUE(admin_->CreateSnapshot(&ctx, v1::CreateSnapshotRequest(), &snap).ok());
+    // Invoice "b" took the line below 75%: its alert follows it.
+    EXPECT_EQ(snap.position(), inv.position() + 1);
+  }
+  ASSERT_TRUE(Record(NewInvoice("c", 50), &inv).ok());  // After the snapshot.
+  const v1::PurchaseOrder before = Get("po");
+  v1::GetLogDigestResponse digest_before;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(log_->GetLogDigest(&ctx, v1::GetLogDigestRequest(), &digest_before).ok());
+    EXPECT_EQ(digest_before.head_position(), 5u);
+    EXPECT_EQ(digest_before.chain_hash().size(), 64u);
+  }
+  Restart();
+  EXPECT_EQ(Get("po").SerializeAsString(), before.SerializeAsString());
+  grpc::ClientContext ctx;
+  v1::GetLogDigestResponse digest_after;
+  ASSERT_TRUE(log_->GetLogDigest(&ctx, v1::GetLogDigestRequest(), &digest_after).ok());
+  EXPECT_EQ(digest_after.SerializeAsString(), digest_before.SerializeAsString());
+}
+
+TEST_F(ApiTest, ReadEventsPagesWithFilters) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po"), &po).ok());
+  v1::Invoice inv;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(Record(NewInvoice(absl::StrCat("i", i), 1), &inv).ok());
+  }
+  std::vector<uint64_t> positions;
+  std::string token;
+  do {
+    grpc::ClientContext ctx;
+    v1::ReadEventsRequest req;
+    req.set_page_size(2);
+    req.set_page_token(token);
+    req.add_event_types("invoice_recorded");
+    v1::ReadEventsResponse resp;
+    ASSERT_TRUE(log_->ReadEvents(&ctx, req, &resp).ok());
+    for (const auto& e : resp.events()) positions.push_back(e.position());
+    token = resp.next_page_token();
+  } while (!token.empty());
+  EXPECT_THAT(positions, ::testing::ElementsAre(2u, 3u, 4u, 5u, 6u));
+}
+
+TEST_F(ApiTest, ServerInfo) {
+  grpc::ClientContext ctx;
+  v1::GetServerInfoResponse info;
+  ASSERT_TRUE(admin_->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info).ok());
+  EXPECT_EQ(info.clock(), "manual");
+  EXPECT_EQ(info.now().seconds(), 1769904000);
+  EXPECT_FALSE(info.version().empty());
+}
+
+}  // namespace
+}  // namespace poledger
