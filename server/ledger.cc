@@ -1,5 +1,6 @@
 #include "server/ledger.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -313,11 +314,17 @@ absl::StatusOr<core::AccountState> Ledger::AccountAt(
 absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
   absl::MutexLock snapshot_lock(&snapshot_mu_);
   v1::LedgerSnapshot blob;
-  std::vector<Account*> accounts;
+  std::vector<std::pair<std::string, Account*>> by_id;
   {
     absl::MutexLock lock(&accounts_mu_);
-    for (const auto& [id, account] : accounts_) accounts.push_back(account.get());
+    for (const auto& [id, account] : accounts_) {
+      by_id.emplace_back(id, account.get());
+    }
   }
+  // Always the same lock order (by account id).
+  std::sort(by_id.begin(), by_id.end());
+  std::vector<Account*> accounts;
+  for (const auto& [id, account] : by_id) accounts.push_back(account);
   // Hold every account's command lock so that no append lands between the
   // states taken and the head recorded.
   for (Account* a : accounts) a->command_mu.Lock();

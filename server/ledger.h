@@ -67,8 +67,8 @@ struct ExecuteResult {
 struct LedgerOptions {
   // Save a snapshot after this many events since the last one; 0: never
   // automatically.
-  // Default: 10000
-  uint64_t snapshot_every_events = 10000;
+  // Default: 50000
+  uint64_t snapshot_every_events = 50000;
 };
 
 class Ledger {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/ledger.h"
 #include "server/server.h"
@@ -67,6 +68,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(clock.status().message()).c_str());
     return 2;
   }
+
+  // absl's lock-order checking is a debugging aid that costs on every lock;
+  // the tests run with it, the production binary without.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   // Signals are taken by sigwait in main; block them before any thread
   // starts so that no other thread receives them.

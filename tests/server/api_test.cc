@@ -169,6 +169,13 @@ class ApiTest : public ::testing::Test {
     return admin_->SetTime(&ctx, req, &out);
   }
 
+  uint64_t store_head() {
+    grpc::ClientContext ctx;
+    v1::GetLogDigestResponse digest;
+    EXPECT_TRUE(log_->GetLogDigest(&ctx, v1::GetLogDigestRequest(), &digest).ok());
+    return digest.head_position();
+  }
+
   TempDir dir_;
   std::unique_ptr<PoledgerServer> server_;
   std::unique_ptr<v1::PurchaseOrderService::Stub> pos_;
@@ -554,8 +561,34 @@ TEST_F(ApiTest, PastStatesDigestAndRestartGiveTheSameAnswers) {
     EXPECT_EQ(digest_before.head_position(), 5u);
     EXPECT_EQ(digest_before.chain_hash().size(), 64u);
   }
+  auto queries = [&] {
+    std::string answers;
+    grpc::ClientContext list_ctx;
+    v1::ListPurchaseOrdersRequest list;
+    list.set_account_id(kAccount);
+    v1::ListPurchaseOrdersResponse listed;
+    EXPECT_TRUE(pos_->ListPurchaseOrders(&list_ctx, list, &listed).ok());
+    answers += listed.SerializeAsString();
+    grpc::ClientContext inv_ctx;
+    v1::GetInvoiceRequest get;
+    get.set_account_id(kAccount);
+    get.set_invoice_id("b");
+    v1::Invoice got;
+    EXPECT_TRUE(invoices_->GetInvoice(&inv_ctx, get, &got).ok());
+    answers += got.SerializeAsString();
+    grpc::ClientContext n_ctx;
+    v1::ListNotificationsRequest n;
+    n.set_account_id(kAccount);
+    v1::ListNotificationsResponse notes;
+    EXPECT_TRUE(notifications_->ListNotifications(&n_ctx, n, &notes).ok());
+    EXPECT_EQ(notes.notifications_size(), 1);
+    answers += notes.SerializeAsString();
+    return answers;
+  };
+  const std::string answers_before = queries();
   Restart();
   EXPECT_EQ(Get("po").SerializeAsString(), before.SerializeAsString());
+  EXPECT_EQ(queries(), answers_before);
   grpc::ClientContext ctx;
   v1::GetLogDigestResponse digest_after;
   ASSERT_TRUE(log_->GetLogDigest(&ctx, v1::GetLogDigestRequest(), &digest_after).ok());
@@ -592,6 +625,150 @@ TEST_F(ApiTest, ServerInfo) {
   EXPECT_EQ(info.clock(), "manual");
   EXPECT_EQ(info.now().seconds(), 1769904000);
   EXPECT_FALSE(info.version().empty());
+}
+
+}  // namespace
+}  // namespace poledger
+
+namespace poledger {
+namespace {
+
+// Error paths of the methods the scenarios above do not refuse.
+TEST_F(ApiTest, MoreErrorPaths) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po"), &po).ok());
+  {
+    grpc::ClientContext ctx;
+    v1::GetInvoiceRequest req;
+    req.set_account_id(kAccount);
+    req.set_invoice_id("missing");
+    v1::Invoice out;
+    grpc::Status s = invoices_->GetInvoice(&ctx, req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(DetailsOf(s).reason, "INVOICE_NOT_FOUND");
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::ListPurchaseOrderInvoicesRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id("missing");
+    v1::ListPurchaseOrderInvoicesResponse out;
+    EXPECT_EQ(pos_->ListPurchaseOrderInvoices(&ctx, req, &out).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::ListPurchaseOrdersRequest req;
+    req.set_account_id(kAccount);
+    req.set_page_token("%%%not-base64");
+    v1::ListPurchaseOrdersResponse out;
+    grpc::Status s = pos_->ListPurchaseOrders(&ctx, req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(DetailsOf(s).fields, ::testing::ElementsAre("page_token"));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::UpdatePurchaseOrderRequest req;
+    req.set_account_id(kAccount);
+    req.mutable_purchase_order()->set_purchase_order_id("po");
+    req.mutable_update_mask()->add_paths("status");
+    v1::PurchaseOrder out;
+    grpc::Status s = pos_->UpdatePurchaseOrder(&ctx, req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(DetailsOf(s).fields,
+                ::testing::ElementsAre("update_mask.paths[0]"));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::AddLineItemRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id("po");
+    req.mutable_line_item()->set_line_number(5);
+    req.mutable_line_item()->set_type(v1::LINE_ITEM_TYPE_ALL);
+    req.mutable_line_item()->set_start_month("2026-01");
+    req.mutable_line_item()->set_end_month("2026-02");
+    *req.mutable_line_item()->mutable_amount() = Usd(1);
+    req.mutable_line_item()->mutable_amount()->set_currency_code("EUR");
+    v1::PurchaseOrder out;
+    grpc::Status s = pos_->AddLineItem(&ctx, req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(DetailsOf(s).fields,
+                ::testing::ElementsAre("line_item.amount.currency_code"));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::RemoveLineItemRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id("po");
+    req.set_line_number(9);
+    v1::PurchaseOrder out;
+    grpc::Status s = pos_->RemoveLineItem(&ctx, req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(DetailsOf(s).reason, "LINE_ITEM_NOT_FOUND");
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetPurchaseOrderAtRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id("po");
+    v1::GetPurchaseOrderAtResponse out;
+    EXPECT_EQ(log_->GetPurchaseOrderAt(&ctx, req, &out).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+    grpc::ClientContext at_time;
+    *req.mutable_time() = core::ToProtoTime(absl::FromUnixSeconds(1769904000));
+    ASSERT_TRUE(log_->GetPurchaseOrderAt(&at_time, req, &out).ok());
+    EXPECT_EQ(out.position(), 1u);
+    grpc::ClientContext before;
+    *req.mutable_time() = core::ToProtoTime(absl::FromUnixSeconds(1));
+    EXPECT_EQ(log_->GetPurchaseOrderAt(&before, req, &out).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::SubscribeEventsRequest req;
+    req.set_account_id("bad account!");
+    auto reader = log_->SubscribeEvents(&ctx, req);
+    v1::SubscribeEventsResponse msg;
+    EXPECT_FALSE(reader->Read(&msg));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::RecordMarketplaceTransactionRequest req;
+    req.set_account_id(kAccount);
+    req.mutable_transaction()->set_transaction_id("tx");
+    req.mutable_transaction()->set_bill_from(kAws);
+    *req.mutable_transaction()->mutable_amount() = Usd(1);
+    req.mutable_transaction()->set_month("2026");
+    v1::RecordMarketplaceTransactionResponse out;
+    grpc::Status s = invoices_->RecordMarketplaceTransaction(&ctx, req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(DetailsOf(s).fields, ::testing::ElementsAre("transaction.month"));
+  }
+  EXPECT_EQ(store_head(), 1u);  // None of the refused calls wrote anything.
+}
+
+TEST(RealClockApiTest, TimeControlsNeedTheManualClock) {
+  TempDir dir;
+  ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.data_dir = dir.path() + "/data";
+  auto server = PoledgerServer::Start(options);
+  ASSERT_OK(server);
+  auto admin = v1::AdminService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()),
+      grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::SetTimeRequest req;
+  req.mutable_time()->set_seconds(1);
+  v1::TimeResponse out;
+  grpc::Status s = admin->SetTime(&ctx, req, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(DetailsOf(s).reason, "CLOCK_NOT_MANUAL");
+  grpc::ClientContext info_ctx;
+  v1::GetServerInfoResponse info;
+  ASSERT_TRUE(admin->GetServerInfo(&info_ctx, v1::GetServerInfoRequest(), &info).ok());
+  EXPECT_EQ(info.clock(), "real");
 }
 
 }  // namespace

@@ -1,0 +1,252 @@
+// poledger-loadgen: a closed-loop load generator for a running server.
+// Keeps N requests in flight with gRPC's callback API and reports, for each
+// method and concurrency, throughput and p50/p99 latency. GetServerInfo
+// (no disk) is measured in the same run as the baseline.
+//
+//   poledger-loadgen --server=127.0.0.1:50051 --seconds=5 \
+//       --concurrency=1,64,256 --accounts=256
+//
+// Writes go to `--accounts` accounts (round robin) under a run-unique
+// prefix, each with purchase orders set up first, so invoices match.
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "poledger/v1/invoices.grpc.pb.h"
+#include "poledger/v1/log.grpc.pb.h"
+#include "poledger/v1/purchase_orders.grpc.pb.h"
+
+namespace poledger {
+namespace {
+
+struct Figures {
+  double per_second = 0;
+  double p50_us = 0;
+  double p99_us = 0;
+  int64_t errors = 0;
+  std::string first_error;
+};
+
+// The first failure seen in a measurement, for the report.
+std::mutex first_error_mu;
+std::string first_error;
+
+void NoteError(const grpc::Status& s) {
+  if (s.ok()) return;
+  std::lock_guard<std::mutex> lock(first_error_mu);
+  if (first_error.empty()) {
+    first_error = absl::StrCat(s.error_code(), " ", s.error_message());
+  }
+}
+
+// Issues one request; calls done(ok) when it completes.
+using Issue = std::function<void(int64_t seq, std::function<void(bool)> done)>;
+
+Figures Run(int concurrency, absl::Duration duration, const Issue& issue) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<double> latencies;
+  int64_t errors = 0;
+  int in_flight = 0;
+  std::atomic<int64_t> seq{0};
+  const absl::Time start = absl::Now();
+  const absl::Time end = start + duration;
+  std::function<void()> launch = [&]() {
+    const absl::Time begin = absl::Now();
+    issue(seq++, [&, begin](bool ok) {
+      const double us = absl::ToDoubleMicroseconds(absl::Now() - begin);
+      bool again;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        latencies.push_back(us);
+        if (!ok) ++errors;
+        again = absl::Now() < end;
+        if (!again) {
+          --in_flight;
+          cv.notify_all();
+        }
+      }
+      if (again) launch();
+    });
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    in_flight = concurrency;
+  }
+  for (int i = 0; i < concurrency; ++i) launch();
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return in_flight == 0; });
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::sort(latencies.begin(), latencies.end());
+  Figures f;
+  f.per_second = latencies.size() / seconds;
+  if (!latencies.empty()) {
+    f.p50_us = latencies[latencies.size() / 2];
+    f.p99_us = latencies[static_cast<size_t>(0.99 * (latencies.size() - 1))];
+  }
+  f.errors = errors;
+  std::lock_guard<std::mutex> error_lock(first_error_mu);
+  f.first_error = std::move(first_error);
+  first_error.clear();
+  return f;
+}
+
+v1::PurchaseOrder BenchPo(const std::string& id) {
+  v1::PurchaseOrder po;
+  po.set_purchase_order_id(id);
+  po.add_bill_from("Amazon Web Services, Inc.");
+  po.set_currency_code("USD");
+  po.set_effective_month("2026-01");
+  po.set_expiration_month("2036-12");
+  for (int l = 1; l <= 3; ++l) {
+    v1::LineItem* line = po.add_line_items();
+    line->set_line_number(l);
+    line->set_type(l == 1 ? v1::LINE_ITEM_TYPE_AWS_MONTHLY_USAGE
+                          : v1::LINE_ITEM_TYPE_ALL);
+    line->set_start_month("2026-01");
+    line->set_end_month("2036-12");
+    line->set_balance_tracking(true);
+    line->mutable_amount()->set_units(1000000000);
+    line->set_quantity(1);
+  }
+  return po;
+}
+
+int Main(int argc, char** argv) {
+  std::string server = "127.0.0.1:50051";
+  double seconds = 5;
+  std::string concurrency_list = "1,64,256";
+  int accounts = 256;
+  CLI::App app("poledger-loadgen: throughput and latency of a running server");
+  app.add_option("--server", server, "host:port")->capture_default_str();
+  app.add_option("--seconds", seconds, "Per measurement")->capture_default_str();
+  app.add_option("--concurrency", concurrency_list, "Requests in flight")
+      ->capture_default_str();
+  app.add_option("--accounts", accounts, "Accounts the writes spread over")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  CLI11_PARSE(app, argc, argv);
+
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto channel = grpc::CreateCustomChannel(
+      server, grpc::InsecureChannelCredentials(), args);
+  auto admin = v1::AdminService::NewStub(channel);
+  auto pos = v1::PurchaseOrderService::NewStub(channel);
+  auto invoices = v1::InvoiceService::NewStub(channel);
+  const std::string run = absl::StrCat("lg", absl::ToUnixMillis(absl::Now()));
+  auto account = [&](int64_t i) { return absl::StrCat(run, "-", i % accounts); };
+
+  // Set up one purchase order per account so invoices match.
+  for (int a = 0; a < accounts; ++a) {
+    grpc::ClientContext ctx;
+    v1::CreatePurchaseOrderRequest req;
+    req.set_account_id(account(a));
+    *req.mutable_purchase_order() = BenchPo("base");
+    v1::PurchaseOrder out;
+    grpc::Status s = pos->CreatePurchaseOrder(&ctx, req, &out);
+    if (!s.ok()) {
+      std::fprintf(stderr, "setup failed: %s\n", s.error_message().c_str());
+      return 1;
+    }
+  }
+
+  const absl::Duration duration = absl::Seconds(seconds);
+  std::printf("%-22s %5s %12s %10s %10s %7s\n", "method", "conc", "req/s",
+              "p50 us", "p99 us", "errors");
+  for (absl::string_view c : absl::StrSplit(concurrency_list, ',')) {
+    int concurrency = 0;
+    if (!absl::SimpleAtoi(c, &concurrency) || concurrency < 1) {
+      std::fprintf(stderr, "--concurrency: bad value '%s'\n",
+                   std::string(c).c_str());
+      return 2;
+    }
+    const Figures info = Run(concurrency, duration, [&](int64_t,
+                                                        std::function<void(bool)> done) {
+      auto* ctx = new grpc::ClientContext;
+      auto* req = new v1::GetServerInfoRequest;
+      auto* resp = new v1::GetServerInfoResponse;
+      admin->async()->GetServerInfo(ctx, req, resp,
+                                    [=](grpc::Status s) {
+                                      delete ctx;
+                                      delete req;
+                                      delete resp;
+                                      NoteError(s);
+                                      done(s.ok());
+                                    });
+    });
+    const Figures record = Run(concurrency, duration, [&](int64_t seq,
+                                                          std::function<void(bool)> done) {
+      auto* ctx = new grpc::ClientContext;
+      auto* req = new v1::RecordInvoiceRequest;
+      auto* resp = new v1::Invoice;
+      req->set_account_id(account(seq));
+      v1::Invoice* inv = req->mutable_invoice();
+      inv->set_invoice_id(absl::StrCat("c", concurrency, "-", seq));
+      inv->set_bill_from("Amazon Web Services, Inc.");
+      inv->set_category(v1::INVOICE_CATEGORY_MONTHLY_USAGE);
+      inv->set_billing_period("2026-06");
+      inv->mutable_amount()->set_currency_code("USD");
+      inv->mutable_amount()->set_units(1 + seq % 100);
+      invoices->async()->RecordInvoice(ctx, req, resp, [=](grpc::Status s) {
+        delete ctx;
+        delete req;
+        delete resp;
+        NoteError(s);
+        done(s.ok());
+      });
+    });
+    const Figures create = Run(concurrency, duration, [&](int64_t seq,
+                                                          std::function<void(bool)> done) {
+      auto* ctx = new grpc::ClientContext;
+      auto* req = new v1::CreatePurchaseOrderRequest;
+      auto* resp = new v1::PurchaseOrder;
+      // Suspended right away would need a second call; instead each
+      // account gets fresh ids until the 100-active limit, then the rest
+      // are refused cheaply. Spread over many accounts to stay below it.
+      req->set_account_id(absl::StrCat(run, "-create-", seq % (accounts * 50)));
+      *req->mutable_purchase_order() =
+          BenchPo(absl::StrCat("po-", concurrency, "-", seq));
+      pos->async()->CreatePurchaseOrder(ctx, req, resp, [=](grpc::Status s) {
+        delete ctx;
+        delete req;
+        delete resp;
+        NoteError(s);
+        done(s.ok());
+      });
+    });
+    auto print = [&](const char* name, const Figures& f) {
+      std::printf("%-22s %5d %12.0f %10.0f %10.0f %7lld\n", name, concurrency,
+                  f.per_second, f.p50_us, f.p99_us,
+                  static_cast<long long>(f.errors));
+      if (!f.first_error.empty()) {
+        std::printf("  first error: %s\n", f.first_error.c_str());
+      }
+    };
+    print("GetServerInfo", info);
+    print("RecordInvoice", record);
+    print("CreatePurchaseOrder", create);
+    std::printf("ratio at %d: RecordInvoice %.2fx, CreatePurchaseOrder %.2fx "
+                "of GetServerInfo\n",
+                concurrency, record.per_second / info.per_second,
+                create.per_second / info.per_second);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace poledger
+
+int main(int argc, char** argv) { return poledger::Main(argc, argv); }
