@@ -3,8 +3,8 @@
 // method and concurrency, throughput and p50/p99 latency. GetServerInfo
 // (no disk) is measured in the same run as the baseline.
 //
-//   poledger-loadgen --server=127.0.0.1:50051 --seconds=5 \
-//       --concurrency=1,64,256 --accounts=256
+//   poledger-loadgen --server=127.0.0.1:50051 --seconds=5
+//                    --concurrency=1,64,256 --accounts=256
 //
 // Writes go to `--accounts` accounts (round robin) under a run-unique
 // prefix, each with purchase orders set up first, so invoices match.
