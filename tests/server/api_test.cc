@@ -1,5 +1,6 @@
 // The poledger.v1 API over TCP on 127.0.0.1 against an in-process server on
 // a manual clock and a real RocksDB data directory.
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -769,6 +770,56 @@ TEST(RealClockApiTest, TimeControlsNeedTheManualClock) {
   v1::GetServerInfoResponse info;
   ASSERT_TRUE(admin->GetServerInfo(&info_ctx, v1::GetServerInfoRequest(), &info).ok());
   EXPECT_EQ(info.clock(), "real");
+}
+
+}  // namespace
+}  // namespace poledger
+
+namespace poledger {
+namespace {
+
+// A subscriber that stops reading holds only its own handler: appends go on
+// and another subscriber receives everything.
+TEST_F(ApiTest, ASlowSubscriberBlocksNeitherAppendsNorOtherSubscribers) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po", 1000000000), &po).ok());
+  grpc::ClientContext slow_ctx;
+  auto slow = log_->SubscribeEvents(&slow_ctx, v1::SubscribeEventsRequest());
+  v1::SubscribeEventsResponse msg;
+  ASSERT_TRUE(slow->Read(&msg));  // Then never reads again.
+  grpc::ClientContext fast_ctx;
+  auto fast = log_->SubscribeEvents(&fast_ctx, v1::SubscribeEventsRequest());
+  constexpr int kInvoices = 1500;  // Far more than a stream's flow window.
+  std::atomic<uint64_t> fast_last{0};
+  std::thread reader([&] {
+    v1::SubscribeEventsResponse m;
+    while (fast->Read(&m)) {
+      if (m.has_event()) fast_last = m.event().position();
+      if (fast_last == kInvoices + 1) break;
+    }
+  });
+  int recorded = 0;
+  for (int i = 0; i < kInvoices; ++i) {
+    v1::Invoice inv = NewInvoice(absl::StrCat("inv-", i), 1);
+    inv.set_tax_registration_number(std::string(50, 'x'));
+    v1::Invoice out;
+    grpc::Status s = Record(inv, &out);
+    if (!s.ok()) {
+      ADD_FAILURE() << "invoice " << i << ": " << s.error_message();
+      fast_ctx.TryCancel();
+      break;
+    }
+    ++recorded;
+  }
+  reader.join();
+  EXPECT_EQ(recorded, kInvoices);
+  EXPECT_EQ(fast_last.load(), uint64_t{kInvoices} + 1);
+  fast_ctx.TryCancel();
+  slow_ctx.TryCancel();
+  while (slow->Read(&msg)) {
+  }
+  EXPECT_EQ(slow->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  fast->Finish();
 }
 
 }  // namespace
