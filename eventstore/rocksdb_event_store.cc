@@ -47,6 +47,9 @@ absl::string_view ToView(const rocksdb::Slice& s) {
 // one by one on the leader's thread.
 struct RocksDbEventStore::Writer {
   enum class State { kWaiting, kLeader, kDone };
+  // Each woken writer wakes this many more: wide enough that a group is
+  // awake within three hops, narrow enough that no thread does much.
+  static constexpr size_t kWakeFanout = 8;
 
   Writer(const AppendRequest* r, Hash d) : request(r), digest(d) {
     sem_init(&wakeup, /*pshared=*/0, /*value=*/0);
@@ -79,7 +82,7 @@ struct RocksDbEventStore::Writer {
   const Hash digest;
   // Written by the leader before Wake(kDone); read by the writer after.
   absl::StatusOr<AppendResult> result;
-  Writer* children[2] = {nullptr, nullptr};
+  Writer* children[kWakeFanout] = {};
   // Set when an earlier writer of the same group carries the same request.
   Writer* duplicate_of = nullptr;
 
@@ -297,16 +300,21 @@ absl::StatusOr<AppendResult> RocksDbEventStore::Append(
     if (!writers_.empty()) next_leader = writers_.front();
   }
   // Hand over leadership first so the next group's write overlaps the
-  // wake-ups of this one. The rest of the group (group[1..]) forms a binary
-  // tree: the writer at i wakes those at 2i and 2i+1.
+  // wake-ups of this one. The rest of the group, members[j] = group[j + 1],
+  // forms a tree: this leader wakes members 0..F-1, and member j wakes
+  // members F(j+1) .. F(j+1)+F-1 (F = kWakeFanout).
   if (next_leader != nullptr) next_leader->Wake(Writer::State::kLeader);
-  for (size_t i = 1; i < group.size(); ++i) {
-    for (size_t c = 0; c < 2; ++c) {
-      const size_t child = 2 * i + c;
-      if (child < group.size()) group[i]->children[c] = group[child];
+  constexpr size_t kF = Writer::kWakeFanout;
+  const size_t members = group.size() - 1;
+  for (size_t j = 0; j < members; ++j) {
+    for (size_t c = 0; c < kF; ++c) {
+      const size_t child = kF * (j + 1) + c;
+      if (child < members) group[j + 1]->children[c] = group[child + 1];
     }
   }
-  if (group.size() > 1) group[1]->Wake(Writer::State::kDone);
+  for (size_t j = 0; j < std::min(members, kF); ++j) {
+    group[j + 1]->Wake(Writer::State::kDone);
+  }
   return std::move(w.result);
 }
 
