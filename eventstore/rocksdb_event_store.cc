@@ -127,10 +127,19 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
   db_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
 
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s =
-      options.read_only
-          ? rocksdb::DB::OpenForReadOnly(db_options, options.path, &raw)
-          : rocksdb::DB::Open(db_options, options.path, &raw);
+  rocksdb::Status s;
+  RocksDbEventStoreOptions effective = options;
+  if (!options.secondary_path.empty()) {
+    effective.read_only = true;
+    db_options.max_open_files = -1;  // Required of secondary instances.
+    s = rocksdb::DB::OpenAsSecondary(db_options, options.path,
+                                     options.secondary_path, &raw);
+    if (s.ok()) s = raw->TryCatchUpWithPrimary();
+  } else if (options.read_only) {
+    s = rocksdb::DB::OpenForReadOnly(db_options, options.path, &raw);
+  } else {
+    s = rocksdb::DB::Open(db_options, options.path, &raw);
+  }
   if (!s.ok()) {
     if (s.IsInvalidArgument() && !options.create_if_missing) {
       return absl::NotFoundError(
@@ -139,7 +148,7 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
     return FromRocks(s, absl::StrCat("opening event log at ", options.path));
   }
   std::unique_ptr<RocksDbEventStore> store(
-      new RocksDbEventStore(options, std::unique_ptr<rocksdb::DB>(raw)));
+      new RocksDbEventStore(effective, std::unique_ptr<rocksdb::DB>(raw)));
   RETURN_IF_ERROR(store->Recover());
   return store;
 }

@@ -73,6 +73,12 @@ struct RocksDbEventStoreOptions {
   // Default: false
   bool read_only = false;
 
+  // Non-empty: open as a secondary instance of a live database (the server's
+  // data directory), keeping the secondary's own files here. Safe while the
+  // primary runs; reads see the primary as of Open. Implies read_only.
+  // Default: ""
+  std::string secondary_path;
+
   // RocksDB environment; nullptr uses the default. Not owned; must outlive
   // the store. Tests pass one that injects I/O failures.
   // Default: nullptr

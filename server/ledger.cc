@@ -287,19 +287,20 @@ absl::StatusOr<int> Ledger::TickAll() {
   return appended;
 }
 
-absl::StatusOr<core::AccountState> Ledger::AccountAt(
-    const std::string& account_id, uint64_t position) const {
+absl::StatusOr<core::AccountState> RebuildAccountAt(const EventStore& store,
+                                                    const std::string& account_id,
+                                                    uint64_t position) {
   RETURN_IF_ERROR(ValidateAccountId(account_id));
   core::AccountState state;
   state.account_id = account_id;
   uint64_t next_version = 1;
   for (;;) {
     ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
-                     store_->ReadStream(StreamOf(account_id), next_version, 1024));
+                     store.ReadStream(StreamOf(account_id), next_version, 1024));
     if (records.empty()) break;
     for (const RecordedEvent& r : records) {
       if (r.position > position) return state;
-      ASSIGN_OR_RETURN(LoggedEvent logged, Decode(r));
+      ASSIGN_OR_RETURN(LoggedEvent logged, Ledger::Decode(r));
       absl::Status applied = core::Apply(state, logged.event);
       if (!applied.ok()) {
         return absl::DataLossError(absl::StrCat(
@@ -309,6 +310,29 @@ absl::StatusOr<core::AccountState> Ledger::AccountAt(
     }
   }
   return state;
+}
+
+absl::StatusOr<uint64_t> AccountPositionAt(const EventStore& store,
+                                           const std::string& account_id,
+                                           absl::Time time) {
+  RETURN_IF_ERROR(ValidateAccountId(account_id));
+  uint64_t position = 0;
+  uint64_t version = 1;
+  for (;;) {
+    ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
+                     store.ReadStream(StreamOf(account_id), version, 1024));
+    if (records.empty()) return position;
+    for (const RecordedEvent& r : records) {
+      if (r.timestamp > time) return position;
+      position = r.position;
+      version = r.stream_version + 1;
+    }
+  }
+}
+
+absl::StatusOr<core::AccountState> Ledger::AccountAt(
+    const std::string& account_id, uint64_t position) const {
+  return RebuildAccountAt(*store_, account_id, position);
 }
 
 absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {

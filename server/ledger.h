@@ -40,6 +40,18 @@ absl::Status ValidateAccountId(absl::string_view id);
 // Returns the account id of an account stream, or "" for other streams.
 std::string AccountOfStream(absl::string_view stream_id);
 
+// Rebuilds an account as of log position `position` (inclusive) from the
+// log alone. DATA_LOSS if an event does not decode or apply.
+absl::StatusOr<core::AccountState> RebuildAccountAt(const EventStore& store,
+                                                    const std::string& account_id,
+                                                    uint64_t position);
+
+// Returns the position of the account's last event at or before `time`
+// (0 if none).
+absl::StatusOr<uint64_t> AccountPositionAt(const EventStore& store,
+                                           const std::string& account_id,
+                                           absl::Time time);
+
 // Who asks, for the log's metadata and idempotency.
 struct RequestContext {
   std::string account_id;

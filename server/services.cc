@@ -563,23 +563,10 @@ grpc::Status EventLogServiceImpl::GetPurchaseOrderAt(
     if (request->point_case() == v1::GetPurchaseOrderAtRequest::kPosition) {
       position = request->position();
     } else if (request->point_case() == v1::GetPurchaseOrderAtRequest::kTime) {
-      // The last event of the account at or before that time.
-      const absl::Time t = core::FromProtoTime(request->time());
-      uint64_t version = 1;
-      for (bool done = false; !done;) {
-        ASSIGN_OR_RETURN(std::vector<LoggedEvent> events,
-                         ctx_->ledger()->ReadAccountEvents(request->account_id(),
-                                                         version, 512));
-        if (events.empty()) break;
-        for (const LoggedEvent& e : events) {
-          if (e.time > t) {
-            done = true;
-            break;
-          }
-          position = e.position;
-          version = e.stream_version + 1;
-        }
-      }
+      ASSIGN_OR_RETURN(position,
+                       AccountPositionAt(*ctx_->ledger()->store(),
+                                         request->account_id(),
+                                         core::FromProtoTime(request->time())));
     } else {
       return core::InvalidField("point", "a position or a time is required");
     }

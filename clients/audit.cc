@@ -1,0 +1,322 @@
+#include "clients/audit.h"
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "core/base/status_macros.h"
+#include "core/money.h"
+#include "google/protobuf/util/json_util.h"
+#include "server/convert.h"
+#include "server/ledger.h"
+
+namespace poledger {
+namespace audit {
+namespace {
+
+constexpr size_t kBatch = 4096;
+
+std::string Json(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
+  return out;
+}
+
+// The purchase order an account event is about, or "".
+std::string PurchaseOrderOf(const v1::AccountEvent& e) {
+  switch (e.event_case()) {
+    case v1::AccountEvent::kPurchaseOrderCreated:
+      return e.purchase_order_created().purchase_order_id();
+    case v1::AccountEvent::kPurchaseOrderUpdated:
+      return e.purchase_order_updated().purchase_order_id();
+    case v1::AccountEvent::kPurchaseOrderStatusChanged:
+      return e.purchase_order_status_changed().purchase_order_id();
+    case v1::AccountEvent::kPurchaseOrderExpired:
+      return e.purchase_order_expired().purchase_order_id();
+    case v1::AccountEvent::kPurchaseOrderDeleted:
+      return e.purchase_order_deleted().purchase_order_id();
+    case v1::AccountEvent::kLineItemAdded:
+      return e.line_item_added().purchase_order_id();
+    case v1::AccountEvent::kLineItemUpdated:
+      return e.line_item_updated().purchase_order_id();
+    case v1::AccountEvent::kLineItemRemoved:
+      return e.line_item_removed().purchase_order_id();
+    case v1::AccountEvent::kInvoiceRecorded:
+      return e.invoice_recorded().purchase_order_id();
+    case v1::AccountEvent::kCreditMemoRecorded:
+      return e.credit_memo_recorded().purchase_order_id();
+    case v1::AccountEvent::kMarketplaceTransactionRecorded:
+      return e.marketplace_transaction_recorded().purchase_order_id();
+    case v1::AccountEvent::kNotificationRaised:
+      return e.notification_raised().purchase_order_id();
+    case v1::AccountEvent::EVENT_NOT_SET:
+      break;
+  }
+  return "";
+}
+
+// Removes the secondary instance's temporary directory with the store.
+struct TempDirStore {
+  std::unique_ptr<RocksDbEventStore> store;
+  std::string dir;
+  ~TempDirStore() {
+    store.reset();
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<RocksDbEventStore>> OpenDataDir(
+    const std::string& data_dir) {
+  if (!std::filesystem::exists(std::filesystem::path(data_dir) / "CURRENT")) {
+    return absl::NotFoundError(
+        absl::StrCat("no event log in ", data_dir, " (no RocksDB CURRENT file)"));
+  }
+  const char* tmp = getenv("TMPDIR");
+  std::string pattern = absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp",
+                                     "/poledger-audit-XXXXXX");
+  if (mkdtemp(pattern.data()) == nullptr) {
+    return absl::InternalError("cannot create a temporary directory");
+  }
+  auto holder = std::make_shared<TempDirStore>();
+  holder->dir = pattern;
+  RocksDbEventStoreOptions options;
+  options.path = data_dir;
+  options.create_if_missing = false;
+  options.secondary_path = pattern;
+  options.verify_on_open = false;  // Verify reports breaks itself.
+  ASSIGN_OR_RETURN(holder->store, RocksDbEventStore::Open(options));
+  RocksDbEventStore* raw = holder->store.get();
+  return std::shared_ptr<RocksDbEventStore>(holder, raw);
+}
+
+absl::StatusOr<VerifyReport> Verify(
+    const EventStore& store,
+    const std::function<void(uint64_t, uint64_t)>& progress) {
+  VerifyReport report;
+  const uint64_t total = store.Head().position;
+  uint64_t next = 1;
+  for (;;) {
+    absl::StatusOr<std::vector<RecordedEvent>> batch =
+        store.ReadForward(next, kBatch);
+    if (!batch.ok()) {
+      if (batch.status().code() != absl::StatusCode::kDataLoss) {
+        return batch.status();
+      }
+      // Narrow down to the first broken record: read one at a time.
+      for (uint64_t p = next;; ++p) {
+        absl::StatusOr<std::vector<RecordedEvent>> one = store.ReadForward(p, 1);
+        if (!one.ok() || one->empty() || one->front().prev_hash != report.head.hash) {
+          report.first_broken = p;
+          report.problem = !one.ok() ? std::string(one.status().message())
+                           : one->empty()
+                               ? absl::StrCat("record at position ", p, " missing")
+                               : absl::StrCat("event log record at position ", p,
+                                              ": chain link broken (previous "
+                                              "hash does not match)");
+          return report;
+        }
+        report.head = LogHead{p, one->front().hash};
+        ++report.records;
+      }
+    }
+    if (batch->empty()) break;
+    for (const RecordedEvent& r : *batch) {
+      if (r.prev_hash != report.head.hash) {
+        report.first_broken = r.position;
+        report.problem = absl::StrCat("event log record at position ", r.position,
+                                      ": chain link broken (previous hash does "
+                                      "not match)");
+        return report;
+      }
+      report.head = LogHead{r.position, r.hash};
+      ++report.records;
+    }
+    next = batch->back().position + 1;
+    if (progress) progress(report.records, total);
+  }
+  if (report.head.position < total) {
+    report.first_broken = report.head.position + 1;
+    report.problem = absl::StrCat("record at position ", report.first_broken,
+                                  " missing");
+  }
+  return report;
+}
+
+absl::StatusOr<uint64_t> Export(const EventStore& store,
+                                const ExportFilter& filter, std::ostream& out) {
+  uint64_t written = 0;
+  uint64_t next = std::max<uint64_t>(filter.from_position, 1);
+  while (next <= filter.to_position) {
+    ASSIGN_OR_RETURN(std::vector<RecordedEvent> batch,
+                     store.ReadForward(next, kBatch));
+    if (batch.empty()) break;
+    for (const RecordedEvent& r : batch) {
+      next = r.position + 1;
+      if (r.position > filter.to_position) break;
+      if (!filter.account_id.empty() &&
+          AccountOfStream(r.stream_id) != filter.account_id) {
+        continue;
+      }
+      if (!filter.event_types.empty() &&
+          std::find(filter.event_types.begin(), filter.event_types.end(),
+                    r.event_type) == filter.event_types.end()) {
+        continue;
+      }
+      ASSIGN_OR_RETURN(v1::Event event, convert::EventOf(r));
+      if (!filter.purchase_order_id.empty() &&
+          PurchaseOrderOf(event.payload()) != filter.purchase_order_id) {
+        continue;
+      }
+      out << Json(event) << "\n";
+      ++written;
+    }
+  }
+  return written;
+}
+
+absl::Status Replay(const EventStore& store, const std::string& account_id,
+                    const std::string& purchase_order_id, uint64_t position,
+                    std::ostream& out) {
+  ASSIGN_OR_RETURN(core::AccountState state,
+                   RebuildAccountAt(store, account_id, position));
+  bool any = false;
+  for (const auto& [id, po] : state.purchase_orders) {
+    if (!purchase_order_id.empty() && id != purchase_order_id) continue;
+    out << Json(convert::ToApi(account_id, po)) << "\n";
+    any = true;
+  }
+  if (!any && !purchase_order_id.empty()) {
+    return absl::NotFoundError(absl::StrCat("purchase order \"",
+                                            purchase_order_id,
+                                            "\" did not exist at position ",
+                                            position));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status History(const EventStore& store, const std::string& account_id,
+                     const std::string& purchase_order_id, std::ostream& out) {
+  RETURN_IF_ERROR(ValidateAccountId(account_id));
+  uint64_t version = 1;
+  int shown = 0;
+  for (;;) {
+    ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
+                     store.ReadStream(absl::StrCat(kAccountStreamPrefix, account_id),
+                                      version, kBatch));
+    if (records.empty()) break;
+    for (const RecordedEvent& r : records) {
+      version = r.stream_version + 1;
+      ASSIGN_OR_RETURN(LoggedEvent logged, Ledger::Decode(r));
+      const v1::AccountEvent& e = logged.event;
+      if (PurchaseOrderOf(e) != purchase_order_id) continue;
+      std::string what;
+      switch (e.event_case()) {
+        case v1::AccountEvent::kPurchaseOrderCreated:
+          what = absl::StrCat("created, ",
+                              e.purchase_order_created().line_items_size(),
+                              " line items, ",
+                              e.purchase_order_created().header().effective_month(),
+                              "..",
+                              e.purchase_order_created().header().expiration_month());
+          break;
+        case v1::AccountEvent::kPurchaseOrderUpdated:
+          what = absl::StrCat(
+              "updated: ",
+              absl::StrJoin(e.purchase_order_updated().changed_fields(), ", "));
+          break;
+        case v1::AccountEvent::kPurchaseOrderStatusChanged:
+          what = absl::StrCat(
+              "status ",
+              v1::PurchaseOrderStatus_Name(
+                  e.purchase_order_status_changed().from_status()),
+              " -> ",
+              v1::PurchaseOrderStatus_Name(
+                  e.purchase_order_status_changed().to_status()));
+          break;
+        case v1::AccountEvent::kPurchaseOrderExpired:
+          what = absl::StrCat("expired: ",
+                              v1::PurchaseOrderStatus_Name(
+                                  e.purchase_order_expired().to_status()));
+          break;
+        case v1::AccountEvent::kPurchaseOrderDeleted:
+          what = "deleted";
+          break;
+        case v1::AccountEvent::kLineItemAdded:
+          what = absl::StrCat("line ", e.line_item_added().line_item().line_number(),
+                              " added");
+          break;
+        case v1::AccountEvent::kLineItemUpdated:
+          what = absl::StrCat("line ",
+                              e.line_item_updated().line_item().line_number(),
+                              " updated");
+          break;
+        case v1::AccountEvent::kLineItemRemoved:
+          what = absl::StrCat("line ", e.line_item_removed().line_number(),
+                              " removed");
+          break;
+        case v1::AccountEvent::kInvoiceRecorded: {
+          const v1::InvoiceRecorded& i = e.invoice_recorded();
+          const std::string& c = i.invoice().currency_code();
+          what = absl::StrCat(
+              "invoice ", i.invoice().invoice_id(), " ",
+              core::FormatMicros(i.invoice().amount_micros(), c), " -> line ",
+              i.line_number(), "; line balance ",
+              core::FormatMicros(i.line_balance_after_micros(), c),
+              ", PO balance ",
+              core::FormatMicros(i.purchase_order_balance_after_micros(), c));
+          break;
+        }
+        case v1::AccountEvent::kCreditMemoRecorded: {
+          const v1::CreditMemoRecorded& m = e.credit_memo_recorded();
+          const std::string& c = m.credit_memo().currency_code();
+          what = absl::StrCat(
+              "credit memo ", m.credit_memo().invoice_id(), " for ",
+              m.credit_memo().original_invoice_id(), " ",
+              core::FormatMicros(m.credit_memo().amount_micros(), c),
+              " -> line ", m.line_number(), "; line balance ",
+              core::FormatMicros(m.line_balance_after_micros(), c),
+              ", PO balance ",
+              core::FormatMicros(m.purchase_order_balance_after_micros(), c));
+          break;
+        }
+        case v1::AccountEvent::kMarketplaceTransactionRecorded:
+          what = absl::StrCat(
+              "marketplace transaction ",
+              e.marketplace_transaction_recorded().transaction_id(), ": ",
+              v1::MarketplaceOutcome_Name(
+                  e.marketplace_transaction_recorded().outcome()));
+          break;
+        case v1::AccountEvent::kNotificationRaised:
+          what = absl::StrCat(
+              "notification ",
+              v1::NotificationKind_Name(e.notification_raised().kind()), " to ",
+              e.notification_raised().recipients_size(), " recipients");
+          break;
+        case v1::AccountEvent::EVENT_NOT_SET:
+          break;
+      }
+      out << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", r.timestamp,
+                              absl::UTCTimeZone())
+          << "  #" << r.position << "  "
+          << (r.actor.empty() ? "-" : r.actor) << "  " << what << "\n";
+      ++shown;
+    }
+  }
+  if (shown == 0) {
+    return absl::NotFoundError(absl::StrCat("no events for purchase order \"",
+                                            purchase_order_id, "\""));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace audit
+}  // namespace poledger

@@ -1,0 +1,79 @@
+// The auditor's operations on an event log, used by poledger-audit:
+// verify the hash chain, export events as JSON lines, rebuild purchase
+// orders as of a past point, and tell one purchase order's history.
+//
+// They read through the EventStore interface only, so they work on a live
+// server's data directory opened as a RocksDB secondary instance.
+//
+// Thread safety: functions; a store must not be closed while they run.
+#ifndef POLEDGER_CLIENTS_AUDIT_H_
+#define POLEDGER_CLIENTS_AUDIT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "eventstore/rocksdb_event_store.h"
+
+namespace poledger {
+namespace audit {
+
+// Opens `data_dir` read-only as a secondary instance (safe while a server
+// runs), with the secondary's files in a fresh temporary directory that is
+// removed when the store goes away.
+absl::StatusOr<std::shared_ptr<RocksDbEventStore>> OpenDataDir(
+    const std::string& data_dir);
+
+struct VerifyReport {
+  uint64_t records = 0;  // Records checked.
+  LogHead head;          // Of the intact prefix.
+  // Empty when every record and link is intact; else why the first broken
+  // position (first_broken) fails.
+  std::string problem;
+  uint64_t first_broken = 0;
+};
+
+// Walks the whole log checking each record's hash, the chain links between
+// records and that positions have no gap. `progress(done, total)` is called
+// now and then.
+absl::StatusOr<VerifyReport> Verify(
+    const EventStore& store,
+    const std::function<void(uint64_t, uint64_t)>& progress = nullptr);
+
+struct ExportFilter {
+  std::string account_id;
+  std::string purchase_order_id;
+  std::vector<std::string> event_types;
+  uint64_t from_position = 1;
+  uint64_t to_position = UINT64_MAX;
+};
+
+// Writes each matching event as one JSON object per line (the
+// poledger.v1.Event message: position, stream, version, type, time, actor,
+// hashes and decoded payload). Returns how many were written.
+absl::StatusOr<uint64_t> Export(const EventStore& store,
+                                const ExportFilter& filter, std::ostream& out);
+
+// Writes the purchase orders of `account_id` (or only `purchase_order_id`)
+// as of log position `position`, as JSON (poledger.v1.PurchaseOrder, the
+// same shape GetPurchaseOrderAt returns), one per line. NOT_FOUND if the
+// named purchase order did not exist then.
+absl::Status Replay(const EventStore& store, const std::string& account_id,
+                    const std::string& purchase_order_id, uint64_t position,
+                    std::ostream& out);
+
+// Writes one purchase order's timeline: each change with its time, actor
+// and what changed, and the line and PO balance after each invoice or
+// credit memo.
+absl::Status History(const EventStore& store, const std::string& account_id,
+                     const std::string& purchase_order_id, std::ostream& out);
+
+}  // namespace audit
+}  // namespace poledger
+
+#endif  // POLEDGER_CLIENTS_AUDIT_H_
