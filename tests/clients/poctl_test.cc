@@ -1,0 +1,158 @@
+// poctl run as a process against an in-process server on 127.0.0.1.
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "poledger/v1/invoices.pb.h"
+#include "poledger/v1/log.pb.h"
+#include "poledger/v1/purchase_orders.pb.h"
+#include "server/server.h"
+#include "tests/eventstore/store_test_util.h"
+#include "tests/testing/status_matchers.h"
+
+namespace poledger {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Result {
+  int exit_code = -1;
+  std::string out;  // stdout and stderr together.
+};
+
+class PoctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.data_dir = dir_.path() + "/data";
+    options.clock = "manual:2026-02-01T00:00:00Z";
+    auto server = PoledgerServer::Start(options);
+    ASSERT_OK(server);
+    server_ = std::move(*server);
+  }
+
+  Result Run(const std::string& args, std::string server = "") {
+    Result result;
+    if (server.empty()) server = absl::StrCat("127.0.0.1:", server_->port());
+    const std::string command =
+        absl::StrCat(POLEDGER_POCTL_BINARY, " --server=", server,
+                     " --account=123456789012 ", args, " 2>&1");
+    FILE* pipe = popen(command.c_str(), "r");
+    if (pipe == nullptr) return result;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) result.out.append(buf, n);
+    const int status = pclose(pipe);
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return result;
+  }
+
+  void CreatePo(const std::string& id) {
+    Result r = Run("po create --id " + id +
+                   " --bill-from 'Amazon Web Services, Inc.' --effective 2026-01"
+                   " --expiration 2026-12 --contact 'Finance <fin@example.com>'");
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<PoledgerServer> server_;
+};
+
+TEST_F(PoctlTest, CreateListStatusAndLines) {
+  CreatePo("PO-1");
+  Result line = Run("po line add PO-1 --line 1 --type monthly-usage --start 2026-01"
+                    " --end 2026-12 --amount 1000.50 --quantity 2 --tax-rate 10");
+  ASSERT_EQ(line.exit_code, 0) << line.out;
+  EXPECT_THAT(line.out, HasSubstr("2201.10 USD"));
+  Result list = Run("po list");
+  ASSERT_EQ(list.exit_code, 0);
+  EXPECT_THAT(list.out, HasSubstr("ID    STATUS  MONTHS"));
+  EXPECT_THAT(list.out, HasSubstr("PO-1  ACTIVE  2026-01..2026-12  2201.10 USD"));
+  Result suspended = Run("po suspend PO-1");
+  ASSERT_EQ(suspended.exit_code, 0);
+  EXPECT_THAT(suspended.out, HasSubstr("SUSPENDED"));
+  Result active = Run("po list --status suspended");
+  EXPECT_THAT(active.out, HasSubstr("PO-1"));
+  ASSERT_EQ(Run("po activate PO-1").exit_code, 0);
+  Result update = Run("po update --id PO-1 --description 'Cloud 2026'");
+  ASSERT_EQ(update.exit_code, 0) << update.out;
+  EXPECT_THAT(update.out, HasSubstr("Cloud 2026"));
+  ASSERT_EQ(Run("po line update PO-1 --line 1 --amount 10 --quantity 1").exit_code, 0);
+  ASSERT_EQ(Run("po line remove PO-1 --line 1").exit_code, 0);
+  ASSERT_EQ(Run("po delete PO-1").exit_code, 0);
+  EXPECT_EQ(Run("po get PO-1").exit_code, 4);
+}
+
+TEST_F(PoctlTest, InvoiceWithExplanationAndJsonOutput) {
+  CreatePo("PO-1");
+  ASSERT_EQ(Run("po line add PO-1 --line 1 --type all --start 2026-01 --end 2026-12"
+                " --amount 1000").exit_code,
+            0);
+  Result table = Run("invoice record --id INV-1 --bill-from 'Amazon Web Services, Inc.'"
+                     " --category monthly-usage --period 2026-03 --amount 250");
+  ASSERT_EQ(table.exit_code, 0) << table.out;
+  EXPECT_THAT(table.out, HasSubstr("purchase order      PO-1"));
+  EXPECT_THAT(table.out, HasSubstr("PO-1            SELECTED  1:SELECTED"));
+  Result json = Run("-o json invoice get INV-1");
+  ASSERT_EQ(json.exit_code, 0);
+  v1::Invoice inv;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.out, &inv).ok())
+      << json.out;
+  EXPECT_EQ(inv.association().purchase_order_id(), "PO-1");
+  EXPECT_EQ(inv.association().line_balance_after().units(), 750);
+  Result po_json = Run("-o json po get PO-1");
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(po_json.out, &po).ok());
+  EXPECT_EQ(po.balance().units(), 750);
+  Result events = Run("-o json events read");
+  std::vector<std::string> lines = absl::StrSplit(events.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u);
+  v1::Event last;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(lines[2], &last).ok());
+  EXPECT_EQ(last.event_type(), "invoice_recorded");
+}
+
+TEST_F(PoctlTest, CreateFromAJsonFile) {
+  const std::string path = dir_.path() + "/po.json";
+  std::ofstream(path) << R"({"purchase_order_id": "PO-J",
+    "bill_from": ["Amazon Web Services, Inc."], "currency_code": "USD",
+    "effective_month": "2026-01", "expiration_month": "2026-06",
+    "line_items": [{"line_number": 1, "type": "LINE_ITEM_TYPE_ALL",
+      "start_month": "2026-01", "end_month": "2026-06",
+      "amount": {"units": "500"}, "quantity": "1"}]})";
+  Result r = Run("po create -f " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("500.00 USD"));
+}
+
+TEST_F(PoctlTest, ErrorsGiveOneLineAndAnExitCodePerClass) {
+  CreatePo("PO-1");
+  Result bad = Run("po create --id 'bad!' --bill-from x --effective 2026-01"
+                   " --expiration 2026-12");
+  EXPECT_EQ(bad.exit_code, 3);
+  EXPECT_THAT(bad.out, HasSubstr("error: INVALID_ARGUMENT [INVALID_FIELD]"));
+  EXPECT_THAT(bad.out, HasSubstr("field: purchase_order.purchase_order_id"));
+  Result dup = Run("po create --id PO-1 --bill-from x --effective 2026-01"
+                   " --expiration 2026-12");
+  EXPECT_EQ(dup.exit_code, 5);
+  EXPECT_THAT(dup.out, HasSubstr("[PURCHASE_ORDER_ALREADY_EXISTS]"));
+  Result stale = Run("po suspend PO-1 --expected-version 99");
+  EXPECT_EQ(stale.exit_code, 6);
+  EXPECT_THAT(stale.out, HasSubstr("[WRONG_EXPECTED_VERSION]"));
+  EXPECT_EQ(Run("po get nope").exit_code, 4);
+  EXPECT_EQ(Run("po frobnicate").exit_code, 2);
+  Result down = Run("--timeout 2 po list", "127.0.0.1:1");
+  EXPECT_EQ(down.exit_code, 7);
+}
+
+}  // namespace
+}  // namespace poledger
