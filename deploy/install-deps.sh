@@ -9,7 +9,8 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   grpc-proto librocksdb-dev rocksdb-tools libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev libcli11-dev
-  python3 python3-grpcio python3-protobuf
+  libcurl4-openssl-dev
+  python3 python3-grpcio python3-protobuf python3-aiosmtpd
 )
 
 missing=()

@@ -66,7 +66,8 @@ class Server:
             raise RuntimeError("server did not start: " + "".join(self.output))
         # Keep draining stderr so the server never blocks on it.
         threading.Thread(target=self._drain, daemon=True).start()
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+        self.address = "127.0.0.1:%d" % port
+        self.channel = grpc.insecure_channel(self.address)
         grpc.channel_ready_future(self.channel).result(timeout=30)
 
     def _drain(self):
