@@ -3,7 +3,8 @@
 // orders as of a past point, and tell one purchase order's history.
 //
 // They read through the EventStore interface only, so they work on a live
-// server's data directory opened as a RocksDB secondary instance.
+// server's data directory opened as a RocksDB secondary instance, or online
+// through RemoteEventStore.
 //
 // Thread safety: functions; a store must not be closed while they run.
 #ifndef POLEDGER_CLIENTS_AUDIT_H_

@@ -8,7 +8,9 @@
 //   poledger-audit history --data-dir=DIR --account=A --po=P
 //
 // DIR may be a running server's data directory: it is opened as a RocksDB
-// secondary instance, read-only. Exit status: 0 fine, 1 the log is broken
+// secondary instance, read-only. Instead of --data-dir, --server=HOST:PORT
+// reads a running server's log through EventLogService (records' hashes
+// are recomputed client-side). Exit status: 0 fine, 1 the log is broken
 // (verify) or the data is damaged, 2 bad usage, 3 anything else (not found,
 // I/O).
 #include <unistd.h>
@@ -22,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "clients/audit.h"
+#include "clients/remote_event_store.h"
 #include "server/ledger.h"
 
 namespace {
@@ -45,14 +48,22 @@ int main(int argc, char** argv) {
   uint64_t position = 0;
   std::string time;
 
+  std::string server;
+  auto source = [&](CLI::App* c) {
+    auto* dir = c->add_option("--data-dir", data_dir,
+                              "Server data directory (offline; safe while "
+                              "the server runs)");
+    auto* srv = c->add_option("--server", server,
+                              "Or a running server (online, host:port)");
+    dir->excludes(srv);
+  };
   CLI::App* verify = app.add_subcommand(
       "verify", "Check every record's hash and chain link; print the digest");
-  verify->add_option("--data-dir", data_dir, "Server data directory")->required();
+  source(verify);
 
   CLI::App* export_cmd = app.add_subcommand(
       "export", "Write events as JSON lines, optionally filtered");
-  export_cmd->add_option("--data-dir", data_dir, "Server data directory")
-      ->required();
+  source(export_cmd);
   export_cmd->add_option("--account", account, "Only this account");
   export_cmd->add_option("--po", po, "Only events about this purchase order");
   export_cmd->add_option("--type", types,
@@ -62,7 +73,7 @@ int main(int argc, char** argv) {
 
   CLI::App* replay = app.add_subcommand(
       "replay", "Rebuild purchase orders as of a position or a time");
-  replay->add_option("--data-dir", data_dir, "Server data directory")->required();
+  source(replay);
   replay->add_option("--account", account, "Account")->required();
   replay->add_option("--po", po, "Only this purchase order");
   auto* at_position = replay->add_option("--position", position, "Log position");
@@ -71,8 +82,7 @@ int main(int argc, char** argv) {
 
   CLI::App* history = app.add_subcommand(
       "history", "One purchase order's changes, who made them, balances");
-  history->add_option("--data-dir", data_dir, "Server data directory")
-      ->required();
+  source(history);
   history->add_option("--account", account, "Account")->required();
   history->add_option("--po", po, "Purchase order")->required();
 
@@ -85,8 +95,19 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  auto store = poledger::audit::OpenDataDir(data_dir);
-  if (!store.ok()) return Fail(store.status());
+  if (data_dir.empty() == server.empty()) {
+    std::fprintf(stderr, "give --data-dir or --server\n");
+    return 2;
+  }
+  absl::StatusOr<std::shared_ptr<poledger::EventStore>> store;
+  if (!server.empty()) {
+    store = std::shared_ptr<poledger::EventStore>(
+        std::make_shared<poledger::RemoteEventStore>(server));
+  } else {
+    auto local = poledger::audit::OpenDataDir(data_dir);
+    if (!local.ok()) return Fail(local.status());
+    store = std::shared_ptr<poledger::EventStore>(*std::move(local));
+  }
 
   if (verify->parsed()) {
     const bool tty = isatty(STDERR_FILENO);

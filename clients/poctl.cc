@@ -88,7 +88,8 @@ const char* CodeName(grpc::StatusCode code) {
   return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
 }
 
-// Prints "error: CODE [REASON] field: message" and returns the exit code.
+// Prints "error: CODE [REASON] field=FIELD: message" on one line and
+// returns the exit code.
 int Report(const grpc::Status& status) {
   std::string reason;
   std::string field;
@@ -103,10 +104,11 @@ int Report(const grpc::Status& status) {
       }
     }
   }
-  std::fprintf(stderr, "error: %s%s%s%s: %s\n", CodeName(status.error_code()),
-               reason.empty() ? "" : " [", reason.c_str(), reason.empty() ? "" : "]",
-               status.error_message().c_str());
-  if (!field.empty()) std::fprintf(stderr, "field: %s\n", field.c_str());
+  std::string line = absl::StrCat("error: ", CodeName(status.error_code()));
+  if (!reason.empty()) absl::StrAppend(&line, " [", reason, "]");
+  if (!field.empty()) absl::StrAppend(&line, " field=", field);
+  absl::StrAppend(&line, ": ", status.error_message());
+  std::fprintf(stderr, "%s\n", line.c_str());
   return ExitCodeOf(status.error_code());
 }
 

@@ -196,6 +196,23 @@ TEST_F(AuditTest, VerifyPinpointsAChangedRecord) {
   EXPECT_THAT(r.out, HasSubstr("BROKEN at position 3"));
 }
 
+TEST_F(AuditTest, OnlineThroughTheServerGivesTheOfflineAnswers) {
+  const std::string server = absl::StrCat("--server=127.0.0.1:", server_->port());
+  const std::string dir = "--data-dir=" + DataDir();
+  const ToolResult online = RunAudit("verify " + server);
+  EXPECT_EQ(online.exit_code, 0) << online.out;
+  EXPECT_EQ(online.out, RunAudit("verify " + dir).out);
+  EXPECT_EQ(RunAudit("export " + server).out, RunAudit("export " + dir).out);
+  const std::string replay =
+      absl::StrCat(" --account=acct-1 --po=PO-1 --position=", middle_);
+  const ToolResult r = RunAudit("replay " + server + replay);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, RunAudit("replay " + dir + replay).out);
+  EXPECT_EQ(RunAudit("history " + server + " --account=acct-1 --po=PO-1").out,
+            RunAudit("history " + dir + " --account=acct-1 --po=PO-1").out);
+  EXPECT_EQ(RunAudit("verify " + server + " " + dir).exit_code, 2);
+}
+
 TEST(AuditUsageTest, MissingDataDirectoryIsNotFound) {
   EXPECT_EQ(RunAudit("verify --data-dir=/nonexistent/poledger").exit_code, 3);
   EXPECT_EQ(RunAudit("frobnicate").exit_code, 2);

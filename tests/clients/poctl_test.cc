@@ -139,8 +139,8 @@ TEST_F(PoctlTest, ErrorsGiveOneLineAndAnExitCodePerClass) {
   Result bad = Run("po create --id 'bad!' --bill-from x --effective 2026-01"
                    " --expiration 2026-12");
   EXPECT_EQ(bad.exit_code, 3);
-  EXPECT_THAT(bad.out, HasSubstr("error: INVALID_ARGUMENT [INVALID_FIELD]"));
-  EXPECT_THAT(bad.out, HasSubstr("field: purchase_order.purchase_order_id"));
+  EXPECT_THAT(bad.out, HasSubstr("error: INVALID_ARGUMENT [INVALID_FIELD] "
+                                 "field=purchase_order.purchase_order_id: "));
   Result dup = Run("po create --id PO-1 --bill-from x --effective 2026-01"
                    " --expiration 2026-12");
   EXPECT_EQ(dup.exit_code, 5);

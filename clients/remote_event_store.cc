@@ -1,0 +1,158 @@
+#include "clients/remote_event_store.h"
+
+#include <algorithm>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "eventstore/record_format.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "server/ledger.h"
+
+namespace poledger {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat("server: ", s.error_message()));
+}
+
+bool HashFromHex(const std::string& hex, Hash* out) {
+  const std::string bytes = absl::HexStringToBytes(hex);
+  if (hex.size() != 64 || bytes.size() != 32) return false;
+  std::copy(bytes.begin(), bytes.end(), out->begin());
+  return true;
+}
+
+absl::StatusOr<RecordedEvent> ToRecord(const v1::Event& e) {
+  RecordedEvent r;
+  r.position = e.position();
+  r.stream_id = e.stream_id();
+  r.stream_version = e.stream_version();
+  r.event_type = e.event_type();
+  r.payload = e.payload().SerializeAsString();
+  r.event_id = e.event_id();
+  r.request_id = e.request_id();
+  r.correlation_id = e.correlation_id();
+  r.actor = e.actor();
+  r.timestamp = absl::FromUnixSeconds(e.time().seconds()) +
+                absl::Nanoseconds(e.time().nanos());
+  if (!HashFromHex(e.hash(), &r.hash) || !HashFromHex(e.prev_hash(), &r.prev_hash)) {
+    return absl::DataLossError(
+        absl::StrCat("event log record at position ", e.position(),
+                     ": malformed hash from the server"));
+  }
+  if (record_format::ComputeRecordHash(r) != r.hash) {
+    return absl::DataLossError(absl::StrCat(
+        "event log record at position ", e.position(),
+        ": checksum mismatch (record hash)"));
+  }
+  return r;
+}
+
+}  // namespace
+
+RemoteEventStore::RemoteEventStore(const std::string& address)
+    : stub_(v1::EventLogService::NewStub(
+          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {}
+
+absl::StatusOr<std::vector<RecordedEvent>> RemoteEventStore::Read(
+    uint64_t from, size_t limit, const std::string& account_id) const {
+  std::vector<RecordedEvent> out;
+  v1::ReadEventsRequest req;
+  req.set_from_position(from);
+  req.set_account_id(account_id);
+  while (out.size() < limit) {
+    req.set_page_size(static_cast<int>(std::min<size_t>(limit - out.size(), 1000)));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    v1::ReadEventsResponse resp;
+    grpc::Status s = stub_->ReadEvents(&ctx, req, &resp);
+    if (!s.ok()) return FromGrpc(s);
+    for (const v1::Event& e : resp.events()) {
+      absl::StatusOr<RecordedEvent> r = ToRecord(e);
+      if (!r.ok()) return r.status();
+      if (account_id.empty() && !out.empty() && r->prev_hash != out.back().hash) {
+        return absl::DataLossError(
+            absl::StrCat("event log record at position ", r->position,
+                         ": chain link broken (previous hash does not match)"));
+      }
+      out.push_back(*std::move(r));
+    }
+    if (resp.next_page_token().empty()) break;
+    req.set_page_token(resp.next_page_token());
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> RemoteEventStore::ReadForward(
+    uint64_t from, size_t limit) const {
+  return Read(std::max<uint64_t>(from, 1), limit, "");
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> RemoteEventStore::ReadBackward(
+    uint64_t from, size_t limit) const {
+  const uint64_t to = std::min(from, Head().position);
+  if (to == 0 || limit == 0) return std::vector<RecordedEvent>();
+  const uint64_t start = to >= limit ? to - limit + 1 : 1;
+  absl::StatusOr<std::vector<RecordedEvent>> out =
+      Read(start, to - start + 1, "");
+  if (out.ok()) std::reverse(out->begin(), out->end());
+  return out;
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> RemoteEventStore::ReadStream(
+    const std::string& stream_id, uint64_t from_version, size_t limit) const {
+  const std::string account = AccountOfStream(stream_id);
+  if (account.empty()) {
+    return absl::UnimplementedError("only account streams can be read remotely");
+  }
+  // The server filters by account; versions below from_version are skipped.
+  std::vector<RecordedEvent> out;
+  uint64_t from = 1;
+  for (;;) {
+    absl::StatusOr<std::vector<RecordedEvent>> batch = Read(from, 1000, account);
+    if (!batch.ok()) return batch.status();
+    if (batch->empty()) return out;
+    for (RecordedEvent& r : *batch) {
+      from = r.position + 1;
+      if (r.stream_version < from_version) continue;
+      out.push_back(std::move(r));
+      if (out.size() == limit) return out;
+    }
+  }
+}
+
+absl::StatusOr<std::optional<AppendResult>> RemoteEventStore::FindRequest(
+    const std::string&) const {
+  return absl::UnimplementedError("the remote log is read-only");
+}
+
+LogHead RemoteEventStore::Head() const {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::GetLogDigestResponse resp;
+  LogHead head;
+  if (stub_->GetLogDigest(&ctx, v1::GetLogDigestRequest(), &resp).ok()) {
+    head.position = resp.head_position();
+    HashFromHex(resp.chain_hash(), &head.hash);
+  }
+  return head;
+}
+
+absl::StatusOr<AppendResult> RemoteEventStore::Append(const AppendRequest&) {
+  return absl::UnimplementedError("the remote log is read-only");
+}
+uint64_t RemoteEventStore::StreamVersion(const std::string&) const { return 0; }
+uint64_t RemoteEventStore::WaitForPosition(uint64_t, absl::Time) const {
+  return Head().position;
+}
+absl::Status RemoteEventStore::SaveSnapshot(const Snapshot&) {
+  return absl::UnimplementedError("the remote log is read-only");
+}
+absl::StatusOr<std::optional<Snapshot>> RemoteEventStore::LoadLatestSnapshot()
+    const {
+  return std::optional<Snapshot>();
+}
+
+}  // namespace poledger

@@ -1,0 +1,51 @@
+// RemoteEventStore reads a running server's event log through
+// EventLogService.ReadEvents, so the audit operations work online as they
+// do on a data directory. It recomputes each record's hash from the fields
+// the server sends (the payload re-encoded) and checks chain links, so a
+// server that altered its log is caught as a local read would catch it.
+//
+// Read-only: Append, SaveSnapshot and WaitForPosition are not supported.
+// Thread safety: safe for concurrent reads.
+#ifndef POLEDGER_CLIENTS_REMOTE_EVENT_STORE_H_
+#define POLEDGER_CLIENTS_REMOTE_EVENT_STORE_H_
+
+#include <memory>
+#include <string>
+
+#include "eventstore/event_store.h"
+#include "poledger/v1/log.grpc.pb.h"
+
+namespace poledger {
+
+class RemoteEventStore final : public EventStore {
+ public:
+  explicit RemoteEventStore(const std::string& address);
+
+  absl::StatusOr<AppendResult> Append(const AppendRequest&) override;
+  absl::StatusOr<std::vector<RecordedEvent>> ReadForward(
+      uint64_t from, size_t limit) const override;
+  absl::StatusOr<std::vector<RecordedEvent>> ReadBackward(
+      uint64_t from, size_t limit) const override;
+  absl::StatusOr<std::vector<RecordedEvent>> ReadStream(
+      const std::string& stream_id, uint64_t from_version,
+      size_t limit) const override;
+  absl::StatusOr<std::optional<AppendResult>> FindRequest(
+      const std::string& request_id) const override;
+  LogHead Head() const override;
+  uint64_t StreamVersion(const std::string& stream_id) const override;
+  uint64_t WaitForPosition(uint64_t after, absl::Time deadline) const override;
+  absl::Status SaveSnapshot(const Snapshot& snapshot) override;
+  absl::StatusOr<std::optional<Snapshot>> LoadLatestSnapshot() const override;
+  void Close() override {}
+
+ private:
+  // Reads records from `from` whose account is `account_id` ("" = any).
+  absl::StatusOr<std::vector<RecordedEvent>> Read(
+      uint64_t from, size_t limit, const std::string& account_id) const;
+
+  std::unique_ptr<v1::EventLogService::Stub> stub_;
+};
+
+}  // namespace poledger
+
+#endif  // POLEDGER_CLIENTS_REMOTE_EVENT_STORE_H_
