@@ -144,8 +144,17 @@ class NotifierTest(unittest.TestCase):
         reminder = messages[1][1]
         self.assertIn("expires on 2026-12-31", reminder["Subject"])
         self.assertIn("one month before", reminder.get_payload())
+        # "On the expiration date" is not planned (the PO was created more
+        # than a month ahead); expiry itself is announced.
+        self.admin.SetTime(log_pb2.SetTimeRequest(
+            time=timestamp_pb2.Timestamp(seconds=1798761600)), timeout=10)  # 2027-01-01
+        messages = self.mailbox.wait_for(3)
+        expired = [m for _, m in messages if "has expired" in m["Subject"]]
+        self.assertEqual(len(expired), 1)
+        self.assertIn("PO-1", expired[0]["Subject"])
         time.sleep(0.5)
-        self.assertEqual(len(self.mailbox.messages), 2)  # Nothing for PO-quiet.
+        # PO-quiet has no contacts: its alert, reminder and expiry send nothing.
+        self.assertEqual(len(self.mailbox.messages), 3)
 
     def test_restart_neither_loses_nor_repeats_mail(self):
         self.start_smtp()
