@@ -22,6 +22,7 @@
 #include "eventstore/record_format.h"
 #include "server/server.h"
 #include "tests/eventstore/store_test_util.h"
+#include "tests/testing/command.h"
 #include "tests/testing/status_matchers.h"
 
 namespace poledger {
@@ -29,23 +30,11 @@ namespace {
 
 using ::testing::HasSubstr;
 
-struct ToolResult {
-  int exit_code = -1;
-  std::string out;
-};
+using ToolResult = ::poledger::testing::CommandResult;
 
 ToolResult RunAudit(const std::string& args) {
-  ToolResult result;
-  const std::string command =
-      absl::StrCat(POLEDGER_AUDIT_BINARY, " ", args, " 2>/dev/null");
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) result.out.append(buf, n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  return ::poledger::testing::RunCommand(
+      absl::StrCat(POLEDGER_AUDIT_BINARY, " ", args, " 2>/dev/null"));
 }
 
 class AuditTest : public ::testing::Test {
@@ -147,6 +136,30 @@ TEST_F(AuditTest, ReplayAtAPositionEqualsGetPurchaseOrderAt) {
                                   " --account=acct-1 --po=PO-9 --position=1"))
                 .exit_code,
             3);
+}
+
+TEST_F(AuditTest, ReplayAtATimeAndExportARange) {
+  // Everything happened at the manual clock's 2026-02-01: before it the PO
+  // did not exist, at it the PO has every invoice.
+  EXPECT_EQ(RunAudit("replay --data-dir=" + DataDir() +
+                     " --account=acct-1 --po=PO-1 --time=2026-01-31T23:59:59Z")
+                .exit_code,
+            3);
+  const ToolResult at = RunAudit("replay --data-dir=" + DataDir() +
+                                 " --account=acct-1 --po=PO-1 "
+                                 "--time=2026-02-01T00:00:00Z");
+  ASSERT_EQ(at.exit_code, 0) << at.out;
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(at.out, &po).ok());
+  EXPECT_EQ(po.balance().units(), 400);
+  const ToolResult range = RunAudit("export --data-dir=" + DataDir() +
+                                    " --from=2 --to=3");
+  std::vector<std::string> lines = absl::StrSplit(range.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u);
+  v1::Event first;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(lines[0], &first).ok());
+  EXPECT_EQ(first.position(), 2u);
+  EXPECT_EQ(RunAudit("export --data-dir=" + DataDir() + " --account=other").out, "");
 }
 
 TEST_F(AuditTest, ExportRoundTripsEveryEvent) {

@@ -16,6 +16,7 @@
 #include "poledger/v1/purchase_orders.pb.h"
 #include "server/server.h"
 #include "tests/eventstore/store_test_util.h"
+#include "tests/testing/command.h"
 #include "tests/testing/status_matchers.h"
 
 namespace poledger {
@@ -23,10 +24,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr together.
-};
+using Result = ::poledger::testing::CommandResult;
 
 class PoctlTest : public ::testing::Test {
  protected:
@@ -40,20 +38,12 @@ class PoctlTest : public ::testing::Test {
     server_ = std::move(*server);
   }
 
+  // Runs poctl; Result::out holds its stdout and stderr together.
   Result Run(const std::string& args, std::string server = "") {
-    Result result;
     if (server.empty()) server = absl::StrCat("127.0.0.1:", server_->port());
-    const std::string command =
+    return ::poledger::testing::RunCommand(
         absl::StrCat(POLEDGER_POCTL_BINARY, " --server=", server,
-                     " --account=123456789012 ", args, " 2>&1");
-    FILE* pipe = popen(command.c_str(), "r");
-    if (pipe == nullptr) return result;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) result.out.append(buf, n);
-    const int status = pclose(pipe);
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return result;
+                     " --account=123456789012 ", args, " 2>&1"));
   }
 
   void CreatePo(const std::string& id) {
