@@ -17,6 +17,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -146,6 +147,8 @@ struct Snapshot {
   std::string blob;
 };
 
+using AppendCallback = std::function<void(absl::StatusOr<AppendResult>)>;
+
 class EventStore {
  public:
   virtual ~EventStore() = default;
@@ -165,6 +168,14 @@ class EventStore {
   //   Anything else (UNAVAILABLE, DATA_LOSS, INTERNAL): the store failed and
   //     refuses every later append (a sticky error).
   virtual absl::StatusOr<AppendResult> Append(const AppendRequest& request) = 0;
+
+  // Appends like Append but returns at once: `done` runs exactly once, with
+  // what Append would have returned, when the append is durable or has
+  // failed. It runs on a thread of the store's and must not block; it may
+  // call AppendAsync again. The default runs Append and then `done`.
+  virtual void AppendAsync(AppendRequest request, AppendCallback done) {
+    done(Append(request));
+  }
 
   // Returns up to `limit` records with position >= `from`, ascending.
   virtual absl::StatusOr<std::vector<RecordedEvent>> ReadForward(

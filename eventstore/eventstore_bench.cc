@@ -1,7 +1,9 @@
 // Measures the RocksDB event store against RocksDB's own db_bench on the
 // same disk, in one run:
 //   - durable append throughput and latency, single ~300-byte events, sync
-//     on, with 1, 16 and 256 concurrent appenders;
+//     on, with 1, 16 and 256 concurrent appenders: as that many threads
+//     calling Append, and as that many appends in flight through
+//     AppendAsync;
 //   - replay throughput: read and decode every record of a 1M-event log;
 //   - baselines: db_bench fillseq --sync=1 --value_size=300 --threads=64,
 //     and readseq over 1M keys (the second of two readseq passes, so the
@@ -15,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -24,6 +27,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "eventstore/rocksdb_event_store.h"
 
@@ -35,7 +39,7 @@ struct Flags {
   double seconds = 3;
   uint64_t replay_events = 1000000;
   std::string db_bench = "/usr/bin/db_bench";
-  std::string phases = "baseline,append,replay";
+  std::string phases = "baseline,append,append-async,replay";
   std::string appenders = "1,16,256";
 };
 
@@ -101,6 +105,58 @@ AppendFigures BenchAppend(const std::string& path, int appenders,
     return all.empty() ? 0.0 : all[static_cast<size_t>(q * (all.size() - 1))];
   };
   return {all.size() / elapsed, pct(0.50), pct(0.99)};
+}
+
+// The same load with appends kept in flight through AppendAsync from one
+// thread: `in_flight` concurrent appenders that do not each need a thread.
+AppendFigures BenchAppendAsync(const std::string& path, int in_flight,
+                               double seconds) {
+  auto store = MustOpen(path);
+  absl::Mutex mu;
+  std::vector<double> latencies;
+  bool stop = false;
+  int outstanding = in_flight;
+  std::atomic<uint64_t> seq{0};
+  std::function<void()> issue = [&]() {
+    const uint64_t i = seq++;
+    AppendRequest request;
+    request.streams.push_back({absl::StrCat("bench-", i % 64),
+                               ExpectedVersion::Any(),
+                               {{"BenchEvent", Payload(i), ""}}});
+    const absl::Time begin = absl::Now();
+    store->AppendAsync(std::move(request),
+                       [&, begin](absl::StatusOr<AppendResult> result) {
+                         if (!result.ok()) {
+                           std::fprintf(stderr, "append: %s\n",
+                                        result.status().ToString().c_str());
+                           std::exit(1);
+                         }
+                         const double us =
+                             absl::ToDoubleMicroseconds(absl::Now() - begin);
+                         bool again;
+                         {
+                           absl::MutexLock lock(&mu);
+                           latencies.push_back(us);
+                           again = !stop;
+                           if (!again) --outstanding;
+                         }
+                         if (again) issue();
+                       });
+  };
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < in_flight; ++i) issue();
+  absl::SleepFor(absl::Seconds(seconds));
+  absl::MutexLock lock(&mu);
+  stop = true;
+  mu.Await(absl::Condition(+[](int* n) { return *n == 0; }, &outstanding));
+  const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
+  std::sort(latencies.begin(), latencies.end());
+  auto pct = [&](double q) {
+    return latencies.empty()
+               ? 0.0
+               : latencies[static_cast<size_t>(q * (latencies.size() - 1))];
+  };
+  return {latencies.size() / elapsed, pct(0.50), pct(0.99)};
 }
 
 void FillForReplay(const std::string& path, uint64_t events) {
@@ -196,7 +252,7 @@ int Main(int argc, char** argv) {
     if (!ok) {
       std::fprintf(stderr,
                    "usage: %s [--dir=DIR] [--seconds=S] [--replay-events=N] "
-                   "[--db-bench=PATH] [--phases=baseline,append,replay] "
+                   "[--db-bench=PATH] [--phases=baseline,append,append-async,replay] "
                    "[--appenders=1,16,256]\n",
                    argv[0]);
       return 2;
@@ -241,6 +297,19 @@ int Main(int argc, char** argv) {
               static_cast<unsigned long long>(flags.replay_events), readseq);
   }
 
+  double async256 = 0;
+  for (absl::string_view n : absl::StrSplit(flags.appenders, ',')) {
+    int appenders = 0;
+    if (!enabled("append-async") || !absl::SimpleAtoi(n, &appenders)) break;
+    const std::string path = absl::StrCat(flags.dir, "/append-async-", appenders);
+    const AppendFigures f = BenchAppendAsync(path, appenders, flags.seconds);
+    std::filesystem::remove_all(path);
+    std::printf("append sync=on 300B in flight=%-3d (AppendAsync, 1 thread) "
+                "%9.0f events/s  p50 %8.0f us  p99 %8.0f us\n",
+                appenders, f.events_per_sec, f.p50_us, f.p99_us);
+    if (appenders == 256) async256 = f.events_per_sec;
+  }
+
   for (absl::string_view n : absl::StrSplit(flags.appenders, ',')) {
     int appenders = 0;
     if (!enabled("append") || !absl::SimpleAtoi(n, &appenders)) break;
@@ -271,8 +340,14 @@ int Main(int argc, char** argv) {
               replay_unverified);
   }
   if (fillseq > 0 && append256 > 0) {
-    std::printf("ratio append@256 / db_bench fillseq@64: %.2fx (target >= 3)\n",
+    std::printf("ratio append@256 threads / db_bench fillseq@64: %.2fx "
+                "(target >= 3)\n",
                 append256 / fillseq);
+  }
+  if (fillseq > 0 && async256 > 0) {
+    std::printf("ratio append@256 in flight (AppendAsync) / db_bench "
+                "fillseq@64: %.2fx (target >= 3)\n",
+                async256 / fillseq);
   }
   if (readseq > 0 && replay > 0) {
     std::printf("ratio replay verified / db_bench readseq: %.2fx (target >= 0.5)\n",

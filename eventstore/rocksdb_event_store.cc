@@ -80,6 +80,10 @@ struct RocksDbEventStore::Writer {
 
   const AppendRequest* const request;
   const Hash digest;
+  // Asynchronous appends: the writer owns its request, is completed through
+  // `done` and deleted by whoever completes it.
+  std::unique_ptr<AppendRequest> owned_request;
+  AppendCallback done;
   // Written by the leader before Wake(kDone); read by the writer after.
   absl::StatusOr<AppendResult> result;
   Writer* children[kWakeFanout] = {};
@@ -96,6 +100,11 @@ RocksDbEventStore::RocksDbEventStore(RocksDbEventStoreOptions options,
 
 RocksDbEventStore::~RocksDbEventStore() {
   Close();
+  {
+    absl::MutexLock lock(&commit_mu_);
+    stopping_ = true;
+  }
+  if (commit_thread_.joinable()) commit_thread_.join();
   db_->Close().PermitUncheckedError();
 }
 
@@ -280,51 +289,124 @@ absl::StatusOr<AppendResult> RocksDbEventStore::Append(
   }
   RETURN_IF_ERROR(rf::ValidateAppendRequest(request));
   Writer w(&request, rf::RequestContentDigest(request));
-  bool leader;
-  {
-    absl::MutexLock lock(&queue_mu_);
-    writers_.push_back(&w);
-    leader = writers_.size() == 1;
-  }
-  if (!leader && w.Wait() == Writer::State::kDone) {
+  if (!Enqueue(&w) && w.Wait() == Writer::State::kDone) {
     w.WakeChildren();
     return std::move(w.result);
   }
-
-  // This writer leads: commit everything queued, itself first. Writers that
-  // arrive meanwhile queue up for the next group.
-  std::vector<Writer*> group;
-  {
-    absl::MutexLock lock(&queue_mu_);
-    group.assign(writers_.begin(), writers_.end());
-  }
-  {
-    absl::MutexLock lock(&mu_);
-    CommitGroup(group);
-  }
-  Writer* next_leader = nullptr;
-  {
-    absl::MutexLock lock(&queue_mu_);
-    writers_.erase(writers_.begin(), writers_.begin() + group.size());
-    if (!writers_.empty()) next_leader = writers_.front();
-  }
-  // Hand over leadership first so the next group's write overlaps the
-  // wake-ups of this one. The rest of the group, members[j] = group[j + 1],
-  // forms a tree: this leader wakes members 0..F-1, and member j wakes
-  // members F(j+1) .. F(j+1)+F-1 (F = kWakeFanout).
-  if (next_leader != nullptr) next_leader->Wake(Writer::State::kLeader);
-  constexpr size_t kF = Writer::kWakeFanout;
-  const size_t members = group.size() - 1;
-  for (size_t j = 0; j < members; ++j) {
-    for (size_t c = 0; c < kF; ++c) {
-      const size_t child = kF * (j + 1) + c;
-      if (child < members) group[j + 1]->children[c] = group[child + 1];
-    }
-  }
-  for (size_t j = 0; j < std::min(members, kF); ++j) {
-    group[j + 1]->Wake(Writer::State::kDone);
-  }
+  Lead(&w);
   return std::move(w.result);
+}
+
+void RocksDbEventStore::AppendAsync(AppendRequest request, AppendCallback done) {
+  if (options_.read_only) {
+    done(absl::FailedPreconditionError("event store is open read-only"));
+    return;
+  }
+  if (absl::Status valid = rf::ValidateAppendRequest(request); !valid.ok()) {
+    done(std::move(valid));
+    return;
+  }
+  auto owned = std::make_unique<AppendRequest>(std::move(request));
+  const Hash digest = rf::RequestContentDigest(*owned);
+  Writer* w = new Writer(owned.get(), digest);
+  w->owned_request = std::move(owned);
+  w->done = std::move(done);
+  if (Enqueue(w)) RequestCommitThread();
+}
+
+bool RocksDbEventStore::Enqueue(Writer* w) {
+  absl::MutexLock lock(&queue_mu_);
+  writers_.push_back(w);
+  if (leader_active_) return false;
+  leader_active_ = true;
+  return true;
+}
+
+void RocksDbEventStore::RequestCommitThread() {
+  absl::MutexLock lock(&commit_mu_);
+  ++lead_requests_;
+  if (!commit_thread_.joinable()) {
+    commit_thread_ = std::thread([this] { CommitLoop(); });
+  }
+}
+
+void RocksDbEventStore::CommitLoop() {
+  for (;;) {
+    {
+      absl::MutexLock lock(&commit_mu_);
+      commit_mu_.Await(absl::Condition(
+          +[](RocksDbEventStore* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->commit_mu_) {
+            return s->lead_requests_ > 0 || s->stopping_;
+          },
+          this));
+      if (lead_requests_ == 0) return;  // Stopping, nothing left to lead.
+      --lead_requests_;
+    }
+    Lead(nullptr);
+  }
+}
+
+void RocksDbEventStore::Lead(Writer* self) {
+  for (;;) {
+    // Commit everything queued; writers that arrive meanwhile queue up for
+    // the next group.
+    std::vector<Writer*> group;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      group.assign(writers_.begin(), writers_.end());
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      CommitGroup(group);
+    }
+    Writer* next = nullptr;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      writers_.erase(writers_.begin(), writers_.begin() + group.size());
+      if (writers_.empty()) {
+        leader_active_ = false;
+      } else {
+        next = writers_.front();
+      }
+    }
+    // Hand over leadership first so the next group's write overlaps the
+    // completions of this one. A blocked appender leads its own group; the
+    // commit thread leads groups that start with an asynchronous append, so
+    // no caller of Append leads more than once.
+    bool keep_leading = false;
+    if (next != nullptr) {
+      if (next->done == nullptr) {
+        next->Wake(Writer::State::kLeader);
+      } else if (self == nullptr) {
+        keep_leading = true;
+      } else {
+        RequestCommitThread();
+      }
+    }
+    // Blocked appenders wake in a tree: this thread wakes members 0..F-1 and
+    // member j wakes members F(j+1) .. F(j+1)+F-1 (F = kWakeFanout).
+    std::vector<Writer*> blocked;
+    std::vector<Writer*> callbacks;
+    for (Writer* w : group) {
+      if (w == self) continue;
+      (w->done == nullptr ? blocked : callbacks).push_back(w);
+    }
+    constexpr size_t kF = Writer::kWakeFanout;
+    for (size_t j = 0; j < blocked.size(); ++j) {
+      for (size_t c = 0; c < kF; ++c) {
+        const size_t child = kF * (j + 1) + c;
+        if (child < blocked.size()) blocked[j]->children[c] = blocked[child];
+      }
+    }
+    for (size_t j = 0; j < std::min(blocked.size(), kF); ++j) {
+      blocked[j]->Wake(Writer::State::kDone);
+    }
+    for (Writer* w : callbacks) {
+      w->done(std::move(w->result));
+      delete w;
+    }
+    if (!keep_leading) return;
+  }
 }
 
 void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {

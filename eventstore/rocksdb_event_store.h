@@ -1,8 +1,9 @@
 // RocksDbEventStore is the durable EventStore: an embedded RocksDB database
 // laid out as record_format.h describes.
 //
-// Writes use group commit: concurrent Append calls queue up; the first in
-// the queue becomes the leader, plans every waiting append against one
+// Writes use group commit: concurrent appends queue up; the first blocked
+// Append in the queue becomes the leader (asynchronous appends are led by a
+// commit thread of the store's own), plans every waiting append against one
 // consistent view (expected versions, positions, hash chain), writes them as
 // one WriteBatch, syncs the WAL once and answers them all. A group holds
 // every append queued when its leader starts, so its size is bounded by the
@@ -16,6 +17,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -99,6 +101,7 @@ class RocksDbEventStore final : public EventStore {
   ~RocksDbEventStore() override;
 
   absl::StatusOr<AppendResult> Append(const AppendRequest& request) override;
+  void AppendAsync(AppendRequest request, AppendCallback done) override;
   absl::StatusOr<std::vector<RecordedEvent>> ReadForward(
       uint64_t from, size_t limit) const override;
   absl::StatusOr<std::vector<RecordedEvent>> ReadBackward(
@@ -125,6 +128,15 @@ class RocksDbEventStore final : public EventStore {
   RocksDbEventStore(RocksDbEventStoreOptions options,
                     std::unique_ptr<rocksdb::DB> db);
   absl::Status Recover();
+  // Queues `w`; returns true if the caller must make sure someone leads.
+  bool Enqueue(Writer* w);
+  // Commits groups until the queue is empty or a blocked appender takes
+  // over. `self` is the calling appender's writer, or nullptr for the commit
+  // thread.
+  void Lead(Writer* self);
+  // Asks the commit thread (started on first use) to lead.
+  void RequestCommitThread();
+  void CommitLoop();
   // Plans, writes and publishes `group` (a prefix of writers_).
   void CommitGroup(const std::vector<Writer*>& group)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -141,6 +153,15 @@ class RocksDbEventStore final : public EventStore {
   // push, to take a group and to pop it.
   absl::Mutex queue_mu_;
   std::deque<Writer*> writers_ ABSL_GUARDED_BY(queue_mu_);
+  // True while some thread leads (commits groups); only then may the queue
+  // be non-empty without a leader being asked for.
+  bool leader_active_ ABSL_GUARDED_BY(queue_mu_) = false;
+
+  // The commit thread leads groups of asynchronous appends.
+  absl::Mutex commit_mu_;
+  int lead_requests_ ABSL_GUARDED_BY(commit_mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(commit_mu_) = false;
+  std::thread commit_thread_;
 
   // Committed writer state. The leader holds mu_ while it plans a group and
   // publishes it, but not while RocksDB writes and syncs.

@@ -1,5 +1,6 @@
 // One conformance suite for every EventStore implementation.
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <functional>
@@ -9,6 +10,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "eventstore/event_store.h"
 #include "eventstore/memory_event_store.h"
@@ -415,6 +418,87 @@ TEST_P(ConformanceTest, CloseWakesWaitersAndRefusesAppends) {
   waiter.join();
   EXPECT_THAT(store_->Append(OneEvent("a", ExpectedVersion::Any(), "p")),
               StatusIs(absl::StatusCode::kUnavailable));
+}
+
+TEST_P(ConformanceTest, AsyncAppendsFromOneThreadStayGapFree) {
+  constexpr int kAppends = 2000;
+  absl::Mutex mu;
+  int done = 0;
+  std::vector<uint64_t> positions;
+  int failures = 0;
+  for (int i = 0; i < kAppends; ++i) {
+    store_->AppendAsync(
+        OneEvent(absl::StrCat("s", i % 7), ExpectedVersion::Any(),
+                 absl::StrCat("p", i)),
+        [&](absl::StatusOr<AppendResult> result) {
+          absl::MutexLock lock(&mu);
+          ++done;
+          if (result.ok()) {
+            positions.push_back(result->first_position);
+          } else {
+            ++failures;
+          }
+        });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    mu.AwaitWithTimeout(
+        absl::Condition(+[](int* d) { return *d == kAppends; }, &done),
+        absl::Seconds(60));
+    ASSERT_EQ(done, kAppends);
+    EXPECT_EQ(failures, 0);
+    std::sort(positions.begin(), positions.end());
+    for (int i = 0; i < kAppends; ++i) ASSERT_EQ(positions[i], uint64_t(i) + 1);
+  }
+  EXPECT_EQ(ReadAll().size(), size_t{kAppends});
+}
+
+TEST_P(ConformanceTest, AsyncAndBlockingAppendsMix) {
+  std::atomic<int> async_done{0};
+  std::thread blocking([&] {
+    for (int i = 0; i < 200; ++i) {
+      EXPECT_OK(store_->Append(OneEvent("sync", ExpectedVersion::Any(), "b")));
+    }
+  });
+  // An async append that re-issues itself from its callback, 200 times.
+  std::function<void(absl::StatusOr<AppendResult>)> again;
+  again = [&](absl::StatusOr<AppendResult> result) {
+    EXPECT_OK(result);
+    if (++async_done < 200) {
+      store_->AppendAsync(OneEvent("async", ExpectedVersion::Any(), "a"), again);
+    }
+  };
+  store_->AppendAsync(OneEvent("async", ExpectedVersion::Any(), "a"), again);
+  blocking.join();
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (async_done < 200 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(async_done.load(), 200);
+  EXPECT_EQ(store_->StreamVersion("sync"), 200u);
+  EXPECT_EQ(store_->StreamVersion("async"), 200u);
+  EXPECT_EQ(store_->Head().position, 400u);
+}
+
+TEST_P(ConformanceTest, AsyncAppendReportsErrorsThroughTheCallback) {
+  absl::Notification called;
+  absl::Status status;
+  AppendRequest bad = OneEvent("", ExpectedVersion::Any(), "p");
+  store_->AppendAsync(bad, [&](absl::StatusOr<AppendResult> result) {
+    status = result.status();
+    called.Notify();
+  });
+  ASSERT_TRUE(called.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument));
+  absl::Notification aborted;
+  store_->AppendAsync(OneEvent("x", ExpectedVersion::Exact(5), "p"),
+                      [&](absl::StatusOr<AppendResult> result) {
+                        status = result.status();
+                        aborted.Notify();
+                      });
+  ASSERT_TRUE(aborted.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kAborted));
+  EXPECT_EQ(store_->Head().position, 0u);
 }
 
 TEST_P(ConformanceTest, SnapshotsSaveAndLoadTheLatest) {
