@@ -1,7 +1,10 @@
 #include "server/ledger.h"
 
 #include <algorithm>
+#include <memory>
 #include <utility>
+
+#include "absl/synchronization/notification.h"
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -70,10 +73,7 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(EventStore* store,
 absl::Status Ledger::Load() {
   uint64_t next = 1;
   ASSIGN_OR_RETURN(std::optional<Snapshot> snapshot, store_->LoadLatestSnapshot());
-  if (snapshot.has_value()) {
-    absl::MutexLock snapshot_lock(&snapshot_mu_);
-    last_snapshot_position_ = snapshot->position;
-  }
+  if (snapshot.has_value()) last_snapshot_position_ = snapshot->position;
   absl::MutexLock lock(&accounts_mu_);
   if (snapshot.has_value()) {
     v1::LedgerSnapshot blob;
@@ -105,6 +105,8 @@ absl::Status Ledger::Load() {
         account->state.account_id = account_id;
       }
       absl::MutexLock state_lock(&account->state_mu);
+      // A snapshot's state may already hold events after its position.
+      if (record.stream_version <= account->state.version) continue;
       if (record.stream_version != account->state.version + 1) {
         return absl::DataLossError(absl::StrCat(
             "event at position ", record.position, " is version ",
@@ -118,6 +120,8 @@ absl::Status Ledger::Load() {
       }
     }
   }
+  absl::MutexLock watermark_lock(&watermark_mu_);
+  applied_through_ = next - 1;
   return absl::OkStatus();
 }
 
@@ -149,57 +153,115 @@ absl::StatusOr<ExecuteResult> Ledger::ReadAppended(
 
 absl::StatusOr<ExecuteResult> Ledger::Execute(const RequestContext& ctx,
                                               const core::Command& command) {
-  RETURN_IF_ERROR(ValidateAccountId(ctx.account_id));
-  if (ctx.request_id.size() > 128) {
-    return core::InvalidField("request_id", "must be at most 128 characters");
-  }
-  Account* account = FindOrCreate(ctx.account_id);
-  absl::StatusOr<ExecuteResult> result;
-  {
-    absl::MutexLock command_lock(&account->command_mu);
-    result = ExecuteLocked(*account, ctx, command);
-  }
-  // Outside the account's lock: a snapshot takes every account's lock.
-  if (result.ok() && !result->duplicate && !result->events.empty()) {
-    MaybeSnapshot(result->events.back().position);
-  }
-  return result;
+  // Shared with the callback, which may still be returning from Notify
+  // when this thread wakes.
+  struct Waiter {
+    absl::Notification done;
+    absl::StatusOr<ExecuteResult> out;
+  };
+  auto waiter = std::make_shared<Waiter>();
+  ExecuteAsync(ctx, command, [waiter](absl::StatusOr<ExecuteResult> result) {
+    waiter->out = std::move(result);
+    waiter->done.Notify();
+  });
+  waiter->done.WaitForNotification();
+  return std::move(waiter->out);
 }
 
-absl::StatusOr<ExecuteResult> Ledger::ExecuteLocked(
-    Account& account_ref, const RequestContext& ctx,
-    const core::Command& command) {
-  Account* account = &account_ref;
+void Ledger::ExecuteAsync(const RequestContext& ctx, core::Command command,
+                          ExecuteCallback done) {
+  if (absl::Status s = ValidateAccountId(ctx.account_id); !s.ok()) {
+    done(std::move(s));
+    return;
+  }
+  if (ctx.request_id.size() > 128) {
+    done(core::InvalidField("request_id", "must be at most 128 characters"));
+    return;
+  }
+  Account* account = FindOrCreate(ctx.account_id);
+  {
+    absl::MutexLock lock(&account->queue_mu);
+    if (account->busy) {
+      account->pending.push_back({ctx, std::move(command), std::move(done)});
+      return;
+    }
+    account->busy = true;
+  }
+  RunCommands(account, Pending{ctx, std::move(command), std::move(done)});
+}
+
+void Ledger::RunCommands(Account* account, Pending first) {
+  std::optional<Pending> next(std::move(first));
+  while (next.has_value()) {
+    if (!Start(account, std::move(*next))) return;  // Its append is in flight.
+    next = TakeNext(account);
+  }
+}
+
+std::optional<Ledger::Pending> Ledger::TakeNext(Account* account) {
+  absl::MutexLock lock(&account->queue_mu);
+  if (account->pending.empty()) {
+    account->busy = false;
+    return std::nullopt;
+  }
+  Pending next = std::move(account->pending.front());
+  account->pending.pop_front();
+  return next;
+}
+
+bool Ledger::Start(Account* account, Pending p) {
+  const RequestContext& ctx = p.ctx;
   const std::string store_request_id =
       ctx.request_id.empty() ? ""
                              : absl::StrCat(ctx.account_id, "/", ctx.request_id);
   if (!store_request_id.empty()) {
-    ASSIGN_OR_RETURN(std::optional<AppendResult> earlier,
-                     store_->FindRequest(store_request_id));
-    if (earlier.has_value()) return ReadAppended(*earlier);
+    absl::StatusOr<std::optional<AppendResult>> earlier =
+        store_->FindRequest(store_request_id);
+    if (!earlier.ok()) {
+      p.done(earlier.status());
+      return true;
+    }
+    if (earlier->has_value()) {
+      p.done(ReadAppended(**earlier));
+      return true;
+    }
   }
   const absl::Time now = clock_->Now();
   absl::StatusOr<core::Decision> decision;
   uint64_t version = 0;
   {
     absl::ReaderMutexLock state_lock(&account->state_mu);
-    decision = core::Decide(account->state, command, now);
+    decision = core::Decide(account->state, p.command, now);
     version = account->state.version;
   }
-  if (!decision.ok()) return decision.status();
+  if (!decision.ok()) {
+    p.done(decision.status());
+    return true;
+  }
   if (decision->duplicate_of_version != 0) {
-    ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
-                     store_->ReadStream(StreamOf(ctx.account_id),
-                                        decision->duplicate_of_version, 1));
+    absl::StatusOr<std::vector<RecordedEvent>> records = store_->ReadStream(
+        StreamOf(ctx.account_id), decision->duplicate_of_version, 1);
+    if (!records.ok()) {
+      p.done(records.status());
+      return true;
+    }
     ExecuteResult result;
     result.duplicate = true;
-    for (const RecordedEvent& r : records) {
-      ASSIGN_OR_RETURN(LoggedEvent logged, Decode(r));
-      result.events.push_back(std::move(logged));
+    for (const RecordedEvent& r : *records) {
+      absl::StatusOr<LoggedEvent> logged = Decode(r);
+      if (!logged.ok()) {
+        p.done(logged.status());
+        return true;
+      }
+      result.events.push_back(*std::move(logged));
     }
-    return result;
+    p.done(std::move(result));
+    return true;
   }
-  if (decision->events.empty()) return ExecuteResult{};
+  if (decision->events.empty()) {
+    p.done(ExecuteResult{});
+    return true;
+  }
   AppendRequest request;
   StreamAppend& stream = request.streams.emplace_back();
   stream.stream_id = StreamOf(ctx.account_id);
@@ -211,29 +273,64 @@ absl::StatusOr<ExecuteResult> Ledger::ExecuteLocked(
   request.metadata.actor = ctx.actor;
   request.metadata.correlation_id = ctx.correlation_id;
   request.metadata.timestamp = now;
-  absl::StatusOr<AppendResult> appended = store_->Append(request);
-  if (!appended.ok()) {
-    if (appended.status().code() == absl::StatusCode::kAlreadyExists) {
-      return core::DomainError(absl::StatusCode::kAlreadyExists,
-                               "REQUEST_ID_CONFLICT",
-                               absl::StrCat("request_id \"", ctx.request_id,
-                                            "\" was already used for a "
-                                            "different request"));
-    }
-    return appended.status();
-  }
-  ExecuteResult result;
+  auto events = std::make_shared<std::vector<v1::AccountEvent>>(
+      std::move(decision->events));
+  auto pending = std::make_shared<Pending>(std::move(p));
   {
-    absl::MutexLock state_lock(&account->state_mu);
-    for (size_t i = 0; i < decision->events.size(); ++i) {
-      absl::Status applied =
-          core::Apply(account->state, decision->events[i]);
-      if (!applied.ok()) return applied;  // Decide and Apply disagree: a bug.
-      result.events.push_back({appended->first_position + i, version + i + 1,
-                               now, std::move(decision->events[i])});
-    }
+    absl::MutexLock lock(&in_flight_mu_);
+    ++in_flight_;
   }
-  return result;
+  // Completes on the store's thread; the account takes no other command
+  // until then, so the state the decision saw is the state it applies to.
+  store_->AppendAsync(
+      std::move(request),
+      [this, account, events, pending, version,
+       now](absl::StatusOr<AppendResult> appended) {
+        if (!appended.ok()) {
+          absl::Status error = appended.status();
+          if (error.code() == absl::StatusCode::kAlreadyExists) {
+            error = core::DomainError(
+                absl::StatusCode::kAlreadyExists, "REQUEST_ID_CONFLICT",
+                absl::StrCat("request_id \"", pending->ctx.request_id,
+                             "\" was already used for a different request"));
+          }
+          pending->done(std::move(error));
+        } else {
+          ExecuteResult result;
+          absl::Status applied;
+          {
+            absl::MutexLock state_lock(&account->state_mu);
+            for (size_t i = 0; i < events->size() && applied.ok(); ++i) {
+              applied = core::Apply(account->state, (*events)[i]);
+              result.events.push_back({appended->first_position + i,
+                                       version + i + 1, now, (*events)[i]});
+            }
+          }
+          MarkApplied(appended->first_position, appended->last_position);
+          if (applied.ok()) {
+            pending->done(std::move(result));
+          } else {
+            pending->done(applied);  // Decide and Apply disagree: a bug.
+          }
+          MaybeSnapshot(appended->last_position);
+        }
+        if (std::optional<Pending> next = TakeNext(account)) {
+          RunCommands(account, std::move(*next));
+        }
+        absl::MutexLock lock(&in_flight_mu_);
+        --in_flight_;
+      });
+  return false;
+}
+
+void Ledger::MarkApplied(uint64_t first, uint64_t last) {
+  absl::MutexLock lock(&watermark_mu_);
+  applied_ranges_[first] = last;
+  while (!applied_ranges_.empty() &&
+         applied_ranges_.begin()->first == applied_through_ + 1) {
+    applied_through_ = applied_ranges_.begin()->second;
+    applied_ranges_.erase(applied_ranges_.begin());
+  }
 }
 
 absl::Status Ledger::Read(
@@ -337,27 +434,23 @@ absl::StatusOr<core::AccountState> Ledger::AccountAt(
 
 absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
   absl::MutexLock snapshot_lock(&snapshot_mu_);
-  v1::LedgerSnapshot blob;
-  std::vector<std::pair<std::string, Account*>> by_id;
+  // Every event up to `position` is applied; states taken after may hold
+  // later events too, which Load recognises by their stream versions.
+  uint64_t position;
+  {
+    absl::MutexLock lock(&watermark_mu_);
+    position = applied_through_;
+  }
+  std::vector<Account*> accounts;
   {
     absl::MutexLock lock(&accounts_mu_);
-    for (const auto& [id, account] : accounts_) {
-      by_id.emplace_back(id, account.get());
-    }
+    for (const auto& [id, account] : accounts_) accounts.push_back(account.get());
   }
-  // Always the same lock order (by account id).
-  std::sort(by_id.begin(), by_id.end());
-  std::vector<Account*> accounts;
-  for (const auto& [id, account] : by_id) accounts.push_back(account);
-  // Hold every account's command lock so that no append lands between the
-  // states taken and the head recorded.
-  for (Account* a : accounts) a->command_mu.Lock();
-  const uint64_t position = store_->Head().position;
+  v1::LedgerSnapshot blob;
   for (Account* a : accounts) {
     absl::ReaderMutexLock state_lock(&a->state_mu);
     *blob.add_accounts() = core::ToSnapshot(a->state);
   }
-  for (Account* a : accounts) a->command_mu.Unlock();
   blob.set_position(position);
   std::string bytes;
   blob.SerializeToString(&bytes);
@@ -367,15 +460,36 @@ absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
 }
 
 void Ledger::MaybeSnapshot(uint64_t position) {
-  if (options_.snapshot_every_events == 0) return;
-  {
-    absl::MutexLock lock(&snapshot_mu_);
-    if (position < last_snapshot_position_ + options_.snapshot_every_events) {
-      return;
-    }
+  if (options_.snapshot_every_events == 0 ||
+      position < last_snapshot_position_.load() + options_.snapshot_every_events) {
+    return;
   }
-  // Best effort: a failed snapshot only makes the next restart slower.
-  (void)CreateSnapshot();
+  // In the background: a snapshot must not hold up the commits that call
+  // this. Best effort: a failed snapshot only makes the next restart slower.
+  absl::MutexLock lock(&snapshot_thread_mu_);
+  if (snapshot_running_) return;
+  if (snapshot_thread_.joinable()) snapshot_thread_.join();
+  snapshot_running_ = true;
+  snapshot_thread_ = std::thread([this] {
+    (void)CreateSnapshot();
+    absl::MutexLock done_lock(&snapshot_thread_mu_);
+    snapshot_running_ = false;
+  });
+}
+
+Ledger::~Ledger() {
+  {
+    // Appends still in flight call back into this ledger.
+    absl::MutexLock lock(&in_flight_mu_);
+    in_flight_mu_.Await(absl::Condition(
+        +[](int* n) { return *n == 0; }, &in_flight_));
+  }
+  std::thread running;
+  {
+    absl::MutexLock lock(&snapshot_thread_mu_);
+    running = std::move(snapshot_thread_);
+  }
+  if (running.joinable()) running.join();
 }
 
 }  // namespace poledger

@@ -14,7 +14,12 @@
 #define POLEDGER_SERVER_LEDGER_H_
 
 #include <cstdint>
+#include <atomic>
+#include <deque>
 #include <functional>
+#include <map>
+#include <optional>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -92,12 +97,22 @@ class Ledger {
   static absl::StatusOr<std::unique_ptr<Ledger>> Open(EventStore* store,
                                                       const Clock* clock,
                                                       LedgerOptions options);
+  ~Ledger();
 
   // Decides `command` for ctx.account_id at the clock's time, appends the
   // events and applies them. Errors are the domain's (core/errors.h), the
-  // store's, or INVALID_ARGUMENT for a bad account id.
+  // store's, or INVALID_ARGUMENT for a bad account id. Blocks until done.
   absl::StatusOr<ExecuteResult> Execute(const RequestContext& ctx,
                                         const core::Command& command);
+
+  using ExecuteCallback = std::function<void(absl::StatusOr<ExecuteResult>)>;
+
+  // Like Execute, but returns at once: `done` runs exactly once, when the
+  // command is applied or refused, possibly on the event store's thread (it
+  // must not block). Commands of one account run one at a time, in the order
+  // they arrive; while one waits for its append, later ones queue.
+  void ExecuteAsync(const RequestContext& ctx, core::Command command,
+                    ExecuteCallback done);
 
   // Runs `fn` on the account's state under its read lock. An unknown account
   // reads as empty. `fn` must not call back into the ledger.
@@ -128,9 +143,18 @@ class Ledger {
   const Clock* clock() const { return clock_; }
 
  private:
+  struct Pending {
+    RequestContext ctx;
+    core::Command command;
+    ExecuteCallback done;
+  };
+
   struct Account {
-    // Held for a whole command, so commands of one account do not race.
-    absl::Mutex command_mu;
+    // One command at a time: `busy` while one is deciding or appending;
+    // later ones wait in `pending`.
+    absl::Mutex queue_mu;
+    bool busy ABSL_GUARDED_BY(queue_mu) = false;
+    std::deque<Pending> pending ABSL_GUARDED_BY(queue_mu);
     // Held briefly: to decide (shared) and to apply (exclusive).
     absl::Mutex state_mu;
     core::AccountState state ABSL_GUARDED_BY(state_mu);
@@ -139,10 +163,15 @@ class Ledger {
   Ledger(EventStore* store, const Clock* clock, LedgerOptions options)
       : store_(store), clock_(clock), options_(options) {}
   absl::Status Load();
-  absl::StatusOr<ExecuteResult> ExecuteLocked(Account& account,
-                                              const RequestContext& ctx,
-                                              const core::Command& command)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(account.command_mu);
+  // Runs `first`, then queued commands, until one is left appending.
+  void RunCommands(Account* account, Pending first);
+  // Starts a command: returns true if it completed at once, false if its
+  // append is in flight (its callback continues with the queue).
+  bool Start(Account* account, Pending p);
+  // Pops the account's next command, or marks the account idle.
+  std::optional<Pending> TakeNext(Account* account);
+  // Records that positions [first, last] are applied.
+  void MarkApplied(uint64_t first, uint64_t last);
   Account* FindOrCreate(const std::string& account_id);
   absl::StatusOr<ExecuteResult> ReadAppended(const AppendResult& appended) const;
   void MaybeSnapshot(uint64_t position);
@@ -155,8 +184,24 @@ class Ledger {
   absl::flat_hash_map<std::string, std::unique_ptr<Account>> accounts_
       ABSL_GUARDED_BY(accounts_mu_);
 
+  // Appends whose callbacks have not finished; the destructor waits.
+  absl::Mutex in_flight_mu_;
+  int in_flight_ ABSL_GUARDED_BY(in_flight_mu_) = 0;
+
+  // One snapshot at a time.
   absl::Mutex snapshot_mu_;
-  uint64_t last_snapshot_position_ ABSL_GUARDED_BY(snapshot_mu_) = 0;
+  std::atomic<uint64_t> last_snapshot_position_{0};
+
+  // Every position up to applied_through_ is applied to the accounts; later
+  // applied ranges wait in applied_ranges_ (first -> last) for the gap
+  // before them to close. Snapshots are taken at applied_through_.
+  absl::Mutex watermark_mu_;
+  uint64_t applied_through_ ABSL_GUARDED_BY(watermark_mu_) = 0;
+  std::map<uint64_t, uint64_t> applied_ranges_ ABSL_GUARDED_BY(watermark_mu_);
+
+  absl::Mutex snapshot_thread_mu_;
+  bool snapshot_running_ ABSL_GUARDED_BY(snapshot_thread_mu_) = false;
+  std::thread snapshot_thread_;
 };
 
 }  // namespace poledger
