@@ -36,13 +36,21 @@ grpc::Status Unary(const ServiceContext* ctx, Response* response, Fn&& fn) {
   return grpc::Status::OK;
 }
 
-std::string Metadata(const grpc::ServerContext* context, const char* key) {
+// Finishes a callback-API call with `status`.
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context,
+                                const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+std::string Metadata(const grpc::ServerContextBase* context, const char* key) {
   auto it = context->client_metadata().find(key);
   if (it == context->client_metadata().end()) return "";
   return std::string(it->second.data(), it->second.size());
 }
 
-RequestContext ContextOf(const grpc::ServerContext* context,
+RequestContext ContextOf(const grpc::ServerContextBase* context,
                          const std::string& account_id,
                          const std::string& request_id) {
   RequestContext ctx;
@@ -103,17 +111,6 @@ absl::StatusOr<v1::PurchaseOrder> CurrentPo(Ledger* ledger,
   return *std::move(out);
 }
 
-// Runs a purchase-order command and answers with the purchase order after.
-absl::StatusOr<v1::PurchaseOrder> ExecuteForPo(
-    ServiceContext* ctx, const grpc::ServerContext* context,
-    const std::string& account_id, const std::string& request_id,
-    const std::string& po_id, const core::Command& command) {
-  ASSIGN_OR_RETURN(ExecuteResult result,
-                   ctx->ledger()->Execute(
-                       ContextOf(context, account_id, request_id), command));
-  return CurrentPo(ctx->ledger(), account_id, po_id);
-}
-
 // Makes a domain error's field a path in the request: core names fields
 // relative to the message it checks ("effective_month"); the API names them
 // from the request ("purchase_order.effective_month").
@@ -137,6 +134,50 @@ template <typename T>
 absl::StatusOr<T> InRequest(absl::StatusOr<T> result, absl::string_view prefix) {
   if (result.ok()) return result;
   return InRequest(result.status(), prefix);
+}
+
+// Runs `command` through the Ledger without blocking and finishes the call
+// from its completion: with then(result) on success, or the error (its field
+// made a request path with `prefix`).
+template <typename Response, typename Then>
+grpc::ServerUnaryReactor* ExecuteThen(ServiceContext* ctx,
+                                      grpc::CallbackServerContext* context,
+                                      const std::string& account_id,
+                                      const std::string& request_id,
+                                      core::Command command, std::string prefix,
+                                      Response* response, Then then) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Ledger* ledger = ctx->ledger();
+  ledger->ExecuteAsync(
+      ContextOf(context, account_id, request_id), std::move(command),
+      [reactor, response, prefix = std::move(prefix),
+       then = std::move(then)](absl::StatusOr<ExecuteResult> result) mutable {
+        absl::StatusOr<Response> out =
+            result.ok() ? then(*result) : absl::StatusOr<Response>(result.status());
+        if (!out.ok()) {
+          reactor->Finish(ToGrpcStatus(InRequest(out.status(), prefix)));
+          return;
+        }
+        *response = *std::move(out);
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+// Runs a purchase-order command and answers with the purchase order after.
+grpc::ServerUnaryReactor* ExecuteForPo(ServiceContext* ctx,
+                                       grpc::CallbackServerContext* context,
+                                       const std::string& account_id,
+                                       const std::string& request_id,
+                                       const std::string& po_id,
+                                       core::Command command, std::string prefix,
+                                       v1::PurchaseOrder* response) {
+  Ledger* ledger = ctx->ledger();
+  return ExecuteThen(ctx, context, account_id, request_id, std::move(command),
+                     std::move(prefix), response,
+                     [ledger, account_id, po_id](const ExecuteResult&) {
+                       return CurrentPo(ledger, account_id, po_id);
+                     });
 }
 
 std::optional<uint64_t> Expected(bool has, uint64_t value) {
@@ -164,37 +205,39 @@ absl::StatusOr<std::string> CurrencyOf(Ledger* ledger,
 
 // --- PurchaseOrderService ------------------------------------------------------
 
-grpc::Status PurchaseOrderServiceImpl::CreatePurchaseOrder(
-    grpc::ServerContext* context, const v1::CreatePurchaseOrderRequest* request,
-    v1::PurchaseOrder* response) {
-  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
-    RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
-    if (!request->has_purchase_order()) {
-      return core::InvalidField("purchase_order", "is required");
-    }
-    ASSIGN_OR_RETURN(core::CreatePurchaseOrder cmd,
-                     convert::ToCreate(request->purchase_order(),
-                                       "purchase_order"));
-    return InRequest(ExecuteForPo(ctx_, context, request->account_id(),
-                                  request->request_id(), cmd.purchase_order_id,
-                                  cmd),
-                     "purchase_order.");
-  });
+grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::CreatePurchaseOrder(
+    grpc::CallbackServerContext* context,
+    const v1::CreatePurchaseOrderRequest* request, v1::PurchaseOrder* response) {
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
+  absl::Status valid = ValidateAccountId(request->account_id());
+  if (valid.ok() && !request->has_purchase_order()) {
+    valid = core::InvalidField("purchase_order", "is required");
+  }
+  absl::StatusOr<core::CreatePurchaseOrder> cmd =
+      valid.ok() ? convert::ToCreate(request->purchase_order(), "purchase_order")
+                 : absl::StatusOr<core::CreatePurchaseOrder>(valid);
+  if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
+  const std::string po_id = cmd->purchase_order_id;
+  return ExecuteForPo(ctx_, context, request->account_id(),
+                      request->request_id(), po_id, *std::move(cmd),
+                      "purchase_order.", response);
 }
 
-grpc::Status PurchaseOrderServiceImpl::GetPurchaseOrder(
-    grpc::ServerContext*, const v1::GetPurchaseOrderRequest* request,
-    v1::PurchaseOrder* response) {
-  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
-    return CurrentPo(ctx_->ledger(), request->account_id(),
-                     request->purchase_order_id());
-  });
+grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::GetPurchaseOrder(
+    grpc::CallbackServerContext* context,
+    const v1::GetPurchaseOrderRequest* request, v1::PurchaseOrder* response) {
+  return Reply(context, Unary(ctx_, response, [&]() {
+                 return CurrentPo(ctx_->ledger(), request->account_id(),
+                                  request->purchase_order_id());
+               }));
 }
 
-grpc::Status PurchaseOrderServiceImpl::ListPurchaseOrders(
-    grpc::ServerContext*, const v1::ListPurchaseOrdersRequest* request,
+grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrders(
+    grpc::CallbackServerContext* context,
+    const v1::ListPurchaseOrdersRequest* request,
     v1::ListPurchaseOrdersResponse* response) {
-  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::ListPurchaseOrdersResponse> {
+  return Reply(context, Unary(ctx_, response,
+                              [&]() -> absl::StatusOr<v1::ListPurchaseOrdersResponse> {
     ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
     ASSIGN_OR_RETURN(std::string after, ParseToken(request->page_token()));
     if (!v1::PurchaseOrderStatus_IsValid(request->status())) {
@@ -219,13 +262,14 @@ grpc::Status PurchaseOrderServiceImpl::ListPurchaseOrders(
           }
         }));
     return out;
-  });
+  }));
 }
 
-grpc::Status PurchaseOrderServiceImpl::UpdatePurchaseOrder(
-    grpc::ServerContext* context, const v1::UpdatePurchaseOrderRequest* request,
-    v1::PurchaseOrder* response) {
-  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
+grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdatePurchaseOrder(
+    grpc::CallbackServerContext* context,
+    const v1::UpdatePurchaseOrderRequest* request, v1::PurchaseOrder* response) {
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
+  auto build = [&]() -> absl::StatusOr<core::UpdatePurchaseOrder> {
     RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
     core::UpdatePurchaseOrder cmd;
     cmd.purchase_order_id = request->purchase_order().purchase_order_id();
@@ -234,46 +278,50 @@ grpc::Status PurchaseOrderServiceImpl::UpdatePurchaseOrder(
     ASSIGN_OR_RETURN(cmd.update_mask, convert::HeaderMask(request->update_mask()));
     cmd.expected_version = Expected(request->has_expected_version(),
                                     request->expected_version());
-    return InRequest(ExecuteForPo(ctx_, context, request->account_id(),
-                                  request->request_id(), cmd.purchase_order_id,
-                                  cmd),
-                     "purchase_order.");
-  });
+    return cmd;
+  };
+  absl::StatusOr<core::UpdatePurchaseOrder> cmd = build();
+  if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
+  const std::string po_id = cmd->purchase_order_id;
+  return ExecuteForPo(ctx_, context, request->account_id(),
+                      request->request_id(), po_id, *std::move(cmd),
+                      "purchase_order.", response);
 }
 
-grpc::Status PurchaseOrderServiceImpl::UpdatePurchaseOrderStatus(
-    grpc::ServerContext* context,
+grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdatePurchaseOrderStatus(
+    grpc::CallbackServerContext* context,
     const v1::UpdatePurchaseOrderStatusRequest* request,
     v1::PurchaseOrder* response) {
-  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
-    core::ChangePurchaseOrderStatus cmd{
-        request->purchase_order_id(), request->status(),
-        Expected(request->has_expected_version(), request->expected_version())};
-    return ExecuteForPo(ctx_, context, request->account_id(),
-                        request->request_id(), cmd.purchase_order_id, cmd);
-  });
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
+  return ExecuteForPo(
+      ctx_, context, request->account_id(), request->request_id(),
+      request->purchase_order_id(),
+      core::ChangePurchaseOrderStatus{
+          request->purchase_order_id(), request->status(),
+          Expected(request->has_expected_version(), request->expected_version())},
+      "", response);
 }
 
-grpc::Status PurchaseOrderServiceImpl::DeletePurchaseOrder(
-    grpc::ServerContext* context, const v1::DeletePurchaseOrderRequest* request,
+grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::DeletePurchaseOrder(
+    grpc::CallbackServerContext* context,
+    const v1::DeletePurchaseOrderRequest* request,
     google::protobuf::Empty* response) {
-  return Unary(ctx_, response, [&]() -> absl::StatusOr<google::protobuf::Empty> {
-    core::DeletePurchaseOrder cmd{
-        request->purchase_order_id(),
-        Expected(request->has_expected_version(), request->expected_version())};
-    RETURN_IF_ERROR(ctx_->ledger()
-                        ->Execute(ContextOf(context, request->account_id(),
-                                            request->request_id()),
-                                  cmd)
-                        .status());
-    return google::protobuf::Empty();
-  });
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
+  return ExecuteThen(
+      ctx_, context, request->account_id(), request->request_id(),
+      core::DeletePurchaseOrder{
+          request->purchase_order_id(),
+          Expected(request->has_expected_version(), request->expected_version())},
+      "", response, [](const ExecuteResult&) {
+        return absl::StatusOr<google::protobuf::Empty>(google::protobuf::Empty());
+      });
 }
 
-grpc::Status PurchaseOrderServiceImpl::AddLineItem(
-    grpc::ServerContext* context, const v1::AddLineItemRequest* request,
+grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::AddLineItem(
+    grpc::CallbackServerContext* context, const v1::AddLineItemRequest* request,
     v1::PurchaseOrder* response) {
-  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
+  auto build = [&]() -> absl::StatusOr<core::AddLineItem> {
     ASSIGN_OR_RETURN(std::string currency,
                      CurrencyOf(ctx_->ledger(), request->account_id(),
                                 request->purchase_order_id()));
@@ -284,15 +332,20 @@ grpc::Status PurchaseOrderServiceImpl::AddLineItem(
                                         "line_item"));
     cmd.expected_version = Expected(request->has_expected_version(),
                                     request->expected_version());
-    return ExecuteForPo(ctx_, context, request->account_id(),
-                        request->request_id(), cmd.purchase_order_id, cmd);
-  });
+    return cmd;
+  };
+  absl::StatusOr<core::AddLineItem> cmd = build();
+  if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
+  return ExecuteForPo(ctx_, context, request->account_id(),
+                      request->request_id(), request->purchase_order_id(),
+                      *std::move(cmd), "", response);
 }
 
-grpc::Status PurchaseOrderServiceImpl::UpdateLineItem(
-    grpc::ServerContext* context, const v1::UpdateLineItemRequest* request,
-    v1::PurchaseOrder* response) {
-  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
+grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdateLineItem(
+    grpc::CallbackServerContext* context,
+    const v1::UpdateLineItemRequest* request, v1::PurchaseOrder* response) {
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
+  auto build = [&]() -> absl::StatusOr<core::UpdateLineItem> {
     ASSIGN_OR_RETURN(std::string currency,
                      CurrencyOf(ctx_->ledger(), request->account_id(),
                                 request->purchase_order_id()));
@@ -304,27 +357,33 @@ grpc::Status PurchaseOrderServiceImpl::UpdateLineItem(
     ASSIGN_OR_RETURN(cmd.update_mask, convert::LineMask(request->update_mask()));
     cmd.expected_version = Expected(request->has_expected_version(),
                                     request->expected_version());
-    return ExecuteForPo(ctx_, context, request->account_id(),
-                        request->request_id(), cmd.purchase_order_id, cmd);
-  });
+    return cmd;
+  };
+  absl::StatusOr<core::UpdateLineItem> cmd = build();
+  if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
+  return ExecuteForPo(ctx_, context, request->account_id(),
+                      request->request_id(), request->purchase_order_id(),
+                      *std::move(cmd), "", response);
 }
 
-grpc::Status PurchaseOrderServiceImpl::RemoveLineItem(
-    grpc::ServerContext* context, const v1::RemoveLineItemRequest* request,
-    v1::PurchaseOrder* response) {
-  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::PurchaseOrder> {
-    core::RemoveLineItem cmd{
-        request->purchase_order_id(), request->line_number(),
-        Expected(request->has_expected_version(), request->expected_version())};
-    return ExecuteForPo(ctx_, context, request->account_id(),
-                        request->request_id(), cmd.purchase_order_id, cmd);
-  });
+grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::RemoveLineItem(
+    grpc::CallbackServerContext* context,
+    const v1::RemoveLineItemRequest* request, v1::PurchaseOrder* response) {
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
+  return ExecuteForPo(
+      ctx_, context, request->account_id(), request->request_id(),
+      request->purchase_order_id(),
+      core::RemoveLineItem{
+          request->purchase_order_id(), request->line_number(),
+          Expected(request->has_expected_version(), request->expected_version())},
+      "", response);
 }
 
-grpc::Status PurchaseOrderServiceImpl::ListPurchaseOrderInvoices(
-    grpc::ServerContext*, const v1::ListPurchaseOrderInvoicesRequest* request,
+grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrderInvoices(
+    grpc::CallbackServerContext* context,
+    const v1::ListPurchaseOrderInvoicesRequest* request,
     v1::ListPurchaseOrderInvoicesResponse* response) {
-  return Unary(ctx_, response,
+  return Reply(context, Unary(ctx_, response,
                [&]() -> absl::StatusOr<v1::ListPurchaseOrderInvoicesResponse> {
     ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
     ASSIGN_OR_RETURN(uint64_t after, ParseNumberToken(request->page_token()));
@@ -361,7 +420,7 @@ grpc::Status PurchaseOrderServiceImpl::ListPurchaseOrderInvoices(
                        convert::InvoiceOf(request->account_id(), events[0]));
     }
     return out;
-  });
+  }));
 }
 
 // --- InvoiceService ------------------------------------------------------------
@@ -378,33 +437,36 @@ const LoggedEvent* FindEvent(const ExecuteResult& result,
 
 }  // namespace
 
-grpc::Status InvoiceServiceImpl::RecordInvoice(
-    grpc::ServerContext* context, const v1::RecordInvoiceRequest* request,
+grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordInvoice(
+    grpc::CallbackServerContext* context, const v1::RecordInvoiceRequest* request,
     v1::Invoice* response) {
-  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::Invoice> {
-    RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
-    ASSIGN_OR_RETURN(v1::InvoiceData data,
-                     convert::ToInvoiceData(request->invoice(), "invoice"));
-    ASSIGN_OR_RETURN(ExecuteResult result,
-                     InRequest(ctx_->ledger()->Execute(
-                                   ContextOf(context, request->account_id(),
-                                             request->request_id()),
-                                   core::RecordInvoice{std::move(data)}),
-                               "invoice."));
-    const LoggedEvent* e =
-        FindEvent(result, v1::AccountEvent::kInvoiceRecorded);
-    if (e == nullptr) e = FindEvent(result, v1::AccountEvent::kCreditMemoRecorded);
-    if (e == nullptr) {
-      return absl::InternalError("recording an invoice logged no invoice");
-    }
-    return convert::InvoiceOf(request->account_id(), *e);
-  });
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
+  absl::Status valid = ValidateAccountId(request->account_id());
+  absl::StatusOr<v1::InvoiceData> data =
+      valid.ok() ? convert::ToInvoiceData(request->invoice(), "invoice")
+                 : absl::StatusOr<v1::InvoiceData>(valid);
+  if (!data.ok()) return Reply(context, ToGrpcStatus(data.status()));
+  const std::string account_id = request->account_id();
+  return ExecuteThen(
+      ctx_, context, account_id, request->request_id(),
+      core::RecordInvoice{*std::move(data)}, "invoice.", response,
+      [account_id](const ExecuteResult& result) -> absl::StatusOr<v1::Invoice> {
+        const LoggedEvent* e =
+            FindEvent(result, v1::AccountEvent::kInvoiceRecorded);
+        if (e == nullptr) {
+          e = FindEvent(result, v1::AccountEvent::kCreditMemoRecorded);
+        }
+        if (e == nullptr) {
+          return absl::InternalError("recording an invoice logged no invoice");
+        }
+        return convert::InvoiceOf(account_id, *e);
+      });
 }
 
-grpc::Status InvoiceServiceImpl::GetInvoice(grpc::ServerContext*,
-                                            const v1::GetInvoiceRequest* request,
-                                            v1::Invoice* response) {
-  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::Invoice> {
+grpc::ServerUnaryReactor* InvoiceServiceImpl::GetInvoice(
+    grpc::CallbackServerContext* context, const v1::GetInvoiceRequest* request,
+    v1::Invoice* response) {
+  return Reply(context, Unary(ctx_, response, [&]() -> absl::StatusOr<v1::Invoice> {
     uint64_t version = 0;
     RETURN_IF_ERROR(ctx_->ledger()->Read(
         request->account_id(), [&](const core::AccountState& s) {
@@ -418,18 +480,18 @@ grpc::Status InvoiceServiceImpl::GetInvoice(grpc::ServerContext*,
     }
     ASSIGN_OR_RETURN(std::vector<LoggedEvent> events,
                      ctx_->ledger()->ReadAccountEvents(request->account_id(),
-                                                     version, 1));
+                                                       version, 1));
     if (events.empty()) return absl::InternalError("invoice event missing");
     return convert::InvoiceOf(request->account_id(), events[0]);
-  });
+  }));
 }
 
-grpc::Status InvoiceServiceImpl::RecordMarketplaceTransaction(
-    grpc::ServerContext* context,
+grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordMarketplaceTransaction(
+    grpc::CallbackServerContext* context,
     const v1::RecordMarketplaceTransactionRequest* request,
     v1::RecordMarketplaceTransactionResponse* response) {
-  return Unary(ctx_, response,
-               [&]() -> absl::StatusOr<v1::RecordMarketplaceTransactionResponse> {
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
+  auto build = [&]() -> absl::StatusOr<core::RecordMarketplaceTransaction> {
     RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
     const v1::MarketplaceTransaction& t = request->transaction();
     core::RecordMarketplaceTransaction cmd;
@@ -443,28 +505,31 @@ grpc::Status InvoiceServiceImpl::RecordMarketplaceTransaction(
     cmd.month = t.month();
     cmd.description = t.description();
     cmd.line_number = t.line_number();
-    ASSIGN_OR_RETURN(ExecuteResult result,
-                     InRequest(ctx_->ledger()->Execute(
-                                   ContextOf(context, request->account_id(),
-                                             request->request_id()),
-                                   cmd),
-                               "transaction."));
-    const LoggedEvent* e =
-        FindEvent(result, v1::AccountEvent::kMarketplaceTransactionRecorded);
-    if (e == nullptr) {
-      return absl::InternalError("recording a transaction logged nothing");
-    }
-    const v1::MarketplaceTransactionRecorded& r =
-        e->event.marketplace_transaction_recorded();
-    v1::RecordMarketplaceTransactionResponse out;
-    out.set_outcome(r.outcome());
-    out.set_purchase_order_id(r.purchase_order_id());
-    out.set_line_number(r.line_number());
-    out.set_reason_code(r.reason_code());
-    out.set_reason(r.reason());
-    out.set_position(e->position);
-    return out;
-  });
+    return cmd;
+  };
+  absl::StatusOr<core::RecordMarketplaceTransaction> cmd = build();
+  if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
+  return ExecuteThen(
+      ctx_, context, request->account_id(), request->request_id(),
+      *std::move(cmd), "transaction.", response,
+      [](const ExecuteResult& result)
+          -> absl::StatusOr<v1::RecordMarketplaceTransactionResponse> {
+        const LoggedEvent* e = FindEvent(
+            result, v1::AccountEvent::kMarketplaceTransactionRecorded);
+        if (e == nullptr) {
+          return absl::InternalError("recording a transaction logged nothing");
+        }
+        const v1::MarketplaceTransactionRecorded& r =
+            e->event.marketplace_transaction_recorded();
+        v1::RecordMarketplaceTransactionResponse out;
+        out.set_outcome(r.outcome());
+        out.set_purchase_order_id(r.purchase_order_id());
+        out.set_line_number(r.line_number());
+        out.set_reason_code(r.reason_code());
+        out.set_reason(r.reason());
+        out.set_position(e->position);
+        return out;
+      });
 }
 
 // --- NotificationService -------------------------------------------------------
@@ -595,28 +660,29 @@ grpc::Status EventLogServiceImpl::GetLogDigest(grpc::ServerContext*,
 
 // --- AdminService ----------------------------------------------------------------
 
-grpc::Status AdminServiceImpl::GetServerInfo(grpc::ServerContext*,
-                                             const v1::GetServerInfoRequest*,
-                                             v1::GetServerInfoResponse* response) {
-  if (ctx_->ledger() == nullptr) return NotReady();
+grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
+    grpc::CallbackServerContext* context, const v1::GetServerInfoRequest*,
+    v1::GetServerInfoResponse* response) {
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   response->set_version(ctx_->version);
   response->set_head_position(ctx_->ledger()->store()->Head().position);
   const absl::Duration uptime = absl::Now() - ctx_->start_time;
   response->mutable_uptime()->set_seconds(absl::ToInt64Seconds(uptime));
   response->set_clock(ctx_->manual_clock != nullptr ? "manual" : "real");
   *response->mutable_now() = core::ToProtoTime(ctx_->ledger()->clock()->Now());
-  return grpc::Status::OK;
+  return Reply(context, grpc::Status::OK);
 }
 
-grpc::Status AdminServiceImpl::CreateSnapshot(
-    grpc::ServerContext*, const v1::CreateSnapshotRequest*,
+grpc::ServerUnaryReactor* AdminServiceImpl::CreateSnapshot(
+    grpc::CallbackServerContext* context, const v1::CreateSnapshotRequest*,
     v1::CreateSnapshotResponse* response) {
-  return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::CreateSnapshotResponse> {
+  return Reply(context, Unary(ctx_, response,
+                              [&]() -> absl::StatusOr<v1::CreateSnapshotResponse> {
     ASSIGN_OR_RETURN(uint64_t position, ctx_->ledger()->CreateSnapshot());
     v1::CreateSnapshotResponse out;
     out.set_position(position);
     return out;
-  });
+  }));
 }
 
 grpc::Status AdminServiceImpl::MoveClock(absl::Time to,
@@ -629,41 +695,42 @@ grpc::Status AdminServiceImpl::MoveClock(absl::Time to,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminServiceImpl::SetTime(grpc::ServerContext*,
-                                       const v1::SetTimeRequest* request,
-                                       v1::TimeResponse* response) {
-  if (ctx_->ledger() == nullptr) return NotReady();
+grpc::ServerUnaryReactor* AdminServiceImpl::SetTime(
+    grpc::CallbackServerContext* context, const v1::SetTimeRequest* request,
+    v1::TimeResponse* response) {
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   if (ctx_->manual_clock == nullptr) {
-    return ToGrpcStatus(core::DomainError(
+    return Reply(context, ToGrpcStatus(core::DomainError(
         absl::StatusCode::kFailedPrecondition, "CLOCK_NOT_MANUAL",
         "the server runs on the real clock; start it with "
-        "--clock=manual:TIME to set time"));
+        "--clock=manual:TIME to set time")));
   }
   if (!request->has_time()) {
-    return ToGrpcStatus(core::InvalidField("time", "is required"));
+    return Reply(context, ToGrpcStatus(core::InvalidField("time", "is required")));
   }
+  // Time moves rarely and only in tests: waiting for the ticks here is fine.
   absl::MutexLock lock(&clock_mu_);
-  return MoveClock(core::FromProtoTime(request->time()), response);
+  return Reply(context, MoveClock(core::FromProtoTime(request->time()), response));
 }
 
-grpc::Status AdminServiceImpl::AdvanceTime(grpc::ServerContext*,
-                                           const v1::AdvanceTimeRequest* request,
-                                           v1::TimeResponse* response) {
-  if (ctx_->ledger() == nullptr) return NotReady();
+grpc::ServerUnaryReactor* AdminServiceImpl::AdvanceTime(
+    grpc::CallbackServerContext* context, const v1::AdvanceTimeRequest* request,
+    v1::TimeResponse* response) {
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   if (ctx_->manual_clock == nullptr) {
-    return ToGrpcStatus(core::DomainError(
+    return Reply(context, ToGrpcStatus(core::DomainError(
         absl::StatusCode::kFailedPrecondition, "CLOCK_NOT_MANUAL",
         "the server runs on the real clock; start it with "
-        "--clock=manual:TIME to advance time"));
+        "--clock=manual:TIME to advance time")));
   }
   const absl::Duration d = absl::Seconds(request->duration().seconds()) +
                            absl::Nanoseconds(request->duration().nanos());
   if (d < absl::ZeroDuration()) {
-    return ToGrpcStatus(
-        core::InvalidField("duration", "time only moves forward"));
+    return Reply(context, ToGrpcStatus(core::InvalidField(
+                              "duration", "time only moves forward")));
   }
   absl::MutexLock lock(&clock_mu_);
-  return MoveClock(ctx_->manual_clock->Now() + d, response);
+  return Reply(context, MoveClock(ctx_->manual_clock->Now() + d, response));
 }
 
 }  // namespace poledger

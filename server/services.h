@@ -1,5 +1,8 @@
 // The gRPC services of poledger.v1: thin adapters that check the request,
 // turn it into a command or a query on the Ledger, and map the status.
+// Unary services use gRPC's callback API: queries answer inline, commands
+// answer from the Ledger's completion callback, so no thread waits for an
+// fsync. The streaming services use the synchronous API, a thread each.
 //
 // Thread safety: every service is safe for concurrent calls.
 #ifndef POLEDGER_SERVER_SERVICES_H_
@@ -40,40 +43,40 @@ struct ServiceContext {
   std::string version;
 };
 
-class PurchaseOrderServiceImpl final : public v1::PurchaseOrderService::Service {
+class PurchaseOrderServiceImpl final : public v1::PurchaseOrderService::CallbackService {
  public:
   explicit PurchaseOrderServiceImpl(ServiceContext* ctx) : ctx_(ctx) {}
 
-  grpc::Status CreatePurchaseOrder(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* CreatePurchaseOrder(grpc::CallbackServerContext* context,
                                    const v1::CreatePurchaseOrderRequest* request,
                                    v1::PurchaseOrder* response) override;
-  grpc::Status GetPurchaseOrder(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* GetPurchaseOrder(grpc::CallbackServerContext* context,
                                 const v1::GetPurchaseOrderRequest* request,
                                 v1::PurchaseOrder* response) override;
-  grpc::Status ListPurchaseOrders(
-      grpc::ServerContext* context, const v1::ListPurchaseOrdersRequest* request,
+  grpc::ServerUnaryReactor* ListPurchaseOrders(
+      grpc::CallbackServerContext* context, const v1::ListPurchaseOrdersRequest* request,
       v1::ListPurchaseOrdersResponse* response) override;
-  grpc::Status UpdatePurchaseOrder(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* UpdatePurchaseOrder(grpc::CallbackServerContext* context,
                                    const v1::UpdatePurchaseOrderRequest* request,
                                    v1::PurchaseOrder* response) override;
-  grpc::Status UpdatePurchaseOrderStatus(
-      grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* UpdatePurchaseOrderStatus(
+      grpc::CallbackServerContext* context,
       const v1::UpdatePurchaseOrderStatusRequest* request,
       v1::PurchaseOrder* response) override;
-  grpc::Status DeletePurchaseOrder(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* DeletePurchaseOrder(grpc::CallbackServerContext* context,
                                    const v1::DeletePurchaseOrderRequest* request,
                                    google::protobuf::Empty* response) override;
-  grpc::Status AddLineItem(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* AddLineItem(grpc::CallbackServerContext* context,
                            const v1::AddLineItemRequest* request,
                            v1::PurchaseOrder* response) override;
-  grpc::Status UpdateLineItem(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* UpdateLineItem(grpc::CallbackServerContext* context,
                               const v1::UpdateLineItemRequest* request,
                               v1::PurchaseOrder* response) override;
-  grpc::Status RemoveLineItem(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* RemoveLineItem(grpc::CallbackServerContext* context,
                               const v1::RemoveLineItemRequest* request,
                               v1::PurchaseOrder* response) override;
-  grpc::Status ListPurchaseOrderInvoices(
-      grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* ListPurchaseOrderInvoices(
+      grpc::CallbackServerContext* context,
       const v1::ListPurchaseOrderInvoicesRequest* request,
       v1::ListPurchaseOrderInvoicesResponse* response) override;
 
@@ -81,18 +84,18 @@ class PurchaseOrderServiceImpl final : public v1::PurchaseOrderService::Service 
   ServiceContext* const ctx_;
 };
 
-class InvoiceServiceImpl final : public v1::InvoiceService::Service {
+class InvoiceServiceImpl final : public v1::InvoiceService::CallbackService {
  public:
   explicit InvoiceServiceImpl(ServiceContext* ctx) : ctx_(ctx) {}
 
-  grpc::Status RecordInvoice(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* RecordInvoice(grpc::CallbackServerContext* context,
                              const v1::RecordInvoiceRequest* request,
                              v1::Invoice* response) override;
-  grpc::Status GetInvoice(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* GetInvoice(grpc::CallbackServerContext* context,
                           const v1::GetInvoiceRequest* request,
                           v1::Invoice* response) override;
-  grpc::Status RecordMarketplaceTransaction(
-      grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* RecordMarketplaceTransaction(
+      grpc::CallbackServerContext* context,
       const v1::RecordMarketplaceTransactionRequest* request,
       v1::RecordMarketplaceTransactionResponse* response) override;
 
@@ -138,20 +141,20 @@ class EventLogServiceImpl final : public v1::EventLogService::Service {
   ServiceContext* const ctx_;
 };
 
-class AdminServiceImpl final : public v1::AdminService::Service {
+class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
   explicit AdminServiceImpl(ServiceContext* ctx) : ctx_(ctx) {}
 
-  grpc::Status GetServerInfo(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
                              const v1::GetServerInfoRequest* request,
                              v1::GetServerInfoResponse* response) override;
-  grpc::Status CreateSnapshot(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* CreateSnapshot(grpc::CallbackServerContext* context,
                               const v1::CreateSnapshotRequest* request,
                               v1::CreateSnapshotResponse* response) override;
-  grpc::Status SetTime(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* SetTime(grpc::CallbackServerContext* context,
                        const v1::SetTimeRequest* request,
                        v1::TimeResponse* response) override;
-  grpc::Status AdvanceTime(grpc::ServerContext* context,
+  grpc::ServerUnaryReactor* AdvanceTime(grpc::CallbackServerContext* context,
                            const v1::AdvanceTimeRequest* request,
                            v1::TimeResponse* response) override;
 
