@@ -67,6 +67,9 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(EventStore* store,
                                                      LedgerOptions options) {
   std::unique_ptr<Ledger> ledger(new Ledger(store, clock, options));
   RETURN_IF_ERROR(ledger->Load());
+  for (int i = 0; i < std::max(1, options.completion_threads); ++i) {
+    ledger->workers_.emplace_back([l = ledger.get()] { l->WorkLoop(); });
+  }
   return ledger;
 }
 
@@ -286,41 +289,77 @@ bool Ledger::Start(Account* account, Pending p) {
       std::move(request),
       [this, account, events, pending, version,
        now](absl::StatusOr<AppendResult> appended) {
-        if (!appended.ok()) {
-          absl::Status error = appended.status();
-          if (error.code() == absl::StatusCode::kAlreadyExists) {
-            error = core::DomainError(
-                absl::StatusCode::kAlreadyExists, "REQUEST_ID_CONFLICT",
-                absl::StrCat("request_id \"", pending->ctx.request_id,
-                             "\" was already used for a different request"));
-          }
-          pending->done(std::move(error));
-        } else {
-          ExecuteResult result;
-          absl::Status applied;
-          {
-            absl::MutexLock state_lock(&account->state_mu);
-            for (size_t i = 0; i < events->size() && applied.ok(); ++i) {
-              applied = core::Apply(account->state, (*events)[i]);
-              result.events.push_back({appended->first_position + i,
-                                       version + i + 1, now, (*events)[i]});
-            }
-          }
-          MarkApplied(appended->first_position, appended->last_position);
-          if (applied.ok()) {
-            pending->done(std::move(result));
-          } else {
-            pending->done(applied);  // Decide and Apply disagree: a bug.
-          }
-          MaybeSnapshot(appended->last_position);
-        }
-        if (std::optional<Pending> next = TakeNext(account)) {
-          RunCommands(account, std::move(*next));
-        }
-        absl::MutexLock lock(&in_flight_mu_);
-        --in_flight_;
+        // Off the store's commit thread: applying, answering and starting the
+        // account's next command run on the ledger's completion threads.
+        Post([this, account, events, pending, version, now,
+              appended = std::move(appended)]() mutable {
+          Complete(account, *events, *pending, version, now, std::move(appended));
+        });
       });
   return false;
+}
+
+void Ledger::Complete(Account* account, std::vector<v1::AccountEvent>& events_ref,
+                      Pending& pending_ref, uint64_t version, absl::Time now,
+                      absl::StatusOr<AppendResult> appended) {
+  std::vector<v1::AccountEvent>* events = &events_ref;
+  Pending* pending = &pending_ref;
+  if (!appended.ok()) {
+    absl::Status error = appended.status();
+    if (error.code() == absl::StatusCode::kAlreadyExists) {
+      error = core::DomainError(
+          absl::StatusCode::kAlreadyExists, "REQUEST_ID_CONFLICT",
+          absl::StrCat("request_id \"", pending->ctx.request_id,
+                       "\" was already used for a different request"));
+    }
+    pending->done(std::move(error));
+  } else {
+    ExecuteResult result;
+    absl::Status applied;
+    {
+      absl::MutexLock state_lock(&account->state_mu);
+      for (size_t i = 0; i < events->size() && applied.ok(); ++i) {
+        applied = core::Apply(account->state, (*events)[i]);
+        result.events.push_back({appended->first_position + i,
+                                 version + i + 1, now, (*events)[i]});
+      }
+    }
+    MarkApplied(appended->first_position, appended->last_position);
+    if (applied.ok()) {
+      pending->done(std::move(result));
+    } else {
+      pending->done(applied);  // Decide and Apply disagree: a bug.
+    }
+    MaybeSnapshot(appended->last_position);
+  }
+  if (std::optional<Pending> next = TakeNext(account)) {
+    RunCommands(account, std::move(*next));
+  }
+  absl::MutexLock lock(&in_flight_mu_);
+  --in_flight_;
+}
+
+void Ledger::Post(std::function<void()> work) {
+  absl::MutexLock lock(&work_mu_);
+  work_.push_back(std::move(work));
+}
+
+void Ledger::WorkLoop() {
+  for (;;) {
+    std::function<void()> work;
+    {
+      absl::MutexLock lock(&work_mu_);
+      work_mu_.Await(absl::Condition(
+          +[](Ledger* l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(l->work_mu_) {
+            return !l->work_.empty() || l->stopping_;
+          },
+          this));
+      if (work_.empty()) return;  // Stopping and drained.
+      work = std::move(work_.front());
+      work_.pop_front();
+    }
+    work();
+  }
 }
 
 void Ledger::MarkApplied(uint64_t first, uint64_t last) {
@@ -484,6 +523,11 @@ Ledger::~Ledger() {
     in_flight_mu_.Await(absl::Condition(
         +[](int* n) { return *n == 0; }, &in_flight_));
   }
+  {
+    absl::MutexLock lock(&work_mu_);
+    stopping_ = true;
+  }
+  for (std::thread& t : workers_) t.join();
   std::thread running;
   {
     absl::MutexLock lock(&snapshot_thread_mu_);

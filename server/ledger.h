@@ -86,6 +86,11 @@ struct LedgerOptions {
   // automatically.
   // Default: 50000
   uint64_t snapshot_every_events = 50000;
+
+  // Threads that apply appended commands, answer them and start the next
+  // command of the account, off the event store's commit thread.
+  // Default: 2
+  int completion_threads = 2;
 };
 
 class Ledger {
@@ -170,6 +175,14 @@ class Ledger {
   bool Start(Account* account, Pending p);
   // Pops the account's next command, or marks the account idle.
   std::optional<Pending> TakeNext(Account* account);
+  // Applies an appended command's events and answers it; then runs the
+  // account's next command.
+  void Complete(Account* account, std::vector<v1::AccountEvent>& events,
+                Pending& pending, uint64_t version, absl::Time now,
+                absl::StatusOr<AppendResult> appended);
+  // Queues work for the completion threads.
+  void Post(std::function<void()> work);
+  void WorkLoop();
   // Records that positions [first, last] are applied.
   void MarkApplied(uint64_t first, uint64_t last);
   Account* FindOrCreate(const std::string& account_id);
@@ -183,6 +196,12 @@ class Ledger {
   absl::Mutex accounts_mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<Account>> accounts_
       ABSL_GUARDED_BY(accounts_mu_);
+
+  // Completion work and the threads that run it.
+  absl::Mutex work_mu_;
+  std::deque<std::function<void()>> work_ ABSL_GUARDED_BY(work_mu_);
+  bool stopping_ ABSL_GUARDED_BY(work_mu_) = false;
+  std::vector<std::thread> workers_;
 
   // Appends whose callbacks have not finished; the destructor waits.
   absl::Mutex in_flight_mu_;
