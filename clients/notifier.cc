@@ -36,6 +36,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/money.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "poledger/v1/log.grpc.pb.h"
@@ -80,16 +81,6 @@ bool SaveCheckpoint(const std::string& path, uint64_t position) {
   return ok && rename(tmp.c_str(), path.c_str()) == 0;
 }
 
-std::string Money(int64_t micros, const std::string& currency) {
-  const bool negative = micros < 0;
-  const uint64_t m = negative ? 0 - static_cast<uint64_t>(micros)
-                              : static_cast<uint64_t>(micros);
-  std::string fraction = absl::StrCat(m % 1000000 + 1000000).substr(1);
-  while (fraction.size() > 2 && fraction.back() == '0') fraction.pop_back();
-  return absl::StrCat(negative ? "-" : "", m / 1000000, ".", fraction, " ",
-                      currency);
-}
-
 struct Mail {
   std::vector<std::string> to;
   std::string subject;
@@ -117,8 +108,8 @@ Mail Compose(const Options& options, const v1::Notification& n) {
                                   r.threshold_percent(), "%");
       absl::StrAppend(
           &body, "Line item: ", r.line_number(), "\n", "Balance: ",
-          Money(r.balance_micros(), r.currency_code()), " of ",
-          Money(r.total_value_micros(), r.currency_code()), " (below ",
+          core::FormatMicros(r.balance_micros(), r.currency_code()), " of ",
+          core::FormatMicros(r.total_value_micros(), r.currency_code()), " (below ",
           r.threshold_percent(), "%)\n",
           r.invoice_id().empty() ? "" : absl::StrCat("Invoice: ", r.invoice_id(), "\n"),
           "\nWhat you can do: raise the line item's amount or quantity, add a "

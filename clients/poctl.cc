@@ -34,6 +34,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "core/money.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -147,11 +148,8 @@ bool ParseMoney(const std::string& text, const std::string& currency,
 }
 
 std::string FormatMoney(const v1::Money& m) {
-  const bool negative = m.units() < 0 || m.nanos() < 0;
-  std::string fraction = absl::StrCat(std::abs(m.nanos()) + 1000000000).substr(1);
-  while (fraction.size() > 2 && fraction.back() == '0') fraction.pop_back();
-  return absl::StrCat(negative ? "-" : "", std::llabs(m.units()), ".", fraction,
-                      m.currency_code().empty() ? "" : " ", m.currency_code());
+  const int64_t micros = m.units() * core::kMicrosPerUnit + m.nanos() / 1000;
+  return core::FormatMicros(micros, m.currency_code());
 }
 
 // Finds an enum value by its full name or a short form: "monthly-usage" for

@@ -201,6 +201,16 @@ absl::StatusOr<std::string> CurrencyOf(Ledger* ledger,
   return currency;
 }
 
+// Converts a request's line item, taking Money's currency from the purchase
+// order it belongs to.
+absl::StatusOr<v1::LineItemDefinition> LineOf(Ledger* ledger,
+                                              const std::string& account_id,
+                                              const std::string& po_id,
+                                              const v1::LineItem& line) {
+  ASSIGN_OR_RETURN(std::string currency, CurrencyOf(ledger, account_id, po_id));
+  return convert::ToLineDefinition(line, currency, "line_item");
+}
+
 }  // namespace
 
 // --- PurchaseOrderService ------------------------------------------------------
@@ -322,14 +332,11 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::AddLineItem(
     v1::PurchaseOrder* response) {
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   auto build = [&]() -> absl::StatusOr<core::AddLineItem> {
-    ASSIGN_OR_RETURN(std::string currency,
-                     CurrencyOf(ctx_->ledger(), request->account_id(),
-                                request->purchase_order_id()));
     core::AddLineItem cmd;
     cmd.purchase_order_id = request->purchase_order_id();
-    ASSIGN_OR_RETURN(cmd.line_item, convert::ToLineDefinition(
-                                        request->line_item(), currency,
-                                        "line_item"));
+    ASSIGN_OR_RETURN(cmd.line_item,
+                     LineOf(ctx_->ledger(), request->account_id(),
+                            request->purchase_order_id(), request->line_item()));
     cmd.expected_version = Expected(request->has_expected_version(),
                                     request->expected_version());
     return cmd;
@@ -346,14 +353,11 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdateLineItem(
     const v1::UpdateLineItemRequest* request, v1::PurchaseOrder* response) {
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   auto build = [&]() -> absl::StatusOr<core::UpdateLineItem> {
-    ASSIGN_OR_RETURN(std::string currency,
-                     CurrencyOf(ctx_->ledger(), request->account_id(),
-                                request->purchase_order_id()));
     core::UpdateLineItem cmd;
     cmd.purchase_order_id = request->purchase_order_id();
-    ASSIGN_OR_RETURN(cmd.line_item, convert::ToLineDefinition(
-                                        request->line_item(), currency,
-                                        "line_item"));
+    ASSIGN_OR_RETURN(cmd.line_item,
+                     LineOf(ctx_->ledger(), request->account_id(),
+                            request->purchase_order_id(), request->line_item()));
     ASSIGN_OR_RETURN(cmd.update_mask, convert::LineMask(request->update_mask()));
     cmd.expected_version = Expected(request->has_expected_version(),
                                     request->expected_version());
