@@ -1,0 +1,178 @@
+// The server's write path without gRPC: API request -> command -> Ledger
+// (decide, durable append to a RocksDB log on disk, apply) -> API response,
+// with 256 commands in flight over many accounts, as the load generator
+// drives the real server. Reports throughput and the process's CPU time per
+// command (all threads), the figure that bounds the server's rate when the
+// CPU is saturated.
+//
+//   build/server/ledger_bench --benchmark_min_time=2
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "benchmark/benchmark.h"
+#include "eventstore/rocksdb_event_store.h"
+#include "server/clock.h"
+#include "server/convert.h"
+#include "server/ledger.h"
+
+namespace poledger {
+namespace {
+
+constexpr int kInFlight = 256;
+
+double ProcessCpuSeconds() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec +
+         (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+v1::PurchaseOrder BenchPo(const std::string& id) {
+  v1::PurchaseOrder po;
+  po.set_purchase_order_id(id);
+  po.add_bill_from("Amazon Web Services, Inc.");
+  po.set_currency_code("USD");
+  po.set_effective_month("2026-01");
+  po.set_expiration_month("2036-12");
+  for (int l = 1; l <= 3; ++l) {
+    v1::LineItem* line = po.add_line_items();
+    line->set_line_number(l);
+    line->set_type(l == 1 ? v1::LINE_ITEM_TYPE_AWS_MONTHLY_USAGE
+                          : v1::LINE_ITEM_TYPE_ALL);
+    line->set_start_month("2026-01");
+    line->set_end_month("2036-12");
+    line->set_balance_tracking(true);
+    line->mutable_amount()->set_units(1000000000);
+    line->set_quantity(1);
+  }
+  return po;
+}
+
+// A ledger over a fresh RocksDB log in a temporary directory.
+class Fixture {
+ public:
+  Fixture() : clock_(absl::FromCivil(absl::CivilSecond(2026, 6, 15), absl::UTCTimeZone())) {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "ledger_bench.XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) std::abort();
+    dir_ = pattern;
+    RocksDbEventStoreOptions options;
+    options.path = dir_;
+    store_ = *RocksDbEventStore::Open(options);
+    ledger_ = *Ledger::Open(store_.get(), &clock_, LedgerOptions());
+  }
+  ~Fixture() {
+    ledger_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  Ledger* ledger() { return ledger_.get(); }
+
+ private:
+  ManualClock clock_;
+  std::string dir_;
+  std::unique_ptr<RocksDbEventStore> store_;
+  std::unique_ptr<Ledger> ledger_;
+};
+
+// Runs `issue(seq, done)` for `kInFlight` commands at a time until the
+// benchmark stops; reports commands/s and CPU microseconds per command.
+template <typename Issue>
+void RunInFlight(benchmark::State& state, Issue issue) {
+  int64_t seq = 0;
+  const double cpu0 = ProcessCpuSeconds();
+  for (auto _ : state) {
+    absl::BlockingCounter pending(kInFlight);
+    for (int i = 0; i < kInFlight; ++i) issue(seq++, &pending);
+    pending.Wait();
+  }
+  const double cpu = ProcessCpuSeconds() - cpu0;
+  state.SetItemsProcessed(seq);
+  state.counters["cpu_us_per_cmd"] = cpu * 1e6 / static_cast<double>(seq);
+}
+
+void BM_CreatePurchaseOrder(benchmark::State& state) {
+  Fixture f;
+  Ledger* ledger = f.ledger();
+  RunInFlight(state, [&](int64_t seq, absl::BlockingCounter* pending) {
+    // As the server does: convert the request, execute, answer with the PO.
+    v1::PurchaseOrder po = BenchPo(absl::StrCat("po-", seq));
+    RequestContext ctx;
+    ctx.account_id = absl::StrCat("acct-", seq % (kInFlight * 50));
+    absl::StatusOr<core::CreatePurchaseOrder> cmd =
+        convert::ToCreate(po, "purchase_order");
+    if (!cmd.ok()) std::abort();
+    std::string po_id = cmd->purchase_order_id;
+    ledger->ExecuteAsync(
+        ctx, *std::move(cmd),
+        [ledger, account = ctx.account_id, po_id,
+         pending](absl::StatusOr<ExecuteResult> result) {
+          if (!result.ok()) std::abort();
+          v1::PurchaseOrder out;
+          (void)ledger->Read(account, [&](const core::AccountState& s) {
+            out = convert::ToApi(account, s.purchase_orders.at(po_id));
+          });
+          benchmark::DoNotOptimize(out);
+          pending->DecrementCount();
+        });
+  });
+}
+BENCHMARK(BM_CreatePurchaseOrder)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_RecordInvoice(benchmark::State& state) {
+  Fixture f;
+  Ledger* ledger = f.ledger();
+  for (int a = 0; a < kInFlight; ++a) {
+    RequestContext ctx;
+    ctx.account_id = absl::StrCat("acct-", a);
+    if (!ledger->Execute(ctx, *convert::ToCreate(BenchPo("base"), "")).ok()) {
+      std::abort();
+    }
+  }
+  RunInFlight(state, [&](int64_t seq, absl::BlockingCounter* pending) {
+    v1::Invoice invoice;
+    invoice.set_invoice_id(absl::StrCat("inv-", seq));
+    invoice.set_bill_from("Amazon Web Services, Inc.");
+    invoice.set_category(v1::INVOICE_CATEGORY_MONTHLY_USAGE);
+    invoice.set_billing_period("2026-06");
+    invoice.mutable_amount()->set_currency_code("USD");
+    invoice.mutable_amount()->set_units(1 + seq % 100);
+    RequestContext ctx;
+    ctx.account_id = absl::StrCat("acct-", seq % kInFlight);
+    absl::StatusOr<v1::InvoiceData> data =
+        convert::ToInvoiceData(invoice, "invoice");
+    if (!data.ok()) std::abort();
+    ledger->ExecuteAsync(
+        ctx, core::RecordInvoice{*std::move(data)},
+        [account = ctx.account_id, pending](absl::StatusOr<ExecuteResult> result) {
+          if (!result.ok() || result->events.empty()) std::abort();
+          absl::StatusOr<v1::Invoice> out =
+              convert::InvoiceOf(account, result->events.front());
+          if (!out.ok()) std::abort();
+          benchmark::DoNotOptimize(out);
+          pending->DecrementCount();
+        });
+  });
+}
+BENCHMARK(BM_RecordInvoice)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace poledger
+
+int main(int argc, char** argv) {
+  // As poledger-server does (server_main.cc).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
