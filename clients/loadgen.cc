@@ -129,6 +129,7 @@ int Main(int argc, char** argv) {
   double seconds = 5;
   std::string concurrency_list = "1,64,256";
   int accounts = 256;
+  int channels = 1;
   std::vector<std::string> methods = {"info", "invoice", "create"};
   CLI::App app("poledger-loadgen: throughput and latency of a running server");
   app.add_option("--server", server, "host:port")->capture_default_str();
@@ -138,6 +139,10 @@ int Main(int argc, char** argv) {
   app.add_option("--accounts", accounts, "Accounts the writes spread over")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  app.add_option("--channels", channels,
+                 "Connections to the server; requests take them in turn")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   app.add_option("--methods", methods,
                  "Which to measure: info (GetServerInfo), invoice "
                  "(RecordInvoice), create (CreatePurchaseOrder)")
@@ -146,13 +151,26 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto channel = grpc::CreateCustomChannel(
-      server, grpc::InsecureChannelCredentials(), args);
-  auto admin = v1::AdminService::NewStub(channel);
-  auto pos = v1::PurchaseOrderService::NewStub(channel);
-  auto invoices = v1::InvoiceService::NewStub(channel);
+  // One connection per channel (a local subchannel pool each); requests
+  // take the channels in turn.
+  std::vector<std::unique_ptr<v1::AdminService::Stub>> admins;
+  std::vector<std::unique_ptr<v1::PurchaseOrderService::Stub>> po_stubs;
+  std::vector<std::unique_ptr<v1::InvoiceService::Stub>> invoice_stubs;
+  for (int c = 0; c < channels; ++c) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    auto channel = grpc::CreateCustomChannel(
+        server, grpc::InsecureChannelCredentials(), args);
+    admins.push_back(v1::AdminService::NewStub(channel));
+    po_stubs.push_back(v1::PurchaseOrderService::NewStub(channel));
+    invoice_stubs.push_back(v1::InvoiceService::NewStub(channel));
+  }
+  auto admin_of = [&](int64_t seq) { return admins[seq % channels].get(); };
+  auto pos_of = [&](int64_t seq) { return po_stubs[seq % channels].get(); };
+  auto invoices_of = [&](int64_t seq) {
+    return invoice_stubs[seq % channels].get();
+  };
+  v1::PurchaseOrderService::Stub* pos = po_stubs[0].get();
   const std::string run = absl::StrCat("lg", absl::ToUnixMillis(absl::Now()));
   auto account = [&](int64_t i) { return absl::StrCat(run, "-", i % accounts); };
 
@@ -184,12 +202,12 @@ int Main(int argc, char** argv) {
       return std::find(methods.begin(), methods.end(), name) != methods.end();
     };
     Figures info, record, create;
-    if (wanted("info")) info = Run(concurrency, duration, [&](int64_t,
+    if (wanted("info")) info = Run(concurrency, duration, [&](int64_t seq,
                                                         std::function<void(bool)> done) {
       auto* ctx = new grpc::ClientContext;
       auto* req = new v1::GetServerInfoRequest;
       auto* resp = new v1::GetServerInfoResponse;
-      admin->async()->GetServerInfo(ctx, req, resp,
+      admin_of(seq)->async()->GetServerInfo(ctx, req, resp,
                                     [=](grpc::Status s) {
                                       delete ctx;
                                       delete req;
@@ -211,7 +229,7 @@ int Main(int argc, char** argv) {
       inv->set_billing_period("2026-06");
       inv->mutable_amount()->set_currency_code("USD");
       inv->mutable_amount()->set_units(1 + seq % 100);
-      invoices->async()->RecordInvoice(ctx, req, resp, [=](grpc::Status s) {
+      invoices_of(seq)->async()->RecordInvoice(ctx, req, resp, [=](grpc::Status s) {
         delete ctx;
         delete req;
         delete resp;
@@ -230,7 +248,7 @@ int Main(int argc, char** argv) {
       req->set_account_id(absl::StrCat(run, "-create-", seq % (accounts * 50)));
       *req->mutable_purchase_order() =
           BenchPo(absl::StrCat("po-", concurrency, "-", seq));
-      pos->async()->CreatePurchaseOrder(ctx, req, resp, [=](grpc::Status s) {
+      pos_of(seq)->async()->CreatePurchaseOrder(ctx, req, resp, [=](grpc::Status s) {
         delete ctx;
         delete req;
         delete resp;
