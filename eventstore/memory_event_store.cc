@@ -11,7 +11,7 @@ namespace poledger {
 absl::StatusOr<AppendResult> InMemoryEventStore::Append(
     const AppendRequest& request) {
   RETURN_IF_ERROR(record_format::ValidateAppendRequest(request));
-  const Hash digest = record_format::RequestContentDigest(request);
+  const Hash digest = record_format::IdempotencyDigest(request);
   absl::MutexLock lock(&mu_);
   if (closed_) return absl::UnavailableError("event store is closed");
   const std::string& request_id = request.metadata.request_id;

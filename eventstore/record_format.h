@@ -101,6 +101,13 @@ absl::StatusOr<RequestEntry> DecodeRequestValue(absl::string_view value);
 // expected versions, event types and payloads (not metadata or event ids).
 Hash RequestContentDigest(const AppendRequest& request);
 
+// The digest the idempotency check compares: RequestContentDigest for a
+// request with a request id, a zero Hash (never compared) without one.
+inline Hash IdempotencyDigest(const AppendRequest& request) {
+  return request.metadata.request_id.empty() ? Hash{}
+                                             : RequestContentDigest(request);
+}
+
 // Returns INVALID_ARGUMENT naming the field and the reason if `request` is
 // malformed (see EventStore::Append).
 absl::Status ValidateAppendRequest(const AppendRequest& request);

@@ -288,7 +288,7 @@ absl::StatusOr<AppendResult> RocksDbEventStore::Append(
     return absl::FailedPreconditionError("event store is open read-only");
   }
   RETURN_IF_ERROR(rf::ValidateAppendRequest(request));
-  Writer w(&request, rf::RequestContentDigest(request));
+  Writer w(&request, rf::IdempotencyDigest(request));
   if (!Enqueue(&w) && w.Wait() == Writer::State::kDone) {
     w.WakeChildren();
     return std::move(w.result);
@@ -307,7 +307,7 @@ void RocksDbEventStore::AppendAsync(AppendRequest request, AppendCallback done) 
     return;
   }
   auto owned = std::make_unique<AppendRequest>(std::move(request));
-  const Hash digest = rf::RequestContentDigest(*owned);
+  const Hash digest = rf::IdempotencyDigest(*owned);
   Writer* w = new Writer(owned.get(), digest);
   w->owned_request = std::move(owned);
   w->done = std::move(done);

@@ -318,10 +318,13 @@ void Ledger::Complete(Account* account, std::vector<v1::AccountEvent>& events_re
     absl::Status applied;
     {
       absl::MutexLock state_lock(&account->state_mu);
+      result.events.reserve(events->size());
       for (size_t i = 0; i < events->size() && applied.ok(); ++i) {
         applied = core::Apply(account->state, (*events)[i]);
+        // Applied: the answer takes the event over.
         result.events.push_back({appended->first_position + i,
-                                 version + i + 1, now, (*events)[i]});
+                                 version + i + 1, now,
+                                 std::move((*events)[i])});
       }
     }
     MarkApplied(appended->first_position, appended->last_position);
