@@ -1,7 +1,9 @@
 // poledger-loadgen: a closed-loop load generator for a running server.
 // Keeps N requests in flight with gRPC's callback API and reports, for each
-// method and concurrency, throughput and p50/p99 latency. GetServerInfo
-// (no disk) is measured in the same run as the baseline.
+// method and concurrency, throughput and p50/p99 latency. Two baselines are
+// measured in the same run: GetServerInfo (no disk, tiny messages) and
+// GetPurchaseOrder (no disk, an answer as large as CreatePurchaseOrder's),
+// which tells the cost of durability apart from the cost of message size.
 //
 //   poledger-loadgen --server=127.0.0.1:50051 --seconds=5
 //                    --concurrency=1,64,256 --accounts=256
@@ -130,7 +132,7 @@ int Main(int argc, char** argv) {
   std::string concurrency_list = "1,64,256";
   int accounts = 256;
   int channels = 1;
-  std::vector<std::string> methods = {"info", "invoice", "create"};
+  std::vector<std::string> methods = {"info", "get", "invoice", "create"};
   CLI::App app("poledger-loadgen: throughput and latency of a running server");
   app.add_option("--server", server, "host:port")->capture_default_str();
   app.add_option("--seconds", seconds, "Per measurement")->capture_default_str();
@@ -144,10 +146,12 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
   app.add_option("--methods", methods,
-                 "Which to measure: info (GetServerInfo), invoice "
+                 "Which to measure: info (GetServerInfo: no disk, tiny "
+                 "messages), get (GetPurchaseOrder: no disk, a purchase order "
+                 "as large as CreatePurchaseOrder's answer), invoice "
                  "(RecordInvoice), create (CreatePurchaseOrder)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"info", "invoice", "create"}))
+      ->check(CLI::IsMember({"info", "get", "invoice", "create"}))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -201,7 +205,7 @@ int Main(int argc, char** argv) {
     auto wanted = [&](const char* name) {
       return std::find(methods.begin(), methods.end(), name) != methods.end();
     };
-    Figures info, record, create;
+    Figures info, get, record, create;
     if (wanted("info")) info = Run(concurrency, duration, [&](int64_t seq,
                                                         std::function<void(bool)> done) {
       auto* ctx = new grpc::ClientContext;
@@ -215,6 +219,21 @@ int Main(int argc, char** argv) {
                                       NoteError(s);
                                       done(s.ok());
                                     });
+    });
+    if (wanted("get")) get = Run(concurrency, duration, [&](int64_t seq,
+                                                      std::function<void(bool)> done) {
+      auto* ctx = new grpc::ClientContext;
+      auto* req = new v1::GetPurchaseOrderRequest;
+      auto* resp = new v1::PurchaseOrder;
+      req->set_account_id(account(seq));
+      req->set_purchase_order_id("base");
+      pos_of(seq)->async()->GetPurchaseOrder(ctx, req, resp, [=](grpc::Status s) {
+        delete ctx;
+        delete req;
+        delete resp;
+        NoteError(s);
+        done(s.ok());
+      });
     });
     if (wanted("invoice")) record = Run(concurrency, duration, [&](int64_t seq,
                                                           std::function<void(bool)> done) {
@@ -265,13 +284,23 @@ int Main(int argc, char** argv) {
       }
     };
     if (wanted("info")) print("GetServerInfo", info);
+    if (wanted("get")) print("GetPurchaseOrder", get);
     if (wanted("invoice")) print("RecordInvoice", record);
     if (wanted("create")) print("CreatePurchaseOrder", create);
-    if (info.per_second == 0) continue;
-    std::printf("ratio at %d: RecordInvoice %.2fx, CreatePurchaseOrder %.2fx "
-                "of GetServerInfo\n",
-                concurrency, record.per_second / info.per_second,
-                create.per_second / info.per_second);
+    auto ratios = [&](const char* base_name, const Figures& base) {
+      if (base.per_second == 0) return;
+      std::printf("ratio at %d to %s:", concurrency, base_name);
+      if (wanted("invoice")) {
+        std::printf(" RecordInvoice %.2fx", record.per_second / base.per_second);
+      }
+      if (wanted("create")) {
+        std::printf(" CreatePurchaseOrder %.2fx",
+                    create.per_second / base.per_second);
+      }
+      std::printf("\n");
+    };
+    ratios("GetServerInfo", info);
+    ratios("GetPurchaseOrder", get);
     std::fflush(stdout);
   }
   return 0;
