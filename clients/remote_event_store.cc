@@ -147,12 +147,13 @@ uint64_t RemoteEventStore::StreamVersion(const std::string&) const { return 0; }
 uint64_t RemoteEventStore::WaitForPosition(uint64_t, absl::Time) const {
   return Head().position;
 }
-absl::Status RemoteEventStore::SaveSnapshot(const Snapshot&) {
+absl::Status RemoteEventStore::SaveSnapshotParts(
+    uint64_t, const std::vector<SnapshotPart>&) {
   return absl::UnimplementedError("the remote log is read-only");
 }
-absl::StatusOr<std::optional<Snapshot>> RemoteEventStore::LoadLatestSnapshot()
-    const {
-  return std::optional<Snapshot>();
+absl::StatusOr<uint64_t> RemoteEventStore::ReadSnapshotParts(
+    const SnapshotPartVisitor&) const {
+  return uint64_t{0};
 }
 
 }  // namespace poledger

@@ -4,7 +4,7 @@
 // the server sends (the payload re-encoded) and checks chain links, so a
 // server that altered its log is caught as a local read would catch it.
 //
-// Read-only: Append, SaveSnapshot and WaitForPosition are not supported.
+// Read-only: Append, SaveSnapshotParts and WaitForPosition are not supported.
 // Thread safety: safe for concurrent reads.
 #ifndef POLEDGER_CLIENTS_REMOTE_EVENT_STORE_H_
 #define POLEDGER_CLIENTS_REMOTE_EVENT_STORE_H_
@@ -34,8 +34,11 @@ class RemoteEventStore final : public EventStore {
   LogHead Head() const override;
   uint64_t StreamVersion(const std::string& stream_id) const override;
   uint64_t WaitForPosition(uint64_t after, absl::Time deadline) const override;
-  absl::Status SaveSnapshot(const Snapshot& snapshot) override;
-  absl::StatusOr<std::optional<Snapshot>> LoadLatestSnapshot() const override;
+  absl::Status SaveSnapshotParts(uint64_t position,
+                                 const std::vector<SnapshotPart>& parts) override;
+  // No parts: the audit tool rebuilds from the log alone.
+  absl::StatusOr<uint64_t> ReadSnapshotParts(
+      const SnapshotPartVisitor& visit) const override;
   void Close() override {}
 
  private:

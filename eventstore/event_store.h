@@ -40,7 +40,8 @@ inline constexpr size_t kMaxEventTypeBytes = 128;
 inline constexpr size_t kMaxPayloadBytes = 1 << 20;  // 1 MiB per event.
 inline constexpr size_t kMaxMetadataFieldBytes = 256;  // ids and actor.
 inline constexpr size_t kMaxEventsPerAppend = 10000;
-inline constexpr size_t kMaxSnapshotBytes = 256u << 20;  // 256 MiB.
+inline constexpr size_t kMaxSnapshotBytes = 256u << 20;  // 256 MiB a part.
+inline constexpr size_t kMaxSnapshotKeyBytes = 256;
 
 // The version a writer expects a stream to be at before its append.
 class ExpectedVersion {
@@ -142,10 +143,17 @@ struct LogHead {
   Hash hash{};
 };
 
-struct Snapshot {
-  uint64_t position = 0;  // The last record the blob reflects.
+// One part of a consumer's saved state, e.g. one account's. A consumer saves
+// the parts that changed, so the cost of a snapshot follows what changed,
+// not the size of the whole state.
+struct SnapshotPart {
+  std::string key;  // 1 to kMaxSnapshotKeyBytes bytes.
   std::string blob;
 };
+
+// Called for each saved part by ReadSnapshotParts; an error stops the read.
+using SnapshotPartVisitor =
+    std::function<absl::Status(absl::string_view key, absl::string_view blob)>;
 
 using AppendCallback = std::function<void(absl::StatusOr<AppendResult>)>;
 
@@ -210,14 +218,24 @@ class EventStore {
   virtual uint64_t WaitForPosition(uint64_t after,
                                    absl::Time deadline) const = 0;
 
-  // Stores `snapshot` (replacing none: older snapshots stay until pruned by
-  // the implementation). INVALID_ARGUMENT if its position is past the head
-  // or the blob exceeds kMaxSnapshotBytes.
-  virtual absl::Status SaveSnapshot(const Snapshot& snapshot) = 0;
+  // Saves `parts`, each replacing the saved part of its key, and records
+  // that the saved parts together reflect the log through `position`: the
+  // caller promises that every part it does not pass is unchanged since it
+  // was saved, and that the parts it passes reflect at least `position`
+  // (they may reflect later records too). Atomic and durable. Parts are
+  // never deleted. A caller may save in several calls, passing the
+  // previously saved position in all but the last.
+  // Errors: INVALID_ARGUMENT (nothing saved) if `position` is past the head
+  // or below the saved position, a key is empty, repeated or longer than
+  // kMaxSnapshotKeyBytes, or a blob exceeds kMaxSnapshotBytes.
+  virtual absl::Status SaveSnapshotParts(uint64_t position,
+                                         const std::vector<SnapshotPart>& parts) = 0;
 
-  // Returns the snapshot with the highest position, or std::nullopt.
-  virtual absl::StatusOr<std::optional<Snapshot>> LoadLatestSnapshot()
-      const = 0;
+  // Calls `visit` for every saved part, in key order, from one consistent
+  // view, and returns the position the parts reflect (0, with no calls,
+  // when nothing was saved). Returns `visit`'s first error.
+  virtual absl::StatusOr<uint64_t> ReadSnapshotParts(
+      const SnapshotPartVisitor& visit) const = 0;
 
   // Wakes every WaitForPosition caller and refuses later appends with
   // UNAVAILABLE. Idempotent.

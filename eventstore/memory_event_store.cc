@@ -114,28 +114,27 @@ uint64_t InMemoryEventStore::WaitForPosition(uint64_t after,
   return log_.size();
 }
 
-absl::Status InMemoryEventStore::SaveSnapshot(const Snapshot& snapshot) {
-  if (snapshot.blob.size() > kMaxSnapshotBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("snapshot.blob: ", snapshot.blob.size(),
-                     " bytes exceeds the limit of ", kMaxSnapshotBytes));
-  }
+absl::Status InMemoryEventStore::SaveSnapshotParts(
+    uint64_t position, const std::vector<SnapshotPart>& parts) {
   absl::MutexLock lock(&mu_);
-  if (snapshot.position > log_.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("snapshot.position: ", snapshot.position,
-                     " is past the head ", log_.size()));
-  }
-  snapshots_[snapshot.position] = snapshot.blob;
+  RETURN_IF_ERROR(record_format::ValidateSnapshotParts(
+      position, log_.size(), snapshot_position_, parts));
+  for (const SnapshotPart& part : parts) snapshot_parts_[part.key] = part.blob;
+  snapshot_position_ = position;
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<Snapshot>> InMemoryEventStore::LoadLatestSnapshot()
-    const {
-  absl::MutexLock lock(&mu_);
-  if (snapshots_.empty()) return std::optional<Snapshot>();
-  const auto& [position, blob] = *snapshots_.rbegin();
-  return std::optional<Snapshot>(Snapshot{position, blob});
+absl::StatusOr<uint64_t> InMemoryEventStore::ReadSnapshotParts(
+    const SnapshotPartVisitor& visit) const {
+  std::map<std::string, std::string> parts;
+  uint64_t position;
+  {
+    absl::MutexLock lock(&mu_);
+    parts = snapshot_parts_;
+    position = snapshot_position_;
+  }
+  for (const auto& [key, blob] : parts) RETURN_IF_ERROR(visit(key, blob));
+  return position;
 }
 
 void InMemoryEventStore::Close() {

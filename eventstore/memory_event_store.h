@@ -37,8 +37,10 @@ class InMemoryEventStore final : public EventStore {
   LogHead Head() const override;
   uint64_t StreamVersion(const std::string& stream_id) const override;
   uint64_t WaitForPosition(uint64_t after, absl::Time deadline) const override;
-  absl::Status SaveSnapshot(const Snapshot& snapshot) override;
-  absl::StatusOr<std::optional<Snapshot>> LoadLatestSnapshot() const override;
+  absl::Status SaveSnapshotParts(uint64_t position,
+                                 const std::vector<SnapshotPart>& parts) override;
+  absl::StatusOr<uint64_t> ReadSnapshotParts(
+      const SnapshotPartVisitor& visit) const override;
   void Close() override;
 
  private:
@@ -49,7 +51,8 @@ class InMemoryEventStore final : public EventStore {
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, record_format::RequestEntry> requests_
       ABSL_GUARDED_BY(mu_);
-  std::map<uint64_t, std::string> snapshots_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> snapshot_parts_ ABSL_GUARDED_BY(mu_);
+  uint64_t snapshot_position_ ABSL_GUARDED_BY(mu_) = 0;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 

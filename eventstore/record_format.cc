@@ -198,17 +198,52 @@ std::string RequestKey(absl::string_view request_id) {
   return absl::StrCat(std::string(1, kRequestPrefix), request_id);
 }
 
-std::string SnapshotKey(uint64_t position) {
-  std::string key(1, kSnapshotPrefix);
-  PutFixed64(&key, position);
-  return key;
+std::string SnapshotKey(absl::string_view part_key) {
+  return absl::StrCat(std::string(1, kSnapshotPrefix), part_key);
 }
 
-absl::StatusOr<uint64_t> ParseSnapshotKey(absl::string_view key) {
-  if (key.size() != 9 || key[0] != kSnapshotPrefix) {
+absl::StatusOr<absl::string_view> ParseSnapshotKey(absl::string_view key) {
+  if (key.size() < 2 || key[0] != kSnapshotPrefix) {
     return absl::InvalidArgumentError("not a snapshot key");
   }
-  return DecodeFixed64(key.substr(1));
+  return key.substr(1);
+}
+
+std::string MetaSnapshotKey() {
+  return absl::StrCat(std::string(1, kMetaPrefix), "snapshot");
+}
+
+absl::Status ValidateSnapshotParts(uint64_t position, uint64_t head,
+                                   uint64_t saved_position,
+                                   const std::vector<SnapshotPart>& parts) {
+  if (position > head) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "snapshot position: ", position, " is past the head ", head));
+  }
+  if (position < saved_position) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot position: ", position,
+                     " is below the saved snapshot's ", saved_position));
+  }
+  absl::flat_hash_set<absl::string_view> keys;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const SnapshotPart& part = parts[i];
+    if (part.key.empty() || part.key.size() > kMaxSnapshotKeyBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("parts[", i, "].key: must be 1 to ",
+                       kMaxSnapshotKeyBytes, " bytes"));
+    }
+    if (part.blob.size() > kMaxSnapshotBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parts[", i, "].blob: ", part.blob.size(),
+          " bytes exceeds the limit of ", kMaxSnapshotBytes));
+    }
+    if (!keys.insert(part.key).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parts[", i, "].key: \"", part.key, "\" is repeated"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::string MetaFormatKey() {

@@ -4,13 +4,14 @@
 // Grammar (all integers big-endian unless varint; one RocksDB column family):
 //
 //   key            := log_key | stream_key | request_key
-//                   | snapshot_key | meta_key
+//                   | snapshot_key | meta_key | snapshot_meta_key
 //   log_key        := 'L' fixed64(position)              -> record_value
 //   stream_key     := 'S' fixed32(len(stream_id)) stream_id fixed64(version)
 //                                                        -> fixed64(position)
 //   request_key    := 'R' request_id                     -> request_value
-//   snapshot_key   := 'P' fixed64(position)              -> snapshot blob
+//   snapshot_key   := 'T' part_key                       -> part blob
 //   meta_key       := 'M' "format"                       -> fixed32(1)
+//   snapshot_meta_key := 'M' "snapshot"                  -> fixed64(position)
 //
 //   record_value   := 0x01 hash:32 hashed
 //   hashed         := prev_hash:32 fixed64(position) body
@@ -49,7 +50,7 @@ namespace record_format {
 inline constexpr char kLogPrefix = 'L';
 inline constexpr char kStreamPrefix = 'S';
 inline constexpr char kRequestPrefix = 'R';
-inline constexpr char kSnapshotPrefix = 'P';
+inline constexpr char kSnapshotPrefix = 'T';
 inline constexpr char kMetaPrefix = 'M';
 inline constexpr uint8_t kRecordFormat = 1;
 inline constexpr uint8_t kRequestFormat = 1;
@@ -65,8 +66,17 @@ std::string StreamKeyPrefix(absl::string_view stream_id);
 absl::Status ParseStreamKey(absl::string_view key, std::string* stream_id,
                             uint64_t* version);
 std::string RequestKey(absl::string_view request_id);
-std::string SnapshotKey(uint64_t position);
-absl::StatusOr<uint64_t> ParseSnapshotKey(absl::string_view key);
+std::string SnapshotKey(absl::string_view part_key);
+// Returns the part key of a snapshot key; INVALID_ARGUMENT if malformed.
+absl::StatusOr<absl::string_view> ParseSnapshotKey(absl::string_view key);
+std::string MetaSnapshotKey();
+
+// Returns INVALID_ARGUMENT naming the part and the reason unless `parts`
+// may be saved at `position` over a log whose head is `head` and whose
+// saved snapshot is at `saved_position`.
+absl::Status ValidateSnapshotParts(uint64_t position, uint64_t head,
+                                   uint64_t saved_position,
+                                   const std::vector<SnapshotPart>& parts);
 std::string MetaFormatKey();
 
 std::string EncodeFixed64(uint64_t value);

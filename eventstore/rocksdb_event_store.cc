@@ -7,6 +7,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 #include "eventstore/record_format.h"
@@ -112,9 +113,6 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
     const RocksDbEventStoreOptions& options) {
   if (options.path.empty()) {
     return absl::InvalidArgumentError("path: must not be empty");
-  }
-  if (options.snapshots_to_keep < 1) {
-    return absl::InvalidArgumentError("snapshots_to_keep: must be >= 1");
   }
   rocksdb::Options db_options;
   db_options.create_if_missing = options.create_if_missing;
@@ -688,57 +686,57 @@ uint64_t RocksDbEventStore::WaitForPosition(uint64_t after,
   return head_.position;
 }
 
-absl::Status RocksDbEventStore::SaveSnapshot(const Snapshot& snapshot) {
+absl::Status RocksDbEventStore::SaveSnapshotParts(
+    uint64_t position, const std::vector<SnapshotPart>& parts) {
   if (options_.read_only) {
     return absl::FailedPreconditionError("event store is open read-only");
   }
-  if (snapshot.blob.size() > kMaxSnapshotBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("snapshot.blob: ", snapshot.blob.size(),
-                     " bytes exceeds the limit of ", kMaxSnapshotBytes));
-  }
-  const uint64_t head = Head().position;
-  if (snapshot.position > head) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "snapshot.position: ", snapshot.position, " is past the head ", head));
-  }
+  // One saver at a time, so that the saved position only grows.
+  absl::MutexLock lock(&snapshot_mu_);
+  ASSIGN_OR_RETURN(uint64_t saved, SavedSnapshotPosition(nullptr));
+  RETURN_IF_ERROR(
+      rf::ValidateSnapshotParts(position, Head().position, saved, parts));
   rocksdb::WriteBatch batch;
-  batch.Put(rf::SnapshotKey(snapshot.position), snapshot.blob);
-  // Delete all but the newest snapshots_to_keep (counting this one).
-  {
-    std::vector<uint64_t> older;
-    std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator(rocksdb::ReadOptions()));
-    const std::string prefix(1, rf::kSnapshotPrefix);
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
-         it->Next()) {
-      absl::StatusOr<uint64_t> p = rf::ParseSnapshotKey(ToView(it->key()));
-      if (p.ok() && *p < snapshot.position) older.push_back(*p);
-    }
-    RETURN_IF_ERROR(FromRocks(it->status(), "listing snapshots"));
-    const size_t keep_older = static_cast<size_t>(options_.snapshots_to_keep - 1);
-    for (size_t i = 0; i + keep_older < older.size(); ++i) {
-      batch.Delete(rf::SnapshotKey(older[i]));
-    }
+  for (const SnapshotPart& part : parts) {
+    batch.Put(rf::SnapshotKey(part.key), part.blob);
   }
+  batch.Put(rf::MetaSnapshotKey(), rf::EncodeFixed64(position));
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
   return FromRocks(db_->Write(wo, &batch), "saving a snapshot");
 }
 
-absl::StatusOr<std::optional<Snapshot>> RocksDbEventStore::LoadLatestSnapshot()
-    const {
-  std::unique_ptr<rocksdb::Iterator> it(
-      db_->NewIterator(rocksdb::ReadOptions()));
-  it->SeekForPrev(rf::SnapshotKey(std::numeric_limits<uint64_t>::max()));
-  if (!it->Valid() || it->key().empty() ||
-      it->key()[0] != rf::kSnapshotPrefix) {
-    RETURN_IF_ERROR(FromRocks(it->status(), "loading a snapshot"));
-    return std::optional<Snapshot>();
+absl::StatusOr<uint64_t> RocksDbEventStore::SavedSnapshotPosition(
+    const rocksdb::Snapshot* view) const {
+  rocksdb::ReadOptions ro;
+  ro.snapshot = view;
+  std::string value;
+  rocksdb::Status s = db_->Get(ro, rf::MetaSnapshotKey(), &value);
+  if (s.IsNotFound()) return uint64_t{0};
+  RETURN_IF_ERROR(FromRocks(s, "reading the snapshot position"));
+  if (value.size() != 8) {
+    return absl::DataLossError("the snapshot position is not 8 bytes");
   }
-  ASSIGN_OR_RETURN(uint64_t position, rf::ParseSnapshotKey(ToView(it->key())));
-  return std::optional<Snapshot>(
-      Snapshot{position, std::string(ToView(it->value()))});
+  return rf::DecodeFixed64(value);
+}
+
+absl::StatusOr<uint64_t> RocksDbEventStore::ReadSnapshotParts(
+    const SnapshotPartVisitor& visit) const {
+  // One view: the position and the parts as one save left them.
+  const rocksdb::Snapshot* view = db_->GetSnapshot();
+  auto release = absl::MakeCleanup([&] { db_->ReleaseSnapshot(view); });
+  ASSIGN_OR_RETURN(uint64_t position, SavedSnapshotPosition(view));
+  rocksdb::ReadOptions ro;
+  ro.snapshot = view;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  const std::string prefix(1, rf::kSnapshotPrefix);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+       it->Next()) {
+    ASSIGN_OR_RETURN(absl::string_view key, rf::ParseSnapshotKey(ToView(it->key())));
+    RETURN_IF_ERROR(visit(key, ToView(it->value())));
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "reading the snapshot"));
+  return position;
 }
 
 void RocksDbEventStore::Close() {

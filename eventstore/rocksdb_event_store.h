@@ -27,6 +27,7 @@
 
 namespace rocksdb {
 class DB;
+class Snapshot;
 class Env;
 }  // namespace rocksdb
 
@@ -64,12 +65,7 @@ struct RocksDbEventStoreOptions {
   // Default: 64 MiB
   size_t block_cache_bytes = 64u << 20;
 
-  // SaveSnapshot keeps this many most recent snapshots and deletes older
-  // ones. Must be >= 1.
-  // Default: 2
-  int snapshots_to_keep = 2;
-
-  // Open the database without writing anything: Append and SaveSnapshot
+  // Open the database without writing anything: Append and SaveSnapshotParts
   // fail with FAILED_PRECONDITION. For audit tools on a copy (checkpoint) of
   // a live data directory.
   // Default: false
@@ -114,8 +110,10 @@ class RocksDbEventStore final : public EventStore {
   LogHead Head() const override;
   uint64_t StreamVersion(const std::string& stream_id) const override;
   uint64_t WaitForPosition(uint64_t after, absl::Time deadline) const override;
-  absl::Status SaveSnapshot(const Snapshot& snapshot) override;
-  absl::StatusOr<std::optional<Snapshot>> LoadLatestSnapshot() const override;
+  absl::Status SaveSnapshotParts(uint64_t position,
+                                 const std::vector<SnapshotPart>& parts) override;
+  absl::StatusOr<uint64_t> ReadSnapshotParts(
+      const SnapshotPartVisitor& visit) const override;
   void Close() override;
 
   // Walks the whole log checking every record's hash and chain link.
@@ -140,6 +138,9 @@ class RocksDbEventStore final : public EventStore {
   // Plans, writes and publishes `group` (a prefix of writers_).
   void CommitGroup(const std::vector<Writer*>& group)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The position of the saved snapshot as seen by `view` (nullptr: now).
+  absl::StatusOr<uint64_t> SavedSnapshotPosition(
+      const rocksdb::Snapshot* view) const;
   // Reads records [from, to] ascending, verifying them if configured.
   absl::StatusOr<std::vector<RecordedEvent>> ReadRange(uint64_t from,
                                                        uint64_t to,
@@ -170,6 +171,9 @@ class RocksDbEventStore final : public EventStore {
   absl::flat_hash_map<std::string, uint64_t> versions_ ABSL_GUARDED_BY(mu_);
   // Sticky: once a write or sync failed, every later append fails with it.
   absl::Status background_error_ ABSL_GUARDED_BY(mu_);
+
+  // Serialises SaveSnapshotParts calls.
+  absl::Mutex snapshot_mu_;
 
   // Published state, read by readers and waiters without touching mu_.
   mutable absl::Mutex head_mu_;

@@ -74,25 +74,26 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(EventStore* store,
 }
 
 absl::Status Ledger::Load() {
-  uint64_t next = 1;
-  ASSIGN_OR_RETURN(std::optional<Snapshot> snapshot, store_->LoadLatestSnapshot());
-  if (snapshot.has_value()) last_snapshot_position_ = snapshot->position;
   absl::MutexLock lock(&accounts_mu_);
-  if (snapshot.has_value()) {
-    v1::LedgerSnapshot blob;
-    if (!blob.ParseFromString(snapshot->blob)) {
-      return absl::DataLossError(absl::StrCat("snapshot at position ",
-                                              snapshot->position,
-                                              " does not decode"));
-    }
-    for (const v1::AccountSnapshot& a : blob.accounts()) {
-      ASSIGN_OR_RETURN(core::AccountState state, core::FromSnapshot(a));
-      auto account = std::make_unique<Account>();
-      account->state = std::move(state);
-      accounts_[a.account_id()] = std::move(account);
-    }
-    next = snapshot->position + 1;
-  }
+  ASSIGN_OR_RETURN(
+      const uint64_t snapshot_position,
+      store_->ReadSnapshotParts([&](absl::string_view key,
+                                    absl::string_view blob)
+                                    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        v1::AccountSnapshot a;
+        if (!a.ParseFromArray(blob.data(), static_cast<int>(blob.size())) ||
+            a.account_id() != key) {
+          return absl::DataLossError(absl::StrCat(
+              "the snapshot of account \"", key, "\" does not decode"));
+        }
+        ASSIGN_OR_RETURN(core::AccountState state, core::FromSnapshot(a));
+        auto account = std::make_unique<Account>();
+        account->state = std::move(state);
+        accounts_[a.account_id()] = std::move(account);
+        return absl::OkStatus();
+      }));
+  last_snapshot_position_ = snapshot_position;
+  uint64_t next = snapshot_position + 1;
   for (;;) {
     ASSIGN_OR_RETURN(std::vector<RecordedEvent> batch,
                      store_->ReadForward(next, 4096));
@@ -121,6 +122,8 @@ absl::Status Ledger::Load() {
         return absl::DataLossError(absl::StrCat(
             "event at position ", record.position, ": ", applied.message()));
       }
+      // Not in the saved snapshot: the next one saves this account.
+      MarkDirty(account.get());
     }
   }
   absl::MutexLock watermark_lock(&watermark_mu_);
@@ -327,6 +330,9 @@ void Ledger::Complete(Account* account, std::vector<v1::AccountEvent>& events_re
                                  std::move((*events)[i])});
       }
     }
+    // Before the watermark moves past these events: a snapshot at that
+    // watermark must save this account.
+    MarkDirty(account);
     MarkApplied(appended->first_position, appended->last_position);
     if (applied.ok()) {
       pending->done(std::move(result));
@@ -474,29 +480,57 @@ absl::StatusOr<core::AccountState> Ledger::AccountAt(
   return RebuildAccountAt(*store_, account_id, position);
 }
 
+void Ledger::MarkDirty(Account* account) {
+  absl::MutexLock lock(&dirty_mu_);
+  dirty_.insert(account);
+}
+
 absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
   absl::MutexLock snapshot_lock(&snapshot_mu_);
-  // Every event up to `position` is applied; states taken after may hold
+  // Every event up to `position` is applied, and every account that applied
+  // one was marked dirty before the watermark passed it; accounts not dirty
+  // now are unchanged since their saved part. States taken below may hold
   // later events too, which Load recognises by their stream versions.
   uint64_t position;
   {
     absl::MutexLock lock(&watermark_mu_);
     position = applied_through_;
   }
-  std::vector<Account*> accounts;
+  absl::flat_hash_set<Account*> dirty;
   {
-    absl::MutexLock lock(&accounts_mu_);
-    for (const auto& [id, account] : accounts_) accounts.push_back(account.get());
+    absl::MutexLock lock(&dirty_mu_);
+    dirty.swap(dirty_);
   }
-  v1::LedgerSnapshot blob;
-  for (Account* a : accounts) {
-    absl::ReaderMutexLock state_lock(&a->state_mu);
-    *blob.add_accounts() = core::ToSnapshot(a->state);
+  // Saved in chunks of about kSnapshotChunkBytes; all but the last chunk
+  // keep the previous position, so a failure part-way leaves a consistent
+  // snapshot behind.
+  constexpr size_t kSnapshotChunkBytes = 16u << 20;
+  const uint64_t previous = last_snapshot_position_.load();
+  std::vector<SnapshotPart> chunk;
+  size_t chunk_bytes = 0;
+  absl::Status saved;
+  for (Account* a : dirty) {
+    SnapshotPart& part = chunk.emplace_back();
+    {
+      absl::ReaderMutexLock state_lock(&a->state_mu);
+      part.key = a->state.account_id;
+      core::ToSnapshot(a->state).SerializeToString(&part.blob);
+    }
+    chunk_bytes += part.key.size() + part.blob.size();
+    if (chunk_bytes >= kSnapshotChunkBytes) {
+      saved = store_->SaveSnapshotParts(previous, chunk);
+      if (!saved.ok()) break;
+      chunk.clear();
+      chunk_bytes = 0;
+    }
   }
-  blob.set_position(position);
-  std::string bytes;
-  blob.SerializeToString(&bytes);
-  RETURN_IF_ERROR(store_->SaveSnapshot({position, std::move(bytes)}));
+  if (saved.ok()) saved = store_->SaveSnapshotParts(position, chunk);
+  if (!saved.ok()) {
+    // Their parts may not be saved: the next snapshot tries them again.
+    absl::MutexLock lock(&dirty_mu_);
+    dirty_.insert(dirty.begin(), dirty.end());
+    return saved;
+  }
   last_snapshot_position_ = position;
   return position;
 }

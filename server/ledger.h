@@ -26,6 +26,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/account.h"
@@ -138,7 +139,10 @@ class Ledger {
   absl::StatusOr<core::AccountState> AccountAt(const std::string& account_id,
                                                uint64_t position) const;
 
-  // Saves a snapshot of every account; returns the position it reflects.
+  // Saves the accounts changed since the last snapshot (each account one
+  // snapshot part); with the parts saved before, they reflect the log
+  // through the returned position. A restart loads them and replays only
+  // the log after that position.
   absl::StatusOr<uint64_t> CreateSnapshot();
 
   // Decodes a record's payload as an account event; DATA_LOSS if it is not.
@@ -183,6 +187,8 @@ class Ledger {
   // Queues work for the completion threads.
   void Post(std::function<void()> work);
   void WorkLoop();
+  // Records that `account` changed since the last snapshot.
+  void MarkDirty(Account* account);
   // Records that positions [first, last] are applied.
   void MarkApplied(uint64_t first, uint64_t last);
   Account* FindOrCreate(const std::string& account_id);
@@ -209,6 +215,9 @@ class Ledger {
 
   // One snapshot at a time.
   absl::Mutex snapshot_mu_;
+  // Accounts changed since the last snapshot: a snapshot saves only these.
+  absl::Mutex dirty_mu_;
+  absl::flat_hash_set<Account*> dirty_ ABSL_GUARDED_BY(dirty_mu_);
   std::atomic<uint64_t> last_snapshot_position_{0};
 
   // Every position up to applied_through_ is applied to the accounts; later

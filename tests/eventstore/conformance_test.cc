@@ -4,6 +4,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -501,24 +502,71 @@ TEST_P(ConformanceTest, AsyncAppendReportsErrorsThroughTheCallback) {
   EXPECT_EQ(store_->Head().position, 0u);
 }
 
-TEST_P(ConformanceTest, SnapshotsSaveAndLoadTheLatest) {
-  auto none = store_->LoadLatestSnapshot();
-  ASSERT_OK(none);
-  EXPECT_FALSE(none->has_value());
+// Reads every saved part into a map; returns the saved position.
+uint64_t ReadParts(const EventStore& store,
+                   std::map<std::string, std::string>* parts) {
+  parts->clear();
+  absl::StatusOr<uint64_t> position = store.ReadSnapshotParts(
+      [&](absl::string_view key, absl::string_view blob) {
+        EXPECT_TRUE(parts->emplace(key, blob).second) << key;
+        return absl::OkStatus();
+      });
+  EXPECT_OK(position);
+  return position.value_or(~uint64_t{0});
+}
+
+TEST_P(ConformanceTest, SnapshotPartsReplaceByKeyAndKeepTheRest) {
+  std::map<std::string, std::string> parts;
+  EXPECT_EQ(ReadParts(*store_, &parts), 0u);
+  EXPECT_TRUE(parts.empty());
   for (int i = 0; i < 3; ++i) {
     MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
   }
-  ASSERT_OK(store_->SaveSnapshot({1, "state@1"}));
-  ASSERT_OK(store_->SaveSnapshot({3, "state@3"}));
-  ASSERT_OK(store_->SaveSnapshot({2, "state@2"}));
-  auto latest = store_->LoadLatestSnapshot();
-  ASSERT_OK(latest);
-  ASSERT_TRUE(latest->has_value());
-  EXPECT_EQ((*latest)->position, 3u);
-  EXPECT_EQ((*latest)->blob, "state@3");
-  EXPECT_THAT(store_->SaveSnapshot({4, "future"}),
+  ASSERT_OK(store_->SaveSnapshotParts(1, {{"b", "b@1"}, {"a", "a@1"}}));
+  ASSERT_OK(store_->SaveSnapshotParts(3, {{"a", "a@3"}}));
+  EXPECT_EQ(ReadParts(*store_, &parts), 3u);
+  EXPECT_THAT(parts, ::testing::ElementsAre(::testing::Pair("a", "a@3"),
+                                            ::testing::Pair("b", "b@1")));
+  // The same position again: parts saved in several calls.
+  ASSERT_OK(store_->SaveSnapshotParts(3, {{"c", ""}}));
+  EXPECT_EQ(ReadParts(*store_, &parts), 3u);
+  EXPECT_EQ(parts.size(), 3u);
+}
+
+TEST_P(ConformanceTest, SnapshotPartsRefuseBadInputAndSaveNothing) {
+  MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
+  MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
+  ASSERT_OK(store_->SaveSnapshotParts(2, {{"a", "a@2"}}));
+  EXPECT_THAT(store_->SaveSnapshotParts(3, {{"a", "future"}}),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("snapshot.position")));
+                       HasSubstr("past the head 2")));
+  EXPECT_THAT(store_->SaveSnapshotParts(1, {{"a", "older"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("below the saved snapshot's 2")));
+  EXPECT_THAT(store_->SaveSnapshotParts(2, {{"b", "ok"}, {"", "no key"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("parts[1].key")));
+  EXPECT_THAT(
+      store_->SaveSnapshotParts(2, {{std::string(kMaxSnapshotKeyBytes + 1, 'k'), ""}}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("parts[0].key")));
+  EXPECT_THAT(store_->SaveSnapshotParts(2, {{"b", "1"}, {"b", "2"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("\"b\" is repeated")));
+  std::map<std::string, std::string> parts;
+  EXPECT_EQ(ReadParts(*store_, &parts), 2u);
+  EXPECT_THAT(parts, ::testing::ElementsAre(::testing::Pair("a", "a@2")));
+}
+
+TEST_P(ConformanceTest, SnapshotPartsReadStopsAtTheVisitorsError) {
+  MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
+  ASSERT_OK(store_->SaveSnapshotParts(1, {{"a", "1"}, {"b", "2"}}));
+  int calls = 0;
+  EXPECT_THAT(store_->ReadSnapshotParts([&](absl::string_view, absl::string_view) {
+    ++calls;
+    return absl::DataLossError("bad part");
+  }),
+              StatusIs(absl::StatusCode::kDataLoss, "bad part"));
+  EXPECT_EQ(calls, 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -174,30 +174,37 @@ TEST_F(RocksDbEventStoreTest, SwappedRecordsFailOpenWithDataLoss) {
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 2")));
 }
 
-TEST_F(RocksDbEventStoreTest, SnapshotsSurviveReopenAndOldOnesArePruned) {
+TEST_F(RocksDbEventStoreTest, SnapshotPartsSurviveReopenOnePerKey) {
   {
     auto store = MustOpen(Options());
     Fill(*store, 4);
     for (uint64_t p = 1; p <= 4; ++p) {
-      ASSERT_OK(store->SaveSnapshot({p, absl::StrCat("state@", p)}));
+      ASSERT_OK(store->SaveSnapshotParts(
+          p, {{absl::StrCat("acct", p % 2), absl::StrCat("state@", p)}}));
     }
   }
   auto store = MustOpen(Options());
-  auto latest = store->LoadLatestSnapshot();
-  ASSERT_OK(latest);
-  ASSERT_TRUE(latest->has_value());
-  EXPECT_EQ((*latest)->position, 4u);
-  EXPECT_EQ((*latest)->blob, "state@4");
+  std::vector<std::pair<std::string, std::string>> parts;
+  auto position = store->ReadSnapshotParts(
+      [&](absl::string_view key, absl::string_view blob) {
+        parts.emplace_back(key, blob);
+        return absl::OkStatus();
+      });
+  ASSERT_OK(position);
+  EXPECT_EQ(*position, 4u);
+  EXPECT_THAT(parts, ::testing::ElementsAre(
+                         ::testing::Pair("acct0", "state@4"),
+                         ::testing::Pair("acct1", "state@3")));
   store.reset();
-  int kept = 0;
+  int stored = 0;
   EditRaw([&](rocksdb::DB* db) {
     std::unique_ptr<rocksdb::Iterator> it(
         db->NewIterator(rocksdb::ReadOptions()));
-    for (it->Seek("P"); it->Valid() && it->key().starts_with("P"); it->Next()) {
-      ++kept;
+    for (it->Seek("T"); it->Valid() && it->key().starts_with("T"); it->Next()) {
+      ++stored;
     }
   });
-  EXPECT_EQ(kept, 2);  // snapshots_to_keep's default.
+  EXPECT_EQ(stored, 2);  // One record per key, whatever the saves.
 }
 
 TEST_F(RocksDbEventStoreTest, ReadOnlyOpenReadsButRefusesWrites) {

@@ -2,6 +2,7 @@
 // retries, restart from snapshot plus log, state at a past position.
 #include "server/ledger.h"
 
+#include <map>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -47,6 +48,18 @@ class LedgerTest : public ::testing::Test {
       out = core::ToSnapshot(s).SerializeAsString();
     }));
     return out;
+  }
+
+  // Reads the store's snapshot parts; returns their position.
+  uint64_t SavedParts(std::map<std::string, std::string>* parts) {
+    parts->clear();
+    absl::StatusOr<uint64_t> position = store_->ReadSnapshotParts(
+        [&](absl::string_view key, absl::string_view blob) {
+          (*parts)[std::string(key)] = std::string(blob);
+          return absl::OkStatus();
+        });
+    EXPECT_OK(position);
+    return position.value_or(0);
   }
 
   TempDir dir_;
@@ -105,16 +118,67 @@ TEST_F(LedgerTest, RestartFromSnapshotAndLogGivesTheSameState) {
   ASSERT_OK(ledger_->Execute(RequestContext{"other", "", "", ""},
                              Create("b", {})));
   const std::string before = Snapshot("111122223333");
-  auto snapshot = store_->LoadLatestSnapshot();
-  ASSERT_OK(snapshot);
-  ASSERT_TRUE(snapshot->has_value());
-  EXPECT_GE((*snapshot)->position, 3u);
-  EXPECT_LT((*snapshot)->position, store_->Head().position);
+  ledger_.reset();  // Waits for a snapshot still being taken.
+  std::map<std::string, std::string> parts;
+  const uint64_t position = SavedParts(&parts);
+  EXPECT_GE(position, 3u);
+  EXPECT_THAT(parts, ::testing::Contains(::testing::Key("111122223333")));
   Open(options);
   EXPECT_EQ(Snapshot("111122223333"), before);
   EXPECT_FALSE(Snapshot("other").empty());
   // And it keeps working after the restart.
   ASSERT_OK(ledger_->Execute(Ctx(), Invoice("after", 100)));
+}
+
+TEST_F(LedgerTest, ASnapshotSavesOnlyTheAccountsChangedSinceTheLast) {
+  LedgerOptions options;
+  options.snapshot_every_events = 0;
+  Open(options);
+  const RequestContext a{"acct-a", "", "", ""};
+  const RequestContext b{"acct-b", "", "", ""};
+  ASSERT_OK(ledger_->Execute(a, Create("po", {Line(1, v1::LINE_ITEM_TYPE_ALL)})));
+  ASSERT_OK(ledger_->Execute(b, Create("po", {Line(1, v1::LINE_ITEM_TYPE_ALL)})));
+  auto first = ledger_->CreateSnapshot();
+  ASSERT_OK(first);
+  EXPECT_EQ(*first, 2u);
+  std::map<std::string, std::string> parts;
+  ASSERT_EQ(SavedParts(&parts), 2u);
+  EXPECT_EQ(parts["acct-a"], Snapshot("acct-a"));
+  EXPECT_EQ(parts["acct-b"], Snapshot("acct-b"));
+  // Mark acct-b's saved part, then change only acct-a: the next snapshot
+  // rewrites acct-a's part and leaves acct-b's as it is.
+  v1::AccountSnapshot marked;
+  ASSERT_TRUE(marked.ParseFromString(parts["acct-b"]));
+  marked.add_marketplace_transactions()->set_transaction_id("marker");
+  ASSERT_OK(store_->SaveSnapshotParts(2, {{"acct-b", marked.SerializeAsString()}}));
+  ASSERT_OK(ledger_->Execute(a, Invoice("inv-1", 100)));
+  auto second = ledger_->CreateSnapshot();
+  ASSERT_OK(second);
+  EXPECT_EQ(*second, 3u);
+  ASSERT_EQ(SavedParts(&parts), 3u);
+  EXPECT_EQ(parts["acct-a"], Snapshot("acct-a"));
+  EXPECT_EQ(parts["acct-b"], marked.SerializeAsString());
+  // Nothing changed: nothing to save, the position stays.
+  auto third = ledger_->CreateSnapshot();
+  ASSERT_OK(third);
+  EXPECT_EQ(*third, 3u);
+}
+
+TEST_F(LedgerTest, AccountsReplayedAfterTheSnapshotAreSavedByTheNextOne) {
+  LedgerOptions options;
+  options.snapshot_every_events = 0;
+  Open(options);
+  const RequestContext a{"acct-a", "", "", ""};
+  ASSERT_OK(ledger_->Execute(a, Create("po", {Line(1, v1::LINE_ITEM_TYPE_ALL)})));
+  ASSERT_OK(ledger_->CreateSnapshot());
+  ASSERT_OK(ledger_->Execute(a, Invoice("inv-1", 100)));
+  const std::string state = Snapshot("acct-a");
+  Open(options);  // Loads acct-a at version 1 and replays version 2.
+  EXPECT_EQ(Snapshot("acct-a"), state);
+  ASSERT_OK(ledger_->CreateSnapshot());
+  std::map<std::string, std::string> parts;
+  EXPECT_EQ(SavedParts(&parts), 2u);
+  EXPECT_EQ(parts["acct-a"], state);
 }
 
 TEST_F(LedgerTest, AccountAtRebuildsAPastState) {
