@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <map>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -56,13 +57,22 @@ void NoteError(const grpc::Status& s) {
 // Issues one request; calls done(ok) when it completes.
 using Issue = std::function<void(int64_t seq, std::function<void(bool)> done)>;
 
-Figures Run(int concurrency, absl::Duration duration, const Issue& issue) {
+// What the windows of one method measured, added up.
+struct Samples {
+  std::vector<double> latencies_us;
+  int64_t errors = 0;
+  double seconds = 0;
+  // Numbers the requests (ids must not repeat across windows).
+  int64_t next_seq = 0;
+};
+
+// Keeps `concurrency` requests in flight for `duration`; adds to `out`.
+void Run(int concurrency, absl::Duration duration, const Issue& issue,
+         Samples* out) {
   std::mutex mu;
   std::condition_variable cv;
-  std::vector<double> latencies;
-  int64_t errors = 0;
   int in_flight = 0;
-  std::atomic<int64_t> seq{0};
+  std::atomic<int64_t> seq{out->next_seq};
   const absl::Time start = absl::Now();
   const absl::Time end = start + duration;
   std::function<void()> launch = [&]() {
@@ -72,8 +82,8 @@ Figures Run(int concurrency, absl::Duration duration, const Issue& issue) {
       bool again;
       {
         std::lock_guard<std::mutex> lock(mu);
-        latencies.push_back(us);
-        if (!ok) ++errors;
+        out->latencies_us.push_back(us);
+        if (!ok) ++out->errors;
         again = absl::Now() < end;
         if (!again) {
           --in_flight;
@@ -90,15 +100,20 @@ Figures Run(int concurrency, absl::Duration duration, const Issue& issue) {
   for (int i = 0; i < concurrency; ++i) launch();
   std::unique_lock<std::mutex> lock(mu);
   cv.wait(lock, [&] { return in_flight == 0; });
-  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  out->seconds += absl::ToDoubleSeconds(absl::Now() - start);
+  out->next_seq = seq.load();
+}
+
+Figures Summarize(Samples& samples) {
+  std::vector<double>& latencies = samples.latencies_us;
   std::sort(latencies.begin(), latencies.end());
   Figures f;
-  f.per_second = latencies.size() / seconds;
+  if (samples.seconds > 0) f.per_second = latencies.size() / samples.seconds;
   if (!latencies.empty()) {
     f.p50_us = latencies[latencies.size() / 2];
     f.p99_us = latencies[static_cast<size_t>(0.99 * (latencies.size() - 1))];
   }
-  f.errors = errors;
+  f.errors = samples.errors;
   std::lock_guard<std::mutex> error_lock(first_error_mu);
   f.first_error = std::move(first_error);
   first_error.clear();
@@ -132,6 +147,7 @@ int Main(int argc, char** argv) {
   std::string concurrency_list = "1,64,256";
   int accounts = 256;
   int channels = 1;
+  int rounds = 4;
   std::vector<std::string> methods = {"info", "get", "invoice", "create"};
   CLI::App app("poledger-loadgen: throughput and latency of a running server");
   app.add_option("--server", server, "host:port")->capture_default_str();
@@ -145,6 +161,11 @@ int Main(int argc, char** argv) {
                  "Connections to the server; requests take them in turn")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  app.add_option("--rounds", rounds,
+                 "Windows per method: methods take turns, each measured for "
+                 "seconds/rounds per window")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   app.add_option("--methods", methods,
                  "Which to measure: info (GetServerInfo: no disk, tiny "
                  "messages), get (GetPurchaseOrder: no disk, a purchase order "
@@ -205,23 +226,20 @@ int Main(int argc, char** argv) {
     auto wanted = [&](const char* name) {
       return std::find(methods.begin(), methods.end(), name) != methods.end();
     };
-    Figures info, get, record, create;
-    if (wanted("info")) info = Run(concurrency, duration, [&](int64_t seq,
-                                                        std::function<void(bool)> done) {
+    std::map<std::string, Issue> issues;
+    issues["info"] = [&](int64_t seq, std::function<void(bool)> done) {
       auto* ctx = new grpc::ClientContext;
       auto* req = new v1::GetServerInfoRequest;
       auto* resp = new v1::GetServerInfoResponse;
-      admin_of(seq)->async()->GetServerInfo(ctx, req, resp,
-                                    [=](grpc::Status s) {
-                                      delete ctx;
-                                      delete req;
-                                      delete resp;
-                                      NoteError(s);
-                                      done(s.ok());
-                                    });
-    });
-    if (wanted("get")) get = Run(concurrency, duration, [&](int64_t seq,
-                                                      std::function<void(bool)> done) {
+      admin_of(seq)->async()->GetServerInfo(ctx, req, resp, [=](grpc::Status s) {
+        delete ctx;
+        delete req;
+        delete resp;
+        NoteError(s);
+        done(s.ok());
+      });
+    };
+    issues["get"] = [&](int64_t seq, std::function<void(bool)> done) {
       auto* ctx = new grpc::ClientContext;
       auto* req = new v1::GetPurchaseOrderRequest;
       auto* resp = new v1::PurchaseOrder;
@@ -234,9 +252,8 @@ int Main(int argc, char** argv) {
         NoteError(s);
         done(s.ok());
       });
-    });
-    if (wanted("invoice")) record = Run(concurrency, duration, [&](int64_t seq,
-                                                          std::function<void(bool)> done) {
+    };
+    issues["invoice"] = [&](int64_t seq, std::function<void(bool)> done) {
       auto* ctx = new grpc::ClientContext;
       auto* req = new v1::RecordInvoiceRequest;
       auto* resp = new v1::Invoice;
@@ -255,15 +272,13 @@ int Main(int argc, char** argv) {
         NoteError(s);
         done(s.ok());
       });
-    });
-    if (wanted("create")) create = Run(concurrency, duration, [&](int64_t seq,
-                                                          std::function<void(bool)> done) {
+    };
+    issues["create"] = [&](int64_t seq, std::function<void(bool)> done) {
       auto* ctx = new grpc::ClientContext;
       auto* req = new v1::CreatePurchaseOrderRequest;
       auto* resp = new v1::PurchaseOrder;
-      // Suspended right away would need a second call; instead each
-      // account gets fresh ids until the 100-active limit, then the rest
-      // are refused cheaply. Spread over many accounts to stay below it.
+      // Fresh ids spread over many accounts, to stay below the limit of
+      // 100 active purchase orders per account.
       req->set_account_id(absl::StrCat(run, "-create-", seq % (accounts * 50)));
       *req->mutable_purchase_order() =
           BenchPo(absl::StrCat("po-", concurrency, "-", seq));
@@ -274,7 +289,22 @@ int Main(int argc, char** argv) {
         NoteError(s);
         done(s.ok());
       });
-    });
+    };
+    // Methods take turns in short windows, so that a machine whose speed
+    // drifts (other tenants, frequency) shifts every method alike and the
+    // same-run ratios stay meaningful.
+    std::map<std::string, Samples> samples;
+    for (int r = 0; r < rounds; ++r) {
+      for (const std::string& m : methods) {
+        if (issues.count(m) == 0) continue;
+        Run(concurrency, duration / rounds, issues[m], &samples[m]);
+      }
+    }
+    Figures info, get, record, create;
+    if (wanted("info")) info = Summarize(samples["info"]);
+    if (wanted("get")) get = Summarize(samples["get"]);
+    if (wanted("invoice")) record = Summarize(samples["invoice"]);
+    if (wanted("create")) create = Summarize(samples["create"]);
     auto print = [&](const char* name, const Figures& f) {
       std::printf("%-22s %5d %12.0f %10.0f %10.0f %7lld\n", name, concurrency,
                   f.per_second, f.p50_us, f.p99_us,
