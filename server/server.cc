@@ -96,6 +96,9 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // gRPC binds with SO_REUSEPORT by default; then a second server (with
+  // another data directory) would share the port and take calls silently.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
                            &impl->port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);

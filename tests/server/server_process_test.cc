@@ -90,6 +90,29 @@ TEST_F(ServerProcessTest, SecondServerOnALiveDataDirectoryFails) {
   EXPECT_EQ(first.Stop(), 0);
 }
 
+// gRPC sets SO_REUSEPORT by default: without the server turning it off, a
+// second server (another data directory) could bind the same port and take
+// a share of the calls silently.
+TEST_F(ServerProcessTest, SecondServerOnABusyPortFails) {
+  ServerProcess first;
+  ASSERT_TRUE(first.Start(POLEDGER_SERVER_BINARY, Args())) << first.output();
+  ASSERT_TRUE(WaitUntilServing(first.address()));
+  ServerProcess second;
+  if (second.Start(POLEDGER_SERVER_BINARY,
+                   {"--data-dir=" + dir_.path() + "/other",
+                    "--listen=" + first.address()})) {
+    ADD_FAILURE() << "a second server listens on " << first.address();
+    second.Stop();
+    first.Stop();
+    return;
+  }
+  const int status = second.Wait();
+  ASSERT_TRUE(WIFEXITED(status)) << second.output();
+  EXPECT_EQ(WEXITSTATUS(status), 1) << second.output();
+  EXPECT_THAT(second.output(), HasSubstr("cannot listen on " + first.address()));
+  EXPECT_EQ(first.Stop(), 0);
+}
+
 TEST_F(ServerProcessTest, MalformedClockFlagExitsWithUsageError) {
   ServerProcess server;
   std::vector<std::string> args = Args();

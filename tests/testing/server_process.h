@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -38,12 +39,16 @@ class ServerProcess {
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
 
-  // Starts `binary` with `args` plus --listen=127.0.0.1:0 and waits until it
-  // reports its port. Returns false (with output() explaining) if it exits
-  // or stays silent for 30 s.
+  // Starts `binary` with `args` plus --listen=127.0.0.1:0 (unless `args`
+  // has a --listen) and waits until it reports its port. Returns false (with
+  // output() explaining) if it exits or stays silent for 30 s.
   bool Start(const std::string& binary, std::vector<std::string> args) {
+    const bool has_listen =
+        std::any_of(args.begin(), args.end(), [](const std::string& a) {
+          return a.rfind("--listen", 0) == 0;
+        });
     args.insert(args.begin(), binary);
-    args.push_back("--listen=127.0.0.1:0");
+    if (!has_listen) args.push_back("--listen=127.0.0.1:0");
     int fds[2];
     if (pipe(fds) != 0) return false;
     pid_ = fork();
