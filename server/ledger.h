@@ -84,9 +84,12 @@ struct ExecuteResult {
 
 struct LedgerOptions {
   // Save a snapshot after this many events since the last one; 0: never
-  // automatically.
-  // Default: 50000
-  uint64_t snapshot_every_events = 50000;
+  // automatically. A restart replays at most this many events (plus those
+  // of a snapshot in progress): ~130k events/s on the 2-vCPU development
+  // machine, so ~2 s at the default. Lower trades write throughput for a
+  // faster restart.
+  // Default: 250000
+  uint64_t snapshot_every_events = 250000;
 
   // Threads that apply appended commands, answer them and start the next
   // command of the account, off the event store's commit thread.

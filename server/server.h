@@ -27,7 +27,7 @@ struct ServerOptions {
   // and raises reminders.
   absl::Duration tick_interval = absl::Seconds(30);
   // A snapshot after this many events (0: only on request).
-  uint64_t snapshot_every_events = 50000;
+  uint64_t snapshot_every_events = 250000;
   // Idle streams send a heartbeat this often.
   absl::Duration heartbeat_interval = absl::Seconds(5);
   // Largest request or response message.
