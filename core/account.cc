@@ -320,7 +320,57 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
   return absl::OkStatus();
 }
 
-v1::AccountSnapshot ToSnapshot(const AccountState& state) {
+v1::InvoiceSnapshot ToInvoiceSnapshot(const std::string& invoice_id,
+                                      const InvoiceEntry& inv) {
+  v1::InvoiceSnapshot i;
+  i.set_invoice_id(invoice_id);
+  i.set_kind(inv.kind);
+  i.set_content_digest(inv.content_digest);
+  i.set_amount_micros(inv.amount);
+  i.set_original_invoice_id(inv.original_invoice_id);
+  i.set_purchase_order_id(inv.purchase_order_id);
+  i.set_purchase_order_created_version(inv.purchase_order_created_version);
+  i.set_line_number(inv.line_number);
+  i.set_credited_micros(inv.credited);
+  i.set_recorded_version(inv.recorded_version);
+  return i;
+}
+
+absl::Status AddInvoiceSnapshot(AccountState& state,
+                                const v1::InvoiceSnapshot& i) {
+  InvoiceEntry entry;
+  entry.kind = i.kind();
+  entry.content_digest = i.content_digest();
+  entry.amount = i.amount_micros();
+  entry.original_invoice_id = i.original_invoice_id();
+  entry.purchase_order_id = i.purchase_order_id();
+  entry.purchase_order_created_version = i.purchase_order_created_version();
+  entry.line_number = i.line_number();
+  entry.credited = i.credited_micros();
+  entry.recorded_version = i.recorded_version();
+  if (!state.invoices.emplace(i.invoice_id(), std::move(entry)).second) {
+    return absl::DataLossError(absl::StrCat("snapshot of account \"",
+                                            state.account_id, "\": invoice \"",
+                                            i.invoice_id(), "\" appears twice"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> InvoicesChangedBy(const v1::AccountEvent& event) {
+  switch (event.event_case()) {
+    case v1::AccountEvent::kInvoiceRecorded:
+      return {event.invoice_recorded().invoice().invoice_id()};
+    case v1::AccountEvent::kCreditMemoRecorded: {
+      const v1::InvoiceData& memo = event.credit_memo_recorded().credit_memo();
+      return {memo.invoice_id(), memo.original_invoice_id()};
+    }
+    default:
+      return {};
+  }
+}
+
+v1::AccountSnapshot ToSnapshot(const AccountState& state,
+                               SnapshotInvoices invoices) {
   v1::AccountSnapshot out;
   out.set_account_id(state.account_id);
   out.set_version(state.version);
@@ -349,18 +399,10 @@ v1::AccountSnapshot ToSnapshot(const AccountState& state) {
       rs->set_fired(r.fired);
     }
   }
-  for (const auto& [id, inv] : state.invoices) {
-    v1::InvoiceSnapshot* i = out.add_invoices();
-    i->set_invoice_id(id);
-    i->set_kind(inv.kind);
-    i->set_content_digest(inv.content_digest);
-    i->set_amount_micros(inv.amount);
-    i->set_original_invoice_id(inv.original_invoice_id);
-    i->set_purchase_order_id(inv.purchase_order_id);
-    i->set_purchase_order_created_version(inv.purchase_order_created_version);
-    i->set_line_number(inv.line_number);
-    i->set_credited_micros(inv.credited);
-    i->set_recorded_version(inv.recorded_version);
+  if (invoices == SnapshotInvoices::kInclude) {
+    for (const auto& [id, inv] : state.invoices) {
+      *out.add_invoices() = ToInvoiceSnapshot(id, inv);
+    }
   }
   for (const auto& [id, tx] : state.marketplace_transactions) {
     v1::MarketplaceTransactionSnapshot* t = out.add_marketplace_transactions();
@@ -405,17 +447,7 @@ absl::StatusOr<AccountState> FromSnapshot(const v1::AccountSnapshot& snapshot) {
     state.purchase_orders[po.id] = std::move(po);
   }
   for (const v1::InvoiceSnapshot& i : snapshot.invoices()) {
-    InvoiceEntry entry;
-    entry.kind = i.kind();
-    entry.content_digest = i.content_digest();
-    entry.amount = i.amount_micros();
-    entry.original_invoice_id = i.original_invoice_id();
-    entry.purchase_order_id = i.purchase_order_id();
-    entry.purchase_order_created_version = i.purchase_order_created_version();
-    entry.line_number = i.line_number();
-    entry.credited = i.credited_micros();
-    entry.recorded_version = i.recorded_version();
-    state.invoices[i.invoice_id()] = std::move(entry);
+    RETURN_IF_ERROR(AddInvoiceSnapshot(state, i));
   }
   for (const v1::MarketplaceTransactionSnapshot& t :
        snapshot.marketplace_transactions()) {

@@ -142,11 +142,29 @@ struct AccountState {
 // order): the log and the rules disagree, and replay must stop.
 absl::Status Apply(AccountState& state, const v1::AccountEvent& event);
 
+// Whether ToSnapshot puts the invoices in the message.
+enum class SnapshotInvoices { kInclude, kExclude };
+
 // The state as a message: for snapshots and for comparing states. Purchase
 // orders, invoices and transactions are sorted by id, so equal states give
-// equal bytes under deterministic serialisation.
-v1::AccountSnapshot ToSnapshot(const AccountState& state);
+// equal bytes under deterministic serialisation. A snapshot saved in parts
+// leaves the invoices out (kExclude) and saves each on its own
+// (ToInvoiceSnapshot): an account's invoices only grow, and few change
+// between two snapshots.
+v1::AccountSnapshot ToSnapshot(
+    const AccountState& state,
+    SnapshotInvoices invoices = SnapshotInvoices::kInclude);
 absl::StatusOr<AccountState> FromSnapshot(const v1::AccountSnapshot& snapshot);
+v1::InvoiceSnapshot ToInvoiceSnapshot(const std::string& invoice_id,
+                                      const InvoiceEntry& entry);
+// Adds an invoice saved on its own to a state rebuilt by FromSnapshot.
+// DATA_LOSS if the state already has it.
+absl::Status AddInvoiceSnapshot(AccountState& state,
+                                const v1::InvoiceSnapshot& invoice);
+
+// The ids of the invoices and credit memos whose entries `event` adds or
+// changes (a credit memo changes its original invoice's credited sum).
+std::vector<std::string> InvoicesChangedBy(const v1::AccountEvent& event);
 
 // Computes a line's total value (amount x quantity + tax) with overflow
 // checks.

@@ -80,6 +80,20 @@ absl::Status Ledger::Load() {
       store_->ReadSnapshotParts([&](absl::string_view key,
                                     absl::string_view blob)
                                     ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        // An invoice: "<account id>\0<invoice id>", after its account.
+        if (const size_t nul = key.find('\0'); nul != key.npos) {
+          auto account = accounts_.find(key.substr(0, nul));
+          v1::InvoiceSnapshot invoice;
+          if (account == accounts_.end() ||
+              !invoice.ParseFromArray(blob.data(), static_cast<int>(blob.size())) ||
+              invoice.invoice_id() != key.substr(nul + 1)) {
+            return absl::DataLossError(absl::StrCat(
+                "the snapshot of invoice \"", key.substr(nul + 1),
+                "\" of account \"", key.substr(0, nul),
+                "\" does not decode or has no account"));
+          }
+          return core::AddInvoiceSnapshot(account->second->state, invoice);
+        }
         v1::AccountSnapshot a;
         if (!a.ParseFromArray(blob.data(), static_cast<int>(blob.size())) ||
             a.account_id() != key) {
@@ -123,7 +137,7 @@ absl::Status Ledger::Load() {
             "event at position ", record.position, ": ", applied.message()));
       }
       // Not in the saved snapshot: the next one saves this account.
-      MarkDirty(account.get());
+      MarkChanged(account.get(), logged.event);
     }
   }
   absl::MutexLock watermark_lock(&watermark_mu_);
@@ -331,8 +345,8 @@ void Ledger::Complete(Account* account, std::vector<v1::AccountEvent>& events_re
       }
     }
     // Before the watermark moves past these events: a snapshot at that
-    // watermark must save this account.
-    MarkDirty(account);
+    // watermark must save what they changed.
+    for (const LoggedEvent& e : result.events) MarkChanged(account, e.event);
     MarkApplied(appended->first_position, appended->last_position);
     if (applied.ok()) {
       pending->done(std::move(result));
@@ -480,9 +494,11 @@ absl::StatusOr<core::AccountState> Ledger::AccountAt(
   return RebuildAccountAt(*store_, account_id, position);
 }
 
-void Ledger::MarkDirty(Account* account) {
+void Ledger::MarkChanged(Account* account, const v1::AccountEvent& event) {
+  std::vector<std::string> invoices = core::InvoicesChangedBy(event);
   absl::MutexLock lock(&dirty_mu_);
-  dirty_.insert(account);
+  absl::flat_hash_set<std::string>& dirty = dirty_[account];
+  for (std::string& id : invoices) dirty.insert(std::move(id));
 }
 
 absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
@@ -496,7 +512,7 @@ absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
     absl::MutexLock lock(&watermark_mu_);
     position = applied_through_;
   }
-  absl::flat_hash_set<Account*> dirty;
+  DirtyAccounts dirty;
   {
     absl::MutexLock lock(&dirty_mu_);
     dirty.swap(dirty_);
@@ -509,14 +525,27 @@ absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
   std::vector<SnapshotPart> chunk;
   size_t chunk_bytes = 0;
   absl::Status saved;
-  for (Account* a : dirty) {
-    SnapshotPart& part = chunk.emplace_back();
+  for (const auto& [a, invoices] : dirty) {
+    // The account without its invoices, then each changed invoice, from one
+    // state and in one chunk: an account's parts are saved together.
     {
       absl::ReaderMutexLock state_lock(&a->state_mu);
-      part.key = a->state.account_id;
-      core::ToSnapshot(a->state).SerializeToString(&part.blob);
+      const std::string& account_id = a->state.account_id;
+      SnapshotPart& part = chunk.emplace_back();
+      part.key = account_id;
+      core::ToSnapshot(a->state, core::SnapshotInvoices::kExclude)
+          .SerializeToString(&part.blob);
+      chunk_bytes += part.key.size() + part.blob.size();
+      for (const std::string& id : invoices) {
+        auto it = a->state.invoices.find(id);
+        if (it == a->state.invoices.end()) continue;  // Its event failed.
+        SnapshotPart& invoice = chunk.emplace_back();
+        invoice.key = absl::StrCat(account_id, absl::string_view("\0", 1), id);
+        core::ToInvoiceSnapshot(id, it->second)
+            .SerializeToString(&invoice.blob);
+        chunk_bytes += invoice.key.size() + invoice.blob.size();
+      }
     }
-    chunk_bytes += part.key.size() + part.blob.size();
     if (chunk_bytes >= kSnapshotChunkBytes) {
       saved = store_->SaveSnapshotParts(previous, chunk);
       if (!saved.ok()) break;
@@ -528,7 +557,9 @@ absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
   if (!saved.ok()) {
     // Their parts may not be saved: the next snapshot tries them again.
     absl::MutexLock lock(&dirty_mu_);
-    dirty_.insert(dirty.begin(), dirty.end());
+    for (auto& [a, invoices] : dirty) {
+      dirty_[a].insert(invoices.begin(), invoices.end());
+    }
     return saved;
   }
   last_snapshot_position_ = position;

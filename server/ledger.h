@@ -142,10 +142,12 @@ class Ledger {
   absl::StatusOr<core::AccountState> AccountAt(const std::string& account_id,
                                                uint64_t position) const;
 
-  // Saves the accounts changed since the last snapshot (each account one
-  // snapshot part); with the parts saved before, they reflect the log
-  // through the returned position. A restart loads them and replays only
-  // the log after that position.
+  // Saves what changed since the last snapshot: each changed account
+  // without its invoices as one snapshot part (key: the account id), and
+  // each changed invoice as its own part (key: account id, NUL, invoice
+  // id). With the parts saved before, they reflect the log through the
+  // returned position; a restart loads them and replays only the log after
+  // that position.
   absl::StatusOr<uint64_t> CreateSnapshot();
 
   // Decodes a record's payload as an account event; DATA_LOSS if it is not.
@@ -190,8 +192,8 @@ class Ledger {
   // Queues work for the completion threads.
   void Post(std::function<void()> work);
   void WorkLoop();
-  // Records that `account` changed since the last snapshot.
-  void MarkDirty(Account* account);
+  // Records what `event` changed in `account` since the last snapshot.
+  void MarkChanged(Account* account, const v1::AccountEvent& event);
   // Records that positions [first, last] are applied.
   void MarkApplied(uint64_t first, uint64_t last);
   Account* FindOrCreate(const std::string& account_id);
@@ -218,9 +220,12 @@ class Ledger {
 
   // One snapshot at a time.
   absl::Mutex snapshot_mu_;
-  // Accounts changed since the last snapshot: a snapshot saves only these.
+  // Accounts changed since the last snapshot, with the ids of their
+  // invoices that changed: a snapshot saves only these.
+  using DirtyAccounts =
+      absl::flat_hash_map<Account*, absl::flat_hash_set<std::string>>;
   absl::Mutex dirty_mu_;
-  absl::flat_hash_set<Account*> dirty_ ABSL_GUARDED_BY(dirty_mu_);
+  DirtyAccounts dirty_ ABSL_GUARDED_BY(dirty_mu_);
   std::atomic<uint64_t> last_snapshot_position_{0};
 
   // Every position up to applied_through_ is applied to the accounts; later
