@@ -67,7 +67,8 @@ absl::Status ParseStreamKey(absl::string_view key, std::string* stream_id,
                             uint64_t* version);
 std::string RequestKey(absl::string_view request_id);
 std::string SnapshotKey(absl::string_view part_key);
-// Returns the part key of a snapshot key; INVALID_ARGUMENT if malformed.
+// Returns the part key of a snapshot key (a view into `key`);
+// INVALID_ARGUMENT if malformed.
 absl::StatusOr<absl::string_view> ParseSnapshotKey(absl::string_view key);
 std::string MetaSnapshotKey();
 

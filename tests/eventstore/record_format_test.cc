@@ -73,7 +73,8 @@ TEST(RecordFormatTest, KeysRoundTripAndSortByPosition) {
     ASSERT_OK(parsed);
     EXPECT_EQ(*parsed, p);
   }
-  auto part = ParseSnapshotKey(SnapshotKey("acct-1"));
+  const std::string part_key = SnapshotKey("acct-1");
+  auto part = ParseSnapshotKey(part_key);  // A view into part_key.
   ASSERT_OK(part);
   EXPECT_EQ(*part, "acct-1");
   EXPECT_THAT(ParseSnapshotKey(LogKey(1)),
