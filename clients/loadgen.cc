@@ -25,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "clients/load_requests.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "poledger/v1/invoices.grpc.pb.h"
@@ -120,27 +121,6 @@ Figures Summarize(Samples& samples) {
   return f;
 }
 
-v1::PurchaseOrder BenchPo(const std::string& id) {
-  v1::PurchaseOrder po;
-  po.set_purchase_order_id(id);
-  po.add_bill_from("Amazon Web Services, Inc.");
-  po.set_currency_code("USD");
-  po.set_effective_month("2026-01");
-  po.set_expiration_month("2036-12");
-  for (int l = 1; l <= 3; ++l) {
-    v1::LineItem* line = po.add_line_items();
-    line->set_line_number(l);
-    line->set_type(l == 1 ? v1::LINE_ITEM_TYPE_AWS_MONTHLY_USAGE
-                          : v1::LINE_ITEM_TYPE_ALL);
-    line->set_start_month("2026-01");
-    line->set_end_month("2036-12");
-    line->set_balance_tracking(true);
-    line->mutable_amount()->set_units(1000000000);
-    line->set_quantity(1);
-  }
-  return po;
-}
-
 int Main(int argc, char** argv) {
   std::string server = "127.0.0.1:50051";
   double seconds = 5;
@@ -204,7 +184,7 @@ int Main(int argc, char** argv) {
     grpc::ClientContext ctx;
     v1::CreatePurchaseOrderRequest req;
     req.set_account_id(account(a));
-    *req.mutable_purchase_order() = BenchPo("base");
+    *req.mutable_purchase_order() = LoadPurchaseOrder("base");
     v1::PurchaseOrder out;
     grpc::Status s = pos->CreatePurchaseOrder(&ctx, req, &out);
     if (!s.ok()) {
@@ -258,13 +238,8 @@ int Main(int argc, char** argv) {
       auto* req = new v1::RecordInvoiceRequest;
       auto* resp = new v1::Invoice;
       req->set_account_id(account(seq));
-      v1::Invoice* inv = req->mutable_invoice();
-      inv->set_invoice_id(absl::StrCat("c", concurrency, "-", seq));
-      inv->set_bill_from("Amazon Web Services, Inc.");
-      inv->set_category(v1::INVOICE_CATEGORY_MONTHLY_USAGE);
-      inv->set_billing_period("2026-06");
-      inv->mutable_amount()->set_currency_code("USD");
-      inv->mutable_amount()->set_units(1 + seq % 100);
+      FillLoadInvoice(absl::StrCat("c", concurrency, "-", seq), seq,
+                      req->mutable_invoice());
       invoices_of(seq)->async()->RecordInvoice(ctx, req, resp, [=](grpc::Status s) {
         delete ctx;
         delete req;
@@ -281,7 +256,7 @@ int Main(int argc, char** argv) {
       // 100 active purchase orders per account.
       req->set_account_id(absl::StrCat(run, "-create-", seq % (accounts * 50)));
       *req->mutable_purchase_order() =
-          BenchPo(absl::StrCat("po-", concurrency, "-", seq));
+          LoadPurchaseOrder(absl::StrCat("po-", concurrency, "-", seq));
       pos_of(seq)->async()->CreatePurchaseOrder(ctx, req, resp, [=](grpc::Status s) {
         delete ctx;
         delete req;

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "benchmark/benchmark.h"
+#include "clients/load_requests.h"
 #include "eventstore/rocksdb_event_store.h"
 #include "server/clock.h"
 #include "server/convert.h"
@@ -34,27 +35,6 @@ double ProcessCpuSeconds() {
   getrusage(RUSAGE_SELF, &u);
   return u.ru_utime.tv_sec + u.ru_stime.tv_sec +
          (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
-v1::PurchaseOrder BenchPo(const std::string& id) {
-  v1::PurchaseOrder po;
-  po.set_purchase_order_id(id);
-  po.add_bill_from("Amazon Web Services, Inc.");
-  po.set_currency_code("USD");
-  po.set_effective_month("2026-01");
-  po.set_expiration_month("2036-12");
-  for (int l = 1; l <= 3; ++l) {
-    v1::LineItem* line = po.add_line_items();
-    line->set_line_number(l);
-    line->set_type(l == 1 ? v1::LINE_ITEM_TYPE_AWS_MONTHLY_USAGE
-                          : v1::LINE_ITEM_TYPE_ALL);
-    line->set_start_month("2026-01");
-    line->set_end_month("2036-12");
-    line->set_balance_tracking(true);
-    line->mutable_amount()->set_units(1000000000);
-    line->set_quantity(1);
-  }
-  return po;
 }
 
 // A ledger over a fresh RocksDB log in a temporary directory.
@@ -105,7 +85,7 @@ void BM_CreatePurchaseOrder(benchmark::State& state) {
   Ledger* ledger = f.ledger();
   RunInFlight(state, [&](int64_t seq, absl::BlockingCounter* pending) {
     // As the server does: convert the request, execute, answer with the PO.
-    v1::PurchaseOrder po = BenchPo(absl::StrCat("po-", seq));
+    v1::PurchaseOrder po = LoadPurchaseOrder(absl::StrCat("po-", seq));
     RequestContext ctx;
     ctx.account_id = absl::StrCat("acct-", seq % (kInFlight * 50));
     absl::StatusOr<core::CreatePurchaseOrder> cmd =
@@ -134,18 +114,13 @@ void BM_RecordInvoice(benchmark::State& state) {
   for (int a = 0; a < kInFlight; ++a) {
     RequestContext ctx;
     ctx.account_id = absl::StrCat("acct-", a);
-    if (!ledger->Execute(ctx, *convert::ToCreate(BenchPo("base"), "")).ok()) {
+    if (!ledger->Execute(ctx, *convert::ToCreate(LoadPurchaseOrder("base"), "")).ok()) {
       std::abort();
     }
   }
   RunInFlight(state, [&](int64_t seq, absl::BlockingCounter* pending) {
     v1::Invoice invoice;
-    invoice.set_invoice_id(absl::StrCat("inv-", seq));
-    invoice.set_bill_from("Amazon Web Services, Inc.");
-    invoice.set_category(v1::INVOICE_CATEGORY_MONTHLY_USAGE);
-    invoice.set_billing_period("2026-06");
-    invoice.mutable_amount()->set_currency_code("USD");
-    invoice.mutable_amount()->set_units(1 + seq % 100);
+    FillLoadInvoice(absl::StrCat("inv-", seq), seq, &invoice);
     RequestContext ctx;
     ctx.account_id = absl::StrCat("acct-", seq % kInFlight);
     absl::StatusOr<v1::InvoiceData> data =
