@@ -146,6 +146,13 @@ absl::Status Ledger::Load() {
 }
 
 Ledger::Account* Ledger::FindOrCreate(const std::string& account_id) {
+  {
+    // Most commands are for known accounts: readers do not exclude each
+    // other.
+    absl::ReaderMutexLock lock(&accounts_mu_);
+    auto it = accounts_.find(account_id);
+    if (it != accounts_.end()) return it->second.get();
+  }
   absl::MutexLock lock(&accounts_mu_);
   std::unique_ptr<Account>& account = accounts_[account_id];
   if (account == nullptr) {
@@ -401,7 +408,7 @@ absl::Status Ledger::Read(
   RETURN_IF_ERROR(ValidateAccountId(account_id));
   Account* account = nullptr;
   {
-    absl::MutexLock lock(&accounts_mu_);
+    absl::ReaderMutexLock lock(&accounts_mu_);
     auto it = accounts_.find(account_id);
     if (it != accounts_.end()) account = it->second.get();
   }
