@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "core/calendar.h"
@@ -126,8 +127,11 @@ struct AccountState {
   std::string account_id;
   uint64_t version = 0;  // Events applied: the account stream's version.
   std::map<std::string, PurchaseOrderState> purchase_orders;
-  std::map<std::string, InvoiceEntry> invoices;
-  std::map<std::string, MarketplaceEntry> marketplace_transactions;
+  // B-trees: sorted like std::map (snapshots list them by id), with fewer
+  // cache misses per lookup in an account of many invoices. Inserting
+  // invalidates iterators.
+  absl::btree_map<std::string, InvoiceEntry> invoices;
+  absl::btree_map<std::string, MarketplaceEntry> marketplace_transactions;
 
   // Returns the number of Active purchase orders.
   int ActiveCount() const;
