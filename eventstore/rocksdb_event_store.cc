@@ -24,6 +24,36 @@ namespace rf = record_format;
 
 namespace {
 
+// Memtable insert hints (record_format.h has the key grammar): log keys
+// arrive in position order, so all of them share one hint; a stream's keys
+// arrive in version order, so each stream keeps its own hint, keyed by 'S',
+// the length and the stream id. Other keys (requests, snapshot parts) come
+// in no order and are inserted without a hint, as a wrong hint costs more
+// than none.
+class InsertHintPrefix final : public rocksdb::SliceTransform {
+ public:
+  const char* Name() const override { return "poledger.InsertHintPrefix"; }
+
+  rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+    return rocksdb::Slice(key.data(), PrefixLength(key));
+  }
+
+  bool InDomain(const rocksdb::Slice& key) const override {
+    return PrefixLength(key) != 0;
+  }
+
+ private:
+  // 0 when `key` has no hint prefix.
+  static size_t PrefixLength(const rocksdb::Slice& key) {
+    if (key.empty()) return 0;
+    if (key[0] == record_format::kLogPrefix) return 1;
+    if (key[0] != record_format::kStreamPrefix || key.size() < 5) return 0;
+    uint32_t len = 0;
+    for (int i = 1; i <= 4; ++i) len = (len << 8) | static_cast<uint8_t>(key[i]);
+    return key.size() >= 5 + size_t{len} ? 5 + size_t{len} : 0;
+  }
+};
+
 absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
   const std::string message = absl::StrCat(what, ": ", s.ToString());
@@ -121,12 +151,12 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
   db_options.write_buffer_size = 64u << 20;
   // One thread writes at a time (the group-commit leader), so RocksDB's own
   // write-thread machinery only costs: no concurrent memtable inserts, no
-  // spinning. Log keys arrive in order; a 1-byte prefix hint makes their
-  // memtable inserts cheap.
+  // spinning. Log keys, and each stream's keys, arrive in order: insert
+  // hints make their memtable inserts cheap.
   db_options.allow_concurrent_memtable_write = false;
   db_options.enable_write_thread_adaptive_yield = false;
-  db_options.memtable_insert_with_hint_prefix_extractor.reset(
-      rocksdb::NewFixedPrefixTransform(1));
+  db_options.memtable_insert_with_hint_prefix_extractor =
+      std::make_shared<InsertHintPrefix>();
   if (options.env != nullptr) db_options.env = options.env;
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
