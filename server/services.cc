@@ -180,6 +180,22 @@ grpc::ServerUnaryReactor* ExecuteForPo(ServiceContext* ctx,
                      });
 }
 
+// Answers the error of a purchase-order command built from a request, or
+// runs the command and answers with the purchase order it names.
+template <typename Command>
+grpc::ServerUnaryReactor* ExecuteBuiltForPo(ServiceContext* ctx,
+                                            grpc::CallbackServerContext* context,
+                                            const std::string& account_id,
+                                            const std::string& request_id,
+                                            absl::StatusOr<Command> cmd,
+                                            std::string prefix,
+                                            v1::PurchaseOrder* response) {
+  if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
+  const std::string po_id = cmd->purchase_order_id;
+  return ExecuteForPo(ctx, context, account_id, request_id, po_id,
+                      *std::move(cmd), std::move(prefix), response);
+}
+
 std::optional<uint64_t> Expected(bool has, uint64_t value) {
   return has ? std::optional<uint64_t>(value) : std::nullopt;
 }
@@ -226,11 +242,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::CreatePurchaseOrder(
   absl::StatusOr<core::CreatePurchaseOrder> cmd =
       valid.ok() ? convert::ToCreate(request->purchase_order(), "purchase_order")
                  : absl::StatusOr<core::CreatePurchaseOrder>(valid);
-  if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
-  const std::string po_id = cmd->purchase_order_id;
-  return ExecuteForPo(ctx_, context, request->account_id(),
-                      request->request_id(), po_id, *std::move(cmd),
-                      "purchase_order.", response);
+  return ExecuteBuiltForPo(ctx_, context, request->account_id(),
+                           request->request_id(), std::move(cmd),
+                           "purchase_order.", response);
 }
 
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::GetPurchaseOrder(
@@ -291,11 +305,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdatePurchaseOrder(
     return cmd;
   };
   absl::StatusOr<core::UpdatePurchaseOrder> cmd = build();
-  if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
-  const std::string po_id = cmd->purchase_order_id;
-  return ExecuteForPo(ctx_, context, request->account_id(),
-                      request->request_id(), po_id, *std::move(cmd),
-                      "purchase_order.", response);
+  return ExecuteBuiltForPo(ctx_, context, request->account_id(),
+                           request->request_id(), std::move(cmd),
+                           "purchase_order.", response);
 }
 
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdatePurchaseOrderStatus(
@@ -342,10 +354,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::AddLineItem(
     return cmd;
   };
   absl::StatusOr<core::AddLineItem> cmd = build();
-  if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
-  return ExecuteForPo(ctx_, context, request->account_id(),
-                      request->request_id(), request->purchase_order_id(),
-                      *std::move(cmd), "", response);
+  return ExecuteBuiltForPo(ctx_, context, request->account_id(),
+                           request->request_id(), std::move(cmd), "",
+                           response);
 }
 
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdateLineItem(
@@ -364,10 +375,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdateLineItem(
     return cmd;
   };
   absl::StatusOr<core::UpdateLineItem> cmd = build();
-  if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
-  return ExecuteForPo(ctx_, context, request->account_id(),
-                      request->request_id(), request->purchase_order_id(),
-                      *std::move(cmd), "", response);
+  return ExecuteBuiltForPo(ctx_, context, request->account_id(),
+                           request->request_id(), std::move(cmd), "",
+                           response);
 }
 
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::RemoveLineItem(
