@@ -58,6 +58,24 @@ void NoteError(const grpc::Status& s) {
 // Issues one request; calls done(ok) when it completes.
 using Issue = std::function<void(int64_t seq, std::function<void(bool)> done)>;
 
+// Starts one call with `request`: `call(context, request, response,
+// on_done)` is the stub's async method. The context and messages live until
+// the call ends; then done(ok) runs.
+template <typename Response, typename Request, typename Call>
+void Send(std::unique_ptr<Request> request, std::function<void(bool)> done,
+          Call call) {
+  auto* ctx = new grpc::ClientContext;
+  Request* req = request.release();
+  auto* resp = new Response;
+  call(ctx, req, resp, [=](grpc::Status s) {
+    delete ctx;
+    delete req;
+    delete resp;
+    NoteError(s);
+    done(s.ok());
+  });
+}
+
 // What the windows of one method measured, added up.
 struct Samples {
   std::vector<double> latencies_us;
@@ -208,61 +226,36 @@ int Main(int argc, char** argv) {
     };
     std::map<std::string, Issue> issues;
     issues["info"] = [&](int64_t seq, std::function<void(bool)> done) {
-      auto* ctx = new grpc::ClientContext;
-      auto* req = new v1::GetServerInfoRequest;
-      auto* resp = new v1::GetServerInfoResponse;
-      admin_of(seq)->async()->GetServerInfo(ctx, req, resp, [=](grpc::Status s) {
-        delete ctx;
-        delete req;
-        delete resp;
-        NoteError(s);
-        done(s.ok());
-      });
+      Send<v1::GetServerInfoResponse>(
+          std::make_unique<v1::GetServerInfoRequest>(), std::move(done),
+          [&](auto... args) { admin_of(seq)->async()->GetServerInfo(args...); });
     };
     issues["get"] = [&](int64_t seq, std::function<void(bool)> done) {
-      auto* ctx = new grpc::ClientContext;
-      auto* req = new v1::GetPurchaseOrderRequest;
-      auto* resp = new v1::PurchaseOrder;
+      auto req = std::make_unique<v1::GetPurchaseOrderRequest>();
       req->set_account_id(account(seq));
       req->set_purchase_order_id("base");
-      pos_of(seq)->async()->GetPurchaseOrder(ctx, req, resp, [=](grpc::Status s) {
-        delete ctx;
-        delete req;
-        delete resp;
-        NoteError(s);
-        done(s.ok());
+      Send<v1::PurchaseOrder>(std::move(req), std::move(done), [&](auto... args) {
+        pos_of(seq)->async()->GetPurchaseOrder(args...);
       });
     };
     issues["invoice"] = [&](int64_t seq, std::function<void(bool)> done) {
-      auto* ctx = new grpc::ClientContext;
-      auto* req = new v1::RecordInvoiceRequest;
-      auto* resp = new v1::Invoice;
+      auto req = std::make_unique<v1::RecordInvoiceRequest>();
       req->set_account_id(account(seq));
       FillLoadInvoice(absl::StrCat("c", concurrency, "-", seq), seq,
                       req->mutable_invoice());
-      invoices_of(seq)->async()->RecordInvoice(ctx, req, resp, [=](grpc::Status s) {
-        delete ctx;
-        delete req;
-        delete resp;
-        NoteError(s);
-        done(s.ok());
+      Send<v1::Invoice>(std::move(req), std::move(done), [&](auto... args) {
+        invoices_of(seq)->async()->RecordInvoice(args...);
       });
     };
     issues["create"] = [&](int64_t seq, std::function<void(bool)> done) {
-      auto* ctx = new grpc::ClientContext;
-      auto* req = new v1::CreatePurchaseOrderRequest;
-      auto* resp = new v1::PurchaseOrder;
+      auto req = std::make_unique<v1::CreatePurchaseOrderRequest>();
       // Fresh ids spread over many accounts, to stay below the limit of
       // 100 active purchase orders per account.
       req->set_account_id(absl::StrCat(run, "-create-", seq % (accounts * 50)));
       *req->mutable_purchase_order() =
           LoadPurchaseOrder(absl::StrCat("po-", concurrency, "-", seq));
-      pos_of(seq)->async()->CreatePurchaseOrder(ctx, req, resp, [=](grpc::Status s) {
-        delete ctx;
-        delete req;
-        delete resp;
-        NoteError(s);
-        done(s.ok());
+      Send<v1::PurchaseOrder>(std::move(req), std::move(done), [&](auto... args) {
+        pos_of(seq)->async()->CreatePurchaseOrder(args...);
       });
     };
     // Methods take turns in short windows, so that a machine whose speed
