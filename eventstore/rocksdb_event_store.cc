@@ -10,6 +10,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
+#include "core/base/thread_name.h"
 #include "eventstore/record_format.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
@@ -354,7 +355,10 @@ void RocksDbEventStore::RequestCommitThread() {
   absl::MutexLock lock(&commit_mu_);
   ++lead_requests_;
   if (!commit_thread_.joinable()) {
-    commit_thread_ = std::thread([this] { CommitLoop(); });
+    commit_thread_ = std::thread([this] {
+      SetCurrentThreadName("pl-commit");
+      CommitLoop();
+    });
   }
 }
 

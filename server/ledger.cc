@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
+#include "core/base/thread_name.h"
 #include "core/decide.h"
 #include "core/errors.h"
 #include "core/proto_time.h"
@@ -68,7 +69,10 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(EventStore* store,
   std::unique_ptr<Ledger> ledger(new Ledger(store, clock, options));
   RETURN_IF_ERROR(ledger->Load());
   for (int i = 0; i < std::max(1, options.completion_threads); ++i) {
-    ledger->workers_.emplace_back([l = ledger.get()] { l->WorkLoop(); });
+    ledger->workers_.emplace_back([l = ledger.get()] {
+      SetCurrentThreadName("pl-complete");
+      l->WorkLoop();
+    });
   }
   return ledger;
 }
@@ -585,6 +589,7 @@ void Ledger::MaybeSnapshot(uint64_t position) {
   if (snapshot_thread_.joinable()) snapshot_thread_.join();
   snapshot_running_ = true;
   snapshot_thread_ = std::thread([this] {
+    SetCurrentThreadName("pl-snapshot");
     (void)CreateSnapshot();
     absl::MutexLock done_lock(&snapshot_thread_mu_);
     snapshot_running_ = false;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "core/base/status_macros.h"
+#include "core/base/thread_name.h"
 #include "eventstore/rocksdb_event_store.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -140,6 +141,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   if (impl->manual_clock == nullptr) {
     Impl* raw = impl.get();
     impl->scheduler = std::thread([raw] {
+      SetCurrentThreadName("pl-scheduler");
       // Tick once at start (expiries that fell due while down), then on
       // every interval until shutdown.
       do {

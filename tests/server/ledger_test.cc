@@ -2,8 +2,11 @@
 // retries, restart from snapshot plus log, state at a past position.
 #include "server/ledger.h"
 
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <thread>
 #include <vector>
 #include <string>
@@ -98,6 +101,25 @@ TEST_F(LedgerTest, ExecutesAndAppendsToTheAccountStream) {
   EXPECT_THAT(ledger_->Execute(RequestContext{"bad id!", "", "", ""},
                                Create("x", {})),
               StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// The names of this process's threads, as /proc shows them.
+std::multiset<std::string> ThreadNames() {
+  std::multiset<std::string> names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name)) names.insert(name);
+  }
+  return names;
+}
+
+TEST_F(LedgerTest, ItsThreadsCarryTheirNames) {
+  Open(LedgerOptions{.snapshot_every_events = 0, .completion_threads = 2});
+  ASSERT_OK(ledger_->Execute(Ctx(), Create("po", {})));
+  const std::multiset<std::string> names = ThreadNames();
+  EXPECT_EQ(names.count("pl-complete"), 2u);
+  EXPECT_EQ(names.count("pl-commit"), 1u);
 }
 
 TEST_F(LedgerTest, ARetriedRequestIdReturnsTheFirstResult) {
