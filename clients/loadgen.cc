@@ -1,20 +1,29 @@
 // poledger-loadgen: a closed-loop load generator for a running server.
 // Keeps N requests in flight with gRPC's callback API and reports, for each
-// method and concurrency, throughput and p50/p99 latency. Two baselines are
-// measured in the same run: GetServerInfo (no disk, tiny messages) and
-// GetPurchaseOrder (no disk, an answer as large as CreatePurchaseOrder's),
-// which tells the cost of durability apart from the cost of message size.
+// method and concurrency, throughput, p50/p99 latency and the CPU time each
+// request cost the load generator and (with --server-pid, when the server
+// runs on the same machine) the server. Three baselines are measured in the
+// same run: GetServerInfo (no disk, tiny messages), GetPurchaseOrder (no
+// disk, the answer CreatePurchaseOrder gives) and GetInvoice (writes
+// nothing; reads the invoice's event from the log and gives the answer
+// RecordInvoice gives), which tell the cost of a durable write apart from
+// the cost of the messages.
 //
 //   poledger-loadgen --server=127.0.0.1:50051 --seconds=5
 //                    --concurrency=1,64,256 --accounts=256
+//                    --server-pid=$(pidof poledger-server)
 //
 // Writes go to `--accounts` accounts (round robin) under a run-unique
 // prefix, each with purchase orders set up first, so invoices match.
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <map>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -22,6 +31,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -41,7 +51,38 @@ struct Figures {
   double p99_us = 0;
   int64_t errors = 0;
   std::string first_error;
+  // CPU time per request; negative when not measured.
+  double client_cpu_us = -1;
+  double server_cpu_us = -1;
 };
+
+// CPU time (user + system, all threads) this process has used.
+double OwnCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+// CPU time (user + system, all threads) process `pid` has used, from
+// /proc/<pid>/stat; negative if it cannot be read.
+double ProcessCpuSeconds(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces) in parentheses;
+  // utime and stime are fields 14 and 15 of the whole line.
+  const size_t end = stat.rfind(')');
+  if (end == std::string::npos) return -1;
+  std::vector<absl::string_view> f = absl::StrSplit(
+      absl::string_view(stat).substr(end + 1), ' ', absl::SkipWhitespace());
+  int64_t utime = 0, stime = 0;
+  if (f.size() < 13 || !absl::SimpleAtoi(f[11], &utime) ||
+      !absl::SimpleAtoi(f[12], &stime)) {
+    return -1;
+  }
+  return static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK);
+}
 
 // The first failure seen in a measurement, for the report.
 std::mutex first_error_mu;
@@ -81,13 +122,19 @@ struct Samples {
   std::vector<double> latencies_us;
   int64_t errors = 0;
   double seconds = 0;
+  double client_cpu_seconds = 0;
+  double server_cpu_seconds = 0;  // Negative once a reading failed.
   // Numbers the requests (ids must not repeat across windows).
   int64_t next_seq = 0;
 };
 
 // Keeps `concurrency` requests in flight for `duration`; adds to `out`.
+// `server_pid` > 0: also adds the CPU time that process used meanwhile.
 void Run(int concurrency, absl::Duration duration, const Issue& issue,
-         Samples* out) {
+         int server_pid, Samples* out) {
+  const double client_cpu_start = OwnCpuSeconds();
+  const double server_cpu_start =
+      server_pid > 0 ? ProcessCpuSeconds(server_pid) : -1;
   std::mutex mu;
   std::condition_variable cv;
   int in_flight = 0;
@@ -121,6 +168,14 @@ void Run(int concurrency, absl::Duration duration, const Issue& issue,
   cv.wait(lock, [&] { return in_flight == 0; });
   out->seconds += absl::ToDoubleSeconds(absl::Now() - start);
   out->next_seq = seq.load();
+  out->client_cpu_seconds += OwnCpuSeconds() - client_cpu_start;
+  const double server_cpu_end =
+      server_pid > 0 ? ProcessCpuSeconds(server_pid) : -1;
+  if (server_cpu_start < 0 || server_cpu_end < 0) {
+    out->server_cpu_seconds = -1;
+  } else if (out->server_cpu_seconds >= 0) {
+    out->server_cpu_seconds += server_cpu_end - server_cpu_start;
+  }
 }
 
 Figures Summarize(Samples& samples) {
@@ -133,6 +188,13 @@ Figures Summarize(Samples& samples) {
     f.p99_us = latencies[static_cast<size_t>(0.99 * (latencies.size() - 1))];
   }
   f.errors = samples.errors;
+  if (!latencies.empty()) {
+    const double n = static_cast<double>(latencies.size());
+    f.client_cpu_us = samples.client_cpu_seconds * 1e6 / n;
+    if (samples.server_cpu_seconds >= 0) {
+      f.server_cpu_us = samples.server_cpu_seconds * 1e6 / n;
+    }
+  }
   std::lock_guard<std::mutex> error_lock(first_error_mu);
   f.first_error = std::move(first_error);
   first_error.clear();
@@ -146,7 +208,9 @@ int Main(int argc, char** argv) {
   int accounts = 256;
   int channels = 1;
   int rounds = 4;
-  std::vector<std::string> methods = {"info", "get", "invoice", "create"};
+  int server_pid = 0;
+  std::vector<std::string> methods = {"info", "get", "get-invoice", "invoice",
+                                      "create"};
   CLI::App app("poledger-loadgen: throughput and latency of a running server");
   app.add_option("--server", server, "host:port")->capture_default_str();
   app.add_option("--seconds", seconds, "Per measurement")->capture_default_str();
@@ -166,12 +230,18 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000));
   app.add_option("--methods", methods,
                  "Which to measure: info (GetServerInfo: no disk, tiny "
-                 "messages), get (GetPurchaseOrder: no disk, a purchase order "
-                 "as large as CreatePurchaseOrder's answer), invoice "
+                 "messages), get (GetPurchaseOrder: no disk, the answer "
+                 "CreatePurchaseOrder gives), get-invoice (GetInvoice: reads "
+                 "the log, writes nothing, the answer RecordInvoice gives), "
+                 "invoice "
                  "(RecordInvoice), create (CreatePurchaseOrder)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"info", "get", "invoice", "create"}))
+      ->check(CLI::IsMember({"info", "get", "get-invoice", "invoice", "create"}))
       ->capture_default_str();
+  app.add_option("--server-pid", server_pid,
+                 "The server's process id, if it runs on this machine: "
+                 "report the CPU time each request cost it (from /proc)")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
   // One connection per channel (a local subchannel pool each); requests
@@ -197,7 +267,11 @@ int Main(int argc, char** argv) {
   const std::string run = absl::StrCat("lg", absl::ToUnixMillis(absl::Now()));
   auto account = [&](int64_t i) { return absl::StrCat(run, "-", i % accounts); };
 
-  // Set up one purchase order per account so invoices match.
+  auto wanted = [&](const char* name) {
+    return std::find(methods.begin(), methods.end(), name) != methods.end();
+  };
+  // Set up one purchase order per account so invoices match, and one
+  // invoice per account for GetInvoice to read.
   for (int a = 0; a < accounts; ++a) {
     grpc::ClientContext ctx;
     v1::CreatePurchaseOrderRequest req;
@@ -205,6 +279,14 @@ int Main(int argc, char** argv) {
     *req.mutable_purchase_order() = LoadPurchaseOrder("base");
     v1::PurchaseOrder out;
     grpc::Status s = pos->CreatePurchaseOrder(&ctx, req, &out);
+    if (s.ok() && wanted("get-invoice")) {
+      grpc::ClientContext invoice_ctx;
+      v1::RecordInvoiceRequest invoice_req;
+      invoice_req.set_account_id(account(a));
+      FillLoadInvoice("base", a, invoice_req.mutable_invoice());
+      v1::Invoice recorded;
+      s = invoice_stubs[0]->RecordInvoice(&invoice_ctx, invoice_req, &recorded);
+    }
     if (!s.ok()) {
       std::fprintf(stderr, "setup failed: %s\n", s.error_message().c_str());
       return 1;
@@ -212,8 +294,10 @@ int Main(int argc, char** argv) {
   }
 
   const absl::Duration duration = absl::Seconds(seconds);
-  std::printf("%-22s %5s %12s %10s %10s %7s\n", "method", "conc", "req/s",
-              "p50 us", "p99 us", "errors");
+  // CPU columns: microseconds of CPU time (user + system, all threads) per
+  // request, of this process and of the server ("-": no --server-pid).
+  std::printf("%-22s %5s %12s %10s %10s %7s %9s %9s\n", "method", "conc",
+              "req/s", "p50 us", "p99 us", "errors", "cli cpu", "srv cpu");
   for (absl::string_view c : absl::StrSplit(concurrency_list, ',')) {
     int concurrency = 0;
     if (!absl::SimpleAtoi(c, &concurrency) || concurrency < 1) {
@@ -221,9 +305,6 @@ int Main(int argc, char** argv) {
                    std::string(c).c_str());
       return 2;
     }
-    auto wanted = [&](const char* name) {
-      return std::find(methods.begin(), methods.end(), name) != methods.end();
-    };
     std::map<std::string, Issue> issues;
     issues["info"] = [&](int64_t seq, std::function<void(bool)> done) {
       Send<v1::GetServerInfoResponse>(
@@ -236,6 +317,14 @@ int Main(int argc, char** argv) {
       req->set_purchase_order_id("base");
       Send<v1::PurchaseOrder>(std::move(req), std::move(done), [&](auto... args) {
         pos_of(seq)->async()->GetPurchaseOrder(args...);
+      });
+    };
+    issues["get-invoice"] = [&](int64_t seq, std::function<void(bool)> done) {
+      auto req = std::make_unique<v1::GetInvoiceRequest>();
+      req->set_account_id(account(seq));
+      req->set_invoice_id("base");
+      Send<v1::Invoice>(std::move(req), std::move(done), [&](auto... args) {
+        invoices_of(seq)->async()->GetInvoice(args...);
       });
     };
     issues["invoice"] = [&](int64_t seq, std::function<void(bool)> done) {
@@ -265,40 +354,53 @@ int Main(int argc, char** argv) {
     for (int r = 0; r < rounds; ++r) {
       for (const std::string& m : methods) {
         if (issues.count(m) == 0) continue;
-        Run(concurrency, duration / rounds, issues[m], &samples[m]);
+        Run(concurrency, duration / rounds, issues[m], server_pid,
+            &samples[m]);
       }
     }
-    Figures info, get, record, create;
-    if (wanted("info")) info = Summarize(samples["info"]);
-    if (wanted("get")) get = Summarize(samples["get"]);
-    if (wanted("invoice")) record = Summarize(samples["invoice"]);
-    if (wanted("create")) create = Summarize(samples["create"]);
-    auto print = [&](const char* name, const Figures& f) {
-      std::printf("%-22s %5d %12.0f %10.0f %10.0f %7lld\n", name, concurrency,
-                  f.per_second, f.p50_us, f.p99_us,
-                  static_cast<long long>(f.errors));
+    // Rows in a fixed order, whatever order --methods named them in.
+    const std::vector<std::pair<std::string, std::string>> rows = {
+        {"info", "GetServerInfo"},
+        {"get", "GetPurchaseOrder"},
+        {"get-invoice", "GetInvoice"},
+        {"invoice", "RecordInvoice"},
+        {"create", "CreatePurchaseOrder"}};
+    std::map<std::string, Figures> figures;
+    for (const auto& [m, name] : rows) {
+      if (!wanted(m.c_str())) continue;
+      const Figures& f = figures[m] = Summarize(samples[m]);
+      auto cpu = [](double us) {
+        return us < 0 ? std::string("-") : absl::StrFormat("%.1f", us);
+      };
+      std::printf("%-22s %5d %12.0f %10.0f %10.0f %7lld %9s %9s\n",
+                  name.c_str(), concurrency, f.per_second, f.p50_us, f.p99_us,
+                  static_cast<long long>(f.errors),
+                  cpu(f.client_cpu_us).c_str(), cpu(f.server_cpu_us).c_str());
       if (!f.first_error.empty()) {
         std::printf("  first error: %s\n", f.first_error.c_str());
       }
-    };
-    if (wanted("info")) print("GetServerInfo", info);
-    if (wanted("get")) print("GetPurchaseOrder", get);
-    if (wanted("invoice")) print("RecordInvoice", record);
-    if (wanted("create")) print("CreatePurchaseOrder", create);
-    auto ratios = [&](const char* base_name, const Figures& base) {
-      if (base.per_second == 0) return;
-      std::printf("ratio at %d to %s:", concurrency, base_name);
-      if (wanted("invoice")) {
-        std::printf(" RecordInvoice %.2fx", record.per_second / base.per_second);
+    }
+    // Each write against the no-op, and against the read that answers
+    // with the same message.
+    auto ratios = [&](const std::string& base, const char* base_name,
+                      const std::vector<std::pair<std::string, std::string>>&
+                          writes) {
+      if (!wanted(base.c_str()) || figures[base].per_second == 0) return;
+      std::string line;
+      for (const auto& [m, name] : writes) {
+        if (!wanted(m.c_str())) continue;
+        absl::StrAppendFormat(&line, " %s %.2fx", name,
+                              figures[m].per_second / figures[base].per_second);
       }
-      if (wanted("create")) {
-        std::printf(" CreatePurchaseOrder %.2fx",
-                    create.per_second / base.per_second);
+      if (!line.empty()) {
+        std::printf("ratio at %d to %s:%s\n", concurrency, base_name,
+                    line.c_str());
       }
-      std::printf("\n");
     };
-    ratios("GetServerInfo", info);
-    ratios("GetPurchaseOrder", get);
+    ratios("info", "GetServerInfo",
+           {{"invoice", "RecordInvoice"}, {"create", "CreatePurchaseOrder"}});
+    ratios("get-invoice", "GetInvoice", {{"invoice", "RecordInvoice"}});
+    ratios("get", "GetPurchaseOrder", {{"create", "CreatePurchaseOrder"}});
     std::fflush(stdout);
   }
   return 0;

@@ -2,6 +2,8 @@
 // 127.0.0.1: it measures every method at every concurrency without errors
 // (request ids never repeat across its alternating windows) and reports the
 // same-run ratios.
+#include <unistd.h>
+
 #include <string>
 #include <vector>
 
@@ -44,28 +46,68 @@ class LoadgenTest : public ::testing::Test {
 };
 
 TEST_F(LoadgenTest, MeasuresEveryMethodAndConcurrencyWithoutErrors) {
+  // The server runs in this process: its CPU time is this process's.
   const testing::CommandResult r =
-      Run("--seconds=0.4 --rounds=2 --concurrency=1,8 --accounts=3");
+      Run(absl::StrCat("--seconds=0.5 --rounds=2 --concurrency=1,8 "
+                       "--accounts=3 --server-pid=",
+                       getpid()));
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  int rows = 0;
+  std::vector<std::string> methods;
   for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
     std::vector<absl::string_view> f =
         absl::StrSplit(line, ' ', absl::SkipWhitespace());
     const bool method_row = absl::StartsWith(f.empty() ? "" : f[0], "Get") ||
                             absl::StartsWith(f.empty() ? "" : f[0], "Record") ||
                             absl::StartsWith(f.empty() ? "" : f[0], "Create");
-    if (f.size() != 6 || !method_row) continue;
-    ++rows;
-    double rate = 0;
+    if (!method_row) continue;
+    ASSERT_EQ(f.size(), 8u) << line;
+    methods.push_back(absl::StrCat(f[0], "@", f[1]));
+    double rate = 0, client_cpu = 0, server_cpu = 0;
     ASSERT_TRUE(absl::SimpleAtod(f[2], &rate)) << line;
     EXPECT_GT(rate, 0) << line;
     EXPECT_EQ(f[5], "0") << "errors in: " << line << "\n" << r.out;
+    // CPU per request: positive, and far below a second.
+    ASSERT_TRUE(absl::SimpleAtod(f[6], &client_cpu)) << line;
+    ASSERT_TRUE(absl::SimpleAtod(f[7], &server_cpu)) << line;
+    EXPECT_GT(client_cpu, 0) << line;
+    EXPECT_LT(client_cpu, 1e6) << line;
+    EXPECT_GT(server_cpu, 0) << line;
+    EXPECT_LT(server_cpu, 1e6) << line;
   }
-  EXPECT_EQ(rows, 8) << r.out;  // 4 methods x 2 concurrencies.
+  EXPECT_THAT(methods,
+              ::testing::ElementsAre(
+                  "GetServerInfo@1", "GetPurchaseOrder@1", "GetInvoice@1",
+                  "RecordInvoice@1", "CreatePurchaseOrder@1", "GetServerInfo@8",
+                  "GetPurchaseOrder@8", "GetInvoice@8", "RecordInvoice@8",
+                  "CreatePurchaseOrder@8"))
+      << r.out;
   EXPECT_THAT(r.out, HasSubstr("ratio at 8 to GetServerInfo: RecordInvoice "));
-  EXPECT_THAT(r.out, HasSubstr("ratio at 8 to GetPurchaseOrder: RecordInvoice "));
+  EXPECT_THAT(r.out, HasSubstr(" CreatePurchaseOrder "));
+  EXPECT_THAT(r.out, HasSubstr("ratio at 8 to GetInvoice: RecordInvoice "));
+  EXPECT_THAT(r.out,
+              HasSubstr("ratio at 8 to GetPurchaseOrder: CreatePurchaseOrder "));
   // The writes were durable: the log holds them.
   EXPECT_GT(server_->ledger()->store()->Head().position, 3u) << r.out;
+}
+
+TEST_F(LoadgenTest, WithoutAServerPidReportsOnlyItsOwnCpu) {
+  const testing::CommandResult r =
+      Run("--methods=info --seconds=0.2 --rounds=1 --concurrency=2 --accounts=1");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  bool seen = false;
+  for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
+    std::vector<absl::string_view> f =
+        absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    if (f.empty() || f[0] != "GetServerInfo") continue;
+    seen = true;
+    ASSERT_EQ(f.size(), 8u) << line;
+    double client_cpu = 0;
+    EXPECT_TRUE(absl::SimpleAtod(f[6], &client_cpu)) << line;
+    EXPECT_EQ(f[7], "-") << line;
+  }
+  EXPECT_TRUE(seen) << r.out;
+  // Only what was measured gets a ratio.
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("ratio")));
 }
 
 TEST_F(LoadgenTest, RefusesAnUnknownMethod) {
