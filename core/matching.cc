@@ -231,21 +231,34 @@ v1::MatchExplanation Explain(const AccountState& state, const MatchInput& input,
     }
   }
   if (result.matched()) {
-    out.set_summary(absl::StrCat(
-        "purchase order \"", result.purchase_order->id, "\" line ",
-        result.line->definition.line_number(), ": most specific fitting type ",
-        v1::LineItemType_Name(result.line->definition.type()),
-        winner_covers ? ", balance covers the amount"
-                      : ", no fitting line of that type covers the amount",
-        "; ties go to the most recently updated purchase order, then the "
-        "lowest purchase order id and line number"));
-  } else {
-    out.set_summary(state.purchase_orders.empty()
-                        ? "the account has no purchase orders"
-                        : "no Active purchase order has a line that fits the "
-                          "seller, currency, billing period and category");
+    out.set_selected_line_type(result.line->definition.type());
+    out.set_selected_line_covers(winner_covers);
   }
   return out;
+}
+
+std::string ExplanationSummary(const v1::MatchExplanation& explanation) {
+  if (!explanation.summary().empty()) return explanation.summary();
+  for (const v1::PurchaseOrderCandidate& po : explanation.purchase_orders()) {
+    if (po.outcome() != v1::CANDIDATE_OUTCOME_SELECTED) continue;
+    for (const v1::LineCandidate& line : po.lines()) {
+      if (line.outcome() != v1::CANDIDATE_OUTCOME_SELECTED) continue;
+      return absl::StrCat(
+          "purchase order \"", po.purchase_order_id(), "\" line ",
+          line.line_number(), ": most specific fitting type ",
+          v1::LineItemType_Name(explanation.selected_line_type()),
+          explanation.selected_line_covers()
+              ? ", balance covers the amount"
+              : ", no fitting line of that type covers the amount",
+          "; ties go to the most recently updated purchase order, then the "
+          "lowest purchase order id and line number");
+    }
+  }
+  // Explain lists every purchase order of the account.
+  return explanation.purchase_orders().empty()
+             ? "the account has no purchase orders"
+             : "no Active purchase order has a line that fits the seller, "
+               "currency, billing period and category";
 }
 
 }  // namespace core

@@ -58,8 +58,14 @@ MatchResult Match(const AccountState& state, const MatchInput& input);
 // purchase order of the account with its outcome; for those that passed the
 // purchase-order filters, each line that fit the period and category with
 // its outcome, and counts of the lines left out by period or type.
+// The event keeps the facts, not the sentence: see ExplanationSummary.
 v1::MatchExplanation Explain(const AccountState& state, const MatchInput& input,
                              const MatchResult& result);
+
+// Returns the explanation in one sentence: `explanation.summary()` if it
+// has one (invoices recorded by earlier servers), else the sentence
+// rendered from its facts (the selected candidate, line type and coverage).
+std::string ExplanationSummary(const v1::MatchExplanation& explanation);
 
 // The types that fit `category`, most specific first; rank is the index.
 // Returns -1 if `type` does not fit.

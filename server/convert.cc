@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 #include "core/errors.h"
+#include "core/matching.h"
 #include "core/money.h"
 #include "core/proto_time.h"
 
@@ -203,6 +204,8 @@ absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
           MoneyOf(e.purchase_order_balance_after_micros(), currency);
     }
     *a->mutable_explanation() = e.explanation();
+    a->mutable_explanation()->set_summary(
+        core::ExplanationSummary(e.explanation()));
     return out;
   }
   if (logged.event.has_credit_memo_recorded()) {

@@ -264,7 +264,45 @@ TEST(MatchingTest, ExplanationListsEveryPurchaseOrder) {
   EXPECT_EQ(LineOutcome(e, "p3", 1), v1::CANDIDATE_OUTCOME_SELECTED);
   EXPECT_EQ(LineOutcome(e, "p3", 2), v1::CANDIDATE_OUTCOME_LESS_SPECIFIC_TYPE);
   EXPECT_EQ(LineOutcome(e, "p1", 1), v1::CANDIDATE_OUTCOME_OLDER_UPDATE);
-  EXPECT_THAT(e.explanation().summary(), ::testing::HasSubstr("\"p3\" line 1"));
+  // The event keeps the facts; the sentence is rendered from them.
+  EXPECT_EQ(e.explanation().summary(), "");
+  EXPECT_EQ(e.explanation().selected_line_type(), kMonthly);
+  EXPECT_TRUE(e.explanation().selected_line_covers());
+  EXPECT_EQ(ExplanationSummary(e.explanation()),
+            "purchase order \"p3\" line 1: most specific fitting type "
+            "LINE_ITEM_TYPE_AWS_MONTHLY_USAGE, balance covers the amount; ties "
+            "go to the most recently updated purchase order, then the lowest "
+            "purchase order id and line number");
+}
+
+TEST(MatchingTest, ExplanationSummaryOfEveryOutcome) {
+  Account account;
+  v1::InvoiceRecorded none = InvoiceEvent(account.Must(Invoice("a", 10)));
+  EXPECT_EQ(ExplanationSummary(none.explanation()),
+            "the account has no purchase orders");
+
+  account.Must(Create("po", {Line(1, kMonthly, 100)}));
+  Decision over = account.Must(Invoice("b", 150));
+  v1::InvoiceRecorded e = InvoiceEvent(over);
+  ASSERT_EQ(e.purchase_order_id(), "po");
+  EXPECT_FALSE(e.explanation().selected_line_covers());
+  EXPECT_EQ(ExplanationSummary(e.explanation()),
+            "purchase order \"po\" line 1: most specific fitting type "
+            "LINE_ITEM_TYPE_AWS_MONTHLY_USAGE, no fitting line of that type "
+            "covers the amount; ties go to the most recently updated purchase "
+            "order, then the lowest purchase order id and line number");
+
+  v1::InvoiceRecorded unmatched = InvoiceEvent(account.Must(Invoice(
+      "c", 10, v1::INVOICE_CATEGORY_MONTHLY_USAGE, "2026-03", kAws, "EUR")));
+  ASSERT_EQ(unmatched.purchase_order_id(), "");
+  EXPECT_EQ(ExplanationSummary(unmatched.explanation()),
+            "no Active purchase order has a line that fits the seller, "
+            "currency, billing period and category");
+
+  // Invoices recorded by earlier servers carry their sentence in the log.
+  v1::MatchExplanation stored = e.explanation();
+  stored.set_summary("as it was written");
+  EXPECT_EQ(ExplanationSummary(stored), "as it was written");
 }
 
 TEST(InvoiceTest, SameIdSameContentReturnsTheFirstResult) {

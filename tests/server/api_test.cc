@@ -360,6 +360,13 @@ TEST_F(ApiTest, InvoicesAssociateExplainAndRetry) {
   EXPECT_EQ(inv.association().purchase_order_id(), "usage");
   EXPECT_EQ(inv.association().line_balance_after().units(), 700);
   ASSERT_EQ(inv.association().explanation().purchase_orders_size(), 2);
+  // The log keeps the facts; the answer carries the sentence too.
+  const std::string summary =
+      "purchase order \"usage\" line 1: most specific fitting type "
+      "LINE_ITEM_TYPE_AWS_MONTHLY_USAGE, balance covers the amount; ties go to "
+      "the most recently updated purchase order, then the lowest purchase "
+      "order id and line number";
+  EXPECT_EQ(inv.association().explanation().summary(), summary);
   EXPECT_GT(inv.position(), 0u);
   // A retry with the same request id returns the first result.
   v1::Invoice again;
@@ -391,6 +398,7 @@ TEST_F(ApiTest, InvoicesAssociateExplainAndRetry) {
     ASSERT_TRUE(invoices_->GetInvoice(&ctx, req, &got).ok());
     EXPECT_EQ(got.association().purchase_order_id(), "usage");
     EXPECT_EQ(got.amount().units(), 300);
+    EXPECT_EQ(got.association().explanation().summary(), summary);
   }
   {
     grpc::ClientContext ctx;
