@@ -111,6 +111,7 @@ absl::Status Ledger::Load() {
         return absl::OkStatus();
       }));
   last_snapshot_position_ = snapshot_position;
+  absl::MutexLock apply_lock(&apply_mu_);
   uint64_t next = snapshot_position + 1;
   for (;;) {
     ASSIGN_OR_RETURN(std::vector<RecordedEvent> batch,
@@ -127,7 +128,8 @@ absl::Status Ledger::Load() {
         account->state.account_id = account_id;
       }
       absl::MutexLock state_lock(&account->state_mu);
-      // A snapshot's state may already hold events after its position.
+      // A snapshot saved in several chunks may have saved an account after
+      // the position its earlier chunks recorded.
       if (record.stream_version <= account->state.version) continue;
       if (record.stream_version != account->state.version + 1) {
         return absl::DataLossError(absl::StrCat(
@@ -144,7 +146,6 @@ absl::Status Ledger::Load() {
       MarkChanged(account.get(), logged.event);
     }
   }
-  absl::MutexLock watermark_lock(&watermark_mu_);
   applied_through_ = next - 1;
   return absl::OkStatus();
 }
@@ -304,68 +305,113 @@ bool Ledger::Start(Account* account, Pending p) {
   request.metadata.actor = ctx.actor;
   request.metadata.correlation_id = ctx.correlation_id;
   request.metadata.timestamp = now;
-  auto events = std::make_shared<std::vector<v1::AccountEvent>>(
+  auto appended = std::make_unique<Appended>();
+  appended->account = account;
+  appended->events = std::make_shared<std::vector<v1::AccountEvent>>(
       std::move(decision->events));
-  auto pending = std::make_shared<Pending>(std::move(p));
+  appended->pending = std::make_shared<Pending>(std::move(p));
+  appended->version = version;
+  appended->now = now;
   {
     absl::MutexLock lock(&in_flight_mu_);
     ++in_flight_;
   }
-  // Completes on the store's thread; the account takes no other command
-  // until then, so the state the decision saw is the state it applies to.
+  // The account takes no other command until this one is applied, so the
+  // state the decision saw is the state it applies to.
   store_->AppendAsync(
       std::move(request),
-      [this, account, events, pending, version,
-       now](absl::StatusOr<AppendResult> appended) {
-        // Off the store's commit thread: applying, answering and starting the
-        // account's next command run on the ledger's completion threads.
-        Post([this, account, events, pending, version, now,
-              appended = std::move(appended)]() mutable {
-          Complete(account, *events, *pending, version, now, std::move(appended));
+      [this, appended = std::shared_ptr<Appended>(std::move(appended))](
+          absl::StatusOr<AppendResult> result) mutable {
+        std::unique_ptr<Appended> a(new Appended(std::move(*appended)));
+        if (result.ok()) {
+          a->positions = *result;
+          OnAppended(std::move(a));
+          return;
+        }
+        absl::Status error = result.status();
+        if (error.code() == absl::StatusCode::kAlreadyExists) {
+          error = core::DomainError(
+              absl::StatusCode::kAlreadyExists, "REQUEST_ID_CONFLICT",
+              absl::StrCat("request_id \"", a->pending->ctx.request_id,
+                           "\" was already used for a different request"));
+        }
+        Post([this, a = std::shared_ptr<Appended>(std::move(a)),
+              error = std::move(error)]() mutable {
+          Finish(a->account, *a->pending, std::move(error));
         });
       });
   return false;
 }
 
-void Ledger::Complete(Account* account, std::vector<v1::AccountEvent>& events_ref,
-                      Pending& pending_ref, uint64_t version, absl::Time now,
-                      absl::StatusOr<AppendResult> appended) {
-  std::vector<v1::AccountEvent>* events = &events_ref;
-  Pending* pending = &pending_ref;
-  if (!appended.ok()) {
-    absl::Status error = appended.status();
-    if (error.code() == absl::StatusCode::kAlreadyExists) {
-      error = core::DomainError(
-          absl::StatusCode::kAlreadyExists, "REQUEST_ID_CONFLICT",
-          absl::StrCat("request_id \"", pending->ctx.request_id,
-                       "\" was already used for a different request"));
-    }
-    pending->done(std::move(error));
-  } else {
-    ExecuteResult result;
-    absl::Status applied;
-    {
-      absl::MutexLock state_lock(&account->state_mu);
-      result.events.reserve(events->size());
-      for (size_t i = 0; i < events->size() && applied.ok(); ++i) {
-        applied = core::Apply(account->state, (*events)[i]);
-        // Applied: the answer takes the event over.
-        result.events.push_back({appended->first_position + i,
-                                 version + i + 1, now,
-                                 std::move((*events)[i])});
-      }
-    }
-    // Before the watermark moves past these events: a snapshot at that
-    // watermark must save what they changed.
-    for (const LoggedEvent& e : result.events) MarkChanged(account, e.event);
-    MarkApplied(appended->first_position, appended->last_position);
-    if (applied.ok()) {
-      pending->done(std::move(result));
-    } else {
-      pending->done(applied);  // Decide and Apply disagree: a bug.
-    }
-    MaybeSnapshot(appended->last_position);
+void Ledger::OnAppended(std::unique_ptr<Appended> appended) {
+  if (appended->positions.deduplicated) {
+    // The store found the request id committed before: those events are
+    // applied already; answer as the first time.
+    Post([this, a = std::shared_ptr<Appended>(std::move(appended))]() mutable {
+      absl::StatusOr<ExecuteResult> first = ReadAppended(a->positions);
+      Finish(a->account, *a->pending, std::move(first));
+    });
+    return;
   }
+  std::vector<std::shared_ptr<Appended>> applied;
+  uint64_t last = 0;
+  {
+    absl::MutexLock lock(&apply_mu_);
+    const uint64_t first = appended->positions.first_position;
+    waiting_[first] = std::move(appended);
+    while (!waiting_.empty() &&
+           waiting_.begin()->first == applied_through_ + 1) {
+      std::unique_ptr<Appended> next = std::move(waiting_.begin()->second);
+      waiting_.erase(waiting_.begin());
+      ApplyLocked(*next);
+      applied_through_ = last = next->positions.last_position;
+      applied.push_back(std::move(next));
+    }
+  }
+  // Before the answers: once the last is answered, the ledger may go away.
+  if (last != 0) MaybeSnapshot(last);
+  // Answers, and the accounts' next commands, off the store's thread.
+  for (std::shared_ptr<Appended>& a : applied) {
+    Post([this, a = std::move(a)]() mutable {
+      Finish(a->account, *a->pending, std::move(a->result));
+    });
+  }
+}
+
+void Ledger::ApplyLocked(Appended& a) {
+  Account* account = a.account;
+  absl::MutexLock state_lock(&account->state_mu);
+  if (cut_ != nullptr) {
+    // A snapshot in progress that has not saved this account yet saves it
+    // now, as it is at the snapshot's position.
+    absl::MutexLock cut_lock(&cut_->mu);
+    auto unsaved = cut_->unsaved.find(account);
+    if (unsaved != cut_->unsaved.end()) {
+      AppendParts(*account, unsaved->second, cut_->copied);
+      cut_->unsaved.erase(unsaved);
+    }
+  }
+  ExecuteResult result;
+  absl::Status applied;
+  std::vector<v1::AccountEvent>& events = *a.events;
+  result.events.reserve(events.size());
+  for (size_t i = 0; i < events.size() && applied.ok(); ++i) {
+    applied = core::Apply(account->state, events[i]);
+    MarkChanged(account, events[i]);
+    // Applied: the answer takes the event over.
+    result.events.push_back({a.positions.first_position + i, a.version + i + 1,
+                             a.now, std::move(events[i])});
+  }
+  if (applied.ok()) {
+    a.result = std::move(result);
+  } else {
+    a.result = applied;  // Decide and Apply disagree: a bug.
+  }
+}
+
+void Ledger::Finish(Account* account, Pending& pending,
+                    absl::StatusOr<ExecuteResult> result) {
+  pending.done(std::move(result));
   if (std::optional<Pending> next = TakeNext(account)) {
     RunCommands(account, std::move(*next));
   }
@@ -393,16 +439,6 @@ void Ledger::WorkLoop() {
       work_.pop_front();
     }
     work();
-  }
-}
-
-void Ledger::MarkApplied(uint64_t first, uint64_t last) {
-  absl::MutexLock lock(&watermark_mu_);
-  applied_ranges_[first] = last;
-  while (!applied_ranges_.empty() &&
-         applied_ranges_.begin()->first == applied_through_ + 1) {
-    applied_through_ = applied_ranges_.begin()->second;
-    applied_ranges_.erase(applied_ranges_.begin());
   }
 }
 
@@ -506,56 +542,68 @@ absl::StatusOr<core::AccountState> Ledger::AccountAt(
 }
 
 void Ledger::MarkChanged(Account* account, const v1::AccountEvent& event) {
-  std::vector<std::string> invoices = core::InvoicesChangedBy(event);
-  absl::MutexLock lock(&dirty_mu_);
   absl::flat_hash_set<std::string>& dirty = dirty_[account];
-  for (std::string& id : invoices) dirty.insert(std::move(id));
+  for (std::string& id : core::InvoicesChangedBy(event)) {
+    dirty.insert(std::move(id));
+  }
+}
+
+size_t Ledger::AppendParts(const Account& account,
+                           const absl::flat_hash_set<std::string>& invoices,
+                           std::vector<SnapshotPart>& parts) {
+  const core::AccountState& state = account.state;
+  size_t bytes = 0;
+  SnapshotPart& part = parts.emplace_back();
+  part.key = state.account_id;
+  core::ToSnapshot(state, core::SnapshotInvoices::kExclude)
+      .SerializeToString(&part.blob);
+  bytes += part.key.size() + part.blob.size();
+  for (const std::string& id : invoices) {
+    auto it = state.invoices.find(id);
+    if (it == state.invoices.end()) continue;  // Its event failed.
+    SnapshotPart& invoice = parts.emplace_back();
+    invoice.key = absl::StrCat(state.account_id, absl::string_view("\0", 1), id);
+    core::ToInvoiceSnapshot(id, it->second).SerializeToString(&invoice.blob);
+    bytes += invoice.key.size() + invoice.blob.size();
+  }
+  return bytes;
 }
 
 absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
   absl::MutexLock snapshot_lock(&snapshot_mu_);
-  // Every event up to `position` is applied, and every account that applied
-  // one was marked dirty before the watermark passed it; accounts not dirty
-  // now are unchanged since their saved part. States taken below may hold
-  // later events too, which Load recognises by their stream versions.
-  uint64_t position;
+  // The cut: the accounts hold the state at applied_through_, and those
+  // changed since the last snapshot are dirty. From here on, a command that
+  // would change one of them before it is saved saves it first.
+  Cut cut;
+  DirtyAccounts all;
+  std::vector<Account*> accounts;
   {
-    absl::MutexLock lock(&watermark_mu_);
-    position = applied_through_;
-  }
-  DirtyAccounts dirty;
-  {
-    absl::MutexLock lock(&dirty_mu_);
-    dirty.swap(dirty_);
+    absl::MutexLock apply_lock(&apply_mu_);
+    cut.position = applied_through_;
+    all.swap(dirty_);
+    absl::MutexLock cut_lock(&cut.mu);
+    cut.unsaved = all;
+    accounts.reserve(all.size());
+    for (const auto& [account, invoices] : all) accounts.push_back(account);
+    cut_ = &cut;
   }
   // Saved in chunks of about kSnapshotChunkBytes; all but the last chunk
   // keep the previous position, so a failure part-way leaves a consistent
-  // snapshot behind.
+  // snapshot behind (an account's parts are saved together, and Load skips
+  // the events a part already holds).
   constexpr size_t kSnapshotChunkBytes = 16u << 20;
   const uint64_t previous = last_snapshot_position_.load();
   std::vector<SnapshotPart> chunk;
   size_t chunk_bytes = 0;
   absl::Status saved;
-  for (const auto& [a, invoices] : dirty) {
-    // The account without its invoices, then each changed invoice, from one
-    // state and in one chunk: an account's parts are saved together.
+  for (Account* account : accounts) {
     {
-      absl::ReaderMutexLock state_lock(&a->state_mu);
-      const std::string& account_id = a->state.account_id;
-      SnapshotPart& part = chunk.emplace_back();
-      part.key = account_id;
-      core::ToSnapshot(a->state, core::SnapshotInvoices::kExclude)
-          .SerializeToString(&part.blob);
-      chunk_bytes += part.key.size() + part.blob.size();
-      for (const std::string& id : invoices) {
-        auto it = a->state.invoices.find(id);
-        if (it == a->state.invoices.end()) continue;  // Its event failed.
-        SnapshotPart& invoice = chunk.emplace_back();
-        invoice.key = absl::StrCat(account_id, absl::string_view("\0", 1), id);
-        core::ToInvoiceSnapshot(id, it->second)
-            .SerializeToString(&invoice.blob);
-        chunk_bytes += invoice.key.size() + invoice.blob.size();
-      }
+      absl::ReaderMutexLock state_lock(&account->state_mu);
+      absl::MutexLock cut_lock(&cut.mu);
+      auto unsaved = cut.unsaved.find(account);
+      if (unsaved == cut.unsaved.end()) continue;  // Copied by a command.
+      chunk_bytes += AppendParts(*account, unsaved->second, chunk);
+      cut.unsaved.erase(unsaved);
     }
     if (chunk_bytes >= kSnapshotChunkBytes) {
       saved = store_->SaveSnapshotParts(previous, chunk);
@@ -564,17 +612,25 @@ absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
       chunk_bytes = 0;
     }
   }
-  if (saved.ok()) saved = store_->SaveSnapshotParts(position, chunk);
+  {
+    absl::MutexLock apply_lock(&apply_mu_);
+    cut_ = nullptr;
+  }
+  {
+    absl::MutexLock cut_lock(&cut.mu);
+    for (SnapshotPart& part : cut.copied) chunk.push_back(std::move(part));
+  }
+  if (saved.ok()) saved = store_->SaveSnapshotParts(cut.position, chunk);
   if (!saved.ok()) {
     // Their parts may not be saved: the next snapshot tries them again.
-    absl::MutexLock lock(&dirty_mu_);
-    for (auto& [a, invoices] : dirty) {
-      dirty_[a].insert(invoices.begin(), invoices.end());
+    absl::MutexLock lock(&apply_mu_);
+    for (auto& [account, invoices] : all) {
+      dirty_[account].insert(invoices.begin(), invoices.end());
     }
     return saved;
   }
-  last_snapshot_position_ = position;
-  return position;
+  last_snapshot_position_ = cut.position;
+  return cut.position;
 }
 
 void Ledger::MaybeSnapshot(uint64_t position) {

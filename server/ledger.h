@@ -142,12 +142,15 @@ class Ledger {
   absl::StatusOr<core::AccountState> AccountAt(const std::string& account_id,
                                                uint64_t position) const;
 
-  // Saves what changed since the last snapshot: each changed account
-  // without its invoices as one snapshot part (key: the account id), and
-  // each changed invoice as its own part (key: account id, NUL, invoice
-  // id). With the parts saved before, they reflect the log through the
-  // returned position; a restart loads them and replays only the log after
-  // that position.
+  // Saves what changed since the last snapshot, as the state at exactly
+  // one log position P (the returned one): each account changed since the
+  // last snapshot without its invoices as one snapshot part (key: the
+  // account id), and each of its invoices that changed as its own part
+  // (key: account id, NUL, invoice id). With the parts saved before, they
+  // are the state after the log's first P records; a restart loads them and
+  // replays only the records after P. Commands keep running meanwhile: an
+  // account that a command changes before the snapshot has saved it is
+  // saved first, as it was at P (copy on write).
   absl::StatusOr<uint64_t> CreateSnapshot();
 
   // Decodes a record's payload as an account event; DATA_LOSS if it is not.
@@ -184,21 +187,57 @@ class Ledger {
   bool Start(Account* account, Pending p);
   // Pops the account's next command, or marks the account idle.
   std::optional<Pending> TakeNext(Account* account);
-  // Applies an appended command's events and answers it; then runs the
-  // account's next command.
-  void Complete(Account* account, std::vector<v1::AccountEvent>& events,
-                Pending& pending, uint64_t version, absl::Time now,
-                absl::StatusOr<AppendResult> appended);
+
+  // A command whose events are appended, waiting for its turn to apply.
+  struct Appended {
+    Account* account;
+    std::shared_ptr<std::vector<v1::AccountEvent>> events;
+    std::shared_ptr<Pending> pending;
+    uint64_t version;
+    absl::Time now;
+    AppendResult positions;
+    // Set once applied: the answer.
+    absl::StatusOr<ExecuteResult> result;
+  };
+  // The store's callback: applies appended commands in log order and hands
+  // their answers to the completion threads.
+  void OnAppended(std::unique_ptr<Appended> appended);
+  // Applies one command's events to its account (copying the account into
+  // a snapshot in progress first, if that one has not saved it yet).
+  void ApplyLocked(Appended& appended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Answers a command and runs the account's next one.
+  void Finish(Account* account, Pending& pending,
+              absl::StatusOr<ExecuteResult> result);
   // Queues work for the completion threads.
   void Post(std::function<void()> work);
   void WorkLoop();
   // Records what `event` changed in `account` since the last snapshot.
-  void MarkChanged(Account* account, const v1::AccountEvent& event);
-  // Records that positions [first, last] are applied.
-  void MarkApplied(uint64_t first, uint64_t last);
+  void MarkChanged(Account* account, const v1::AccountEvent& event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   Account* FindOrCreate(const std::string& account_id);
   absl::StatusOr<ExecuteResult> ReadAppended(const AppendResult& appended) const;
   void MaybeSnapshot(uint64_t position);
+
+  // Accounts changed since the last snapshot, with the ids of their
+  // invoices that changed: a snapshot saves only these.
+  using DirtyAccounts =
+      absl::flat_hash_map<Account*, absl::flat_hash_set<std::string>>;
+  // Appends the snapshot parts of `account` (its state without invoices,
+  // and the invoices in `invoices`) to `parts`; returns their bytes.
+  static size_t AppendParts(const Account& account,
+                            const absl::flat_hash_set<std::string>& invoices,
+                            std::vector<SnapshotPart>& parts)
+      ABSL_SHARED_LOCKS_REQUIRED(account.state_mu);
+
+  // A snapshot in progress: the log position it saves, and the accounts it
+  // has yet to save.
+  struct Cut {
+    uint64_t position = 0;
+    absl::Mutex mu;
+    DirtyAccounts unsaved ABSL_GUARDED_BY(mu);
+    // Saved by commands that were about to change an unsaved account.
+    std::vector<SnapshotPart> copied ABSL_GUARDED_BY(mu);
+  };
 
   EventStore* const store_;
   const Clock* const clock_;
@@ -220,20 +259,19 @@ class Ledger {
 
   // One snapshot at a time.
   absl::Mutex snapshot_mu_;
-  // Accounts changed since the last snapshot, with the ids of their
-  // invoices that changed: a snapshot saves only these.
-  using DirtyAccounts =
-      absl::flat_hash_map<Account*, absl::flat_hash_set<std::string>>;
-  absl::Mutex dirty_mu_;
-  DirtyAccounts dirty_ ABSL_GUARDED_BY(dirty_mu_);
   std::atomic<uint64_t> last_snapshot_position_{0};
 
-  // Every position up to applied_through_ is applied to the accounts; later
-  // applied ranges wait in applied_ranges_ (first -> last) for the gap
-  // before them to close. Snapshots are taken at applied_through_.
-  absl::Mutex watermark_mu_;
-  uint64_t applied_through_ ABSL_GUARDED_BY(watermark_mu_) = 0;
-  std::map<uint64_t, uint64_t> applied_ranges_ ABSL_GUARDED_BY(watermark_mu_);
+  // Commands are applied in log order, one at a time: every position up to
+  // applied_through_ is applied and none after it, so the accounts always
+  // hold the state at one log position. Appended commands that arrive ahead
+  // of their turn wait in waiting_ (by first position).
+  // Lock order: apply_mu_, then an account's state_mu, then a Cut's mu.
+  absl::Mutex apply_mu_;
+  uint64_t applied_through_ ABSL_GUARDED_BY(apply_mu_) = 0;
+  std::map<uint64_t, std::unique_ptr<Appended>> waiting_
+      ABSL_GUARDED_BY(apply_mu_);
+  DirtyAccounts dirty_ ABSL_GUARDED_BY(apply_mu_);
+  Cut* cut_ ABSL_GUARDED_BY(apply_mu_) = nullptr;
 
   absl::Mutex snapshot_thread_mu_;
   bool snapshot_running_ ABSL_GUARDED_BY(snapshot_thread_mu_) = false;
