@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -11,7 +12,10 @@
 #include "core/base/status_macros.h"
 #include "core/money.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "poledger/v1/snapshot.pb.h"
 #include "server/convert.h"
+#include "server/clock.h"
 #include "server/ledger.h"
 
 namespace poledger {
@@ -201,6 +205,172 @@ absl::Status Replay(const EventStore& store, const std::string& account_id,
                                             position));
   }
   return absl::OkStatus();
+}
+
+std::string CheckPinnedDigest(const EventStore& store, const VerifyReport& report,
+                              uint64_t position, const std::string& digest_hex) {
+  if (position == 0 || position > report.head.position) {
+    return absl::StrCat("the intact log ends at position ", report.head.position,
+                        ": it no longer reaches pinned position ", position);
+  }
+  absl::StatusOr<std::vector<RecordedEvent>> record = store.ReadForward(position, 1);
+  if (!record.ok()) return std::string(record.status().message());
+  if (record->empty() || record->front().position != position) {
+    return absl::StrCat("no record at pinned position ", position);
+  }
+  const std::string actual = HashToHex(record->front().hash);
+  if (actual != digest_hex) {
+    return absl::StrCat("the record at position ", position, " has digest ",
+                        actual, ", not the pinned ", digest_hex,
+                        ": the log was rewritten since that digest was kept");
+  }
+  return "";
+}
+
+namespace {
+
+// Returns "" if `a` equals `b`, else their differences (shortened).
+std::string Describe(const google::protobuf::Message& a,
+                     const google::protobuf::Message& b) {
+  google::protobuf::util::MessageDifferencer differencer;
+  std::string diff;
+  differencer.ReportDifferencesToString(&diff);
+  if (differencer.Compare(a, b)) return "";
+  if (diff.size() > 600) diff = absl::StrCat(diff.substr(0, 600), "...");
+  return diff;
+}
+
+// Applies `record` to the account states in `states`.
+absl::Status ApplyRecord(const RecordedEvent& record,
+                         std::map<std::string, core::AccountState>& states) {
+  const std::string account_id = AccountOfStream(record.stream_id);
+  if (account_id.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(LoggedEvent logged, Ledger::Decode(record));
+  core::AccountState& state = states[account_id];
+  state.account_id = account_id;
+  absl::Status applied = core::Apply(state, logged.event);
+  if (!applied.ok()) {
+    return absl::DataLossError(absl::StrCat("event at position ", record.position,
+                                            ": ", applied.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SnapshotReport> CheckSnapshot(EventStore& store) {
+  SnapshotReport report;
+  auto problem = [&report](std::string text) {
+    if (report.problems.size() < 20) report.problems.push_back(std::move(text));
+  };
+  // Loaded as the server loads it.
+  const ManualClock clock(absl::UnixEpoch());
+  LedgerOptions options;
+  options.snapshot_every_events = 0;
+  options.completion_threads = 1;
+  ASSIGN_OR_RETURN(std::unique_ptr<Ledger> loaded,
+                   Ledger::Open(&store, &clock, options));
+  // Rebuilt from the whole log, with every account's state at each version
+  // a saved part records.
+  std::map<std::string, uint64_t> part_versions;
+  std::map<std::string, v1::AccountSnapshot> account_parts;
+  std::map<std::string, std::map<std::string, v1::InvoiceSnapshot>> invoice_parts;
+  ASSIGN_OR_RETURN(
+      report.snapshot_position,
+      store.ReadSnapshotParts([&](absl::string_view key, absl::string_view blob) {
+        ++report.parts;
+        if (const size_t nul = key.find('\0'); nul != key.npos) {
+          v1::InvoiceSnapshot& invoice =
+              invoice_parts[std::string(key.substr(0, nul))]
+                           [std::string(key.substr(nul + 1))];
+          if (!invoice.ParseFromArray(blob.data(), static_cast<int>(blob.size()))) {
+            return absl::DataLossError(absl::StrCat("snapshot part \"", key,
+                                                    "\" does not decode"));
+          }
+          return absl::OkStatus();
+        }
+        v1::AccountSnapshot& account = account_parts[std::string(key)];
+        if (!account.ParseFromArray(blob.data(), static_cast<int>(blob.size()))) {
+          return absl::DataLossError(absl::StrCat("snapshot part \"", key,
+                                                  "\" does not decode"));
+        }
+        return absl::OkStatus();
+      }));
+  std::map<std::string, core::AccountState> rebuilt;
+  auto check_parts = [&](const std::string& account_id,
+                         const core::AccountState& state) {
+    auto part = account_parts.find(account_id);
+    if (part == account_parts.end() || part->second.version() != state.version) {
+      return;
+    }
+    if (std::string diff = Describe(
+            part->second, core::ToSnapshot(state, core::SnapshotInvoices::kExclude));
+        !diff.empty()) {
+      problem(absl::StrCat("the saved part of account ", account_id,
+                           " differs from its stream at version ", state.version,
+                           ": ", diff));
+    }
+    for (const auto& [id, saved] : invoice_parts[account_id]) {
+      auto it = state.invoices.find(id);
+      if (it == state.invoices.end()) {
+        problem(absl::StrCat("invoice ", id, " of account ", account_id,
+                             " is saved but not in its stream at version ",
+                             state.version));
+        continue;
+      }
+      if (std::string diff = Describe(saved, core::ToInvoiceSnapshot(id, it->second));
+          !diff.empty()) {
+        problem(absl::StrCat("the saved invoice ", id, " of account ", account_id,
+                             " differs from its stream: ", diff));
+      }
+    }
+    part_versions[account_id] = state.version;
+  };
+  const uint64_t head = store.Head().position;
+  for (uint64_t next = 1; next <= head;) {
+    ASSIGN_OR_RETURN(std::vector<RecordedEvent> batch,
+                     store.ReadForward(next, std::min<uint64_t>(kBatch, head - next + 1)));
+    if (batch.empty()) break;
+    for (const RecordedEvent& r : batch) {
+      RETURN_IF_ERROR(ApplyRecord(r, rebuilt));
+      const std::string account_id = AccountOfStream(r.stream_id);
+      if (!account_id.empty()) check_parts(account_id, rebuilt[account_id]);
+      next = r.position + 1;
+      report.head = r.position;
+    }
+  }
+  for (const auto& [account_id, part] : account_parts) {
+    if (part_versions.count(account_id) == 0) {
+      problem(absl::StrCat("the saved part of account ", account_id, " is at version ",
+                           part.version(), ", which its stream never reached"));
+    }
+  }
+  std::vector<std::string> ids = loaded->AccountIds();
+  for (const auto& [id, state] : rebuilt) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  for (const std::string& id : ids) {
+    ++report.accounts;
+    v1::AccountSnapshot from_log;
+    if (auto it = rebuilt.find(id); it != rebuilt.end()) {
+      from_log = core::ToSnapshot(it->second);
+    } else {
+      core::AccountState empty;
+      empty.account_id = id;
+      from_log = core::ToSnapshot(empty);
+    }
+    v1::AccountSnapshot from_snapshot;
+    RETURN_IF_ERROR(loaded->Read(id, [&](const core::AccountState& s) {
+      from_snapshot = core::ToSnapshot(s);
+    }));
+    if (std::string diff = Describe(from_snapshot, from_log); !diff.empty()) {
+      problem(absl::StrCat("account ", id,
+                           ": the state loaded from the snapshot and the log "
+                           "differs from the state rebuilt from the whole log: ",
+                           diff));
+    }
+  }
+  return report;
 }
 
 absl::Status History(const EventStore& store, const std::string& account_id,

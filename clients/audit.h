@@ -46,6 +46,31 @@ absl::StatusOr<VerifyReport> Verify(
     const EventStore& store,
     const std::function<void(uint64_t, uint64_t)>& progress = nullptr);
 
+// Returns "" if the intact log has a record at `position` whose hash is
+// `digest_hex` (as GetLogDigest reported it then), else why not: the log
+// is shorter than that, or the record there has another hash (the log was
+// rewritten since that digest was kept).
+std::string CheckPinnedDigest(const EventStore& store, const VerifyReport& report,
+                              uint64_t position, const std::string& digest_hex);
+
+struct SnapshotReport {
+  uint64_t snapshot_position = 0;  // Where the saved parts claim to be.
+  uint64_t head = 0;               // Last position compared.
+  uint64_t accounts = 0;           // Accounts compared.
+  uint64_t parts = 0;              // Saved parts checked.
+  // Empty when the state loaded from the snapshot plus the log after it
+  // equals the state rebuilt from the whole log, and each saved part is
+  // its account's state at the version it records; else the differences
+  // (at most 20).
+  std::vector<std::string> problems;
+};
+
+// Loads the state as the server does at start (snapshot, then the rest of
+// the log), rebuilds every account from the whole log alone, and compares
+// the two account by account; also checks each saved part against its
+// account's stream. A snapshot bug cannot hide from this.
+absl::StatusOr<SnapshotReport> CheckSnapshot(EventStore& store);
+
 struct ExportFilter {
   std::string account_id;
   std::string purchase_order_id;

@@ -1,6 +1,7 @@
 // poledger-audit: verify, replay and export a poledger event log.
 //
-//   poledger-audit verify  --data-dir=DIR
+//   poledger-audit verify  --data-dir=DIR [--expect=POSITION:DIGEST ...]
+//   poledger-audit check-snapshot --data-dir=DIR
 //   poledger-audit export  --data-dir=DIR [--account=A] [--po=P]
 //                          [--type=T ...] [--from=N] [--to=N]
 //   poledger-audit replay  --data-dir=DIR --account=A [--po=P]
@@ -12,7 +13,10 @@
 // reads a running server's log through EventLogService (records' hashes
 // are recomputed client-side). Exit status: 0 fine, 1 the log is broken
 // (verify) or the data is damaged, 2 bad usage, 3 anything else (not found,
-// I/O).
+// I/O). verify --expect fails (1) unless the log still has that digest at
+// that position: keep digests from GetLogDigest outside the server.
+// check-snapshot fails (1) unless the state loaded from the snapshot plus
+// the rest of the log equals the state rebuilt from the whole log.
 #include <unistd.h>
 
 #include <cstdio>
@@ -22,6 +26,8 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/time/time.h"
 #include "clients/audit.h"
 #include "clients/remote_event_store.h"
@@ -60,6 +66,18 @@ int main(int argc, char** argv) {
   CLI::App* verify = app.add_subcommand(
       "verify", "Check every record's hash and chain link; print the digest");
   source(verify);
+  std::vector<std::string> expects;
+  verify->add_option("--expect", expects,
+                     "POSITION:DIGEST from GetLogDigest, kept elsewhere: fail "
+                     "unless the log still has that digest there");
+
+  CLI::App* check_snapshot = app.add_subcommand(
+      "check-snapshot",
+      "Compare the state loaded from the snapshot plus the log after it with "
+      "the state rebuilt from the whole log");
+  check_snapshot->add_option("--data-dir", data_dir,
+                             "Server data directory (safe while the server runs)")
+      ->required();
 
   CLI::App* export_cmd = app.add_subcommand(
       "export", "Write events as JSON lines, optionally filtered");
@@ -109,6 +127,36 @@ int main(int argc, char** argv) {
     store = std::shared_ptr<poledger::EventStore>(*std::move(local));
   }
 
+  // A bad --expect is bad usage.
+  std::vector<std::pair<uint64_t, std::string>> pinned;
+  for (const std::string& e : expects) {
+    const size_t colon = e.find(':');
+    uint64_t at = 0;
+    if (colon == std::string::npos ||
+        !absl::SimpleAtoi(absl::string_view(e).substr(0, colon), &at) ||
+        e.size() - colon - 1 != 64) {
+      std::fprintf(stderr, "--expect: want POSITION:DIGEST (64 hex digits)\n");
+      return 2;
+    }
+    pinned.emplace_back(at, absl::AsciiStrToLower(e.substr(colon + 1)));
+  }
+
+  if (check_snapshot->parsed()) {
+    auto report = poledger::audit::CheckSnapshot(**store);
+    if (!report.ok()) return Fail(report.status());
+    std::printf("snapshot position: %llu\nhead: %llu\naccounts: %llu\nparts: %llu\n",
+                static_cast<unsigned long long>(report->snapshot_position),
+                static_cast<unsigned long long>(report->head),
+                static_cast<unsigned long long>(report->accounts),
+                static_cast<unsigned long long>(report->parts));
+    for (const std::string& p : report->problems) {
+      std::printf("DIFFERS: %s\n", p.c_str());
+    }
+    if (!report->problems.empty()) return 1;
+    std::printf("OK\n");
+    return 0;
+  }
+
   if (verify->parsed()) {
     const bool tty = isatty(STDERR_FILENO);
     auto report = poledger::audit::Verify(
@@ -133,6 +181,18 @@ int main(int argc, char** argv) {
                   report->problem.c_str());
       return 1;
     }
+    bool pins_hold = true;
+    for (const auto& [at, digest] : pinned) {
+      const std::string why =
+          poledger::audit::CheckPinnedDigest(**store, *report, at, digest);
+      if (why.empty()) {
+        std::printf("pinned %llu: matches\n", static_cast<unsigned long long>(at));
+      } else {
+        std::printf("PINNED DIGEST MISMATCH: %s\n", why.c_str());
+        pins_hold = false;
+      }
+    }
+    if (!pins_hold) return 1;
     std::printf("OK\n");
     return 0;
   }

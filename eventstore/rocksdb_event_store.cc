@@ -756,9 +756,14 @@ absl::StatusOr<uint64_t> RocksDbEventStore::SavedSnapshotPosition(
 
 absl::StatusOr<uint64_t> RocksDbEventStore::ReadSnapshotParts(
     const SnapshotPartVisitor& visit) const {
-  // One view: the position and the parts as one save left them.
-  const rocksdb::Snapshot* view = db_->GetSnapshot();
-  auto release = absl::MakeCleanup([&] { db_->ReleaseSnapshot(view); });
+  // One view: the position and the parts as one save left them. A
+  // secondary instance has no snapshots, and its view only moves when it
+  // catches up with the primary, which it does not do meanwhile.
+  const rocksdb::Snapshot* view =
+      options_.secondary_path.empty() ? db_->GetSnapshot() : nullptr;
+  auto release = absl::MakeCleanup([&] {
+    if (view != nullptr) db_->ReleaseSnapshot(view);
+  });
   ASSIGN_OR_RETURN(uint64_t position, SavedSnapshotPosition(view));
   rocksdb::ReadOptions ro;
   ro.snapshot = view;

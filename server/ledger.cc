@@ -493,6 +493,14 @@ absl::StatusOr<int> Ledger::TickAll() {
   return appended;
 }
 
+std::vector<std::string> Ledger::AccountIds() {
+  absl::ReaderMutexLock lock(&accounts_mu_);
+  std::vector<std::string> ids;
+  ids.reserve(accounts_.size());
+  for (const auto& [id, account] : accounts_) ids.push_back(id);
+  return ids;
+}
+
 absl::StatusOr<core::AccountState> RebuildAccountAt(const EventStore& store,
                                                     const std::string& account_id,
                                                     uint64_t position) {

@@ -137,6 +137,9 @@ class Ledger {
   // events appended.
   absl::StatusOr<int> TickAll();
 
+  // The ids of every account the ledger holds.
+  std::vector<std::string> AccountIds();
+
   // Rebuilds an account as of log position `position` (inclusive), from the
   // log alone.
   absl::StatusOr<core::AccountState> AccountAt(const std::string& account_id,

@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "poledger/v1/invoices.grpc.pb.h"
 #include "poledger/v1/log.grpc.pb.h"
+#include "poledger/v1/log.pb.h"
 #include "poledger/v1/purchase_orders.grpc.pb.h"
 #include "rocksdb/db.h"
 #include "eventstore/record_format.h"
@@ -224,6 +225,93 @@ TEST_F(AuditTest, OnlineThroughTheServerGivesTheOfflineAnswers) {
   EXPECT_EQ(RunAudit("history " + server + " --account=acct-1 --po=PO-1").out,
             RunAudit("history " + dir + " --account=acct-1 --po=PO-1").out);
   EXPECT_EQ(RunAudit("verify " + server + " " + dir).exit_code, 2);
+}
+
+TEST_F(AuditTest, VerifyExpectFailsWhenThePinnedDigestIsGone) {
+  grpc::ClientContext ctx;
+  v1::GetLogDigestResponse pinned;
+  ASSERT_TRUE(log_->GetLogDigest(&ctx, v1::GetLogDigestRequest(), &pinned).ok());
+  const std::string pin =
+      absl::StrCat(pinned.head_position(), ":", pinned.chain_hash());
+  const ToolResult holds = RunAudit("verify --data-dir=" + DataDir() +
+                                    " --expect=" + pin);
+  EXPECT_EQ(holds.exit_code, 0) << holds.out;
+  EXPECT_THAT(holds.out, HasSubstr(absl::StrCat("pinned ", pinned.head_position(),
+                                                ": matches")));
+  std::string other = pinned.chain_hash();
+  other[0] = other[0] == '0' ? '1' : '0';
+  const ToolResult differs = RunAudit(absl::StrCat(
+      "verify --data-dir=", DataDir(), " --expect=", pinned.head_position(), ":",
+      other));
+  EXPECT_EQ(differs.exit_code, 1) << differs.out;
+  EXPECT_THAT(differs.out, HasSubstr("PINNED DIGEST MISMATCH"));
+  EXPECT_THAT(differs.out, HasSubstr("the log was rewritten"));
+  const ToolResult beyond = RunAudit(absl::StrCat(
+      "verify --data-dir=", DataDir(), " --expect=", pinned.head_position() + 5,
+      ":", pinned.chain_hash()));
+  EXPECT_EQ(beyond.exit_code, 1);
+  EXPECT_THAT(beyond.out, HasSubstr("no longer reaches pinned position"));
+  EXPECT_EQ(RunAudit("verify --data-dir=" + DataDir() + " --expect=12").exit_code, 2);
+  EXPECT_EQ(RunAudit("verify --data-dir=" + DataDir() + " --expect=x:ab").exit_code, 2);
+
+  // The head removed: the rest of the log is intact, but the pin fails.
+  server_.reset();
+  {
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), DataDir(), &raw).ok());
+    ASSERT_TRUE(raw->Delete(rocksdb::WriteOptions(),
+                            record_format::LogKey(pinned.head_position()))
+                    .ok());
+    delete raw;
+  }
+  const ToolResult cut = RunAudit("verify --data-dir=" + DataDir() + " --expect=" + pin);
+  EXPECT_EQ(cut.exit_code, 1) << cut.out;
+  EXPECT_THAT(cut.out, HasSubstr("PINNED DIGEST MISMATCH"));
+}
+
+TEST_F(AuditTest, CheckSnapshotComparesTheSnapshotWithTheWholeLog) {
+  auto admin = v1::AdminService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", server_->port()), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::CreateSnapshotResponse snap;
+  ASSERT_TRUE(admin->CreateSnapshot(&ctx, v1::CreateSnapshotRequest(), &snap).ok());
+  {
+    // More after the snapshot: the tail.
+    grpc::ClientContext ictx;
+    v1::RecordInvoiceRequest req;
+    req.set_account_id("acct-1");
+    v1::Invoice* inv = req.mutable_invoice();
+    inv->set_invoice_id("inv-after");
+    inv->set_bill_from("Amazon Web Services, Inc.");
+    inv->set_category(v1::INVOICE_CATEGORY_MONTHLY_USAGE);
+    inv->set_billing_period("2026-02");
+    inv->mutable_amount()->set_currency_code("USD");
+    inv->mutable_amount()->set_units(5);
+    v1::Invoice recorded;
+    ASSERT_TRUE(invoices_->RecordInvoice(&ictx, req, &recorded).ok());
+  }
+  const ToolResult ok = RunAudit("check-snapshot --data-dir=" + DataDir());
+  EXPECT_EQ(ok.exit_code, 0) << ok.out;
+  EXPECT_THAT(ok.out, HasSubstr("accounts: 1"));
+  EXPECT_THAT(ok.out, HasSubstr("OK"));
+
+  // An invoice's part lost while its account's part counts it: the very
+  // defect that lost acknowledged invoices.
+  server_.reset();
+  {
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), DataDir(), &raw).ok());
+    ASSERT_TRUE(raw->Delete(rocksdb::WriteOptions(),
+                            record_format::SnapshotKey(
+                                std::string("acct-1\0inv-2", 12)))
+                    .ok());
+    delete raw;
+  }
+  const ToolResult lost = RunAudit("check-snapshot --data-dir=" + DataDir());
+  EXPECT_EQ(lost.exit_code, 1) << lost.out;
+  EXPECT_THAT(lost.out, HasSubstr("DIFFERS: account acct-1: the state loaded "
+                                  "from the snapshot"));
+  EXPECT_THAT(lost.out, HasSubstr("inv-2"));
 }
 
 TEST(AuditUsageTest, MissingDataDirectoryIsNotFound) {
