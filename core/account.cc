@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
+#include "core/errors.h"
 #include "core/money.h"
 #include "core/proto_time.h"
 
@@ -65,7 +66,7 @@ absl::StatusOr<PurchaseOrderState*> FindPo(AccountState& state,
                                            const std::string& id) {
   auto it = state.purchase_orders.find(id);
   if (it == state.purchase_orders.end()) {
-    return Inconsistent(absl::StrCat("unknown purchase order \"", id, "\""));
+    return Inconsistent(absl::StrCat("unknown purchase order ", Quote(id)));
   }
   return &it->second;
 }
@@ -73,8 +74,8 @@ absl::StatusOr<PurchaseOrderState*> FindPo(AccountState& state,
 absl::StatusOr<LineItemState*> FindLine(PurchaseOrderState& po, int32_t n) {
   auto it = po.lines.find(n);
   if (it == po.lines.end()) {
-    return Inconsistent(
-        absl::StrCat("unknown line ", n, " of purchase order \"", po.id, "\""));
+    return Inconsistent(absl::StrCat("unknown line ", n, " of purchase order ",
+                                     Quote(po.id)));
   }
   return &it->second;
 }
@@ -193,7 +194,8 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
     case v1::AccountEvent::kPurchaseOrderDeleted: {
       const std::string& id = event.purchase_order_deleted().purchase_order_id();
       if (state.purchase_orders.erase(id) == 0) {
-        return Inconsistent(absl::StrCat("unknown purchase order \"", id, "\""));
+        return Inconsistent(
+            absl::StrCat("unknown purchase order ", Quote(id)));
       }
       state.match_index.index.reset();
       break;
@@ -349,9 +351,9 @@ absl::Status AddInvoiceSnapshot(AccountState& state,
   entry.credited = i.credited_micros();
   entry.recorded_version = i.recorded_version();
   if (!state.invoices.emplace(i.invoice_id(), std::move(entry)).second) {
-    return absl::DataLossError(absl::StrCat("snapshot of account \"",
-                                            state.account_id, "\": invoice \"",
-                                            i.invoice_id(), "\" appears twice"));
+    return absl::DataLossError(
+        absl::StrCat("snapshot of account ", Quote(state.account_id),
+                     ": invoice ", Quote(i.invoice_id()), " appears twice"));
   }
   return absl::OkStatus();
 }
@@ -427,7 +429,7 @@ absl::StatusOr<AccountState> FromSnapshot(const v1::AccountSnapshot& snapshot) {
       ASSIGN_OR_RETURN(LineItemState line, MakeLine(l.definition()));
       if (line.total_value != l.total_value_micros()) {
         return absl::DataLossError(
-            absl::StrCat("snapshot of purchase order \"", po.id, "\" line ",
+            absl::StrCat("snapshot of purchase order ", Quote(po.id), " line ",
                          l.definition().line_number(),
                          ": total value does not match its definition"));
       }

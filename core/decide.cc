@@ -32,7 +32,6 @@ constexpr size_t kMaxTagValue = 256;
 constexpr int kMaxThresholds = 10;
 constexpr int kMaxAddressLines = 5;
 constexpr size_t kMaxAddressField = 200;
-constexpr size_t kMaxInvoiceId = 128;
 constexpr size_t kMaxMarketplacePurchaseOrderId = 200;
 constexpr int32_t kMaxLineNumber = 1000000;
 
@@ -62,9 +61,11 @@ class Events {
 absl::Status CheckLength(absl::string_view field, absl::string_view value,
                          size_t max, bool required) {
   if (required && value.empty()) return InvalidField(field, "is required");
-  if (value.size() > max) {
-    return InvalidField(field, absl::StrCat("is ", value.size(),
-                                            " characters; the limit is ", max));
+  if (value.size() > max) {  // Bytes >= characters: count only then.
+    if (const size_t chars = CharCount(value); chars > max) {
+      return InvalidField(
+          field, absl::StrCat("is ", chars, " characters; the limit is ", max));
+    }
   }
   return absl::OkStatus();
 }
@@ -110,8 +111,8 @@ absl::Status ValidateHeader(v1::PurchaseOrderHeader& h) {
     const std::string field = absl::StrCat("bill_from[", i, "]");
     RETURN_IF_ERROR(CheckLength(field, h.bill_from(i), kMaxEntityName, true));
     if (!seen.insert(h.bill_from(i)).second) {
-      return InvalidField(field, absl::StrCat("\"", h.bill_from(i),
-                                              "\" is listed twice"));
+      return InvalidField(
+          field, absl::StrCat(Quote(h.bill_from(i)), " is listed twice"));
     }
   }
   if (h.tax_registration_numbers_size() > kMaxTaxNumbers) {
@@ -125,8 +126,8 @@ absl::Status ValidateHeader(v1::PurchaseOrderHeader& h) {
   }
   if (!IsCurrencyCode(h.currency_code())) {
     return InvalidField("currency_code",
-                        absl::StrCat("\"", h.currency_code(),
-                                     "\" is not an ISO 4217 code such as USD"));
+                        absl::StrCat(Quote(h.currency_code()),
+                                     " is not an ISO 4217 code such as USD"));
   }
   ASSIGN_OR_RETURN(YearMonth effective,
                    YearMonth::Parse(h.effective_month(), "effective_month"));
@@ -171,9 +172,9 @@ absl::Status ValidateHeader(v1::PurchaseOrderHeader& h) {
     RETURN_IF_ERROR(CheckLength(absl::StrCat(field, ".value"),
                                 h.tags(i).value(), kMaxTagValue, false));
     if (!seen.insert(h.tags(i).key()).second) {
-      return InvalidField(absl::StrCat(field, ".key"),
-                          absl::StrCat("\"", h.tags(i).key(),
-                                       "\" is used twice"));
+      return InvalidField(
+          absl::StrCat(field, ".key"),
+          absl::StrCat(Quote(h.tags(i).key()), " is used twice"));
     }
   }
   if (h.balance_thresholds_percent_size() > kMaxThresholds) {
@@ -277,11 +278,12 @@ absl::Status CheckLineWindow(const v1::LineItemDefinition& line,
 
 absl::StatusOr<const PurchaseOrderState*> FindPo(const AccountState& state,
                                                  const std::string& id) {
+  RETURN_IF_ERROR(ValidatePurchaseOrderId(id, "purchase_order_id"));
   auto it = state.purchase_orders.find(id);
   if (it == state.purchase_orders.end()) {
-    return DomainError(absl::StatusCode::kNotFound,
-                       reason::kPurchaseOrderNotFound,
-                       absl::StrCat("purchase order \"", id, "\" not found"));
+    return DomainError(
+        absl::StatusCode::kNotFound, reason::kPurchaseOrderNotFound,
+        absl::StrCat("purchase order ", Quote(id), " not found"));
   }
   return &it->second;
 }
@@ -291,8 +293,8 @@ absl::Status CheckExpected(const PurchaseOrderState& po,
   if (!expected.has_value() || *expected == po.version) return absl::OkStatus();
   return DomainError(
       absl::StatusCode::kAborted, reason::kWrongExpectedVersion,
-      absl::StrCat("purchase order \"", po.id, "\" is at version ", po.version,
-                   ", not the expected ", *expected));
+      absl::StrCat("purchase order ", Quote(po.id), " is at version ",
+                   po.version, ", not the expected ", *expected));
 }
 
 absl::Status CheckActiveLimit(const AccountState& state) {
@@ -391,10 +393,10 @@ absl::StatusOr<Decision> DecideCreate(const AccountState& state,
   }
   RETURN_IF_ERROR(CheckPurchaseOrderSums(sums));
   if (state.purchase_orders.count(cmd.purchase_order_id) > 0) {
-    return DomainError(absl::StatusCode::kAlreadyExists,
-                       reason::kPurchaseOrderAlreadyExists,
-                       absl::StrCat("purchase order \"", cmd.purchase_order_id,
-                                    "\" already exists"));
+    return DomainError(
+        absl::StatusCode::kAlreadyExists, reason::kPurchaseOrderAlreadyExists,
+        absl::StrCat("purchase order ", Quote(cmd.purchase_order_id),
+                     " already exists"));
   }
   RETURN_IF_ERROR(CheckActiveLimit(state));
   Events events(state, now);
@@ -444,9 +446,9 @@ absl::StatusOr<Decision> DecideUpdate(const AccountState& state,
     } else if (path == "bill_to") {
       *header.mutable_bill_to() = in.bill_to();
     } else {
-      return InvalidField(absl::StrCat("update_mask[", i, "]"),
-                          absl::StrCat("\"", path,
-                                       "\" is not an updatable field"));
+      return InvalidField(
+          absl::StrCat("update_mask[", i, "]"),
+          absl::StrCat(Quote(path), " is not an updatable field"));
     }
   }
   RETURN_IF_ERROR(ValidateHeader(header));
@@ -465,8 +467,8 @@ absl::StatusOr<Decision> DecideUpdate(const AccountState& state,
       po->status == v1::PURCHASE_ORDER_STATUS_SUSPENDED_EXPIRED) {
     return DomainError(
         absl::StatusCode::kFailedPrecondition, reason::kInvalidStatusTransition,
-        absl::StrCat("purchase order \"", po->id,
-                     "\" is Suspended-expired: set it back to Expired before "
+        absl::StrCat("purchase order ", Quote(po->id),
+                     " is Suspended-expired: set it back to Expired before "
                      "changing its expiration month"));
   }
   if (reactivate) RETURN_IF_ERROR(CheckActiveLimit(state));
@@ -565,10 +567,11 @@ absl::StatusOr<Decision> DecideStatus(const AccountState& state,
     }
     return DomainError(absl::StatusCode::kFailedPrecondition,
                        reason::kInvalidStatusTransition,
-                       absl::StrCat("purchase order \"", po->id, "\" cannot go "
-                                    "from ", v1::PurchaseOrderStatus_Name(from),
-                                    " to ", v1::PurchaseOrderStatus_Name(to),
-                                    hint));
+                       absl::StrCat("purchase order ", Quote(po->id),
+                                    " cannot go "
+                                    "from ",
+                                    v1::PurchaseOrderStatus_Name(from), " to ",
+                                    v1::PurchaseOrderStatus_Name(to), hint));
   }
   if (to == v1::PURCHASE_ORDER_STATUS_ACTIVE) {
     RETURN_IF_ERROR(CheckActiveLimit(state));
@@ -605,14 +608,14 @@ absl::StatusOr<Decision> DecideAddLine(const AccountState& state,
   if (po->lines.count(line.line_number()) > 0) {
     return DomainError(absl::StatusCode::kAlreadyExists,
                        reason::kLineItemAlreadyExists,
-                       absl::StrCat("purchase order \"", po->id,
-                                    "\" already has line ", line.line_number()));
+                       absl::StrCat("purchase order ", Quote(po->id),
+                                    " already has line ", line.line_number()));
   }
   if (static_cast<int>(po->lines.size()) >= kMaxLineItems) {
-    return DomainError(absl::StatusCode::kFailedPrecondition,
-                       reason::kLineItemLimit,
-                       absl::StrCat("purchase order \"", po->id, "\" already has ",
-                                    kMaxLineItems, " line items"));
+    return DomainError(
+        absl::StatusCode::kFailedPrecondition, reason::kLineItemLimit,
+        absl::StrCat("purchase order ", Quote(po->id), " already has ",
+                     kMaxLineItems, " line items"));
   }
   RETURN_IF_ERROR(CheckLineWindow(line, po->effective, po->expiration,
                                   "line_item.",
@@ -634,10 +637,10 @@ absl::StatusOr<Decision> DecideUpdateLine(const AccountState& state,
                    FindPo(state, cmd.purchase_order_id));
   auto it = po->lines.find(cmd.line_item.line_number());
   if (it == po->lines.end()) {
-    return DomainError(absl::StatusCode::kNotFound, reason::kLineItemNotFound,
-                       absl::StrCat("purchase order \"", po->id,
-                                    "\" has no line ",
-                                    cmd.line_item.line_number()));
+    return DomainError(
+        absl::StatusCode::kNotFound, reason::kLineItemNotFound,
+        absl::StrCat("purchase order ", Quote(po->id), " has no line ",
+                     cmd.line_item.line_number()));
   }
   v1::LineItemDefinition line = it->second.definition;
   const v1::LineItemDefinition& in = cmd.line_item;
@@ -669,9 +672,9 @@ absl::StatusOr<Decision> DecideUpdateLine(const AccountState& state,
         line.set_tax_rate_ppm(in.tax_rate_ppm());
       }
     } else {
-      return InvalidField(absl::StrCat("update_mask[", i, "]"),
-                          absl::StrCat("\"", path,
-                                       "\" is not an updatable line item field"));
+      return InvalidField(
+          absl::StrCat("update_mask[", i, "]"),
+          absl::StrCat(Quote(path), " is not an updatable line item field"));
     }
   }
   RETURN_IF_ERROR(ValidateLine(line, "line_item."));
@@ -714,8 +717,8 @@ absl::StatusOr<Decision> DecideRemoveLine(const AccountState& state,
                    FindPo(state, cmd.purchase_order_id));
   if (po->lines.count(cmd.line_number) == 0) {
     return DomainError(absl::StatusCode::kNotFound, reason::kLineItemNotFound,
-                       absl::StrCat("purchase order \"", po->id,
-                                    "\" has no line ", cmd.line_number));
+                       absl::StrCat("purchase order ", Quote(po->id),
+                                    " has no line ", cmd.line_number));
   }
   RETURN_IF_ERROR(CheckExpected(*po, cmd.expected_version));
   Events events(state, now);
@@ -728,15 +731,15 @@ absl::StatusOr<Decision> DecideRemoveLine(const AccountState& state,
 // --- Invoices ----------------------------------------------------------------
 
 absl::Status ValidateInvoice(v1::InvoiceData& in) {
-  RETURN_IF_ERROR(CheckLength("invoice_id", in.invoice_id(), kMaxInvoiceId, true));
+  RETURN_IF_ERROR(ValidateId(in.invoice_id(), "invoice_id", kMaxInvoiceId));
   if (in.kind() != v1::INVOICE_KIND_INVOICE &&
       in.kind() != v1::INVOICE_KIND_CREDIT_MEMO) {
     return InvalidField("kind", "must be INVOICE_KIND_INVOICE or "
                                 "INVOICE_KIND_CREDIT_MEMO");
   }
   if (in.kind() == v1::INVOICE_KIND_CREDIT_MEMO) {
-    RETURN_IF_ERROR(CheckLength("original_invoice_id", in.original_invoice_id(),
-                                kMaxInvoiceId, true));
+    RETURN_IF_ERROR(ValidateId(in.original_invoice_id(), "original_invoice_id",
+                               kMaxInvoiceId));
   } else if (!in.original_invoice_id().empty()) {
     return InvalidField("original_invoice_id",
                         "only a credit memo names an original invoice");
@@ -751,9 +754,9 @@ absl::Status ValidateInvoice(v1::InvoiceData& in) {
   }
   RETURN_IF_ERROR(YearMonth::Parse(in.billing_period(), "billing_period").status());
   if (!IsCurrencyCode(in.currency_code())) {
-    return InvalidField("amount.currency_code",
-                        absl::StrCat("\"", in.currency_code(),
-                                     "\" is not an ISO 4217 code"));
+    return InvalidField(
+        "amount.currency_code",
+        absl::StrCat(Quote(in.currency_code()), " is not an ISO 4217 code"));
   }
   if (in.amount_micros() <= 0) {
     return InvalidField("amount", "must be positive (credit memos too: their "
@@ -815,11 +818,10 @@ absl::StatusOr<Decision> DecideCreditMemo(const AccountState& state,
   auto original = state.invoices.find(memo.original_invoice_id());
   if (original == state.invoices.end() ||
       original->second.kind != v1::INVOICE_KIND_INVOICE) {
-    return DomainError(absl::StatusCode::kNotFound,
-                       reason::kOriginalInvoiceNotFound,
-                       absl::StrCat("original_invoice_id: no invoice \"",
-                                    memo.original_invoice_id(),
-                                    "\" in this account"));
+    return DomainError(
+        absl::StatusCode::kNotFound, reason::kOriginalInvoiceNotFound,
+        absl::StrCat("original_invoice_id: no invoice ",
+                     Quote(memo.original_invoice_id()), " in this account"));
   }
   const InvoiceEntry& inv = original->second;
   ASSIGN_OR_RETURN(int64_t credited,
@@ -827,8 +829,9 @@ absl::StatusOr<Decision> DecideCreditMemo(const AccountState& state,
   if (credited > inv.amount) {
     return DomainError(
         absl::StatusCode::kFailedPrecondition, reason::kCreditExceedsInvoice,
-        absl::StrCat("credits for invoice \"", memo.original_invoice_id(),
-                     "\" would total ", FormatMicros(credited, memo.currency_code()),
+        absl::StrCat("credits for invoice ", Quote(memo.original_invoice_id()),
+                     " would total ",
+                     FormatMicros(credited, memo.currency_code()),
                      ", more than its ",
                      FormatMicros(inv.amount, memo.currency_code())));
   }
@@ -865,8 +868,8 @@ absl::StatusOr<Decision> DecideRecordInvoice(const AccountState& state,
     }
     return DomainError(absl::StatusCode::kAlreadyExists,
                        reason::kInvoiceIdConflict,
-                       absl::StrCat("invoice \"", invoice.invoice_id(),
-                                    "\" was already recorded with different "
+                       absl::StrCat("invoice ", Quote(invoice.invoice_id()),
+                                    " was already recorded with different "
                                     "content"));
   }
   if (invoice.kind() == v1::INVOICE_KIND_CREDIT_MEMO) {
@@ -880,15 +883,15 @@ absl::StatusOr<Decision> DecideRecordInvoice(const AccountState& state,
 absl::StatusOr<Decision> DecideMarketplace(
     const AccountState& state, const RecordMarketplaceTransaction& cmd,
     absl::Time now) {
-  RETURN_IF_ERROR(CheckLength("transaction_id", cmd.transaction_id,
-                              kMaxInvoiceId, true));
+  RETURN_IF_ERROR(
+      ValidateId(cmd.transaction_id, "transaction_id", kMaxInvoiceId));
   RETURN_IF_ERROR(CheckLength("purchase_order_id", cmd.purchase_order_id,
                               kMaxMarketplacePurchaseOrderId, false));
   RETURN_IF_ERROR(CheckLength("bill_from", cmd.bill_from, kMaxEntityName, true));
   if (!IsCurrencyCode(cmd.currency_code)) {
-    return InvalidField("amount.currency_code",
-                        absl::StrCat("\"", cmd.currency_code,
-                                     "\" is not an ISO 4217 code"));
+    return InvalidField(
+        "amount.currency_code",
+        absl::StrCat(Quote(cmd.currency_code), " is not an ISO 4217 code"));
   }
   ASSIGN_OR_RETURN(YearMonth month, YearMonth::Parse(cmd.month, "month"));
   if (cmd.amount_micros < 0) {
@@ -917,12 +920,11 @@ absl::StatusOr<Decision> DecideMarketplace(
       d.duplicate_of_version = existing->second.recorded_version;
       return d;
     }
-    return DomainError(absl::StatusCode::kAlreadyExists,
-                       reason::kTransactionIdConflict,
-                       absl::StrCat("marketplace transaction \"",
-                                    cmd.transaction_id,
-                                    "\" was already recorded with different "
-                                    "content"));
+    return DomainError(
+        absl::StatusCode::kAlreadyExists, reason::kTransactionIdConflict,
+        absl::StrCat("marketplace transaction ", Quote(cmd.transaction_id),
+                     " was already recorded with different "
+                     "content"));
   }
   record.set_content_digest(digest);
   record.set_line_number(0);
@@ -948,21 +950,21 @@ absl::StatusOr<Decision> DecideMarketplace(
   if (po_it != state.purchase_orders.end()) {
     const PurchaseOrderState& po = po_it->second;
     if (static_cast<int>(po.lines.size()) >= kMaxLineItems) {
-      return not_associated(reason::kLineItemLimit,
-                            absl::StrCat("purchase order \"", po.id,
-                                         "\" already has ", kMaxLineItems,
-                                         " line items"));
+      return not_associated(
+          reason::kLineItemLimit,
+          absl::StrCat("purchase order ", Quote(po.id), " already has ",
+                       kMaxLineItems, " line items"));
     }
     if (month > po.expiration) {
-      return not_associated(
-          reason::kLineItemOutsideWindow,
-          absl::StrCat("purchase order \"", po.id, "\" ends ",
-                       po.expiration.ToString(), ", before ", month.ToString()));
+      return not_associated(reason::kLineItemOutsideWindow,
+                            absl::StrCat("purchase order ", Quote(po.id),
+                                         " ends ", po.expiration.ToString(),
+                                         ", before ", month.ToString()));
     }
     if (po.header.currency_code() != cmd.currency_code) {
       return not_associated(
           "CURRENCY_MISMATCH",
-          absl::StrCat("purchase order \"", po.id, "\" is in ",
+          absl::StrCat("purchase order ", Quote(po.id), " is in ",
                        po.header.currency_code(), ", the transaction in ",
                        cmd.currency_code));
     }
@@ -1090,23 +1092,31 @@ std::vector<v1::ScheduledReminder> PlanReminders(YearMonth expiration,
   return out;
 }
 
-absl::Status ValidatePurchaseOrderId(absl::string_view id,
-                                     absl::string_view field) {
-  if (id.empty() || id.size() > 100) {
-    return InvalidField(field, absl::StrCat("must be 1 to 100 characters, not ",
-                                            id.size()));
+absl::Status ValidateId(absl::string_view id, absl::string_view field,
+                        size_t max_chars) {
+  if (id.empty() || id.size() > max_chars) {
+    return InvalidField(
+        field, absl::StrCat("must be 1 to ", max_chars, " characters, not ",
+                            CharCount(id)));
   }
-  for (char c : id) {
-    const unsigned char u = static_cast<unsigned char>(c);
+  for (size_t i = 0; i < id.size(); ++i) {
+    const unsigned char u = static_cast<unsigned char>(id[i]);
     if (!absl::ascii_isalnum(u) &&
-        std::string_view(" _.:/=+-%@#").find(c) == std::string_view::npos) {
+        std::string_view(kIdPunctuation).find(id[i]) ==
+            std::string_view::npos) {
       return InvalidField(
-          field, absl::StrCat("character '", std::string(1, c),
-                              "' is not allowed (letters, digits, space and "
+          field, absl::StrCat("character ", QuoteFirstChar(id.substr(i)),
+                              " at byte ", i,
+                              " is not allowed (letters, digits, space and "
                               "_.:/=+-%@# are)"));
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status ValidatePurchaseOrderId(absl::string_view id,
+                                     absl::string_view field) {
+  return ValidateId(id, field, 100);
 }
 
 absl::Status ValidateEmail(absl::string_view email, absl::string_view field) {
@@ -1130,8 +1140,8 @@ absl::Status ValidateEmail(absl::string_view email, absl::string_view field) {
     }
   }
   if (!ok) {
-    return InvalidField(field, absl::StrCat("\"", email,
-                                            "\" is not an e-mail address"));
+    return InvalidField(
+        field, absl::StrCat(Quote(email), " is not an e-mail address"));
   }
   return absl::OkStatus();
 }

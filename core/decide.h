@@ -41,10 +41,24 @@ absl::StatusOr<Decision> Decide(const AccountState& state,
 std::vector<v1::ScheduledReminder> PlanReminders(YearMonth expiration,
                                                  absl::Time now);
 
-// Returns INVALID_ARGUMENT unless `id` is 1-100 characters from letters,
-// digits, space and _.:/=+-%@#.
+// The characters every id may hold (purchase order, invoice, credit memo
+// original, marketplace transaction and request ids): ASCII letters,
+// digits, space and these.
+inline constexpr char kIdPunctuation[] = " _.:/=+-%@#";
+
+// Returns INVALID_ARGUMENT (naming `field`) unless `id` is 1 to
+// `max_chars` characters of letters, digits and kIdPunctuation; the
+// message names the first other character escaped, never as itself.
+absl::Status ValidateId(absl::string_view id, absl::string_view field,
+                        size_t max_chars);
+
+// ValidateId with the purchase order id's limit of 100 characters.
 absl::Status ValidatePurchaseOrderId(absl::string_view id,
                                      absl::string_view field);
+
+// Limits of the other ids.
+inline constexpr size_t kMaxInvoiceId = 128;
+inline constexpr size_t kMaxRequestId = 128;
 
 // Returns INVALID_ARGUMENT unless `email` is a plausible address.
 absl::Status ValidateEmail(absl::string_view email, absl::string_view field);

@@ -53,6 +53,11 @@ inline constexpr absl::string_view kCreditExceedsInvoice =
     "CREDIT_EXCEEDS_INVOICE";
 inline constexpr absl::string_view kTransactionIdConflict =
     "MARKETPLACE_TRANSACTION_ID_CONFLICT";
+inline constexpr absl::string_view kInvoiceNotFound = "INVOICE_NOT_FOUND";
+// The request's bytes are not its message (gRPC left it unparsed).
+inline constexpr absl::string_view kMalformedRequest = "MALFORMED_REQUEST";
+// A list page token the server did not issue for this query.
+inline constexpr absl::string_view kInvalidPageToken = "INVALID_PAGE_TOKEN";
 }  // namespace reason
 
 // Returns INVALID_ARGUMENT "field: why" with reason INVALID_FIELD (or
@@ -63,6 +68,25 @@ absl::Status InvalidField(absl::string_view field, absl::string_view why,
 // Returns a status of `code` with `reason_code` attached.
 absl::Status DomainError(absl::StatusCode code, absl::string_view reason_code,
                          absl::string_view message);
+
+// Returns `value` quoted for a message: in double quotes, at most its first
+// 32 characters, each that is not printable escaped (\xNN for a byte that
+// is not UTF-8, \u{NNNN} for control, format and bidi-override characters,
+// \" and \\), then "... (N more bytes)" if cut. Always valid UTF-8 and
+// short, whatever `value` holds: error messages never echo raw input.
+std::string Quote(absl::string_view value);
+
+// Returns the first character of `text` quoted as Quote does, alone.
+std::string QuoteFirstChar(absl::string_view text);
+
+// Returns the number of characters (code points) of UTF-8 `text`; a byte
+// that is not UTF-8 counts as one.
+size_t CharCount(absl::string_view text);
+
+// Returns `message` made safe to send: valid UTF-8 (other bytes escaped as
+// \xNN) and at most `max_bytes` long (cut at a character boundary, with
+// "...").
+std::string SafeMessage(absl::string_view message, size_t max_bytes = 1024);
 
 // Returns the reason attached to `status`, or "" if none.
 std::string ReasonOf(const absl::Status& status);

@@ -260,8 +260,8 @@ absl::StatusOr<std::vector<std::string>> HeaderMask(
     if (!known) {
       return core::InvalidField(
           absl::StrCat("update_mask.paths[", i, "]"),
-          absl::StrCat("\"", mask.paths(i),
-                       "\" is not an updatable purchase order field"));
+          absl::StrCat(core::Quote(mask.paths(i)),
+                       " is not an updatable purchase order field"));
     }
     out.push_back(std::move(path));
   }
@@ -277,8 +277,8 @@ absl::StatusOr<std::vector<std::string>> LineMask(
     if (!known) {
       return core::InvalidField(
           absl::StrCat("update_mask.paths[", i, "]"),
-          absl::StrCat("\"", mask.paths(i),
-                       "\" is not an updatable line item field"));
+          absl::StrCat(core::Quote(mask.paths(i)),
+                       " is not an updatable line item field"));
     }
     out.push_back(mask.paths(i));
   }

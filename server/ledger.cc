@@ -92,17 +92,18 @@ absl::Status Ledger::Load() {
               !invoice.ParseFromArray(blob.data(), static_cast<int>(blob.size())) ||
               invoice.invoice_id() != key.substr(nul + 1)) {
             return absl::DataLossError(absl::StrCat(
-                "the snapshot of invoice \"", key.substr(nul + 1),
-                "\" of account \"", key.substr(0, nul),
-                "\" does not decode or has no account"));
+                "the snapshot of invoice ", core::Quote(key.substr(nul + 1)),
+                " of account ", core::Quote(key.substr(0, nul)),
+                " does not decode or has no account"));
           }
           return core::AddInvoiceSnapshot(account->second->state, invoice);
         }
         v1::AccountSnapshot a;
         if (!a.ParseFromArray(blob.data(), static_cast<int>(blob.size())) ||
             a.account_id() != key) {
-          return absl::DataLossError(absl::StrCat(
-              "the snapshot of account \"", key, "\" does not decode"));
+          return absl::DataLossError(absl::StrCat("the snapshot of account ",
+                                                  core::Quote(key),
+                                                  " does not decode"));
         }
         ASSIGN_OR_RETURN(core::AccountState state, core::FromSnapshot(a));
         auto account = std::make_unique<Account>();
@@ -206,9 +207,13 @@ void Ledger::ExecuteAsync(const RequestContext& ctx, core::Command command,
     done(std::move(s));
     return;
   }
-  if (ctx.request_id.size() > 128) {
-    done(core::InvalidField("request_id", "must be at most 128 characters"));
-    return;
+  if (!ctx.request_id.empty()) {
+    if (absl::Status s =
+            core::ValidateId(ctx.request_id, "request_id", core::kMaxRequestId);
+        !s.ok()) {
+      done(std::move(s));
+      return;
+    }
   }
   Account* account = FindOrCreate(ctx.account_id);
   {
@@ -332,8 +337,9 @@ bool Ledger::Start(Account* account, Pending p) {
         if (error.code() == absl::StatusCode::kAlreadyExists) {
           error = core::DomainError(
               absl::StatusCode::kAlreadyExists, "REQUEST_ID_CONFLICT",
-              absl::StrCat("request_id \"", a->pending->ctx.request_id,
-                           "\" was already used for a different request"));
+              absl::StrCat("request_id ",
+                           core::Quote(a->pending->ctx.request_id),
+                           " was already used for a different request"));
         }
         Post([this, a = std::shared_ptr<Appended>(std::move(a)),
               error = std::move(error)]() mutable {

@@ -16,6 +16,7 @@
 #include "grpcpp/server_builder.h"
 #include "server/clock.h"
 #include "server/ledger.h"
+#include "server/parse_failure_interceptor.h"
 #include "server/services.h"
 
 namespace poledger {
@@ -109,6 +110,11 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   builder.RegisterService(impl->notifications.get());
   builder.RegisterService(impl->event_log.get());
   builder.RegisterService(impl->admin.get());
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(NewParseFailureInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || impl->port == 0) {
     return absl::UnavailableError(

@@ -11,9 +11,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
+#include "core/decide.h"
 #include "core/errors.h"
 #include "core/proto_time.h"
 #include "server/convert.h"
+#include "server/page_token.h"
 #include "server/status_mapping.h"
 
 namespace poledger {
@@ -70,38 +72,27 @@ absl::StatusOr<int> PageSize(int32_t requested) {
   return std::min<int>(requested, kMaxPageSize);
 }
 
-// Page tokens are opaque to clients: base64 of the position to resume at.
-std::string MakeToken(const std::string& resume) {
-  return absl::WebSafeBase64Escape(resume);
-}
-
-absl::StatusOr<std::string> ParseToken(const std::string& token) {
-  std::string out;
-  if (!token.empty() && !absl::WebSafeBase64Unescape(token, &out)) {
-    return core::InvalidField("page_token", "is not a token this server issued");
-  }
-  return out;
-}
-
-absl::StatusOr<uint64_t> ParseNumberToken(const std::string& token) {
-  ASSIGN_OR_RETURN(std::string raw, ParseToken(token));
-  uint64_t n = 0;
-  if (!raw.empty() && !absl::SimpleAtoi(raw, &n)) {
-    return core::InvalidField("page_token", "is not a token this server issued");
-  }
-  return n;
+// The query a page token belongs to: the method and every request field
+// that selects what is listed (not the page size, which may change between
+// pages).
+std::string TokenQuery(absl::string_view method,
+                       std::initializer_list<absl::string_view> fields) {
+  std::string query(method);
+  for (absl::string_view f : fields) absl::StrAppend(&query, "\n", f.size(), ":", f);
+  return query;
 }
 
 absl::Status NotFound(const std::string& po_id) {
-  return core::DomainError(absl::StatusCode::kNotFound,
-                           core::reason::kPurchaseOrderNotFound,
-                           absl::StrCat("purchase order \"", po_id,
-                                        "\" not found"));
+  return core::DomainError(
+      absl::StatusCode::kNotFound, core::reason::kPurchaseOrderNotFound,
+      absl::StrCat("purchase order ", core::Quote(po_id), " not found"));
 }
 
 absl::StatusOr<v1::PurchaseOrder> CurrentPo(Ledger* ledger,
                                             const std::string& account_id,
                                             const std::string& po_id) {
+  RETURN_IF_ERROR(ValidateAccountId(account_id));
+  RETURN_IF_ERROR(core::ValidatePurchaseOrderId(po_id, "purchase_order_id"));
   std::optional<v1::PurchaseOrder> out;
   RETURN_IF_ERROR(ledger->Read(account_id, [&](const core::AccountState& s) {
     auto it = s.purchase_orders.find(po_id);
@@ -263,7 +254,11 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrders(
   return Reply(context, Unary(ctx_, response,
                               [&]() -> absl::StatusOr<v1::ListPurchaseOrdersResponse> {
     ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
-    ASSIGN_OR_RETURN(std::string after, ParseToken(request->page_token()));
+    const std::string query =
+        TokenQuery("ListPurchaseOrders",
+                   {request->account_id(), absl::StrCat(request->status())});
+    ASSIGN_OR_RETURN(std::string after,
+                     ParsePageToken(request->page_token(), query));
     if (!v1::PurchaseOrderStatus_IsValid(request->status())) {
       return core::InvalidField("status", "is not a purchase order status");
     }
@@ -277,8 +272,8 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrders(
               continue;
             }
             if (out.purchase_orders_size() == page_size) {
-              out.set_next_page_token(MakeToken(
-                  out.purchase_orders(page_size - 1).purchase_order_id()));
+              out.set_next_page_token(MakePageToken(
+                  query, out.purchase_orders(page_size - 1).purchase_order_id()));
               break;
             }
             *out.add_purchase_orders() =
@@ -400,7 +395,13 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrderInvoices(
   return Reply(context, Unary(ctx_, response,
                [&]() -> absl::StatusOr<v1::ListPurchaseOrderInvoicesResponse> {
     ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
-    ASSIGN_OR_RETURN(uint64_t after, ParseNumberToken(request->page_token()));
+    const std::string query =
+        TokenQuery("ListPurchaseOrderInvoices",
+                   {request->account_id(), request->purchase_order_id()});
+    ASSIGN_OR_RETURN(uint64_t after,
+                     ParseNumberPageToken(request->page_token(), query));
+    RETURN_IF_ERROR(core::ValidatePurchaseOrderId(request->purchase_order_id(),
+                                                  "purchase_order_id"));
     std::vector<uint64_t> versions;
     bool found = false;
     RETURN_IF_ERROR(ctx_->ledger()->Read(
@@ -423,7 +424,7 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrderInvoices(
     uint64_t last = 0;
     for (uint64_t v : versions) {
       if (out.invoices_size() == page_size) {
-        out.set_next_page_token(MakeToken(absl::StrCat(last)));
+        out.set_next_page_token(MakeNumberPageToken(query, last));
         break;
       }
       last = v;
@@ -481,6 +482,9 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::GetInvoice(
     grpc::CallbackServerContext* context, const v1::GetInvoiceRequest* request,
     v1::Invoice* response) {
   return Reply(context, Unary(ctx_, response, [&]() -> absl::StatusOr<v1::Invoice> {
+    RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
+    RETURN_IF_ERROR(core::ValidateId(request->invoice_id(), "invoice_id",
+                                     core::kMaxInvoiceId));
     uint64_t version = 0;
     RETURN_IF_ERROR(ctx_->ledger()->Read(
         request->account_id(), [&](const core::AccountState& s) {
@@ -489,8 +493,9 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::GetInvoice(
         }));
     if (version == 0) {
       return core::DomainError(
-          absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND",
-          absl::StrCat("invoice \"", request->invoice_id(), "\" not found"));
+          absl::StatusCode::kNotFound, core::reason::kInvoiceNotFound,
+          absl::StrCat("invoice ", core::Quote(request->invoice_id()),
+                       " not found"));
     }
     ASSIGN_OR_RETURN(std::vector<LoggedEvent> events,
                      ctx_->ledger()->ReadAccountEvents(request->account_id(),
@@ -553,7 +558,11 @@ grpc::Status NotificationServiceImpl::ListNotifications(
     v1::ListNotificationsResponse* response) {
   return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::ListNotificationsResponse> {
     ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
-    ASSIGN_OR_RETURN(uint64_t from, ParseNumberToken(request->page_token()));
+    const std::string query =
+        TokenQuery("ListNotifications",
+                   {request->account_id(), request->purchase_order_id()});
+    ASSIGN_OR_RETURN(uint64_t from,
+                     ParseNumberPageToken(request->page_token(), query));
     if (from == 0) from = 1;
     v1::ListNotificationsResponse out;
     // Scan the account's stream in chunks; stop at a full page.
@@ -576,7 +585,7 @@ grpc::Status NotificationServiceImpl::ListNotifications(
         *item->mutable_time() = core::ToProtoTime(e.time);
         *item->mutable_notification() = n;
         if (out.notifications_size() == page_size) {
-          out.set_next_page_token(MakeToken(absl::StrCat(from)));
+          out.set_next_page_token(MakeNumberPageToken(query, from));
           return out;
         }
       }
@@ -591,7 +600,12 @@ grpc::Status EventLogServiceImpl::ReadEvents(grpc::ServerContext*,
                                              v1::ReadEventsResponse* response) {
   return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::ReadEventsResponse> {
     ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
-    ASSIGN_OR_RETURN(uint64_t from, ParseNumberToken(request->page_token()));
+    std::string query = TokenQuery("ReadEvents", {request->account_id()});
+    for (const std::string& type : request->event_types()) {
+      absl::StrAppend(&query, "\n", type.size(), ":", type);
+    }
+    ASSIGN_OR_RETURN(uint64_t from,
+                     ParseNumberPageToken(request->page_token(), query));
     if (request->page_token().empty()) from = request->from_position();
     if (from == 0) from = 1;
     if (!request->account_id().empty()) {
@@ -627,7 +641,7 @@ grpc::Status EventLogServiceImpl::ReadEvents(grpc::ServerContext*,
       if (out.events_size() == page_size) break;
     }
     if (from <= out.head_position()) {
-      out.set_next_page_token(MakeToken(absl::StrCat(from)));
+      out.set_next_page_token(MakeNumberPageToken(query, from));
     }
     return out;
   });
@@ -638,6 +652,8 @@ grpc::Status EventLogServiceImpl::GetPurchaseOrderAt(
     v1::GetPurchaseOrderAtResponse* response) {
   return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::GetPurchaseOrderAtResponse> {
     RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
+    RETURN_IF_ERROR(core::ValidatePurchaseOrderId(request->purchase_order_id(),
+                                                  "purchase_order_id"));
     uint64_t position = 0;
     if (request->point_case() == v1::GetPurchaseOrderAtRequest::kPosition) {
       position = request->position();

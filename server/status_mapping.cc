@@ -11,7 +11,9 @@ namespace poledger {
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   const auto code = static_cast<grpc::StatusCode>(status.code());
-  const std::string message(status.message());
+  // Valid UTF-8 and bounded, whatever a message quotes: clients' metadata
+  // limits and decoders must never trip over an error.
+  const std::string message = core::SafeMessage(status.message());
   google::rpc::Status details;
   details.set_code(static_cast<int>(status.code()));
   details.set_message(message);
