@@ -32,6 +32,23 @@ struct ServerOptions {
   absl::Duration heartbeat_interval = absl::Seconds(5);
   // Largest request or response message.
   int max_message_bytes = 4 << 20;
+
+  // Connection limits: what a client that connects and then says nothing,
+  // or holds connections open unused, may take.
+  // A connection must finish its handshake (TLS, and the HTTP/2 preface
+  // with SETTINGS) within this, or it is closed.
+  absl::Duration handshake_timeout = absl::Seconds(10);
+  // A connection with no call in progress for this long is closed (with
+  // GOAWAY); streams in progress keep it open.
+  absl::Duration max_connection_idle = absl::Minutes(5);
+  // The server pings a quiet connection this often and closes it when the
+  // ping is not answered within keepalive_timeout.
+  absl::Duration keepalive_time = absl::Minutes(1);
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+  // Clients may ping at most this often (more often twice: GOAWAY).
+  absl::Duration min_client_ping_interval = absl::Seconds(10);
+  // Concurrent calls (streams) per connection; more wait for a free one.
+  int max_concurrent_streams = 1000;
 };
 
 class PoledgerServer {

@@ -58,6 +58,38 @@ int main(int argc, char** argv) {
                  "are cancelled")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  double handshake_seconds = 10;
+  double idle_seconds = 300;
+  double keepalive_seconds = 60;
+  double keepalive_timeout_seconds = 20;
+  double min_ping_seconds = 10;
+  app.add_option("--handshake-timeout-seconds", handshake_seconds,
+                 "A connection that has not completed its handshake (HTTP/2 "
+                 "preface and SETTINGS, TLS) by then is closed")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-connection-idle-seconds", idle_seconds,
+                 "A connection without a call in progress this long is closed "
+                 "(GOAWAY); open streams keep it")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--keepalive-seconds", keepalive_seconds,
+                 "The server pings a quiet connection this often")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--keepalive-timeout-seconds", keepalive_timeout_seconds,
+                 "A connection whose ping is not answered this long is closed")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--min-client-ping-seconds", min_ping_seconds,
+                 "Clients may ping at most this often (GOAWAY after two "
+                 "strikes)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-concurrent-streams", options.max_concurrent_streams,
+                 "Concurrent calls per connection")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -68,6 +100,11 @@ int main(int argc, char** argv) {
   }
   options.tick_interval = absl::Seconds(tick_seconds);
   options.heartbeat_interval = absl::Seconds(heartbeat_seconds);
+  options.handshake_timeout = absl::Seconds(handshake_seconds);
+  options.max_connection_idle = absl::Seconds(idle_seconds);
+  options.keepalive_time = absl::Seconds(keepalive_seconds);
+  options.keepalive_timeout = absl::Seconds(keepalive_timeout_seconds);
+  options.min_client_ping_interval = absl::Seconds(min_ping_seconds);
   if (auto clock = poledger::ParseClockFlag(options.clock); !clock.ok()) {
     std::fprintf(stderr, "%s\n", std::string(clock.status().message()).c_str());
     return 2;
