@@ -152,6 +152,7 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
       po.origin = e.origin();
       for (const v1::LineItemDefinition& def : e.line_items()) {
         ASSIGN_OR_RETURN(LineItemState line, MakeLine(def));
+        line.created_version = version;
         po.lines[def.line_number()] = std::move(line);
       }
       po.create_time = time;
@@ -207,6 +208,7 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
       const int32_t n = e.line_item().line_number();
       if (po->lines.count(n) > 0) return Inconsistent("line added twice");
       ASSIGN_OR_RETURN(LineItemState line, MakeLine(e.line_item()));
+      line.created_version = version;
       po->lines[n] = std::move(line);
       TouchByUser(*po, version, time);
       state.match_index.index.reset();
@@ -221,6 +223,7 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
       ASSIGN_OR_RETURN(LineItemState updated, MakeLine(e.line_item()));
       updated.invoiced = line->invoiced;
       updated.fired_thresholds = line->fired_thresholds;
+      updated.created_version = line->created_version;
       RearmThresholds(updated);
       *line = std::move(updated);
       TouchByUser(*po, version, time);
@@ -250,6 +253,7 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
         entry.purchase_order_id = po->id;
         entry.purchase_order_created_version = po->created_version;
         entry.line_number = e.line_number();
+        entry.line_created_version = line->created_version;
       }
       if (!state.invoices.emplace(e.invoice().invoice_id(), std::move(entry))
                .second) {
@@ -275,6 +279,7 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
         entry.purchase_order_id = po->id;
         entry.purchase_order_created_version = po->created_version;
         entry.line_number = e.line_number();
+        entry.line_created_version = line->created_version;
       }
       if (!state.invoices
                .emplace(e.credit_memo().invoice_id(), std::move(entry))
@@ -333,6 +338,7 @@ v1::InvoiceSnapshot ToInvoiceSnapshot(const std::string& invoice_id,
   i.set_purchase_order_id(inv.purchase_order_id);
   i.set_purchase_order_created_version(inv.purchase_order_created_version);
   i.set_line_number(inv.line_number);
+  i.set_line_created_version(inv.line_created_version);
   i.set_credited_micros(inv.credited);
   i.set_recorded_version(inv.recorded_version);
   return i;
@@ -348,6 +354,7 @@ absl::Status AddInvoiceSnapshot(AccountState& state,
   entry.purchase_order_id = i.purchase_order_id();
   entry.purchase_order_created_version = i.purchase_order_created_version();
   entry.line_number = i.line_number();
+  entry.line_created_version = i.line_created_version();
   entry.credited = i.credited_micros();
   entry.recorded_version = i.recorded_version();
   if (!state.invoices.emplace(i.invoice_id(), std::move(entry)).second) {
@@ -387,6 +394,7 @@ v1::AccountSnapshot ToSnapshot(const AccountState& state,
       *l->mutable_definition() = line.definition;
       l->set_total_value_micros(line.total_value);
       l->set_invoiced_micros(line.invoiced);
+      l->set_created_version(line.created_version);
       for (int32_t t : line.fired_thresholds) l->add_fired_thresholds(t);
     }
     *p->mutable_create_time() = ToProtoTime(po.create_time);
@@ -434,6 +442,7 @@ absl::StatusOr<AccountState> FromSnapshot(const v1::AccountSnapshot& snapshot) {
                          ": total value does not match its definition"));
       }
       line.invoiced = l.invoiced_micros();
+      line.created_version = l.created_version();
       line.fired_thresholds.assign(l.fired_thresholds().begin(),
                                    l.fired_thresholds().end());
       po.lines[l.definition().line_number()] = std::move(line);

@@ -44,6 +44,9 @@ struct LineItemState {
   int64_t invoiced = 0;     // Invoices minus credit memos, micros.
   // Thresholds (percent) crossed and not yet re-armed, ascending.
   std::vector<int32_t> fired_thresholds;
+  // Account version of the event that added the line: tells it apart from
+  // a later line with the same number (removed, then added again).
+  uint64_t created_version = 0;
 
   int64_t balance() const { return total_value - invoiced; }
 };
@@ -93,6 +96,7 @@ struct InvoiceEntry {
   std::string purchase_order_id;
   uint64_t purchase_order_created_version = 0;
   int32_t line_number = 0;
+  uint64_t line_created_version = 0;  // That line's created_version.
   int64_t credited = 0;  // Invoices: sum of their credit memos.
   uint64_t recorded_version = 0;  // Account version of its event.
 };

@@ -542,10 +542,17 @@ absl::StatusOr<Decision> DecideStatus(const AccountState& state,
                    FindPo(state, cmd.purchase_order_id));
   RETURN_IF_ERROR(CheckExpected(*po, cmd.expected_version));
   Events events(state, now);
-  if (po->status == cmd.status) return events.Take();  // Already there.
   using S = v1::PurchaseOrderStatus;
   const S from = po->status;
-  const S to = cmd.status;
+  S to = cmd.status;
+  // "Suspend" an Expired purchase order: the user means Suspended-expired
+  // (and a Suspended-expired one is suspended already).
+  if (to == v1::PURCHASE_ORDER_STATUS_SUSPENDED &&
+      (from == v1::PURCHASE_ORDER_STATUS_EXPIRED ||
+       from == v1::PURCHASE_ORDER_STATUS_SUSPENDED_EXPIRED)) {
+    to = v1::PURCHASE_ORDER_STATUS_SUSPENDED_EXPIRED;
+  }
+  if (from == to) return events.Take();  // Already there.
   const bool allowed =
       (from == v1::PURCHASE_ORDER_STATUS_ACTIVE &&
        to == v1::PURCHASE_ORDER_STATUS_SUSPENDED) ||
@@ -840,9 +847,15 @@ absl::StatusOr<Decision> DecideCreditMemo(const AccountState& state,
   *e->mutable_credit_memo() = memo;
   auto po_it = state.purchase_orders.find(inv.purchase_order_id);
   if (inv.purchase_order_id.empty() || po_it == state.purchase_orders.end() ||
-      po_it->second.created_version != inv.purchase_order_created_version ||
-      po_it->second.lines.count(inv.line_number) == 0) {
+      po_it->second.created_version != inv.purchase_order_created_version) {
     return events.Take();  // Nothing left to restore.
+  }
+  // The very line the invoice was charged to: one removed and added again
+  // with the same number was never charged it.
+  auto line_it = po_it->second.lines.find(inv.line_number);
+  if (line_it == po_it->second.lines.end() ||
+      line_it->second.created_version != inv.line_created_version) {
+    return events.Take();
   }
   const PurchaseOrderState& po = po_it->second;
   const LineItemState& line = po.lines.at(inv.line_number);

@@ -373,6 +373,51 @@ TEST(CreditMemoTest, ReusedPurchaseOrderIdGetsNoCredit) {
   EXPECT_EQ(account.po("po").lines.at(1).balance(), Units(1000));
 }
 
+// The case found by an independent model of the rules: a line removed and
+// added again with the same number is a new line; a credit memo for an
+// invoice charged to the old one restores nothing, and no balance rises
+// above its line's total value.
+TEST(CreditMemoTest, LineRemovedAndAddedAgainGetsNoCredit) {
+  Account account;
+  v1::PurchaseOrderHeader header = Header("2026-12", "2027-02", kAws, "USD");
+  header.add_bill_from(kEmea);
+  v1::LineItemDefinition blanket =
+      Line(10, v1::LINE_ITEM_TYPE_AWS_MARKETPLACE_BLANKET_USAGE, 1133,
+           "2027-02", "2027-02");
+  blanket.set_quantity(2);
+  account.Must(Create("PO-1", {blanket}, header));
+  RecordInvoice inv =
+      Invoice("INV-7", 70, v1::INVOICE_CATEGORY_MARKETPLACE, "2027-02");
+  inv.invoice.set_purchase_order_id("PO-1");
+  Decision recorded = account.Must(inv);
+  ASSERT_EQ(recorded.events[0].invoice_recorded().purchase_order_id(), "PO-1");
+  ASSERT_EQ(recorded.events[0].invoice_recorded().line_number(), 10);
+  account.Must(RemoveLineItem{"PO-1", 10});
+  account.Must(AddLineItem{
+      "PO-1", Line(10, v1::LINE_ITEM_TYPE_ALL, 1088, "2026-12", "2027-02")});
+  RecordInvoice memo = CreditMemo("CM-12", "INV-7", 70);
+  memo.invoice.set_billing_period("2027-02");
+  Decision d = account.Must(memo);
+  const v1::CreditMemoRecorded& cm = d.events[0].credit_memo_recorded();
+  EXPECT_EQ(cm.purchase_order_id(), "");
+  EXPECT_EQ(cm.line_number(), 0);
+  const LineItemState& line = account.po("PO-1").lines.at(10);
+  EXPECT_EQ(line.balance(), Units(1088));
+  EXPECT_EQ(line.balance(), line.total_value);
+}
+
+// Updating a line keeps its identity: credits still reach it.
+TEST(CreditMemoTest, UpdatedLineKeepsItsCredits) {
+  Account account;
+  account.Must(Create("po", {Line(1, kMonthly, 1000)}));
+  account.Must(Invoice("inv", 300));
+  v1::LineItemDefinition bigger = Line(1, kMonthly, 2000);
+  account.Must(UpdateLineItem{"po", bigger, {"amount"}});
+  Decision d = account.Must(CreditMemo("cm", "inv", 100));
+  EXPECT_EQ(d.events[0].credit_memo_recorded().line_number(), 1);
+  EXPECT_EQ(account.po("po").lines.at(1).balance(), Units(1800));
+}
+
 }  // namespace
 }  // namespace core
 }  // namespace poledger
