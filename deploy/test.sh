@@ -15,5 +15,12 @@ else
   build_dir="${BUILD_DIR:-build}"
 fi
 
+# The fuzzers for a bounded time first (POLEDGER_FUZZ_SECONDS each,
+# default 15; 0 skips them), so that CTest's summary closes the output.
+fuzz_seconds="${POLEDGER_FUZZ_SECONDS:-15}"
+if [[ "$fuzz_seconds" != 0 ]]; then
+  bash deploy/fuzz.sh "$fuzz_seconds"
+fi
+
 cd "$build_dir"
 ctest --output-on-failure --parallel 2 --timeout 600
