@@ -326,48 +326,46 @@ bool Ledger::Start(Account* account, Pending p) {
   store_->AppendAsync(
       std::move(request),
       [this, appended = std::shared_ptr<Appended>(std::move(appended))](
-          absl::StatusOr<AppendResult> result) mutable {
-        std::unique_ptr<Appended> a(new Appended(std::move(*appended)));
-        if (result.ok()) {
-          a->positions = *result;
-          OnAppended(std::move(a));
-          return;
-        }
-        absl::Status error = result.status();
-        if (error.code() == absl::StatusCode::kAlreadyExists) {
-          error = core::DomainError(
-              absl::StatusCode::kAlreadyExists, "REQUEST_ID_CONFLICT",
-              absl::StrCat("request_id ",
-                           core::Quote(a->pending->ctx.request_id),
-                           " was already used for a different request"));
-        }
-        Post([this, a = std::shared_ptr<Appended>(std::move(a)),
-              error = std::move(error)]() mutable {
-          Finish(a->account, *a->pending, std::move(error));
+          absl::StatusOr<AppendResult> result) {
+        // Off the store's commit thread: applying, answering and starting
+        // the account's next command run on the ledger's completion threads.
+        Post([this, appended, result = std::move(result)]() mutable {
+          OnAppended(std::move(appended), std::move(result));
         });
       });
   return false;
 }
 
-void Ledger::OnAppended(std::unique_ptr<Appended> appended) {
-  if (appended->positions.deduplicated) {
-    // The store found the request id committed before: those events are
-    // applied already; answer as the first time.
-    Post([this, a = std::shared_ptr<Appended>(std::move(appended))]() mutable {
-      absl::StatusOr<ExecuteResult> first = ReadAppended(a->positions);
-      Finish(a->account, *a->pending, std::move(first));
-    });
+void Ledger::OnAppended(std::shared_ptr<Appended> a,
+                        absl::StatusOr<AppendResult> result) {
+  if (!result.ok()) {
+    absl::Status error = result.status();
+    if (error.code() == absl::StatusCode::kAlreadyExists) {
+      error = core::DomainError(
+          absl::StatusCode::kAlreadyExists, "REQUEST_ID_CONFLICT",
+          absl::StrCat("request_id ", core::Quote(a->pending->ctx.request_id),
+                       " was already used for a different request"));
+    }
+    Finish(a->account, *a->pending, std::move(error));
     return;
   }
+  a->positions = *result;
+  if (a->positions.deduplicated) {
+    // The store found the request id committed before: those events are
+    // applied already; answer as the first time.
+    Finish(a->account, *a->pending, ReadAppended(a->positions));
+    return;
+  }
+  // In log order: a command whose turn has not come waits in waiting_, and
+  // the thread that applies the one before it applies it too.
   std::vector<std::shared_ptr<Appended>> applied;
   uint64_t last = 0;
   {
     absl::MutexLock lock(&apply_mu_);
-    const uint64_t first = appended->positions.first_position;
-    waiting_[first] = std::move(appended);
+    waiting_[a->positions.first_position] = std::move(a);
     while (!waiting_.empty() &&
            waiting_.begin()->first == applied_through_ + 1) {
-      std::unique_ptr<Appended> next = std::move(waiting_.begin()->second);
+      std::shared_ptr<Appended> next = std::move(waiting_.begin()->second);
       waiting_.erase(waiting_.begin());
       ApplyLocked(*next);
       applied_through_ = last = next->positions.last_position;
@@ -376,11 +374,8 @@ void Ledger::OnAppended(std::unique_ptr<Appended> appended) {
   }
   // Before the answers: once the last is answered, the ledger may go away.
   if (last != 0) MaybeSnapshot(last);
-  // Answers, and the accounts' next commands, off the store's thread.
-  for (std::shared_ptr<Appended>& a : applied) {
-    Post([this, a = std::move(a)]() mutable {
-      Finish(a->account, *a->pending, std::move(a->result));
-    });
+  for (std::shared_ptr<Appended>& done : applied) {
+    Finish(done->account, *done->pending, std::move(done->result));
   }
 }
 

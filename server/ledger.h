@@ -202,9 +202,11 @@ class Ledger {
     // Set once applied: the answer.
     absl::StatusOr<ExecuteResult> result;
   };
-  // The store's callback: applies appended commands in log order and hands
-  // their answers to the completion threads.
-  void OnAppended(std::unique_ptr<Appended> appended);
+  // Continues a command once the store has answered its append: applies
+  // appended commands in log order, answers them and runs their accounts'
+  // next commands. Runs on a completion thread.
+  void OnAppended(std::shared_ptr<Appended> appended,
+                  absl::StatusOr<AppendResult> result);
   // Applies one command's events to its account (copying the account into
   // a snapshot in progress first, if that one has not saved it yet).
   void ApplyLocked(Appended& appended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
@@ -271,7 +273,7 @@ class Ledger {
   // Lock order: apply_mu_, then an account's state_mu, then a Cut's mu.
   absl::Mutex apply_mu_;
   uint64_t applied_through_ ABSL_GUARDED_BY(apply_mu_) = 0;
-  std::map<uint64_t, std::unique_ptr<Appended>> waiting_
+  std::map<uint64_t, std::shared_ptr<Appended>> waiting_
       ABSL_GUARDED_BY(apply_mu_);
   DirtyAccounts dirty_ ABSL_GUARDED_BY(apply_mu_);
   Cut* cut_ ABSL_GUARDED_BY(apply_mu_) = nullptr;
