@@ -31,7 +31,7 @@
 #include "absl/time/time.h"
 #include "clients/audit.h"
 #include "clients/remote_event_store.h"
-#include "server/ledger.h"
+#include "ledger/ledger.h"
 
 namespace {
 

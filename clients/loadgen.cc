@@ -35,7 +35,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "clients/load_requests.h"
+#include "bench/load_requests.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "poledger/v1/invoices.grpc.pb.h"

@@ -7,7 +7,7 @@
 #include "eventstore/record_format.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
-#include "server/ledger.h"
+#include "ledger/ledger.h"
 
 namespace poledger {
 namespace {

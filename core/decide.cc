@@ -10,7 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/base/status_macros.h"
+#include "base/status_macros.h"
 #include "core/errors.h"
 #include "core/matching.h"
 #include "core/money.h"

@@ -6,7 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "core/base/status_macros.h"
+#include "base/status_macros.h"
 #include "eventstore/sha256.h"
 
 namespace poledger {

@@ -9,8 +9,8 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
-#include "core/base/status_macros.h"
-#include "core/base/thread_name.h"
+#include "base/status_macros.h"
+#include "base/thread_name.h"
 #include "eventstore/record_format.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"

@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "server/page_token.h"
+#include "api/page_token.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string input(reinterpret_cast<const char*>(data), size);

@@ -17,7 +17,7 @@
 #include "core/errors.h"
 #include "poledger/v1/invoices.pb.h"
 #include "poledger/v1/purchase_orders.pb.h"
-#include "server/convert.h"
+#include "api/convert.h"
 #include "fuzz/quiet_protobuf.h"
 
 namespace poledger {

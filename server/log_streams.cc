@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/errors.h"
 #include "core/proto_time.h"
-#include "server/convert.h"
+#include "api/convert.h"
 #include "server/services.h"
 #include "server/status_mapping.h"
 

@@ -14,7 +14,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/ledger.h"
+#include "ledger/ledger.h"
 #include "server/server.h"
 
 int main(int argc, char** argv) {

@@ -16,8 +16,8 @@
 #include "poledger/v1/invoices.grpc.pb.h"
 #include "poledger/v1/log.grpc.pb.h"
 #include "poledger/v1/purchase_orders.grpc.pb.h"
-#include "server/clock.h"
-#include "server/ledger.h"
+#include "ledger/clock.h"
+#include "ledger/ledger.h"
 
 namespace poledger {
 

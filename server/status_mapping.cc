@@ -1,43 +1,14 @@
 #include "server/status_mapping.h"
 
-#include <string>
-
-#include "core/errors.h"
-#include "google/rpc/error_details.pb.h"
-#include "google/rpc/status.pb.h"
+#include "api/error_model.h"
 
 namespace poledger {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  const auto code = static_cast<grpc::StatusCode>(status.code());
-  // Valid UTF-8 and bounded, whatever a message quotes: clients' metadata
-  // limits and decoders must never trip over an error.
-  const std::string message = core::SafeMessage(status.message());
-  google::rpc::Status details;
-  details.set_code(static_cast<int>(status.code()));
-  details.set_message(message);
-  google::rpc::ErrorInfo info;
-  std::string reason = core::ReasonOf(status);
-  if (reason.empty()) {
-    // Errors from below the domain (store, I/O) get their code's name.
-    reason = absl::StatusCodeToString(status.code());
-    for (char& c : reason) c = c == ' ' ? '_' : static_cast<char>(toupper(c));
-  }
-  info.set_reason(reason);
-  info.set_domain(kErrorDomain);
-  details.add_details()->PackFrom(info);
-  const std::string field = core::FieldOf(status);
-  if (!field.empty()) {
-    google::rpc::BadRequest bad;
-    google::rpc::BadRequest::FieldViolation* v = bad.add_field_violations();
-    v->set_field(field);
-    const size_t colon = message.find(": ");
-    v->set_description(colon == std::string::npos ? message
-                                                  : message.substr(colon + 2));
-    details.add_details()->PackFrom(bad);
-  }
-  return grpc::Status(code, message, details.SerializeAsString());
+  const google::rpc::Status details = api::ToRpcStatus(status);
+  return grpc::Status(static_cast<grpc::StatusCode>(details.code()),
+                      details.message(), details.SerializeAsString());
 }
 
 }  // namespace poledger

@@ -1,7 +1,5 @@
-// The one place where absl::Status becomes grpc::Status: same code and
-// message, plus google.rpc.Status details in the grpc-status-details-bin
-// trailer: an ErrorInfo with the stable reason (domain "poledger.dev") and,
-// for INVALID_ARGUMENT, a BadRequest naming the field.
+// absl::Status -> grpc::Status: api::ToRpcStatus's code and message, with
+// the google.rpc.Status itself in the grpc-status-details-bin trailer.
 //
 // Thread safety: pure function.
 #ifndef POLEDGER_SERVER_STATUS_MAPPING_H_
@@ -11,8 +9,6 @@
 #include "grpcpp/support/status.h"
 
 namespace poledger {
-
-inline constexpr char kErrorDomain[] = "poledger.dev";
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 

@@ -13,7 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/ledger.h"
+#include "ledger/ledger.h"
 #include "server/server.h"
 #include "tests/eventstore/store_test_util.h"
 #include "tests/testing/command.h"

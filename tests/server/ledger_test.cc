@@ -1,6 +1,6 @@
 // The application service over a real RocksDB store: commands, request-id
 // retries, restart from snapshot plus log, state at a past position.
-#include "server/ledger.h"
+#include "ledger/ledger.h"
 
 #include <atomic>
 #include <filesystem>

@@ -1,4 +1,4 @@
-#include "server/ledger.h"
+#include "ledger/ledger.h"
 
 #include <algorithm>
 #include <memory>
@@ -9,8 +9,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "core/base/status_macros.h"
-#include "core/base/thread_name.h"
+#include "base/status_macros.h"
+#include "base/thread_name.h"
 #include "core/decide.h"
 #include "core/errors.h"
 #include "core/proto_time.h"

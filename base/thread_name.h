@@ -1,8 +1,8 @@
 // Names the calling thread, as `top -H`, `ps -L`, perf and gdb show it.
 // Threads otherwise inherit the name of the thread that created them (for
 // a thread started from a gRPC callback, gRPC's "nexting_thread").
-#ifndef POLEDGER_CORE_BASE_THREAD_NAME_H_
-#define POLEDGER_CORE_BASE_THREAD_NAME_H_
+#ifndef POLEDGER_BASE_THREAD_NAME_H_
+#define POLEDGER_BASE_THREAD_NAME_H_
 
 #include <pthread.h>
 
@@ -16,4 +16,4 @@ inline void SetCurrentThreadName(const char* name) {
 
 }  // namespace poledger
 
-#endif  // POLEDGER_CORE_BASE_THREAD_NAME_H_
+#endif  // POLEDGER_BASE_THREAD_NAME_H_

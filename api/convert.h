@@ -4,8 +4,8 @@
 // name the request field in INVALID_ARGUMENT errors.
 //
 // Thread safety: pure functions.
-#ifndef POLEDGER_SERVER_CONVERT_H_
-#define POLEDGER_SERVER_CONVERT_H_
+#ifndef POLEDGER_API_CONVERT_H_
+#define POLEDGER_API_CONVERT_H_
 
 #include <string>
 
@@ -16,7 +16,7 @@
 #include "poledger/v1/invoices.pb.h"
 #include "poledger/v1/log.pb.h"
 #include "poledger/v1/purchase_orders.pb.h"
-#include "server/ledger.h"
+#include "ledger/ledger.h"
 
 namespace poledger {
 namespace convert {
@@ -63,4 +63,4 @@ absl::StatusOr<std::vector<std::string>> LineMask(
 }  // namespace convert
 }  // namespace poledger
 
-#endif  // POLEDGER_SERVER_CONVERT_H_
+#endif  // POLEDGER_API_CONVERT_H_

@@ -1,9 +1,9 @@
-#include "server/convert.h"
+#include "api/convert.h"
 
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/base/status_macros.h"
+#include "base/status_macros.h"
 #include "core/errors.h"
 #include "core/matching.h"
 #include "core/money.h"

@@ -19,11 +19,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "benchmark/benchmark.h"
-#include "clients/load_requests.h"
+#include "bench/load_requests.h"
 #include "eventstore/rocksdb_event_store.h"
-#include "server/clock.h"
-#include "server/convert.h"
-#include "server/ledger.h"
+#include "ledger/clock.h"
+#include "api/convert.h"
+#include "ledger/ledger.h"
 
 namespace poledger {
 namespace {

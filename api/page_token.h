@@ -7,8 +7,8 @@
 // client that forged one could only have asked for that page anyway.
 //
 // Thread safety: pure functions.
-#ifndef POLEDGER_SERVER_PAGE_TOKEN_H_
-#define POLEDGER_SERVER_PAGE_TOKEN_H_
+#ifndef POLEDGER_API_PAGE_TOKEN_H_
+#define POLEDGER_API_PAGE_TOKEN_H_
 
 #include <cstdint>
 #include <string>
@@ -34,4 +34,4 @@ absl::StatusOr<uint64_t> ParseNumberPageToken(absl::string_view token,
 
 }  // namespace poledger
 
-#endif  // POLEDGER_SERVER_PAGE_TOKEN_H_
+#endif  // POLEDGER_API_PAGE_TOKEN_H_

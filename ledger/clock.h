@@ -2,8 +2,8 @@
 // system; the manual clock moves only when told (tests, --clock=manual:...).
 //
 // Thread safety: both are safe for concurrent use.
-#ifndef POLEDGER_SERVER_CLOCK_H_
-#define POLEDGER_SERVER_CLOCK_H_
+#ifndef POLEDGER_LEDGER_CLOCK_H_
+#define POLEDGER_LEDGER_CLOCK_H_
 
 #include <string>
 
@@ -46,4 +46,4 @@ class ManualClock final : public Clock {
 
 }  // namespace poledger
 
-#endif  // POLEDGER_SERVER_CLOCK_H_
+#endif  // POLEDGER_LEDGER_CLOCK_H_

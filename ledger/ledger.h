@@ -10,8 +10,8 @@
 // commands of different accounts run, and group-commit, concurrently.
 //
 // Thread safety: safe for concurrent use.
-#ifndef POLEDGER_SERVER_LEDGER_H_
-#define POLEDGER_SERVER_LEDGER_H_
+#ifndef POLEDGER_LEDGER_LEDGER_H_
+#define POLEDGER_LEDGER_LEDGER_H_
 
 #include <cstdint>
 #include <atomic>
@@ -33,7 +33,7 @@
 #include "core/commands.h"
 #include "eventstore/event_store.h"
 #include "poledger/v1/events.pb.h"
-#include "server/clock.h"
+#include "ledger/clock.h"
 
 namespace poledger {
 
@@ -285,4 +285,4 @@ class Ledger {
 
 }  // namespace poledger
 
-#endif  // POLEDGER_SERVER_LEDGER_H_
+#endif  // POLEDGER_LEDGER_LEDGER_H_

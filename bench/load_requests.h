@@ -1,8 +1,8 @@
 // The requests poledger-loadgen sends, shared with server/ledger_bench.cc so
 // that the benchmark of the write path without gRPC does the same work as
 // the server under the load generator.
-#ifndef POLEDGER_CLIENTS_LOAD_REQUESTS_H_
-#define POLEDGER_CLIENTS_LOAD_REQUESTS_H_
+#ifndef POLEDGER_BENCH_LOAD_REQUESTS_H_
+#define POLEDGER_BENCH_LOAD_REQUESTS_H_
 
 #include <cstdint>
 #include <string>
@@ -49,4 +49,4 @@ inline void FillLoadInvoice(const std::string& id, int64_t seq,
 
 }  // namespace poledger
 
-#endif  // POLEDGER_CLIENTS_LOAD_REQUESTS_H_
+#endif  // POLEDGER_BENCH_LOAD_REQUESTS_H_

@@ -2,8 +2,8 @@
 //
 // Debian 12's Abseil (20220623) ships no status macros, so poledger keeps
 // this one small header. Safe to use from any thread (macros only).
-#ifndef POLEDGER_CORE_BASE_STATUS_MACROS_H_
-#define POLEDGER_CORE_BASE_STATUS_MACROS_H_
+#ifndef POLEDGER_BASE_STATUS_MACROS_H_
+#define POLEDGER_BASE_STATUS_MACROS_H_
 
 #include <utility>
 
@@ -33,4 +33,4 @@
   if (!statusor.ok()) return statusor.status();      \
   lhs = std::move(statusor).value()
 
-#endif  // POLEDGER_CORE_BASE_STATUS_MACROS_H_
+#endif  // POLEDGER_BASE_STATUS_MACROS_H_
