@@ -273,7 +273,8 @@ absl::StatusOr<std::vector<std::string>> LineMask(
   std::vector<std::string> out;
   for (int i = 0; i < mask.paths_size(); ++i) {
     bool known = false;
-    for (const char* f : core::kLineItemFields) known = known || mask.paths(i) == f;
+    for (const char* f : core::kLineItemFields)
+      known = known || mask.paths(i) == f;
     if (!known) {
       return core::InvalidField(
           absl::StrCat("update_mask.paths[", i, "]"),

@@ -13,10 +13,10 @@
 #include "core/account.h"
 #include "core/commands.h"
 #include "eventstore/event_store.h"
+#include "ledger/ledger.h"
 #include "poledger/v1/invoices.pb.h"
 #include "poledger/v1/log.pb.h"
 #include "poledger/v1/purchase_orders.pb.h"
-#include "ledger/ledger.h"
 
 namespace poledger {
 namespace convert {

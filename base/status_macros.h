@@ -15,18 +15,18 @@
 
 // Evaluates `expr` (an absl::Status) and returns it from the enclosing
 // function if it is not OK.
-#define RETURN_IF_ERROR(expr)                       \
-  do {                                              \
-    ::absl::Status poledger_status_ = (expr);       \
+#define RETURN_IF_ERROR(expr)                            \
+  do {                                                   \
+    ::absl::Status poledger_status_ = (expr);            \
     if (!poledger_status_.ok()) return poledger_status_; \
   } while (0)
 
 // Evaluates `rexpr` (an absl::StatusOr<T>); on error returns its status from
 // the enclosing function, otherwise moves the value into `lhs`, which may be
 // a declaration such as `auto x`.
-#define ASSIGN_OR_RETURN(lhs, rexpr)                                        \
-  ASSIGN_OR_RETURN_IMPL_(POLEDGER_STATUS_CONCAT_(poledger_statusor_, __LINE__), \
-                         lhs, rexpr)
+#define ASSIGN_OR_RETURN(lhs, rexpr) \
+  ASSIGN_OR_RETURN_IMPL_(            \
+      POLEDGER_STATUS_CONCAT_(poledger_statusor_, __LINE__), lhs, rexpr)
 
 #define ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \
   auto statusor = (rexpr);                           \

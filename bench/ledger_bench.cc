@@ -18,11 +18,11 @@
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "benchmark/benchmark.h"
+#include "api/convert.h"
 #include "bench/load_requests.h"
+#include "benchmark/benchmark.h"
 #include "eventstore/rocksdb_event_store.h"
 #include "ledger/clock.h"
-#include "api/convert.h"
 #include "ledger/ledger.h"
 
 namespace poledger {
@@ -40,9 +40,12 @@ double ProcessCpuSeconds() {
 // A ledger over a fresh RocksDB log in a temporary directory.
 class Fixture {
  public:
-  Fixture() : clock_(absl::FromCivil(absl::CivilSecond(2026, 6, 15), absl::UTCTimeZone())) {
+  Fixture()
+      : clock_(absl::FromCivil(absl::CivilSecond(2026, 6, 15),
+                               absl::UTCTimeZone())) {
     std::string pattern =
-        (std::filesystem::temp_directory_path() / "ledger_bench.XXXXXX").string();
+        (std::filesystem::temp_directory_path() / "ledger_bench.XXXXXX")
+            .string();
     if (mkdtemp(pattern.data()) == nullptr) std::abort();
     dir_ = pattern;
     RocksDbEventStoreOptions options;
@@ -114,7 +117,8 @@ void BM_RecordInvoice(benchmark::State& state) {
   for (int a = 0; a < kInFlight; ++a) {
     RequestContext ctx;
     ctx.account_id = absl::StrCat("acct-", a);
-    if (!ledger->Execute(ctx, *convert::ToCreate(LoadPurchaseOrder("base"), "")).ok()) {
+    if (!ledger->Execute(ctx, *convert::ToCreate(LoadPurchaseOrder("base"), ""))
+             .ok()) {
       std::abort();
     }
   }
@@ -126,16 +130,17 @@ void BM_RecordInvoice(benchmark::State& state) {
     absl::StatusOr<v1::InvoiceData> data =
         convert::ToInvoiceData(invoice, "invoice");
     if (!data.ok()) std::abort();
-    ledger->ExecuteAsync(
-        ctx, core::RecordInvoice{*std::move(data)},
-        [account = ctx.account_id, pending](absl::StatusOr<ExecuteResult> result) {
-          if (!result.ok() || result->events.empty()) std::abort();
-          absl::StatusOr<v1::Invoice> out =
-              convert::InvoiceOf(account, result->events.front());
-          if (!out.ok()) std::abort();
-          benchmark::DoNotOptimize(out);
-          pending->DecrementCount();
-        });
+    ledger->ExecuteAsync(ctx, core::RecordInvoice{*std::move(data)},
+                         [account = ctx.account_id,
+                          pending](absl::StatusOr<ExecuteResult> result) {
+                           if (!result.ok() || result->events.empty())
+                             std::abort();
+                           absl::StatusOr<v1::Invoice> out = convert::InvoiceOf(
+                               account, result->events.front());
+                           if (!out.ok()) std::abort();
+                           benchmark::DoNotOptimize(out);
+                           pending->DecrementCount();
+                         });
   });
 }
 BENCHMARK(BM_RecordInvoice)->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -9,14 +9,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "api/convert.h"
 #include "base/status_macros.h"
 #include "core/money.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "poledger/v1/snapshot.pb.h"
-#include "api/convert.h"
 #include "ledger/clock.h"
 #include "ledger/ledger.h"
+#include "poledger/v1/snapshot.pb.h"
 
 namespace poledger {
 namespace audit {

@@ -12,11 +12,11 @@
 #include "base/status_macros.h"
 #include "base/thread_name.h"
 #include "eventstore/record_format.h"
+#include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice_transform.h"
 #include "rocksdb/table.h"
-#include "rocksdb/cache.h"
 #include "rocksdb/write_batch.h"
 
 namespace poledger {

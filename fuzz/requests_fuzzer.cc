@@ -12,13 +12,13 @@
 #include <optional>
 #include <string>
 
+#include "api/convert.h"
 #include "core/account.h"
 #include "core/decide.h"
 #include "core/errors.h"
+#include "fuzz/quiet_protobuf.h"
 #include "poledger/v1/invoices.pb.h"
 #include "poledger/v1/purchase_orders.pb.h"
-#include "api/convert.h"
-#include "fuzz/quiet_protobuf.h"
 
 namespace poledger {
 namespace {

@@ -4,11 +4,10 @@
 #include <memory>
 #include <utility>
 
-#include "absl/synchronization/notification.h"
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "base/status_macros.h"
 #include "base/thread_name.h"
 #include "core/decide.h"
@@ -39,8 +38,8 @@ absl::Status ValidateAccountId(absl::string_view id) {
   for (char c : id) {
     if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' &&
         c != '_') {
-      return core::InvalidField(
-          "account_id", "may hold only letters, digits, '-' and '_'");
+      return core::InvalidField("account_id",
+                                "may hold only letters, digits, '-' and '_'");
     }
   }
   return absl::OkStatus();
@@ -81,36 +80,38 @@ absl::Status Ledger::Load() {
   absl::MutexLock lock(&accounts_mu_);
   ASSIGN_OR_RETURN(
       const uint64_t snapshot_position,
-      store_->ReadSnapshotParts([&](absl::string_view key,
-                                    absl::string_view blob)
-                                    ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        // An invoice: "<account id>\0<invoice id>", after its account.
-        if (const size_t nul = key.find('\0'); nul != key.npos) {
-          auto account = accounts_.find(key.substr(0, nul));
-          v1::InvoiceSnapshot invoice;
-          if (account == accounts_.end() ||
-              !invoice.ParseFromArray(blob.data(), static_cast<int>(blob.size())) ||
-              invoice.invoice_id() != key.substr(nul + 1)) {
-            return absl::DataLossError(absl::StrCat(
-                "the snapshot of invoice ", core::Quote(key.substr(nul + 1)),
-                " of account ", core::Quote(key.substr(0, nul)),
-                " does not decode or has no account"));
-          }
-          return core::AddInvoiceSnapshot(account->second->state, invoice);
-        }
-        v1::AccountSnapshot a;
-        if (!a.ParseFromArray(blob.data(), static_cast<int>(blob.size())) ||
-            a.account_id() != key) {
-          return absl::DataLossError(absl::StrCat("the snapshot of account ",
-                                                  core::Quote(key),
-                                                  " does not decode"));
-        }
-        ASSIGN_OR_RETURN(core::AccountState state, core::FromSnapshot(a));
-        auto account = std::make_unique<Account>();
-        account->state = std::move(state);
-        accounts_[a.account_id()] = std::move(account);
-        return absl::OkStatus();
-      }));
+      store_->ReadSnapshotParts(
+          [&](absl::string_view key,
+              absl::string_view blob) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            // An invoice: "<account id>\0<invoice id>", after its account.
+            if (const size_t nul = key.find('\0'); nul != key.npos) {
+              auto account = accounts_.find(key.substr(0, nul));
+              v1::InvoiceSnapshot invoice;
+              if (account == accounts_.end() ||
+                  !invoice.ParseFromArray(blob.data(),
+                                          static_cast<int>(blob.size())) ||
+                  invoice.invoice_id() != key.substr(nul + 1)) {
+                return absl::DataLossError(absl::StrCat(
+                    "the snapshot of invoice ",
+                    core::Quote(key.substr(nul + 1)), " of account ",
+                    core::Quote(key.substr(0, nul)),
+                    " does not decode or has no account"));
+              }
+              return core::AddInvoiceSnapshot(account->second->state, invoice);
+            }
+            v1::AccountSnapshot a;
+            if (!a.ParseFromArray(blob.data(), static_cast<int>(blob.size())) ||
+                a.account_id() != key) {
+              return absl::DataLossError(
+                  absl::StrCat("the snapshot of account ", core::Quote(key),
+                               " does not decode"));
+            }
+            ASSIGN_OR_RETURN(core::AccountState state, core::FromSnapshot(a));
+            auto account = std::make_unique<Account>();
+            account->state = std::move(state);
+            accounts_[a.account_id()] = std::move(account);
+            return absl::OkStatus();
+          }));
   last_snapshot_position_ = snapshot_position;
   absl::MutexLock apply_lock(&apply_mu_);
   uint64_t next = snapshot_position + 1;
@@ -133,10 +134,10 @@ absl::Status Ledger::Load() {
       // the position its earlier chunks recorded.
       if (record.stream_version <= account->state.version) continue;
       if (record.stream_version != account->state.version + 1) {
-        return absl::DataLossError(absl::StrCat(
-            "event at position ", record.position, " is version ",
-            record.stream_version, " of ", record.stream_id, ", expected ",
-            account->state.version + 1));
+        return absl::DataLossError(
+            absl::StrCat("event at position ", record.position, " is version ",
+                         record.stream_version, " of ", record.stream_id,
+                         ", expected ", account->state.version + 1));
       }
       absl::Status applied = core::Apply(account->state, logged.event);
       if (!applied.ok()) {
@@ -174,9 +175,9 @@ absl::StatusOr<ExecuteResult> Ledger::ReadAppended(
   ExecuteResult result;
   result.duplicate = appended.deduplicated;
   ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
-                   store_->ReadForward(appended.first_position,
-                                       appended.last_position -
-                                           appended.first_position + 1));
+                   store_->ReadForward(
+                       appended.first_position,
+                       appended.last_position - appended.first_position + 1));
   for (const RecordedEvent& r : records) {
     ASSIGN_OR_RETURN(LoggedEvent logged, Decode(r));
     result.events.push_back(std::move(logged));
@@ -249,8 +250,9 @@ std::optional<Ledger::Pending> Ledger::TakeNext(Account* account) {
 bool Ledger::Start(Account* account, Pending p) {
   const RequestContext& ctx = p.ctx;
   const std::string store_request_id =
-      ctx.request_id.empty() ? ""
-                             : absl::StrCat(ctx.account_id, "/", ctx.request_id);
+      ctx.request_id.empty()
+          ? ""
+          : absl::StrCat(ctx.account_id, "/", ctx.request_id);
   if (!store_request_id.empty()) {
     absl::StatusOr<std::optional<AppendResult>> earlier =
         store_->FindRequest(store_request_id);
@@ -467,8 +469,9 @@ absl::Status Ledger::Read(
 absl::StatusOr<std::vector<LoggedEvent>> Ledger::ReadAccountEvents(
     const std::string& account_id, uint64_t from_version, size_t limit) const {
   RETURN_IF_ERROR(ValidateAccountId(account_id));
-  ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
-                   store_->ReadStream(StreamOf(account_id), from_version, limit));
+  ASSIGN_OR_RETURN(
+      std::vector<RecordedEvent> records,
+      store_->ReadStream(StreamOf(account_id), from_version, limit));
   std::vector<LoggedEvent> out;
   for (const RecordedEvent& r : records) {
     ASSIGN_OR_RETURN(LoggedEvent logged, Decode(r));
@@ -502,16 +505,16 @@ std::vector<std::string> Ledger::AccountIds() {
   return ids;
 }
 
-absl::StatusOr<core::AccountState> RebuildAccountAt(const EventStore& store,
-                                                    const std::string& account_id,
-                                                    uint64_t position) {
+absl::StatusOr<core::AccountState> RebuildAccountAt(
+    const EventStore& store, const std::string& account_id, uint64_t position) {
   RETURN_IF_ERROR(ValidateAccountId(account_id));
   core::AccountState state;
   state.account_id = account_id;
   uint64_t next_version = 1;
   for (;;) {
-    ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
-                     store.ReadStream(StreamOf(account_id), next_version, 1024));
+    ASSIGN_OR_RETURN(
+        std::vector<RecordedEvent> records,
+        store.ReadStream(StreamOf(account_id), next_version, 1024));
     if (records.empty()) break;
     for (const RecordedEvent& r : records) {
       if (r.position > position) return state;
@@ -571,7 +574,8 @@ size_t Ledger::AppendParts(const Account& account,
     auto it = state.invoices.find(id);
     if (it == state.invoices.end()) continue;  // Its event failed.
     SnapshotPart& invoice = parts.emplace_back();
-    invoice.key = absl::StrCat(state.account_id, absl::string_view("\0", 1), id);
+    invoice.key =
+        absl::StrCat(state.account_id, absl::string_view("\0", 1), id);
     core::ToInvoiceSnapshot(id, it->second).SerializeToString(&invoice.blob);
     bytes += invoice.key.size() + invoice.blob.size();
   }
@@ -644,7 +648,8 @@ absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
 
 void Ledger::MaybeSnapshot(uint64_t position) {
   if (options_.snapshot_every_events == 0 ||
-      position < last_snapshot_position_.load() + options_.snapshot_every_events) {
+      position <
+          last_snapshot_position_.load() + options_.snapshot_every_events) {
     return;
   }
   // In the background: a snapshot must not hold up the commits that call

@@ -13,15 +13,15 @@
 #ifndef POLEDGER_LEDGER_LEDGER_H_
 #define POLEDGER_LEDGER_LEDGER_H_
 
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
-#include <optional>
-#include <thread>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -32,8 +32,8 @@
 #include "core/account.h"
 #include "core/commands.h"
 #include "eventstore/event_store.h"
-#include "poledger/v1/events.pb.h"
 #include "ledger/clock.h"
+#include "poledger/v1/events.pb.h"
 
 namespace poledger {
 
@@ -48,9 +48,8 @@ std::string AccountOfStream(absl::string_view stream_id);
 
 // Rebuilds an account as of log position `position` (inclusive) from the
 // log alone. DATA_LOSS if an event does not decode or apply.
-absl::StatusOr<core::AccountState> RebuildAccountAt(const EventStore& store,
-                                                    const std::string& account_id,
-                                                    uint64_t position);
+absl::StatusOr<core::AccountState> RebuildAccountAt(
+    const EventStore& store, const std::string& account_id, uint64_t position);
 
 // Returns the position of the account's last event at or before `time`
 // (0 if none).
@@ -220,7 +219,8 @@ class Ledger {
   void MarkChanged(Account* account, const v1::AccountEvent& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   Account* FindOrCreate(const std::string& account_id);
-  absl::StatusOr<ExecuteResult> ReadAppended(const AppendResult& appended) const;
+  absl::StatusOr<ExecuteResult> ReadAppended(
+      const AppendResult& appended) const;
   void MaybeSnapshot(uint64_t position);
 
   // Accounts changed since the last snapshot, with the ids of their

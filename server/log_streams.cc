@@ -13,9 +13,9 @@
 #include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "api/convert.h"
 #include "core/errors.h"
 #include "core/proto_time.h"
-#include "api/convert.h"
 #include "server/services.h"
 #include "server/status_mapping.h"
 

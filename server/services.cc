@@ -10,12 +10,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "api/convert.h"
+#include "api/page_token.h"
 #include "base/status_macros.h"
 #include "core/decide.h"
 #include "core/errors.h"
 #include "core/proto_time.h"
-#include "api/convert.h"
-#include "api/page_token.h"
 #include "server/status_mapping.h"
 
 namespace poledger {

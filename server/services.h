@@ -13,11 +13,11 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "ledger/clock.h"
+#include "ledger/ledger.h"
 #include "poledger/v1/invoices.grpc.pb.h"
 #include "poledger/v1/log.grpc.pb.h"
 #include "poledger/v1/purchase_orders.grpc.pb.h"
-#include "ledger/clock.h"
-#include "ledger/ledger.h"
 
 namespace poledger {
 

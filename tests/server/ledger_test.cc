@@ -8,9 +8,9 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
-#include <string>
 
 #include "core/errors.h"
 #include "eventstore/rocksdb_event_store.h"
