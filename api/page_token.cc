@@ -24,7 +24,8 @@ std::string Tag(absl::string_view query, absl::string_view resume) {
 
 absl::Status NotIssued() {
   return core::InvalidField("page_token",
-                            "is not a token this server issued for this query");
+                            "is not a token this server issued for this query",
+                            core::reason::kInvalidPageToken);
 }
 
 }  // namespace

@@ -26,7 +26,9 @@ namespace core {
 inline constexpr absl::string_view kReasonPayload = "type.poledger.dev/reason";
 inline constexpr absl::string_view kFieldPayload = "type.poledger.dev/field";
 
-// Stable reasons (google.rpc.ErrorInfo.reason); clients branch on these.
+// Every stable reason (google.rpc.ErrorInfo.reason) the server sends:
+// clients branch on these, and README lists each with its code. Errors
+// without one get their code's name (DATA_LOSS, UNAVAILABLE, ...).
 namespace reason {
 inline constexpr absl::string_view kInvalidField = "INVALID_FIELD";
 inline constexpr absl::string_view kMoneyOverflow = "MONEY_OVERFLOW";
@@ -58,6 +60,12 @@ inline constexpr absl::string_view kInvoiceNotFound = "INVOICE_NOT_FOUND";
 inline constexpr absl::string_view kMalformedRequest = "MALFORMED_REQUEST";
 // A list page token the server did not issue for this query.
 inline constexpr absl::string_view kInvalidPageToken = "INVALID_PAGE_TOKEN";
+// Of the layers above the domain: the server is still loading its log;
+// SetTime/AdvanceTime on a real clock; a request id reused with other
+// content.
+inline constexpr absl::string_view kStarting = "STARTING";
+inline constexpr absl::string_view kClockNotManual = "CLOCK_NOT_MANUAL";
+inline constexpr absl::string_view kRequestIdConflict = "REQUEST_ID_CONFLICT";
 }  // namespace reason
 
 // Returns INVALID_ARGUMENT "field: why" with reason INVALID_FIELD (or

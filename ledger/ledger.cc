@@ -344,7 +344,7 @@ void Ledger::OnAppended(std::shared_ptr<Appended> a,
     absl::Status error = result.status();
     if (error.code() == absl::StatusCode::kAlreadyExists) {
       error = core::DomainError(
-          absl::StatusCode::kAlreadyExists, "REQUEST_ID_CONFLICT",
+          absl::StatusCode::kAlreadyExists, core::reason::kRequestIdConflict,
           absl::StrCat("request_id ", core::Quote(a->pending->ctx.request_id),
                        " was already used for a different request"));
     }

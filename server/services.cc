@@ -25,7 +25,7 @@ namespace {
 // status: the one helper every unary method goes through.
 grpc::Status NotReady() {
   return ToGrpcStatus(core::DomainError(
-      absl::StatusCode::kUnavailable, "STARTING",
+      absl::StatusCode::kUnavailable, core::reason::kStarting,
       "the server is still loading its event log; retry shortly"));
 }
 
@@ -731,7 +731,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetTime(
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   if (ctx_->manual_clock == nullptr) {
     return Reply(context, ToGrpcStatus(core::DomainError(
-        absl::StatusCode::kFailedPrecondition, "CLOCK_NOT_MANUAL",
+        absl::StatusCode::kFailedPrecondition, core::reason::kClockNotManual,
         "the server runs on the real clock; start it with "
         "--clock=manual:TIME to set time")));
   }
@@ -749,7 +749,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AdvanceTime(
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   if (ctx_->manual_clock == nullptr) {
     return Reply(context, ToGrpcStatus(core::DomainError(
-        absl::StatusCode::kFailedPrecondition, "CLOCK_NOT_MANUAL",
+        absl::StatusCode::kFailedPrecondition, core::reason::kClockNotManual,
         "the server runs on the real clock; start it with "
         "--clock=manual:TIME to advance time")));
   }

@@ -326,6 +326,7 @@ TEST_F(BadInputTest, PageTokensAreOnlyThoseIssuedForTheSameQuery) {
     const grpc::Status s = pos_->ListPurchaseOrders(&ctx, list, &page);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
     EXPECT_EQ(DetailsOf(s).field, "page_token");
+    EXPECT_EQ(DetailsOf(s).reason, "INVALID_PAGE_TOKEN");
   }
   {
     // Issued for another query: another account, another filter.
