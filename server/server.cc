@@ -11,6 +11,7 @@
 #include "base/status_macros.h"
 #include "base/thread_name.h"
 #include "eventstore/rocksdb_event_store.h"
+#include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -97,6 +98,10 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   impl->event_log = std::make_unique<EventLogServiceImpl>(&ctx);
   impl->admin = std::make_unique<AdminServiceImpl>(&ctx);
 
+  // gRPC's health service carries no protobuf descriptors of its own:
+  // without ours in the generated pool, reflection lists the service but
+  // cannot describe it, and grpcurl's health check fails.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
