@@ -6,9 +6,11 @@
 // idle. A slow subscriber only blocks its own handler in Write (gRPC flow
 // control): it holds no lock the writer needs and buffers at most one batch,
 // so it can neither stall appends nor grow memory. Every end of a stream
-// carries an explicit status: CANCELLED when the client went away,
-// UNAVAILABLE when the server shuts down (resume after the last position
-// received), or the store's error.
+// carries an explicit status, mapped as unary calls' are: CANCELLED when
+// the client went away, UNAVAILABLE when the server shuts down (resume
+// after the last position received) or is still loading (reason
+// STARTING), DATA_LOSS naming the position of a record that does not
+// decode, or the store's error.
 #include <algorithm>
 #include <functional>
 
@@ -26,18 +28,20 @@ constexpr size_t kBatch = 256;
 // Longest a waiting stream goes without checking for cancellation.
 constexpr absl::Duration kPollSlice = absl::Milliseconds(200);
 
+absl::Status ClientGone() {
+  return absl::CancelledError("client stopped reading");
+}
+
 // Calls `emit` for each record after `after`, forever, until the client
-// cancels, the server shuts down, `emit` fails or the store fails.
+// cancels, the server shuts down, `emit` fails (ClientGone() when a write
+// fails, DATA_LOSS for a record that does not decode) or the store fails.
 // `caught_up` and `heartbeat` write those markers with the head position.
 grpc::Status FollowLog(
     ServiceContext* ctx, grpc::ServerContext* context, uint64_t after,
-    const std::function<bool(const RecordedEvent&)>& emit,
+    const std::function<absl::Status(const RecordedEvent&)>& emit,
     const std::function<bool(uint64_t)>& caught_up,
     const std::function<bool(uint64_t)>& heartbeat) {
-  if (ctx->ledger() == nullptr) {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        "the server is still loading its event log");
-  }
+  if (ctx->ledger() == nullptr) return NotReady();
   EventStore* store = ctx->ledger()->store();
   uint64_t next = after + 1;
   bool sent_caught_up = false;
@@ -56,18 +60,14 @@ grpc::Status FollowLog(
     if (!batch.ok()) return ToGrpcStatus(batch.status());
     for (const RecordedEvent& r : *batch) {
       next = r.position + 1;
-      if (!emit(r)) {
-        return grpc::Status(grpc::StatusCode::CANCELLED,
-                            "client stopped reading");
+      if (absl::Status emitted = emit(r); !emitted.ok()) {
+        return ToGrpcStatus(emitted);
       }
       last_sent = absl::Now();
     }
     if (batch->size() == kBatch) continue;  // More to catch up on.
     if (!sent_caught_up) {
-      if (!caught_up(next - 1)) {
-        return grpc::Status(grpc::StatusCode::CANCELLED,
-                            "client stopped reading");
-      }
+      if (!caught_up(next - 1)) return ToGrpcStatus(ClientGone());
       sent_caught_up = true;
       last_sent = absl::Now();
     }
@@ -75,10 +75,7 @@ grpc::Status FollowLog(
     const absl::Time wake = std::min(heartbeat_at, absl::Now() + kPollSlice);
     const uint64_t head = store->WaitForPosition(next - 1, wake);
     if (head < next && absl::Now() >= heartbeat_at) {
-      if (!heartbeat(head)) {
-        return grpc::Status(grpc::StatusCode::CANCELLED,
-                            "client stopped reading");
-      }
+      if (!heartbeat(head)) return ToGrpcStatus(ClientGone());
       last_sent = absl::Now();
     }
   }
@@ -102,17 +99,17 @@ grpc::Status EventLogServiceImpl::SubscribeEvents(
       [&](const RecordedEvent& r) {
         if (!request->account_id().empty() &&
             AccountOfStream(r.stream_id) != request->account_id()) {
-          return true;
+          return absl::OkStatus();
         }
         if (!types.empty() &&
             std::find(types.begin(), types.end(), r.event_type) == types.end()) {
-          return true;
+          return absl::OkStatus();
         }
         v1::SubscribeEventsResponse response;
         absl::StatusOr<v1::Event> event = convert::EventOf(r);
-        if (!event.ok()) return false;
+        if (!event.ok()) return event.status();
         *response.mutable_event() = std::move(*event);
-        return writer->Write(response);
+        return writer->Write(response) ? absl::OkStatus() : ClientGone();
       },
       [&](uint64_t head) {
         v1::SubscribeEventsResponse response;
@@ -138,20 +135,24 @@ grpc::Status NotificationServiceImpl::SubscribeNotifications(
   return FollowLog(
       ctx_, context, request->after_position(),
       [&](const RecordedEvent& r) {
-        if (r.event_type != "notification_raised") return true;
+        if (r.event_type != "notification_raised") return absl::OkStatus();
         const std::string account = AccountOfStream(r.stream_id);
         if (!request->account_id().empty() && account != request->account_id()) {
-          return true;
+          return absl::OkStatus();
         }
         v1::AccountEvent event;
-        if (!event.ParseFromString(r.payload)) return false;
+        if (!event.ParseFromString(r.payload) ||
+            !event.has_notification_raised()) {
+          return absl::DataLossError(absl::StrCat(
+              "event at position ", r.position, " is not a notification"));
+        }
         v1::SubscribeNotificationsResponse response;
         v1::Notification* n = response.mutable_notification();
         n->set_position(r.position);
         n->set_account_id(account);
         *n->mutable_time() = core::ToProtoTime(r.timestamp);
         *n->mutable_notification() = event.notification_raised();
-        return writer->Write(response);
+        return writer->Write(response) ? absl::OkStatus() : ClientGone();
       },
       [&](uint64_t head) {
         v1::SubscribeNotificationsResponse response;

@@ -19,16 +19,17 @@
 #include "server/status_mapping.h"
 
 namespace poledger {
-namespace {
 
-// Runs a handler body returning absl::StatusOr<Response> and maps the
-// status: the one helper every unary method goes through.
 grpc::Status NotReady() {
   return ToGrpcStatus(core::DomainError(
       absl::StatusCode::kUnavailable, core::reason::kStarting,
       "the server is still loading its event log; retry shortly"));
 }
 
+namespace {
+
+// Runs a handler body returning absl::StatusOr<Response> and maps the
+// status: the one helper every unary method goes through.
 template <typename Response, typename Fn>
 grpc::Status Unary(const ServiceContext* ctx, Response* response, Fn&& fn) {
   if (ctx->ledger() == nullptr) return NotReady();

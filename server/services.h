@@ -26,6 +26,10 @@ inline constexpr int kDefaultPageSize = 100;
 inline constexpr int kMaxPageSize = 1000;
 
 // What every service shares.
+// UNAVAILABLE with reason STARTING: the event log is still loading. Every
+// method, unary or stream, answers this until the ledger is open.
+grpc::Status NotReady();
+
 struct ServiceContext {
   // Null until the ledger has loaded; calls meanwhile get UNAVAILABLE.
   std::atomic<Ledger*> ready_ledger{nullptr};

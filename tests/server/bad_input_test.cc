@@ -17,6 +17,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "eventstore/event_store.h"
 #include "gmock/gmock.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -25,6 +26,7 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "gtest/gtest.h"
+#include "ledger/ledger.h"
 #include "poledger/v1/invoices.grpc.pb.h"
 #include "poledger/v1/log.grpc.pb.h"
 #include "poledger/v1/purchase_orders.grpc.pb.h"
@@ -357,6 +359,44 @@ TEST_F(BadInputTest, PageTokensAreOnlyThoseIssuedForTheSameQuery) {
     grpc::ClientContext ctx3;
     EXPECT_EQ(log_->ReadEvents(&ctx3, read, &events).error_code(),
               grpc::StatusCode::INVALID_ARGUMENT);
+  }
+}
+
+// A record whose payload does not decode ends a stream with DATA_LOSS
+// naming its position, as a unary read would, not as a client that left.
+TEST_F(BadInputTest, StreamsEndWithDataLossAtARecordThatDoesNotDecode) {
+  AppendRequest append;
+  StreamAppend& stream = append.streams.emplace_back();
+  stream.stream_id = "account/999999999999";
+  stream.events.push_back({"notification_raised", "\xff\xff not an event", ""});
+  auto appended = server_->ledger()->store()->Append(append);
+  ASSERT_OK(appended);
+  const std::string position =
+      absl::StrCat("position ", appended->first_position);
+  {
+    grpc::ClientContext ctx;
+    v1::SubscribeEventsRequest req;
+    auto reader = log_->SubscribeEvents(&ctx, req);
+    v1::SubscribeEventsResponse item;
+    int events = 0;
+    while (reader->Read(&item)) events += item.has_event();
+    const grpc::Status s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr(position));
+    EXPECT_EQ(events, static_cast<int>(appended->first_position) - 1);
+    EXPECT_EQ(DetailsOf(s).reason, "DATA_LOSS");
+  }
+  {
+    auto notifications = v1::NotificationService::NewStub(channel_);
+    grpc::ClientContext ctx;
+    v1::SubscribeNotificationsRequest req;
+    auto reader = notifications->SubscribeNotifications(&ctx, req);
+    v1::SubscribeNotificationsResponse item;
+    while (reader->Read(&item)) {
+    }
+    const grpc::Status s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr(position));
   }
 }
 
