@@ -19,6 +19,7 @@
 #include "grpcpp/server_builder.h"
 #include "ledger/clock.h"
 #include "ledger/ledger.h"
+#include "server/log_tail.h"
 #include "server/parse_failure_interceptor.h"
 #include "server/services.h"
 
@@ -30,6 +31,7 @@ struct PoledgerServer::Impl {
   ManualClock* manual_clock = nullptr;
   std::unique_ptr<RocksDbEventStore> store;
   std::unique_ptr<Ledger> ledger;
+  std::unique_ptr<LogTail> tail;
   ServiceContext context;
   absl::Notification shutting_down;
   absl::Notification shut_down;
@@ -89,6 +91,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   ServiceContext& ctx = impl->context;
   ctx.manual_clock = impl->manual_clock;
   ctx.heartbeat_interval = options.heartbeat_interval;
+  ctx.stream_queue_records = static_cast<size_t>(options.stream_queue_records);
   ctx.shutting_down = &impl->shutting_down;
   ctx.start_time = absl::Now();
   ctx.version = "0.1.0";
@@ -168,6 +171,12 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       Ledger::Open(impl->store.get(), impl->clock.get(), ledger_options);
   if (!ledger.ok()) return fail(ledger.status());
   impl->ledger = std::move(*ledger);
+  // One tick a second: each stream's heartbeat is due within a second of
+  // its interval.
+  impl->tail = std::make_unique<LogTail>(
+      impl->store.get(),
+      std::min(absl::Seconds(1), options.heartbeat_interval));
+  ctx.tail.store(impl->tail.get(), std::memory_order_release);
   ctx.ready_ledger.store(impl->ledger.get(), std::memory_order_release);
 
   if (impl->manual_clock == nullptr) {
@@ -198,8 +207,9 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
   }
   impl_->server->GetHealthCheckService()->SetServingStatus(false);
   impl_->shutting_down.Notify();
-  // Streams notice within their poll slice and end with UNAVAILABLE;
-  // unary calls finish, or are cancelled after the grace period.
+  // Streams end at once with UNAVAILABLE (resume after their last
+  // position); unary calls finish, or are cancelled after the grace period.
+  if (impl_->tail != nullptr) impl_->tail->Stop();
   impl_->server->Shutdown(std::chrono::system_clock::now() +
                           absl::ToChronoMilliseconds(grace));
   if (impl_->scheduler.joinable()) impl_->scheduler.join();

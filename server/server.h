@@ -49,6 +49,9 @@ struct ServerOptions {
   absl::Duration min_client_ping_interval = absl::Seconds(10);
   // Concurrent calls (streams) per connection; more wait for a free one.
   int max_concurrent_streams = 1000;
+  // Records a subscription queues for a client that reads slowly; past
+  // that it reads them from the log again when the client catches up.
+  int stream_queue_records = 1024;
 };
 
 class PoledgerServer {

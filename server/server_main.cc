@@ -90,6 +90,11 @@ int main(int argc, char** argv) {
                  "Concurrent calls per connection")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--stream-queue-records", options.stream_queue_records,
+                 "Records a stream queues for a slow client before it reads "
+                 "them from the log again")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -21,15 +21,17 @@
 
 namespace poledger {
 
+class LogTail;
+
 // Limits on requests; anything larger is INVALID_ARGUMENT.
 inline constexpr int kDefaultPageSize = 100;
 inline constexpr int kMaxPageSize = 1000;
 
-// What every service shares.
 // UNAVAILABLE with reason STARTING: the event log is still loading. Every
 // method, unary or stream, answers this until the ledger is open.
 grpc::Status NotReady();
 
+// What every service shares.
 struct ServiceContext {
   // Null until the ledger has loaded; calls meanwhile get UNAVAILABLE.
   std::atomic<Ledger*> ready_ledger{nullptr};
@@ -43,6 +45,11 @@ struct ServiceContext {
   // Notified when the server begins to shut down: streams end with
   // UNAVAILABLE so that clients resume elsewhere or later.
   absl::Notification* shutting_down = nullptr;
+  // Records a stream queues for a slow client before it drops them and
+  // reads them from the store again.
+  size_t stream_queue_records = 1024;
+  // Follows the log for the streams; set with the ledger.
+  std::atomic<LogTail*> tail{nullptr};
   absl::Time start_time;
   std::string version;
 };
@@ -107,15 +114,18 @@ class InvoiceServiceImpl final : public v1::InvoiceService::CallbackService {
   ServiceContext* const ctx_;
 };
 
+// Streams run on the callback API (no thread each), unary methods on the
+// synchronous one.
 class NotificationServiceImpl final
-    : public v1::NotificationService::Service {
+    : public v1::NotificationService::WithCallbackMethod_SubscribeNotifications<
+          v1::NotificationService::Service> {
  public:
   explicit NotificationServiceImpl(ServiceContext* ctx) : ctx_(ctx) {}
 
-  grpc::Status SubscribeNotifications(
-      grpc::ServerContext* context,
-      const v1::SubscribeNotificationsRequest* request,
-      grpc::ServerWriter<v1::SubscribeNotificationsResponse>* writer) override;
+  grpc::ServerWriteReactor<v1::SubscribeNotificationsResponse>*
+  SubscribeNotifications(
+      grpc::CallbackServerContext* context,
+      const v1::SubscribeNotificationsRequest* request) override;
   grpc::Status ListNotifications(
       grpc::ServerContext* context, const v1::ListNotificationsRequest* request,
       v1::ListNotificationsResponse* response) override;
@@ -124,16 +134,18 @@ class NotificationServiceImpl final
   ServiceContext* const ctx_;
 };
 
-class EventLogServiceImpl final : public v1::EventLogService::Service {
+class EventLogServiceImpl final
+    : public v1::EventLogService::WithCallbackMethod_SubscribeEvents<
+          v1::EventLogService::Service> {
  public:
   explicit EventLogServiceImpl(ServiceContext* ctx) : ctx_(ctx) {}
 
   grpc::Status ReadEvents(grpc::ServerContext* context,
                           const v1::ReadEventsRequest* request,
                           v1::ReadEventsResponse* response) override;
-  grpc::Status SubscribeEvents(
-      grpc::ServerContext* context, const v1::SubscribeEventsRequest* request,
-      grpc::ServerWriter<v1::SubscribeEventsResponse>* writer) override;
+  grpc::ServerWriteReactor<v1::SubscribeEventsResponse>* SubscribeEvents(
+      grpc::CallbackServerContext* context,
+      const v1::SubscribeEventsRequest* request) override;
   grpc::Status GetPurchaseOrderAt(
       grpc::ServerContext* context, const v1::GetPurchaseOrderAtRequest* request,
       v1::GetPurchaseOrderAtResponse* response) override;

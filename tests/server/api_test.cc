@@ -100,6 +100,8 @@ class ApiTest : public ::testing::Test {
 
   void Start() {
     ServerOptions options;
+    // Small, so that slow-subscriber tests overflow and resync.
+    options.stream_queue_records = 64;
     options.listen = "127.0.0.1:0";
     options.data_dir = dir_.path() + "/data";
     options.clock = "manual:2026-02-01T00:00:00Z";
@@ -828,6 +830,75 @@ TEST_F(ApiTest, ASlowSubscriberBlocksNeitherAppendsNorOtherSubscribers) {
   }
   EXPECT_EQ(slow->Finish().error_code(), grpc::StatusCode::CANCELLED);
   fast->Finish();
+}
+
+// A subscriber that stopped reading while thousands of records were
+// written (more than it may queue) then reads on: it gets every record in
+// order, none twice, the overflow read again from the store.
+TEST_F(ApiTest, ASlowSubscriberResumesWithoutGapOrDuplicate) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po", 1000000000), &po).ok());
+  // A small receive window, so that the server's writes wait at once.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 10);
+  auto log = v1::EventLogService::NewStub(
+      grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext ctx;
+  auto slow = log->SubscribeEvents(&ctx, v1::SubscribeEventsRequest());
+  v1::SubscribeEventsResponse msg;
+  ASSERT_TRUE(slow->Read(&msg));
+  ASSERT_TRUE(msg.has_event());
+  constexpr int kInvoices = 1000;
+  for (int i = 0; i < kInvoices; ++i) {
+    v1::Invoice inv = NewInvoice(absl::StrCat("inv-", i), 1);
+    inv.set_tax_registration_number(std::string(50, 'x'));
+    v1::Invoice out;
+    ASSERT_TRUE(Record(inv, &out).ok()) << i;
+  }
+  uint64_t expected = 2;
+  int markers = 0;
+  while (expected <= kInvoices + 1 && slow->Read(&msg)) {
+    if (!msg.has_event()) {
+      ++markers;
+      continue;
+    }
+    ASSERT_EQ(msg.event().position(), expected);
+    ++expected;
+  }
+  EXPECT_EQ(expected, uint64_t{kInvoices} + 2);
+  EXPECT_LE(markers, 3);  // caught_up once, a heartbeat or two.
+  ctx.TryCancel();
+  while (slow->Read(&msg)) {
+  }
+  EXPECT_EQ(slow->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+// An idle stream gets heartbeats naming the head (200 ms here).
+TEST_F(ApiTest, AnIdleStreamGetsHeartbeats) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po", 1000), &po).ok());
+  grpc::ClientContext ctx;
+  v1::SubscribeNotificationsRequest req;
+  req.set_account_id(kAccount);
+  auto stream = notifications_->SubscribeNotifications(&ctx, req);
+  v1::SubscribeNotificationsResponse msg;
+  ASSERT_TRUE(stream->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+  const absl::Time start = absl::Now();
+  int heartbeats = 0;
+  while (heartbeats < 2 && stream->Read(&msg)) {
+    ASSERT_TRUE(msg.has_heartbeat());
+    EXPECT_EQ(msg.heartbeat().head_position(), 1u);
+    ++heartbeats;
+  }
+  EXPECT_EQ(heartbeats, 2);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  ctx.TryCancel();
+  while (stream->Read(&msg)) {
+  }
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
 
 }  // namespace
