@@ -1,4 +1,4 @@
-// The requests poledger-loadgen sends, shared with server/ledger_bench.cc so
+// The requests poledger-loadgen sends, shared with bench/ledger_bench.cc so
 // that the benchmark of the write path without gRPC does the same work as
 // the server under the load generator.
 #ifndef POLEDGER_BENCH_LOAD_REQUESTS_H_

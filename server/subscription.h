@@ -33,6 +33,7 @@
 #include "absl/synchronization/mutex.h"
 #include "eventstore/event_store.h"
 #include "grpcpp/support/server_callback.h"
+#include "ledger/ledger.h"
 #include "server/log_tail.h"
 #include "server/status_mapping.h"
 
@@ -228,23 +229,10 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
         continue;
       }
       if (read_to != 0) {
-        absl::StatusOr<std::vector<RecordedEvent>> batch =
-            store_->ReadForward(read_from, read_to - read_from + 1);
-        absl::MutexLock lock(&mu_);
-        if (!batch.ok() || batch->empty()) {
-          finishing_ = true;
-          end_ = batch.ok() ? absl::DataLossError(absl::StrCat(
-                                  "record at position ", read_from, " missing"))
-                            : batch.status();
-          continue;
-        }
-        for (RecordedEvent& r : *batch) {
-          if (r.position > read_to) break;
-          read_next_ = r.position + 1;
-          if (hooks_.wants(r)) {
-            catch_up_.push_back(
-                std::make_shared<const RecordedEvent>(std::move(r)));
-          }
+        if (!account_.empty()) {
+          ReadAccount(read_from, read_to);
+        } else {
+          ReadLog(read_from, read_to);
         }
         continue;
       }
@@ -269,6 +257,60 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
     }
   }
 
+  // Catching up on every account: the log itself from `from` through `to`.
+  void ReadLog(uint64_t from, uint64_t to) {
+    absl::StatusOr<std::vector<RecordedEvent>> batch =
+        store_->ReadForward(from, to - from + 1);
+    absl::MutexLock lock(&mu_);
+    if (!batch.ok() || batch->empty()) {
+      finishing_ = true;
+      end_ = batch.ok() ? absl::DataLossError(absl::StrCat(
+                              "record at position ", from, " missing"))
+                        : batch.status();
+      return;
+    }
+    for (RecordedEvent& r : *batch) {
+      if (r.position > to) break;
+      read_next_ = r.position + 1;
+      if (hooks_.wants(r)) {
+        catch_up_.push_back(
+            std::make_shared<const RecordedEvent>(std::move(r)));
+      }
+    }
+  }
+
+  // Catching up on one account: its stream only (not every account's
+  // records), from the stream version where the last read stopped.
+  void ReadAccount(uint64_t from, uint64_t to) {
+    uint64_t version;
+    {
+      absl::MutexLock lock(&mu_);
+      version = next_version_;
+    }
+    absl::StatusOr<std::vector<RecordedEvent>> batch = store_->ReadStream(
+        absl::StrCat(kAccountStreamPrefix, account_), version, kReadBatch);
+    absl::MutexLock lock(&mu_);
+    if (!batch.ok()) {
+      finishing_ = true;
+      end_ = batch.status();
+      return;
+    }
+    bool done = batch->size() < kReadBatch;
+    for (RecordedEvent& r : *batch) {
+      if (r.position > to) {
+        done = true;  // Offered live.
+        break;
+      }
+      next_version_ = r.stream_version + 1;
+      if (r.position < from) continue;  // Sent before.
+      if (hooks_.wants(r)) {
+        catch_up_.push_back(
+            std::make_shared<const RecordedEvent>(std::move(r)));
+      }
+    }
+    if (done) read_next_ = to + 1;
+  }
+
   EventStore* const store_;
   LogTail* const tail_;
   const std::string account_;
@@ -288,6 +330,8 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
   // last one to read (offers start after it).
   uint64_t read_next_ ABSL_GUARDED_BY(mu_);
   uint64_t through_ ABSL_GUARDED_BY(mu_) = 0;
+  // One account's catch-up: the next version of its stream to read.
+  uint64_t next_version_ ABSL_GUARDED_BY(mu_) = 1;
   // The last record written to the client.
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_);
   absl::Time last_write_ ABSL_GUARDED_BY(mu_) = absl::Now();
