@@ -36,6 +36,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "clients/channel.h"
 #include "core/money.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -208,7 +209,7 @@ int Run(const Options& options) {
   uint64_t sent = 0, skipped = 0;
   std::fprintf(stderr, "poledger-notifier: from position %llu\n",
                static_cast<unsigned long long>(checkpoint));
-  auto channel = grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials());
+  auto channel = NewClientChannel(options.server);
   auto stub = v1::NotificationService::NewStub(channel);
   absl::Duration delay = absl::Milliseconds(options.retry_initial_ms);
   const absl::Duration max_delay = absl::Milliseconds(options.retry_max_ms);

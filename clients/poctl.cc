@@ -34,6 +34,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "clients/channel.h"
 #include "core/money.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/rpc/error_details.pb.h"
@@ -456,7 +457,7 @@ int Main(int argc, char** argv) {
     return 2;
   }
 
-  auto channel = grpc::CreateChannel(g.server, grpc::InsecureChannelCredentials());
+  auto channel = NewClientChannel(g.server);
   auto pos = v1::PurchaseOrderService::NewStub(channel);
   auto invoices = v1::InvoiceService::NewStub(channel);
   auto notes = v1::NotificationService::NewStub(channel);

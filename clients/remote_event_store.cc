@@ -4,6 +4,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "clients/channel.h"
 #include "eventstore/record_format.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -53,8 +54,7 @@ absl::StatusOr<RecordedEvent> ToRecord(const v1::Event& e) {
 }  // namespace
 
 RemoteEventStore::RemoteEventStore(const std::string& address)
-    : stub_(v1::EventLogService::NewStub(
-          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {}
+    : stub_(v1::EventLogService::NewStub(NewClientChannel(address))) {}
 
 absl::StatusOr<std::vector<RecordedEvent>> RemoteEventStore::Read(
     uint64_t from, size_t limit, const std::string& account_id) const {
