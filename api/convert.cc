@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "core/decide.h"
 #include "core/errors.h"
 #include "core/matching.h"
 #include "core/money.h"
@@ -255,9 +256,7 @@ absl::StatusOr<std::vector<std::string>> HeaderMask(
   for (int i = 0; i < mask.paths_size(); ++i) {
     std::string path = mask.paths(i);
     if (path == "balance_thresholds") path = "balance_thresholds_percent";
-    bool known = false;
-    for (const char* f : core::kHeaderFields) known = known || path == f;
-    if (!known) {
+    if (!core::IsHeaderField(path)) {
       return core::InvalidField(
           absl::StrCat("update_mask.paths[", i, "]"),
           absl::StrCat(core::Quote(mask.paths(i)),

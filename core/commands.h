@@ -22,12 +22,9 @@ struct CreatePurchaseOrder {
   std::vector<v1::LineItemDefinition> line_items;
 };
 
-// Header field names accepted in update masks.
-inline constexpr const char* kHeaderFields[] = {
-    "description",      "bill_from", "tax_registration_numbers",
-    "currency_code",    "effective_month", "expiration_month",
-    "contacts",         "tags",      "balance_thresholds_percent",
-    "ship_to",          "bill_to"};
+// Header field names accepted in update masks: every field of
+// v1::PurchaseOrderHeader, by its descriptor (the one list; see
+// IsHeaderField in decide.h).
 
 struct UpdatePurchaseOrder {
   std::string purchase_order_id;

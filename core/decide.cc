@@ -1,5 +1,8 @@
 #include "core/decide.h"
 
+#include "google/protobuf/field_mask.pb.h"
+#include "google/protobuf/util/field_mask_util.h"
+
 #include <algorithm>
 #include <set>
 #include <string>
@@ -15,6 +18,8 @@
 #include "core/matching.h"
 #include "core/money.h"
 #include "core/proto_time.h"
+#include "google/protobuf/field_mask.pb.h"
+#include "google/protobuf/util/field_mask_util.h"
 
 namespace poledger {
 namespace core {
@@ -417,39 +422,26 @@ absl::StatusOr<Decision> DecideUpdate(const AccountState& state,
   ASSIGN_OR_RETURN(const PurchaseOrderState* po,
                    FindPo(state, cmd.purchase_order_id));
   v1::PurchaseOrderHeader header = po->header;
-  std::vector<std::string> mask = cmd.update_mask;
-  if (mask.empty()) mask.assign(std::begin(kHeaderFields), std::end(kHeaderFields));
-  for (size_t i = 0; i < mask.size(); ++i) {
-    const std::string& path = mask[i];
-    const v1::PurchaseOrderHeader& in = cmd.header;
-    if (path == "description") {
-      header.set_description(in.description());
-    } else if (path == "bill_from") {
-      *header.mutable_bill_from() = in.bill_from();
-    } else if (path == "tax_registration_numbers") {
-      *header.mutable_tax_registration_numbers() = in.tax_registration_numbers();
-    } else if (path == "currency_code") {
-      header.set_currency_code(in.currency_code());
-    } else if (path == "effective_month") {
-      header.set_effective_month(in.effective_month());
-    } else if (path == "expiration_month") {
-      header.set_expiration_month(in.expiration_month());
-    } else if (path == "contacts") {
-      *header.mutable_contacts() = in.contacts();
-    } else if (path == "tags") {
-      *header.mutable_tags() = in.tags();
-    } else if (path == "balance_thresholds_percent") {
-      *header.mutable_balance_thresholds_percent() =
-          in.balance_thresholds_percent();
-    } else if (path == "ship_to") {
-      *header.mutable_ship_to() = in.ship_to();
-    } else if (path == "bill_to") {
-      *header.mutable_bill_to() = in.bill_to();
-    } else {
-      return InvalidField(
-          absl::StrCat("update_mask[", i, "]"),
-          absl::StrCat(Quote(path), " is not an updatable field"));
+  if (cmd.update_mask.empty()) {
+    header = cmd.header;  // Every header field.
+  } else {
+    google::protobuf::FieldMask mask;
+    for (size_t i = 0; i < cmd.update_mask.size(); ++i) {
+      if (!IsHeaderField(cmd.update_mask[i])) {
+        return InvalidField(absl::StrCat("update_mask.paths[", i, "]"),
+                            absl::StrCat(Quote(cmd.update_mask[i]),
+                                         " is not an updatable purchase "
+                                         "order field"));
+      }
+      mask.add_paths(cmd.update_mask[i]);
     }
+    // Named fields take the new values whole: lists and addresses are
+    // replaced, not merged.
+    google::protobuf::util::FieldMaskUtil::MergeOptions options;
+    options.set_replace_message_fields(true);
+    options.set_replace_repeated_fields(true);
+    google::protobuf::util::FieldMaskUtil::MergeMessageTo(cmd.header, mask,
+                                                          options, &header);
   }
   RETURN_IF_ERROR(ValidateHeader(header));
   RETURN_IF_ERROR(CheckExpected(*po, cmd.expected_version));
@@ -1130,6 +1122,11 @@ absl::Status ValidateId(absl::string_view id, absl::string_view field,
 absl::Status ValidatePurchaseOrderId(absl::string_view id,
                                      absl::string_view field) {
   return ValidateId(id, field, 100);
+}
+
+bool IsHeaderField(absl::string_view path) {
+  return v1::PurchaseOrderHeader::descriptor()->FindFieldByName(
+             std::string(path)) != nullptr;
 }
 
 absl::Status ValidateEmail(absl::string_view email, absl::string_view field) {

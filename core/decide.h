@@ -52,6 +52,10 @@ inline constexpr char kIdPunctuation[] = " _.:/=+-%@#";
 absl::Status ValidateId(absl::string_view id, absl::string_view field,
                         size_t max_chars);
 
+// Whether `path` names a field of v1::PurchaseOrderHeader, all of which an
+// update mask may name.
+bool IsHeaderField(absl::string_view path);
+
 // ValidateId with the purchase order id's limit of 100 characters.
 absl::Status ValidatePurchaseOrderId(absl::string_view id,
                                      absl::string_view field);
