@@ -16,6 +16,7 @@
 #include "core/decide.h"
 #include "core/errors.h"
 #include "core/proto_time.h"
+#include "server/log_tail.h"
 #include "server/status_mapping.h"
 
 namespace poledger {
@@ -701,6 +702,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
   response->mutable_uptime()->set_seconds(absl::ToInt64Seconds(uptime));
   response->set_clock(ctx_->manual_clock != nullptr ? "manual" : "real");
   *response->mutable_now() = core::ToProtoTime(ctx_->ledger()->clock()->Now());
+  if (LogTail* tail = ctx_->tail.load(std::memory_order_acquire)) {
+    response->set_open_streams(tail->subscribers());
+  }
   return Reply(context, grpc::Status::OK);
 }
 

@@ -129,6 +129,7 @@ class ServerProcess {
   }
 
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
   std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
   std::string output() {
     std::lock_guard<std::mutex> lock(mu_);
