@@ -236,6 +236,9 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
         }
         continue;
       }
+      if (record == nullptr && !marker.has_value()) {
+        continue;  // Caught up again after a resync: no second marker.
+      }
       if (record != nullptr) {
         absl::StatusOr<Response> rendered = hooks_.render(*record);
         absl::MutexLock lock(&mu_);
