@@ -42,19 +42,33 @@ Response Heartbeat(uint64_t head) {
   return r;
 }
 
+// Starts a subscription of `account` ("" every account) after `after`
+// with `hooks` (its caught_up and heartbeat markers filled in here), or
+// refuses it: a malformed account filter, a server still loading.
+template <typename Response>
+grpc::ServerWriteReactor<Response>* Subscribe(
+    ServiceContext* ctx, const std::string& account, uint64_t after,
+    typename LogSubscription<Response>::Hooks hooks) {
+  if (absl::Status s = CheckAccountFilter(account); !s.ok()) {
+    return new Refused<Response>(ToGrpcStatus(s));
+  }
+  LogTail* tail = ctx->tail.load(std::memory_order_acquire);
+  if (ctx->ledger() == nullptr || tail == nullptr) {
+    return new Refused<Response>(NotReady());
+  }
+  hooks.caught_up = CaughtUp<Response>;
+  hooks.heartbeat = Heartbeat<Response>;
+  return LogSubscription<Response>::Start(
+      ctx->ledger()->store(), tail, account, after, ctx->heartbeat_interval,
+      ctx->stream_queue_records, std::move(hooks));
+}
+
 }  // namespace
 
 grpc::ServerWriteReactor<v1::SubscribeEventsResponse>*
 EventLogServiceImpl::SubscribeEvents(
     grpc::CallbackServerContext*, const v1::SubscribeEventsRequest* request) {
   using Response = v1::SubscribeEventsResponse;
-  if (absl::Status s = CheckAccountFilter(request->account_id()); !s.ok()) {
-    return new Refused<Response>(ToGrpcStatus(s));
-  }
-  LogTail* tail = ctx_->tail.load(std::memory_order_acquire);
-  if (ctx_->ledger() == nullptr || tail == nullptr) {
-    return new Refused<Response>(NotReady());
-  }
   const std::string account = request->account_id();
   const std::vector<std::string> types(request->event_types().begin(),
                                        request->event_types().end());
@@ -72,11 +86,8 @@ EventLogServiceImpl::SubscribeEvents(
     *response.mutable_event() = *std::move(event);
     return response;
   };
-  hooks.caught_up = CaughtUp<Response>;
-  hooks.heartbeat = Heartbeat<Response>;
-  return LogSubscription<Response>::Start(
-      ctx_->ledger()->store(), tail, account, request->after_position(),
-      ctx_->heartbeat_interval, ctx_->stream_queue_records, std::move(hooks));
+  return Subscribe<Response>(ctx_, account, request->after_position(),
+                             std::move(hooks));
 }
 
 grpc::ServerWriteReactor<v1::SubscribeNotificationsResponse>*
@@ -84,13 +95,6 @@ NotificationServiceImpl::SubscribeNotifications(
     grpc::CallbackServerContext*,
     const v1::SubscribeNotificationsRequest* request) {
   using Response = v1::SubscribeNotificationsResponse;
-  if (absl::Status s = CheckAccountFilter(request->account_id()); !s.ok()) {
-    return new Refused<Response>(ToGrpcStatus(s));
-  }
-  LogTail* tail = ctx_->tail.load(std::memory_order_acquire);
-  if (ctx_->ledger() == nullptr || tail == nullptr) {
-    return new Refused<Response>(NotReady());
-  }
   const std::string account = request->account_id();
   LogSubscription<Response>::Hooks hooks;
   hooks.wants = [account](const RecordedEvent& r) {
@@ -112,11 +116,8 @@ NotificationServiceImpl::SubscribeNotifications(
         std::move(*event.mutable_notification_raised());
     return response;
   };
-  hooks.caught_up = CaughtUp<Response>;
-  hooks.heartbeat = Heartbeat<Response>;
-  return LogSubscription<Response>::Start(
-      ctx_->ledger()->store(), tail, account, request->after_position(),
-      ctx_->heartbeat_interval, ctx_->stream_queue_records, std::move(hooks));
+  return Subscribe<Response>(ctx_, account, request->after_position(),
+                             std::move(hooks));
 }
 
 }  // namespace poledger

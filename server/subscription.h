@@ -65,10 +65,14 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
         new LogSubscription(store, tail, std::move(account), after,
                             heartbeat_interval, queue_limit, std::move(hooks));
     s->busy_ = true;  // Held until the first pump is done.
-    const uint64_t through = tail->Register(s);
+    // Catch up through the head as the client saw it, even where the tail
+    // has not offered that far yet: what it then offers again is skipped
+    // by position.
+    const uint64_t head = store->Head().position;
+    const uint64_t offered = tail->Register(s);
     {
       absl::MutexLock lock(&s->mu_);
-      s->through_ = through;
+      s->through_ = std::max(head, offered);
     }
     s->Pump();
     return s;
