@@ -92,7 +92,6 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   ctx.manual_clock = impl->manual_clock;
   ctx.heartbeat_interval = options.heartbeat_interval;
   ctx.stream_queue_records = static_cast<size_t>(options.stream_queue_records);
-  ctx.shutting_down = &impl->shutting_down;
   ctx.start_time = absl::Now();
   ctx.version = "0.1.0";
   impl->purchase_orders = std::make_unique<PurchaseOrderServiceImpl>(&ctx);

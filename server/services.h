@@ -11,7 +11,6 @@
 #include <atomic>
 #include <memory>
 
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "ledger/clock.h"
 #include "ledger/ledger.h"
@@ -42,9 +41,6 @@ struct ServiceContext {
   ManualClock* manual_clock = nullptr;
   // Streams send a heartbeat after this long without events.
   absl::Duration heartbeat_interval = absl::Seconds(5);
-  // Notified when the server begins to shut down: streams end with
-  // UNAVAILABLE so that clients resume elsewhere or later.
-  absl::Notification* shutting_down = nullptr;
   // Records a stream queues for a slow client before it drops them and
   // reads them from the store again.
   size_t stream_queue_records = 1024;
