@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "api/field_paths.h"
 #include "base/status_macros.h"
 #include "core/decide.h"
 #include "core/errors.h"
@@ -252,37 +253,16 @@ absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record) {
 
 absl::StatusOr<std::vector<std::string>> HeaderMask(
     const google::protobuf::FieldMask& mask) {
-  std::vector<std::string> out;
-  for (int i = 0; i < mask.paths_size(); ++i) {
-    std::string path = mask.paths(i);
-    if (path == "balance_thresholds") path = "balance_thresholds_percent";
-    if (!core::IsHeaderField(path)) {
-      return core::InvalidField(
-          absl::StrCat("update_mask.paths[", i, "]"),
-          absl::StrCat(core::Quote(mask.paths(i)),
-                       " is not an updatable purchase order field"));
-    }
-    out.push_back(std::move(path));
-  }
-  return out;
+  return api::DomainMask(mask, v1::PurchaseOrder::descriptor(),
+                         v1::PurchaseOrderHeader::descriptor(), "",
+                         "purchase order");
 }
 
 absl::StatusOr<std::vector<std::string>> LineMask(
     const google::protobuf::FieldMask& mask) {
-  std::vector<std::string> out;
-  for (int i = 0; i < mask.paths_size(); ++i) {
-    bool known = false;
-    for (const char* f : core::kLineItemFields)
-      known = known || mask.paths(i) == f;
-    if (!known) {
-      return core::InvalidField(
-          absl::StrCat("update_mask.paths[", i, "]"),
-          absl::StrCat(core::Quote(mask.paths(i)),
-                       " is not an updatable line item field"));
-    }
-    out.push_back(mask.paths(i));
-  }
-  return out;
+  return api::DomainMask(mask, v1::LineItem::descriptor(),
+                         v1::LineItemDefinition::descriptor(), "line_number",
+                         "line item");
 }
 
 }  // namespace convert

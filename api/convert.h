@@ -54,7 +54,8 @@ absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
 // A log record -> API event (decoding account payloads).
 absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record);
 
-// Update mask paths of the API (purchase order / line item) -> domain.
+// Update mask paths of the API (purchase order / line item) -> the domain
+// fields they name (see api::DomainMask).
 absl::StatusOr<std::vector<std::string>> HeaderMask(
     const google::protobuf::FieldMask& mask);
 absl::StatusOr<std::vector<std::string>> LineMask(

@@ -22,10 +22,6 @@ struct CreatePurchaseOrder {
   std::vector<v1::LineItemDefinition> line_items;
 };
 
-// Header field names accepted in update masks: every field of
-// v1::PurchaseOrderHeader, by its descriptor (the one list; see
-// IsHeaderField in decide.h).
-
 struct UpdatePurchaseOrder {
   std::string purchase_order_id;
   // The new values of the fields named in update_mask (all header fields
@@ -53,15 +49,11 @@ struct AddLineItem {
   std::optional<uint64_t> expected_version;
 };
 
-// Line item field names accepted in update masks.
-inline constexpr const char* kLineItemFields[] = {
-    "type",   "start_month", "end_month", "description", "balance_tracking",
-    "amount", "quantity",    "tax"};
-
 struct UpdateLineItem {
   std::string purchase_order_id;
   // Names the line (line_number) and carries the new values of the fields
-  // named in update_mask (all fields if the mask is empty).
+  // named in update_mask (field names of v1::LineItemDefinition; all fields
+  // if the mask is empty).
   v1::LineItemDefinition line_item;
   std::vector<std::string> update_mask;
   std::optional<uint64_t> expected_version;

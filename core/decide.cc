@@ -1,8 +1,5 @@
 #include "core/decide.h"
 
-#include "google/protobuf/field_mask.pb.h"
-#include "google/protobuf/util/field_mask_util.h"
-
 #include <algorithm>
 #include <set>
 #include <string>
@@ -422,27 +419,7 @@ absl::StatusOr<Decision> DecideUpdate(const AccountState& state,
   ASSIGN_OR_RETURN(const PurchaseOrderState* po,
                    FindPo(state, cmd.purchase_order_id));
   v1::PurchaseOrderHeader header = po->header;
-  if (cmd.update_mask.empty()) {
-    header = cmd.header;  // Every header field.
-  } else {
-    google::protobuf::FieldMask mask;
-    for (size_t i = 0; i < cmd.update_mask.size(); ++i) {
-      if (!IsHeaderField(cmd.update_mask[i])) {
-        return InvalidField(absl::StrCat("update_mask.paths[", i, "]"),
-                            absl::StrCat(Quote(cmd.update_mask[i]),
-                                         " is not an updatable purchase "
-                                         "order field"));
-      }
-      mask.add_paths(cmd.update_mask[i]);
-    }
-    // Named fields take the new values whole: lists and addresses are
-    // replaced, not merged.
-    google::protobuf::util::FieldMaskUtil::MergeOptions options;
-    options.set_replace_message_fields(true);
-    options.set_replace_repeated_fields(true);
-    google::protobuf::util::FieldMaskUtil::MergeMessageTo(cmd.header, mask,
-                                                          options, &header);
-  }
+  RETURN_IF_ERROR(MergeMasked(cmd.header, cmd.update_mask, "", &header));
   RETURN_IF_ERROR(ValidateHeader(header));
   RETURN_IF_ERROR(CheckExpected(*po, cmd.expected_version));
   const YearMonth effective = *YearMonth::Parse(header.effective_month(), "");
@@ -642,40 +619,8 @@ absl::StatusOr<Decision> DecideUpdateLine(const AccountState& state,
                      cmd.line_item.line_number()));
   }
   v1::LineItemDefinition line = it->second.definition;
-  const v1::LineItemDefinition& in = cmd.line_item;
-  std::vector<std::string> mask = cmd.update_mask;
-  if (mask.empty()) {
-    mask.assign(std::begin(kLineItemFields), std::end(kLineItemFields));
-  }
-  for (size_t i = 0; i < mask.size(); ++i) {
-    const std::string& path = mask[i];
-    if (path == "type") {
-      line.set_type(in.type());
-    } else if (path == "start_month") {
-      line.set_start_month(in.start_month());
-    } else if (path == "end_month") {
-      line.set_end_month(in.end_month());
-    } else if (path == "description") {
-      line.set_description(in.description());
-    } else if (path == "balance_tracking") {
-      line.set_balance_tracking(in.balance_tracking());
-    } else if (path == "amount") {
-      line.set_amount_micros(in.amount_micros());
-    } else if (path == "quantity") {
-      line.set_quantity(in.quantity());
-    } else if (path == "tax") {
-      line.clear_tax();
-      if (in.tax_case() == v1::LineItemDefinition::kTaxAmountMicros) {
-        line.set_tax_amount_micros(in.tax_amount_micros());
-      } else if (in.tax_case() == v1::LineItemDefinition::kTaxRatePpm) {
-        line.set_tax_rate_ppm(in.tax_rate_ppm());
-      }
-    } else {
-      return InvalidField(
-          absl::StrCat("update_mask[", i, "]"),
-          absl::StrCat(Quote(path), " is not an updatable line item field"));
-    }
-  }
+  RETURN_IF_ERROR(
+      MergeMasked(cmd.line_item, cmd.update_mask, "line_number", &line));
   RETURN_IF_ERROR(ValidateLine(line, "line_item."));
   RETURN_IF_ERROR(CheckExpected(*po, cmd.expected_version));
   RETURN_IF_ERROR(CheckLineWindow(line, po->effective, po->expiration,
@@ -1124,9 +1069,35 @@ absl::Status ValidatePurchaseOrderId(absl::string_view id,
   return ValidateId(id, field, 100);
 }
 
-bool IsHeaderField(absl::string_view path) {
-  return v1::PurchaseOrderHeader::descriptor()->FindFieldByName(
-             std::string(path)) != nullptr;
+absl::Status MergeMasked(const google::protobuf::Message& from,
+                         const std::vector<std::string>& mask,
+                         absl::string_view identity,
+                         google::protobuf::Message* to) {
+  const google::protobuf::Descriptor* type = to->GetDescriptor();
+  google::protobuf::FieldMask fields;
+  if (mask.empty()) {  // Every field but the identity.
+    for (int i = 0; i < type->field_count(); ++i) {
+      if (type->field(i)->name() != identity) {
+        fields.add_paths(type->field(i)->name());
+      }
+    }
+  }
+  for (size_t i = 0; i < mask.size(); ++i) {
+    if (mask[i] == identity || type->FindFieldByName(mask[i]) == nullptr) {
+      return InvalidField(
+          absl::StrCat("update_mask.paths[", i, "]"),
+          absl::StrCat(Quote(mask[i]), " is not an updatable ", "field"));
+    }
+    fields.add_paths(mask[i]);
+  }
+  // Named fields take the new values whole: lists and addresses are
+  // replaced, not merged; a field the new values leave unset is cleared.
+  google::protobuf::util::FieldMaskUtil::MergeOptions options;
+  options.set_replace_message_fields(true);
+  options.set_replace_repeated_fields(true);
+  google::protobuf::util::FieldMaskUtil::MergeMessageTo(from, fields, options,
+                                                        to);
+  return absl::OkStatus();
 }
 
 absl::Status ValidateEmail(absl::string_view email, absl::string_view field) {

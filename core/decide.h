@@ -52,9 +52,14 @@ inline constexpr char kIdPunctuation[] = " _.:/=+-%@#";
 absl::Status ValidateId(absl::string_view id, absl::string_view field,
                         size_t max_chars);
 
-// Whether `path` names a field of v1::PurchaseOrderHeader, all of which an
-// update mask may name.
-bool IsHeaderField(absl::string_view path);
+// Sets the fields of `to` that `mask` names (top-level field names of its
+// message, other than `identity`) to their values in `from`, a message of
+// the same type; an empty mask names every field but `identity`. An unknown
+// name is INVALID_ARGUMENT naming "update_mask.paths[i]" and changes nothing.
+absl::Status MergeMasked(const google::protobuf::Message& from,
+                         const std::vector<std::string>& mask,
+                         absl::string_view identity,
+                         google::protobuf::Message* to);
 
 // ValidateId with the purchase order id's limit of 100 characters.
 absl::Status ValidatePurchaseOrderId(absl::string_view id,

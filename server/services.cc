@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "api/convert.h"
+#include "api/field_paths.h"
 #include "api/page_token.h"
 #include "base/status_macros.h"
 #include "core/decide.h"
@@ -104,51 +105,27 @@ absl::StatusOr<v1::PurchaseOrder> CurrentPo(Ledger* ledger,
   return *std::move(out);
 }
 
-// Makes a domain error's field a path in the request: core names fields
-// relative to the message it checks ("effective_month"); the API names them
-// from the request ("purchase_order.effective_month").
-absl::Status InRequest(absl::Status status, absl::string_view prefix) {
-  const std::string field = core::FieldOf(status);
-  if (field.empty() || field == "account_id" || field == "request_id" ||
-      absl::StartsWith(field, "update_mask") ||
-      absl::StartsWith(field, prefix)) {
-    return status;
-  }
-  absl::Status out(status.code(),
-                   absl::StrCat(prefix, status.message()));
-  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
-    out.SetPayload(url, payload);
-  });
-  out.SetPayload(core::kFieldPayload, absl::Cord(absl::StrCat(prefix, field)));
-  return out;
-}
-
-template <typename T>
-absl::StatusOr<T> InRequest(absl::StatusOr<T> result, absl::string_view prefix) {
-  if (result.ok()) return result;
-  return InRequest(result.status(), prefix);
-}
-
 // Runs `command` through the Ledger without blocking and finishes the call
 // from its completion: with then(result) on success, or the error (its field
-// made a request path with `prefix`).
+// made a path in the request of `shape`).
 template <typename Response, typename Then>
 grpc::ServerUnaryReactor* ExecuteThen(ServiceContext* ctx,
                                       grpc::CallbackServerContext* context,
                                       const std::string& account_id,
                                       const std::string& request_id,
-                                      core::Command command, std::string prefix,
+                                      core::Command command,
+                                      api::RequestShape shape,
                                       Response* response, Then then) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Ledger* ledger = ctx->ledger();
   ledger->ExecuteAsync(
       ContextOf(context, account_id, request_id), std::move(command),
-      [reactor, response, prefix = std::move(prefix),
+      [reactor, response, shape,
        then = std::move(then)](absl::StatusOr<ExecuteResult> result) mutable {
         absl::StatusOr<Response> out =
             result.ok() ? then(*result) : absl::StatusOr<Response>(result.status());
         if (!out.ok()) {
-          reactor->Finish(ToGrpcStatus(InRequest(out.status(), prefix)));
+          reactor->Finish(ToGrpcStatus(api::InRequest(out.status(), shape)));
           return;
         }
         *response = *std::move(out);
@@ -158,16 +135,14 @@ grpc::ServerUnaryReactor* ExecuteThen(ServiceContext* ctx,
 }
 
 // Runs a purchase-order command and answers with the purchase order after.
-grpc::ServerUnaryReactor* ExecuteForPo(ServiceContext* ctx,
-                                       grpc::CallbackServerContext* context,
-                                       const std::string& account_id,
-                                       const std::string& request_id,
-                                       const std::string& po_id,
-                                       core::Command command, std::string prefix,
-                                       v1::PurchaseOrder* response) {
+grpc::ServerUnaryReactor* ExecuteForPo(
+    ServiceContext* ctx, grpc::CallbackServerContext* context,
+    const std::string& account_id, const std::string& request_id,
+    const std::string& po_id, core::Command command, api::RequestShape shape,
+    v1::PurchaseOrder* response) {
   Ledger* ledger = ctx->ledger();
   return ExecuteThen(ctx, context, account_id, request_id, std::move(command),
-                     std::move(prefix), response,
+                     shape, response,
                      [ledger, account_id, po_id](const ExecuteResult&) {
                        return CurrentPo(ledger, account_id, po_id);
                      });
@@ -176,17 +151,15 @@ grpc::ServerUnaryReactor* ExecuteForPo(ServiceContext* ctx,
 // Answers the error of a purchase-order command built from a request, or
 // runs the command and answers with the purchase order it names.
 template <typename Command>
-grpc::ServerUnaryReactor* ExecuteBuiltForPo(ServiceContext* ctx,
-                                            grpc::CallbackServerContext* context,
-                                            const std::string& account_id,
-                                            const std::string& request_id,
-                                            absl::StatusOr<Command> cmd,
-                                            std::string prefix,
-                                            v1::PurchaseOrder* response) {
+grpc::ServerUnaryReactor* ExecuteBuiltForPo(
+    ServiceContext* ctx, grpc::CallbackServerContext* context,
+    const std::string& account_id, const std::string& request_id,
+    absl::StatusOr<Command> cmd, api::RequestShape shape,
+    v1::PurchaseOrder* response) {
   if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
   const std::string po_id = cmd->purchase_order_id;
   return ExecuteForPo(ctx, context, account_id, request_id, po_id,
-                      *std::move(cmd), std::move(prefix), response);
+                      *std::move(cmd), shape, response);
 }
 
 std::optional<uint64_t> Expected(bool has, uint64_t value) {
@@ -235,9 +208,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::CreatePurchaseOrder(
   absl::StatusOr<core::CreatePurchaseOrder> cmd =
       valid.ok() ? convert::ToCreate(request->purchase_order(), "purchase_order")
                  : absl::StatusOr<core::CreatePurchaseOrder>(valid);
-  return ExecuteBuiltForPo(ctx_, context, request->account_id(),
-                           request->request_id(), std::move(cmd),
-                           "purchase_order.", response);
+  return ExecuteBuiltForPo(
+      ctx_, context, request->account_id(), request->request_id(),
+      std::move(cmd), {request->GetDescriptor(), "purchase_order"}, response);
 }
 
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::GetPurchaseOrder(
@@ -302,9 +275,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdatePurchaseOrder(
     return cmd;
   };
   absl::StatusOr<core::UpdatePurchaseOrder> cmd = build();
-  return ExecuteBuiltForPo(ctx_, context, request->account_id(),
-                           request->request_id(), std::move(cmd),
-                           "purchase_order.", response);
+  return ExecuteBuiltForPo(
+      ctx_, context, request->account_id(), request->request_id(),
+      std::move(cmd), {request->GetDescriptor(), "purchase_order"}, response);
 }
 
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdatePurchaseOrderStatus(
@@ -312,13 +285,13 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdatePurchaseOrderStatus(
     const v1::UpdatePurchaseOrderStatusRequest* request,
     v1::PurchaseOrder* response) {
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
-  return ExecuteForPo(
-      ctx_, context, request->account_id(), request->request_id(),
-      request->purchase_order_id(),
-      core::ChangePurchaseOrderStatus{
-          request->purchase_order_id(), request->status(),
-          Expected(request->has_expected_version(), request->expected_version())},
-      "", response);
+  return ExecuteForPo(ctx_, context, request->account_id(),
+                      request->request_id(), request->purchase_order_id(),
+                      core::ChangePurchaseOrderStatus{
+                          request->purchase_order_id(), request->status(),
+                          Expected(request->has_expected_version(),
+                                   request->expected_version())},
+                      {request->GetDescriptor(), ""}, response);
 }
 
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::DeletePurchaseOrder(
@@ -328,10 +301,10 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::DeletePurchaseOrder(
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   return ExecuteThen(
       ctx_, context, request->account_id(), request->request_id(),
-      core::DeletePurchaseOrder{
-          request->purchase_order_id(),
-          Expected(request->has_expected_version(), request->expected_version())},
-      "", response, [](const ExecuteResult&) {
+      core::DeletePurchaseOrder{request->purchase_order_id(),
+                                Expected(request->has_expected_version(),
+                                         request->expected_version())},
+      {request->GetDescriptor(), ""}, response, [](const ExecuteResult&) {
         return absl::StatusOr<google::protobuf::Empty>(google::protobuf::Empty());
       });
 }
@@ -352,8 +325,8 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::AddLineItem(
   };
   absl::StatusOr<core::AddLineItem> cmd = build();
   return ExecuteBuiltForPo(ctx_, context, request->account_id(),
-                           request->request_id(), std::move(cmd), "",
-                           response);
+                           request->request_id(), std::move(cmd),
+                           {request->GetDescriptor(), ""}, response);
 }
 
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdateLineItem(
@@ -373,8 +346,8 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdateLineItem(
   };
   absl::StatusOr<core::UpdateLineItem> cmd = build();
   return ExecuteBuiltForPo(ctx_, context, request->account_id(),
-                           request->request_id(), std::move(cmd), "",
-                           response);
+                           request->request_id(), std::move(cmd),
+                           {request->GetDescriptor(), ""}, response);
 }
 
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::RemoveLineItem(
@@ -384,10 +357,10 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::RemoveLineItem(
   return ExecuteForPo(
       ctx_, context, request->account_id(), request->request_id(),
       request->purchase_order_id(),
-      core::RemoveLineItem{
-          request->purchase_order_id(), request->line_number(),
-          Expected(request->has_expected_version(), request->expected_version())},
-      "", response);
+      core::RemoveLineItem{request->purchase_order_id(), request->line_number(),
+                           Expected(request->has_expected_version(),
+                                    request->expected_version())},
+      {request->GetDescriptor(), ""}, response);
 }
 
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrderInvoices(
@@ -466,7 +439,8 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordInvoice(
   const std::string account_id = request->account_id();
   return ExecuteThen(
       ctx_, context, account_id, request->request_id(),
-      core::RecordInvoice{*std::move(data)}, "invoice.", response,
+      core::RecordInvoice{*std::move(data)},
+      {request->GetDescriptor(), "invoice"}, response,
       [account_id](const ExecuteResult& result) -> absl::StatusOr<v1::Invoice> {
         const LoggedEvent* e =
             FindEvent(result, v1::AccountEvent::kInvoiceRecorded);
@@ -532,7 +506,7 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordMarketplaceTransaction(
   if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
   return ExecuteThen(
       ctx_, context, request->account_id(), request->request_id(),
-      *std::move(cmd), "transaction.", response,
+      *std::move(cmd), {request->GetDescriptor(), "transaction"}, response,
       [](const ExecuteResult& result)
           -> absl::StatusOr<v1::RecordMarketplaceTransactionResponse> {
         const LoggedEvent* e = FindEvent(

@@ -412,7 +412,7 @@ TEST(CreditMemoTest, UpdatedLineKeepsItsCredits) {
   account.Must(Create("po", {Line(1, kMonthly, 1000)}));
   account.Must(Invoice("inv", 300));
   v1::LineItemDefinition bigger = Line(1, kMonthly, 2000);
-  account.Must(UpdateLineItem{"po", bigger, {"amount"}});
+  account.Must(UpdateLineItem{"po", bigger, {"amount_micros"}});
   Decision d = account.Must(CreditMemo("cm", "inv", 100));
   EXPECT_EQ(d.events[0].credit_memo_recorded().line_number(), 1);
   EXPECT_EQ(account.po("po").lines.at(1).balance(), Units(1800));

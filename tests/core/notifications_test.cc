@@ -171,11 +171,12 @@ TEST(BalanceAlertTest, SeveralThresholdsAndLineUpdates) {
   v1::LineItemDefinition bigger;
   bigger.set_line_number(1);
   bigger.set_amount_micros(Units(10000));
-  account.Must(UpdateLineItem{"po", bigger, {"amount"}});
+  account.Must(UpdateLineItem{"po", bigger, {"amount_micros"}});
   EXPECT_TRUE(account.po("po").lines.at(1).fired_thresholds.empty());
   v1::LineItemDefinition smaller = bigger;
   smaller.set_amount_micros(Units(700));
-  alerts = Notifications(account.Must(UpdateLineItem{"po", smaller, {"amount"}}));
+  alerts = Notifications(
+      account.Must(UpdateLineItem{"po", smaller, {"amount_micros"}}));
   ASSERT_EQ(alerts.size(), 2u);  // 100/700 left: below 50% and 90%.
 }
 

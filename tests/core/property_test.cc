@@ -91,8 +91,10 @@ class Generator {
                           : Command(AddLineItem{PoId(), LineDef(Int(1, 8))});
       case 5: {
         v1::LineItemDefinition l = LineDef(Int(1, 6));
-        return UpdateLineItem{PoId(), l, {Pick<std::string>({"amount", "quantity",
-                                                             "end_month", "type"})}};
+        return UpdateLineItem{PoId(),
+                              l,
+                              {Pick<std::string>({"amount_micros", "quantity",
+                                                  "end_month", "type"})}};
       }
       case 6:
         return RemoveLineItem{PoId(), Int(1, 6)};

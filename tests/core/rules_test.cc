@@ -214,15 +214,15 @@ TEST(LineItemsTest, AddUpdateRemove) {
   v1::LineItemDefinition change;
   change.set_line_number(2);
   change.set_amount_micros(Units(80));
-  account.Must(UpdateLineItem{"po", change, {"amount"}});
+  account.Must(UpdateLineItem{"po", change, {"amount_micros"}});
   EXPECT_EQ(account.po("po").lines.at(2).total_value, Units(80));
   EXPECT_EQ(account.po("po").lines.at(2).definition.type(),
             v1::LINE_ITEM_TYPE_ALL);
   EXPECT_THAT(account.Run(UpdateLineItem{"po", change, {"colour"}}),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("update_mask[0]")));
+                       HasSubstr("update_mask.paths[0]")));
   change.set_line_number(9);
-  EXPECT_THAT(account.Run(UpdateLineItem{"po", change, {"amount"}}),
+  EXPECT_THAT(account.Run(UpdateLineItem{"po", change, {"amount_micros"}}),
               StatusIs(absl::StatusCode::kNotFound));
   account.Must(RemoveLineItem{"po", 1});
   EXPECT_THAT(account.Run(RemoveLineItem{"po", 1}),
@@ -248,6 +248,33 @@ TEST(UpdateTest, MaskedHeaderUpdateAndWindowCheck) {
   const uint64_t version = account.state().version;
   account.Must(UpdatePurchaseOrder{"po", change, {"description"}});
   EXPECT_EQ(account.state().version, version);
+}
+
+TEST(UpdateTest, LineMaskNamesDefinitionFields) {
+  Account account;
+  v1::LineItemDefinition first = Line(1, v1::LINE_ITEM_TYPE_ALL, 100);
+  first.set_tax_amount_micros(Units(5));
+  account.Must(Create("po", {first}));
+  // A tax changes kind when both oneof members are named: the one the new
+  // values set wins and the other is cleared.
+  v1::LineItemDefinition change;
+  change.set_line_number(1);
+  change.set_tax_rate_ppm(100000);
+  account.Must(
+      UpdateLineItem{"po", change, {"tax_amount_micros", "tax_rate_ppm"}});
+  const v1::LineItemDefinition& after = account.po("po").lines.at(1).definition;
+  EXPECT_EQ(after.tax_case(), v1::LineItemDefinition::kTaxRatePpm);
+  EXPECT_EQ(after.amount_micros(), Units(100));
+  EXPECT_EQ(account.po("po").lines.at(1).total_value, Units(110));
+  // The line number says which line; it cannot itself be updated.
+  auto renumber = account.Run(UpdateLineItem{"po", change, {"line_number"}});
+  EXPECT_THAT(renumber, StatusIs(absl::StatusCode::kInvalidArgument,
+                                 HasSubstr("update_mask.paths[0]")));
+  // An empty mask replaces every field but the line number.
+  v1::LineItemDefinition whole = Line(1, kMonthly, 30);
+  account.Must(UpdateLineItem{"po", whole, {}});
+  EXPECT_EQ(account.po("po").lines.at(1).definition.SerializeAsString(),
+            whole.SerializeAsString());
 }
 
 TEST(ExpectedVersionTest, StaleWritesAreAborted) {

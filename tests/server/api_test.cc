@@ -331,6 +331,38 @@ TEST_F(ApiTest, UpdatesLinesAndExpectedVersions) {
     EXPECT_EQ(po.line_items(1).total_value().units(), 165);
   }
   {
+    // "tax" names the one Tax message: a rate becomes an amount.
+    grpc::ClientContext ctx;
+    v1::UpdateLineItemRequest req;
+    req.set_account_id(kAccount);
+    req.set_purchase_order_id("po");
+    req.mutable_line_item()->set_line_number(2);
+    req.mutable_line_item()->mutable_tax()->mutable_amount()->set_units(7);
+    req.mutable_update_mask()->add_paths("tax");
+    ASSERT_TRUE(pos_->UpdateLineItem(&ctx, req, &po).ok());
+    EXPECT_EQ(po.line_items(1).total_value().units(), 157);
+    EXPECT_EQ(po.line_items(1).tax().amount().units(), 7);
+    EXPECT_EQ(po.line_items(1).quantity(), 3);
+  }
+  {
+    // A domain rule broken by a masked header field names the API's path.
+    grpc::ClientContext ctx;
+    v1::UpdatePurchaseOrderRequest req;
+    req.set_account_id(kAccount);
+    req.mutable_purchase_order()->set_purchase_order_id("po");
+    req.mutable_purchase_order()->add_balance_thresholds(50);
+    req.mutable_purchase_order()->add_balance_thresholds(150);
+    req.mutable_update_mask()->add_paths("balance_thresholds");
+    v1::PurchaseOrder unchanged;
+    grpc::Status s = pos_->UpdatePurchaseOrder(&ctx, req, &unchanged);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(DetailsOf(s).fields,
+                ::testing::ElementsAre("purchase_order.balance_thresholds[1]"));
+    EXPECT_THAT(
+        s.error_message(),
+        ::testing::StartsWith("purchase_order.balance_thresholds[1]: "));
+  }
+  {
     grpc::ClientContext ctx;
     v1::RemoveLineItemRequest req;
     req.set_account_id(kAccount);
