@@ -251,6 +251,33 @@ absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record) {
   return out;
 }
 
+v1::Notification NotificationOf(const std::string& account_id,
+                                uint64_t position, absl::Time time,
+                                const v1::NotificationRaised& raised) {
+  v1::Notification n;
+  n.set_position(position);
+  n.set_account_id(account_id);
+  *n.mutable_time() = core::ToProtoTime(time);
+  n.set_notification_id(raised.notification_id());
+  n.set_kind(raised.kind());
+  n.set_purchase_order_id(raised.purchase_order_id());
+  n.set_purchase_order_description(raised.purchase_order_description());
+  n.set_line_number(raised.line_number());
+  n.set_threshold_percent(raised.threshold_percent());
+  if (raised.kind() == v1::NOTIFICATION_KIND_BALANCE_THRESHOLD) {
+    *n.mutable_balance() =
+        MoneyOf(raised.balance_micros(), raised.currency_code());
+    *n.mutable_total_value() =
+        MoneyOf(raised.total_value_micros(), raised.currency_code());
+  }
+  n.set_invoice_id(raised.invoice_id());
+  n.set_expiration_date(raised.expiration_date());
+  if (raised.has_due_time()) *n.mutable_due_time() = raised.due_time();
+  n.set_reminder_label(raised.reminder_label());
+  *n.mutable_recipients() = raised.recipients();
+  return n;
+}
+
 absl::StatusOr<std::vector<std::string>> HeaderMask(
     const google::protobuf::FieldMask& mask) {
   return api::DomainMask(mask, v1::PurchaseOrder::descriptor(),

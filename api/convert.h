@@ -51,6 +51,11 @@ absl::StatusOr<v1::InvoiceData> ToInvoiceData(const v1::Invoice& invoice,
 absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
                                       const LoggedEvent& logged);
 
+// A logged NotificationRaised -> API notification (amounts as Money).
+v1::Notification NotificationOf(const std::string& account_id,
+                                uint64_t position, absl::Time time,
+                                const v1::NotificationRaised& raised);
+
 // A log record -> API event (decoding account payloads).
 absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record);
 

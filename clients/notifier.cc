@@ -37,6 +37,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "clients/channel.h"
+#include "clients/format.h"
 #include "core/money.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -90,7 +91,7 @@ struct Mail {
 };
 
 Mail Compose(const Options& options, const v1::Notification& n) {
-  const v1::NotificationRaised& r = n.notification();
+  const v1::Notification& r = n;
   Mail mail;
   for (const v1::Contact& c : r.recipients()) mail.to.push_back(c.email());
   std::string id = absl::StrReplaceAll(r.notification_id(), {{"/", "."}});
@@ -108,11 +109,13 @@ Mail Compose(const Options& options, const v1::Notification& n) {
                                   ": line ", r.line_number(), " balance below ",
                                   r.threshold_percent(), "%");
       absl::StrAppend(
-          &body, "Line item: ", r.line_number(), "\n", "Balance: ",
-          core::FormatMicros(r.balance_micros(), r.currency_code()), " of ",
-          core::FormatMicros(r.total_value_micros(), r.currency_code()), " (below ",
-          r.threshold_percent(), "%)\n",
-          r.invoice_id().empty() ? "" : absl::StrCat("Invoice: ", r.invoice_id(), "\n"),
+          &body, "Line item: ", r.line_number(), "\n",
+          "Balance: ", FormatMoney(r.balance()), " of ",
+          FormatMoney(r.total_value()), " (below ", r.threshold_percent(),
+          "%)\n",
+          r.invoice_id().empty()
+              ? ""
+              : absl::StrCat("Invoice: ", r.invoice_id(), "\n"),
           "\nWhat you can do: raise the line item's amount or quantity, add a "
           "line item or a new purchase order for the coming invoices, or "
           "accept the overrun: invoices keep matching this purchase order and "
@@ -230,7 +233,7 @@ int Run(const Options& options) {
       delay = absl::Milliseconds(options.retry_initial_ms);
       if (!msg.has_notification()) continue;
       const v1::Notification& n = msg.notification();
-      if (n.notification().recipients_size() == 0) {
+      if (n.recipients_size() == 0) {
         ++skipped;
       } else {
         const Mail mail = Compose(options, n);

@@ -108,12 +108,9 @@ NotificationServiceImpl::SubscribeNotifications(
                                               " is not a notification"));
     }
     Response response;
-    v1::Notification* n = response.mutable_notification();
-    n->set_position(r.position);
-    n->set_account_id(AccountOfStream(r.stream_id));
-    *n->mutable_time() = core::ToProtoTime(r.timestamp);
-    *n->mutable_notification() =
-        std::move(*event.mutable_notification_raised());
+    *response.mutable_notification() =
+        convert::NotificationOf(AccountOfStream(r.stream_id), r.position,
+                                r.timestamp, event.notification_raised());
     return response;
   };
   return Subscribe<Response>(ctx_, account, request->after_position(),

@@ -555,11 +555,8 @@ grpc::Status NotificationServiceImpl::ListNotifications(
             n.purchase_order_id() != request->purchase_order_id()) {
           continue;
         }
-        v1::Notification* item = out.add_notifications();
-        item->set_position(e.position);
-        item->set_account_id(request->account_id());
-        *item->mutable_time() = core::ToProtoTime(e.time);
-        *item->mutable_notification() = n;
+        *out.add_notifications() = convert::NotificationOf(
+            request->account_id(), e.position, e.time, n);
         if (out.notifications_size() == page_size) {
           out.set_next_page_token(MakeNumberPageToken(query, from));
           return out;

@@ -85,10 +85,9 @@ int main(int argc, char** argv) {
       backoff = absl::Milliseconds(100);       // Connected.
       if (!item.has_notification()) continue;  // caught_up, heartbeat.
       const poledger::v1::Notification& n = item.notification();
-      std::printf(
-          "%llu %s %s\n", static_cast<unsigned long long>(n.position()),
-          poledger::v1::NotificationKind_Name(n.notification().kind()).c_str(),
-          n.notification().purchase_order_id().c_str());
+      std::printf("%llu %s %s\n", static_cast<unsigned long long>(n.position()),
+                  poledger::v1::NotificationKind_Name(n.kind()).c_str(),
+                  n.purchase_order_id().c_str());
       std::fflush(stdout);
       // Handled, then checkpointed: after a crash in between it is handled
       // again (at least once); make handling idempotent by position.

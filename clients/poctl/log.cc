@@ -29,9 +29,8 @@ std::vector<std::string> EventRow(const v1::Event& e) {
           e.stream_id(), e.event_type(), e.actor()};
 }
 
-std::vector<std::string> NotificationRow(const v1::Notification& n) {
-  const v1::NotificationRaised& r = n.notification();
-  return {absl::StrCat(n.position()),
+std::vector<std::string> NotificationRow(const v1::Notification& r) {
+  return {absl::StrCat(r.position()),
           EnumShort(v1::NotificationKind_descriptor(), r.kind(),
                     "NOTIFICATION_KIND_"),
           r.purchase_order_id(),

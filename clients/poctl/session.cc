@@ -13,7 +13,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "clients/channel.h"
-#include "core/money.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -196,11 +195,6 @@ bool ReadJsonFile(const std::string& path, google::protobuf::Message* message,
 
 // --- Printing
 // ---------------------------------------------------------------------
-
-std::string FormatMoney(const v1::Money& m) {
-  const int64_t micros = m.units() * core::kMicrosPerUnit + m.nanos() / 1000;
-  return core::FormatMicros(micros, m.currency_code());
-}
 
 std::string EnumShort(const google::protobuf::EnumDescriptor* d, int value,
                       const std::string& prefix) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "clients/format.h"
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/status.h"
@@ -103,7 +104,6 @@ bool ReadJsonFile(const std::string& path, google::protobuf::Message* message,
 // --- Printing
 // ---------------------------------------------------------------------
 
-std::string FormatMoney(const v1::Money& m);
 // An enum value's name without `prefix` ("ACTIVE" for
 // PURCHASE_ORDER_STATUS_ACTIVE).
 std::string EnumShort(const google::protobuf::EnumDescriptor* d, int value,

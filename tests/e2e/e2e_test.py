@@ -187,11 +187,13 @@ class EndToEndTest(unittest.TestCase):
         self.record("inv-2", 100)   # 70% left: the 75% alert.
         for msg in stream:
             if msg.HasField("notification"):
-                n = msg.notification.notification
+                n = msg.notification
                 self.assertEqual(n.kind, events_pb2.NOTIFICATION_KIND_BALANCE_THRESHOLD)
                 self.assertEqual(n.threshold_percent, 75)
                 self.assertEqual(n.invoice_id, "inv-2")
-                self.assertEqual(n.balance_micros, 700 * 1000000)
+                self.assertEqual((n.balance.units, n.balance.nanos,
+                                  n.balance.currency_code), (700, 0, "USD"))
+                self.assertEqual(n.total_value.units, 1000)
                 self.assertEqual([r.email for r in n.recipients],
                                  ["finance@example.com"])
                 break
@@ -211,7 +213,7 @@ class EndToEndTest(unittest.TestCase):
         self.assertEqual(po.status, T.PURCHASE_ORDER_STATUS_EXPIRED)
         listed = self.notifications.ListNotifications(
             log_pb2.ListNotificationsRequest(account_id=ACCOUNT), timeout=10)
-        kinds = [n.notification.kind for n in listed.notifications]
+        kinds = [n.kind for n in listed.notifications]
         self.assertEqual(kinds[-1], events_pb2.NOTIFICATION_KIND_EXPIRED)
         self.assertIn(events_pb2.NOTIFICATION_KIND_EXPIRATION_REMINDER, kinds)
 

@@ -475,10 +475,11 @@ TEST_F(ApiTest, ManualClockDrivesExpiryAndReminders) {
   v1::ListNotificationsResponse resp;
   ASSERT_TRUE(notifications_->ListNotifications(&ctx, req, &resp).ok());
   ASSERT_EQ(resp.notifications_size(), 2);
-  EXPECT_EQ(resp.notifications(0).notification().kind(),
+  EXPECT_EQ(resp.notifications(0).kind(),
             v1::NOTIFICATION_KIND_EXPIRATION_REMINDER);
-  EXPECT_EQ(resp.notifications(1).notification().kind(),
-            v1::NOTIFICATION_KIND_EXPIRED);
+  EXPECT_EQ(resp.notifications(1).kind(), v1::NOTIFICATION_KIND_EXPIRED);
+  EXPECT_EQ(resp.notifications(1).expiration_date(), "2026-12-31");
+  EXPECT_FALSE(resp.notifications(1).has_balance());
   grpc::ClientContext advance_ctx;
   v1::AdvanceTimeRequest advance;
   advance.mutable_duration()->set_seconds(-1);
@@ -546,11 +547,18 @@ TEST_F(ApiTest, NotificationStreamDeliversTheBalanceAlertLive) {
   do {
     ASSERT_TRUE(reader->Read(&msg));
   } while (!msg.has_notification());
-  const v1::NotificationRaised& n = msg.notification().notification();
+  const v1::Notification& n = msg.notification();
   EXPECT_EQ(n.kind(), v1::NOTIFICATION_KIND_BALANCE_THRESHOLD);
   EXPECT_EQ(n.threshold_percent(), 75);
   EXPECT_EQ(n.recipients(0).email(), "finance@example.com");
-  EXPECT_EQ(msg.notification().account_id(), kAccount);
+  EXPECT_EQ(n.account_id(), kAccount);
+  EXPECT_EQ(n.invoice_id(), "big");
+  // Money like every other amount of the API.
+  EXPECT_EQ(n.balance().units(), 700);
+  EXPECT_EQ(n.balance().nanos(), 0);
+  EXPECT_EQ(n.balance().currency_code(), "USD");
+  EXPECT_EQ(n.total_value().units(), 1000);
+  EXPECT_FALSE(n.notification_id().empty());
   ctx.TryCancel();
   while (reader->Read(&msg)) {
   }
