@@ -205,9 +205,9 @@ absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
       *a->mutable_purchase_order_balance_after() =
           MoneyOf(e.purchase_order_balance_after_micros(), currency);
     }
-    *a->mutable_explanation() = e.explanation();
-    a->mutable_explanation()->set_summary(
-        core::ExplanationSummary(e.explanation()));
+    v1::InvoiceExplanation* why = a->mutable_explanation();
+    why->set_summary(core::ExplanationSummary(e.explanation()));
+    *why->mutable_purchase_orders() = e.explanation().purchase_orders();
     return out;
   }
   if (logged.event.has_credit_memo_recorded()) {
