@@ -30,6 +30,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/time/time.h"
 #include "clients/audit.h"
+#include "clients/channel.h"
 #include "clients/remote_event_store.h"
 #include "ledger/ledger.h"
 
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   std::string time;
 
   std::string server;
+  poledger::ClientTls tls;
   auto source = [&](CLI::App* c) {
     auto* dir = c->add_option("--data-dir", data_dir,
                               "Server data directory (offline; safe while "
@@ -62,6 +64,7 @@ int main(int argc, char** argv) {
     auto* srv = c->add_option("--server", server,
                               "Or a running server (online, host:port)");
     dir->excludes(srv);
+    poledger::AddTlsOptions(c, &tls);
   };
   CLI::App* verify = app.add_subcommand(
       "verify", "Check every record's hash and chain link; print the digest");
@@ -119,8 +122,15 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<std::shared_ptr<poledger::EventStore>> store;
   if (!server.empty()) {
+    auto credentials = poledger::ClientCredentials(tls);
+    if (!credentials.ok()) {
+      std::fprintf(stderr, "%s\n",
+                   std::string(credentials.status().message()).c_str());
+      return 2;
+    }
     store = std::shared_ptr<poledger::EventStore>(
-        std::make_shared<poledger::RemoteEventStore>(server));
+        std::make_shared<poledger::RemoteEventStore>(
+            poledger::NewClientChannel(server, *std::move(credentials))));
   } else {
     auto local = poledger::audit::OpenDataDir(data_dir);
     if (!local.ok()) return Fail(local.status());

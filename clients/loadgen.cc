@@ -36,6 +36,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "bench/load_requests.h"
+#include "clients/channel.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "poledger/v1/invoices.grpc.pb.h"
@@ -242,7 +243,15 @@ int Main(int argc, char** argv) {
                  "The server's process id, if it runs on this machine: "
                  "report the CPU time each request cost it (from /proc)")
       ->check(CLI::PositiveNumber);
+  poledger::ClientTls tls;
+  poledger::AddTlsOptions(&app, &tls);
   CLI11_PARSE(app, argc, argv);
+  auto credentials = poledger::ClientCredentials(tls);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "%s\n",
+                 std::string(credentials.status().message()).c_str());
+    return 2;
+  }
 
   // One connection per channel (a local subchannel pool each); requests
   // take the channels in turn.
@@ -252,8 +261,7 @@ int Main(int argc, char** argv) {
   for (int c = 0; c < channels; ++c) {
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    auto channel = grpc::CreateCustomChannel(
-        server, grpc::InsecureChannelCredentials(), args);
+    auto channel = grpc::CreateCustomChannel(server, *credentials, args);
     admins.push_back(v1::AdminService::NewStub(channel));
     po_stubs.push_back(v1::PurchaseOrderService::NewStub(channel));
     invoice_stubs.push_back(v1::InvoiceService::NewStub(channel));

@@ -58,6 +58,7 @@ struct Options {
   std::string smtp_user;
   std::string smtp_password_env;
   std::string smtp_tls = "none";
+  ClientTls tls;
   std::string checkpoint = "./notifier.checkpoint";
   int retry_initial_ms = 200;
   int retry_max_ms = 10000;
@@ -212,7 +213,13 @@ int Run(const Options& options) {
   uint64_t sent = 0, skipped = 0;
   std::fprintf(stderr, "poledger-notifier: from position %llu\n",
                static_cast<unsigned long long>(checkpoint));
-  auto channel = NewClientChannel(options.server);
+  auto credentials = ClientCredentials(options.tls);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "poledger-notifier: %s\n",
+                 std::string(credentials.status().message()).c_str());
+    return 2;
+  }
+  auto channel = NewClientChannel(options.server, *std::move(credentials));
   auto stub = v1::NotificationService::NewStub(channel);
   absl::Duration delay = absl::Milliseconds(options.retry_initial_ms);
   const absl::Duration max_delay = absl::Milliseconds(options.retry_max_ms);
@@ -295,6 +302,7 @@ int main(int argc, char** argv) {
   app.add_option("--server", options.server, "poledger server host:port")
       ->capture_default_str();
   app.add_option("--account", options.account, "Only this account's notifications");
+  poledger::AddTlsOptions(&app, &options.tls);
   app.add_option("--smtp-url", options.smtp_url,
                  "smtp://host:port or smtps://host:port")
       ->required();

@@ -53,8 +53,8 @@ absl::StatusOr<RecordedEvent> ToRecord(const v1::Event& e) {
 
 }  // namespace
 
-RemoteEventStore::RemoteEventStore(const std::string& address)
-    : stub_(v1::EventLogService::NewStub(NewClientChannel(address))) {}
+RemoteEventStore::RemoteEventStore(std::shared_ptr<grpc::Channel> channel)
+    : stub_(v1::EventLogService::NewStub(std::move(channel))) {}
 
 absl::StatusOr<std::vector<RecordedEvent>> RemoteEventStore::Read(
     uint64_t from, size_t limit, const std::string& account_id) const {

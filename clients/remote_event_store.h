@@ -19,7 +19,8 @@ namespace poledger {
 
 class RemoteEventStore final : public EventStore {
  public:
-  explicit RemoteEventStore(const std::string& address);
+  // Reads through `channel` (see clients/channel.h).
+  explicit RemoteEventStore(std::shared_ptr<grpc::Channel> channel);
 
   absl::StatusOr<AppendResult> Append(const AppendRequest&) override;
   absl::StatusOr<std::vector<RecordedEvent>> ReadForward(

@@ -66,6 +66,10 @@ inline constexpr absl::string_view kInvalidPageToken = "INVALID_PAGE_TOKEN";
 inline constexpr absl::string_view kStarting = "STARTING";
 inline constexpr absl::string_view kClockNotManual = "CLOCK_NOT_MANUAL";
 inline constexpr absl::string_view kRequestIdConflict = "REQUEST_ID_CONFLICT";
+// Security: a call without an identity where one is needed; an identity
+// without the right to the method on the account.
+inline constexpr absl::string_view kUnauthenticated = "UNAUTHENTICATED";
+inline constexpr absl::string_view kPermissionDenied = "PERMISSION_DENIED";
 }  // namespace reason
 
 // Returns INVALID_ARGUMENT "field: why" with reason INVALID_FIELD (or

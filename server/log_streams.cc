@@ -67,8 +67,12 @@ grpc::ServerWriteReactor<Response>* Subscribe(
 
 grpc::ServerWriteReactor<v1::SubscribeEventsResponse>*
 EventLogServiceImpl::SubscribeEvents(
-    grpc::CallbackServerContext*, const v1::SubscribeEventsRequest* request) {
+    grpc::CallbackServerContext* context,
+    const v1::SubscribeEventsRequest* request) {
   using Response = v1::SubscribeEventsResponse;
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return new Refused<Response>(*denied);
+  }
   const std::string account = request->account_id();
   const std::vector<std::string> types(request->event_types().begin(),
                                        request->event_types().end());
@@ -92,9 +96,12 @@ EventLogServiceImpl::SubscribeEvents(
 
 grpc::ServerWriteReactor<v1::SubscribeNotificationsResponse>*
 NotificationServiceImpl::SubscribeNotifications(
-    grpc::CallbackServerContext*,
+    grpc::CallbackServerContext* context,
     const v1::SubscribeNotificationsRequest* request) {
   using Response = v1::SubscribeNotificationsResponse;
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return new Refused<Response>(*denied);
+  }
   const std::string account = request->account_id();
   LogSubscription<Response>::Hooks hooks;
   hooks.wants = [account](const RecordedEvent& r) {

@@ -7,7 +7,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
+#include "api/authz.h"
 #include "base/status_macros.h"
 #include "base/thread_name.h"
 #include "eventstore/rocksdb_event_store.h"
@@ -22,6 +24,7 @@
 #include "server/log_tail.h"
 #include "server/parse_failure_interceptor.h"
 #include "server/services.h"
+#include "server/tls.h"
 
 namespace poledger {
 
@@ -41,6 +44,7 @@ struct PoledgerServer::Impl {
   std::unique_ptr<EventLogServiceImpl> event_log;
   std::unique_ptr<AdminServiceImpl> admin;
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<ServerTls> tls;
   int port = 0;
   std::thread scheduler;
   absl::Mutex shutdown_mu;
@@ -65,6 +69,54 @@ absl::StatusOr<std::optional<absl::Time>> ParseClockFlag(
   return std::optional<absl::Time>(t);
 }
 
+namespace {
+
+bool IsLoopback(const std::string& listen) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
+}  // namespace
+
+absl::Status CheckSecurityOptions(const ServerOptions& options) {
+  const int tls_files = !options.tls_cert.empty() + !options.tls_key.empty() +
+                        !options.tls_client_ca.empty();
+  if (tls_files != 0 && tls_files != 3) {
+    return absl::InvalidArgumentError(
+        "mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together");
+  }
+  if (tls_files == 0) {
+    if (!IsLoopback(options.listen) && !options.insecure_plaintext) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "refusing to listen on ", options.listen,
+          " without TLS: anyone who reaches it could read and change every "
+          "account. Give --tls-cert, --tls-key and --tls-client-ca, listen on "
+          "loopback, or pass --insecure-plaintext to accept the risk"));
+    }
+    if (!options.authz_policy.empty()) {
+      return absl::InvalidArgumentError(
+          "--authz-policy needs TLS: without client certificates no caller "
+          "has an identity");
+    }
+    return absl::OkStatus();
+  }
+  if (options.insecure_plaintext) {
+    return absl::InvalidArgumentError(
+        "--insecure-plaintext and the TLS flags contradict each other");
+  }
+  if (options.authz_policy.empty() == !options.authz_allow_all) {
+    return absl::InvalidArgumentError(
+        options.authz_allow_all
+            ? "--authz-policy and --authz-allow-all contradict each other"
+            : "a TLS server needs --authz-policy=FILE (who may do what), or "
+              "--authz-allow-all to let every identity do everything");
+  }
+  return absl::OkStatus();
+}
+
 PoledgerServer::PoledgerServer(std::unique_ptr<Impl> impl)
     : impl_(std::move(impl)) {}
 
@@ -78,6 +130,7 @@ Ledger* PoledgerServer::ledger() const { return impl_->ledger.get(); }
 
 absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     const ServerOptions& options) {
+  RETURN_IF_ERROR(CheckSecurityOptions(options));
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   ASSIGN_OR_RETURN(std::optional<absl::Time> manual, ParseClockFlag(options.clock));
@@ -94,6 +147,26 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   ctx.stream_queue_records = static_cast<size_t>(options.stream_queue_records);
   ctx.start_time = absl::Now();
   ctx.version = "0.1.0";
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::InsecureServerCredentials();
+  if (!options.tls_cert.empty()) {
+    ASSIGN_OR_RETURN(impl->tls,
+                     ServerTls::Create({options.tls_cert, options.tls_key,
+                                        options.tls_client_ca}));
+    credentials = impl->tls->credentials();
+    ctx.require_identity = true;
+    if (options.authz_allow_all) {
+      ctx.authorization = "allow-all";
+    } else {
+      ASSIGN_OR_RETURN(v1::AuthorizationPolicy policy,
+                       api::LoadPolicy(options.authz_policy));
+      ASSIGN_OR_RETURN(api::Authorizer authorizer,
+                       api::Authorizer::FromPolicy(policy));
+      ctx.set_authorizer(
+          std::make_shared<const api::Authorizer>(std::move(authorizer)));
+      ctx.authorization = "policy";
+    }
+  }
   impl->purchase_orders = std::make_unique<PurchaseOrderServiceImpl>(&ctx);
   impl->invoices = std::make_unique<InvoiceServiceImpl>(&ctx);
   impl->notifications = std::make_unique<NotificationServiceImpl>(&ctx);
@@ -110,8 +183,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   // gRPC binds with SO_REUSEPORT by default; then a second server (with
   // another data directory) would share the port and take calls silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &impl->port);
+  builder.AddListeningPort(options.listen, credentials, &impl->port);
   const auto millis = [](absl::Duration d) {
     return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(d),
                                               std::numeric_limits<int>::max()));
@@ -214,6 +286,31 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
   if (impl_->scheduler.joinable()) impl_->scheduler.join();
   impl_->store->Close();
   impl_->shut_down.Notify();
+}
+
+absl::Status PoledgerServer::Reload() {
+  std::vector<std::string> errors;
+  if (impl_->tls != nullptr) {
+    if (absl::Status s = impl_->tls->Reload(); !s.ok()) {
+      errors.push_back(absl::StrCat("TLS files kept: ", s.message()));
+    }
+  }
+  if (!impl_->options.authz_policy.empty()) {
+    absl::StatusOr<v1::AuthorizationPolicy> policy =
+        api::LoadPolicy(impl_->options.authz_policy);
+    absl::StatusOr<api::Authorizer> authorizer =
+        policy.ok() ? api::Authorizer::FromPolicy(*policy)
+                    : absl::StatusOr<api::Authorizer>(policy.status());
+    if (authorizer.ok()) {
+      impl_->context.set_authorizer(
+          std::make_shared<const api::Authorizer>(*std::move(authorizer)));
+    } else {
+      errors.push_back(
+          absl::StrCat("policy kept: ", authorizer.status().message()));
+    }
+  }
+  if (errors.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
 }
 
 void PoledgerServer::Wait() {

@@ -52,7 +52,26 @@ struct ServerOptions {
   // Records a subscription queues for a client that reads slowly; past
   // that it reads them from the log again when the client catches up.
   int stream_queue_records = 1024;
+
+  // Security. Mutual TLS: the server's certificate chain and key, and the
+  // CA bundle that signs client certificates (all three, or none for
+  // plaintext). Plaintext is for development: on an address other than
+  // loopback it needs insecure_plaintext.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  bool insecure_plaintext = false;
+  // Who may do what (v1::AuthorizationPolicy, text format or .json). With
+  // TLS, one of a policy or authz_allow_all is required; plaintext allows
+  // every call.
+  std::string authz_policy;
+  bool authz_allow_all = false;
 };
+
+// INVALID_ARGUMENT saying why if the security options do not go together
+// (half a TLS configuration, plaintext off loopback without
+// insecure_plaintext, TLS without a policy or authz_allow_all).
+absl::Status CheckSecurityOptions(const ServerOptions& options);
 
 class PoledgerServer {
  public:
@@ -71,6 +90,10 @@ class PoledgerServer {
   void Shutdown(absl::Duration grace);
   // Blocks until Shutdown has finished.
   void Wait();
+
+  // Re-reads the TLS files and the authorization policy (SIGHUP). What
+  // fails to load is kept as it was; the status says what and why.
+  absl::Status Reload();
 
   struct Impl;
 

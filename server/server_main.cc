@@ -2,9 +2,11 @@
 //
 // Listens at once with health NOT_SERVING, opens and verifies the event log,
 // loads the latest snapshot and replays the rest, then reports SERVING.
-// SIGTERM or SIGINT shut it down gracefully: streams end with UNAVAILABLE,
-// in-flight calls finish (up to a grace period), then the log is closed.
-// Nothing acknowledged is lost: every acknowledged append is already synced.
+// SIGHUP re-reads the TLS files and the authorization policy (keeping what
+// does not load). SIGTERM or SIGINT shut it down gracefully: streams end with
+// UNAVAILABLE, in-flight calls finish (up to a grace period), then the log is
+// closed. Nothing acknowledged is lost: every acknowledged append is already
+// synced.
 #include <signal.h>
 
 #include <cstdio>
@@ -95,6 +97,19 @@ int main(int argc, char** argv) {
                  "them from the log again")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--tls-cert", options.tls_cert,
+                 "PEM certificate chain of the server (mutual TLS; re-read on "
+                 "SIGHUP)");
+  app.add_option("--tls-key", options.tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", options.tls_client_ca,
+                 "PEM CA bundle that signs the clients' certificates");
+  app.add_flag("--insecure-plaintext", options.insecure_plaintext,
+               "Allow plaintext on an address other than loopback");
+  app.add_option("--authz-policy", options.authz_policy,
+                 "Authorization policy (poledger.v1.AuthorizationPolicy, text "
+                 "format or .json; re-read on SIGHUP)");
+  app.add_flag("--authz-allow-all", options.authz_allow_all,
+               "With TLS and no policy: every identity may do everything");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -114,6 +129,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(clock.status().message()).c_str());
     return 2;
   }
+  if (absl::Status s = poledger::CheckSecurityOptions(options); !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 2;
+  }
 
   // absl's lock-order checking is a debugging aid that costs on every lock;
   // the tests run with it, the production binary without.
@@ -125,13 +144,15 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto server = poledger::PoledgerServer::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "cannot start: %s\n",
                  server.status().ToString().c_str());
-    return 1;
+    // A certificate, key or policy that does not load is a bad flag.
+    return absl::IsInvalidArgument(server.status()) ? 2 : 1;
   }
   // Tests and scripts read the bound port from this line.
   const std::string host = options.listen.substr(0, options.listen.rfind(':'));
@@ -143,7 +164,14 @@ int main(int argc, char** argv) {
                host.c_str(), (*server)->port());
 
   int signal = 0;
-  sigwait(&signals, &signal);
+  for (;;) {
+    sigwait(&signals, &signal);
+    if (signal != SIGHUP) break;
+    absl::Status reloaded = (*server)->Reload();
+    std::fprintf(stderr, "SIGHUP: %s\n",
+                 reloaded.ok() ? "TLS files and policy reloaded"
+                               : std::string(reloaded.message()).c_str());
+  }
   std::fprintf(stderr, "signal %d: shutting down\n", signal);
   (*server)->Shutdown(absl::Seconds(grace_seconds));
   (*server)->Wait();

@@ -19,6 +19,7 @@
 #include "core/proto_time.h"
 #include "server/log_tail.h"
 #include "server/status_mapping.h"
+#include "server/tls.h"
 
 namespace poledger {
 
@@ -26,6 +27,36 @@ grpc::Status NotReady() {
   return ToGrpcStatus(core::DomainError(
       absl::StatusCode::kUnavailable, core::reason::kStarting,
       "the server is still loading its event log; retry shortly"));
+}
+
+absl::StatusOr<std::string> Authorize(
+    const ServiceContext& ctx, const grpc::ServerContextBase* context,
+    const google::protobuf::Message& request) {
+  std::string identity = IdentityOf(context);
+  if (identity.empty() && ctx.require_identity) {
+    return core::DomainError(
+        absl::StatusCode::kUnauthenticated, core::reason::kUnauthenticated,
+        "this server needs a client certificate signed by its client CA");
+  }
+  std::string account;
+  const google::protobuf::FieldDescriptor* field =
+      request.GetDescriptor()->FindFieldByName("account_id");
+  if (field != nullptr &&
+      field->type() == google::protobuf::FieldDescriptor::TYPE_STRING) {
+    account = request.GetReflection()->GetString(request, field);
+  }
+  absl::Status allowed =
+      ctx.authorizer()->Check(identity, request.GetDescriptor(), account);
+  if (!allowed.ok()) return allowed;
+  return identity;
+}
+
+std::optional<grpc::Status> Denied(const ServiceContext& ctx,
+                                   const grpc::ServerContextBase* context,
+                                   const google::protobuf::Message& request) {
+  absl::StatusOr<std::string> identity = Authorize(ctx, context, request);
+  if (identity.ok()) return std::nullopt;
+  return ToGrpcStatus(identity.status());
 }
 
 namespace {
@@ -61,8 +92,9 @@ RequestContext ContextOf(const grpc::ServerContextBase* context,
   RequestContext ctx;
   ctx.account_id = account_id;
   ctx.request_id = request_id;
-  ctx.actor = Metadata(context, "x-poledger-actor");
-  if (ctx.actor.empty()) ctx.actor = context->peer();
+  // Who did it: the caller's identity, never a value the caller sends.
+  ctx.actor = IdentityOf(context);
+  if (ctx.actor.empty()) ctx.actor = "anonymous";
   ctx.correlation_id = Metadata(context, "x-correlation-id");
   return ctx;
 }
@@ -200,6 +232,9 @@ absl::StatusOr<v1::LineItemDefinition> LineOf(Ledger* ledger,
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::CreatePurchaseOrder(
     grpc::CallbackServerContext* context,
     const v1::CreatePurchaseOrderRequest* request, v1::PurchaseOrder* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   absl::Status valid = ValidateAccountId(request->account_id());
   if (valid.ok() && !request->has_purchase_order()) {
@@ -216,6 +251,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::CreatePurchaseOrder(
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::GetPurchaseOrder(
     grpc::CallbackServerContext* context,
     const v1::GetPurchaseOrderRequest* request, v1::PurchaseOrder* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   return Reply(context, Unary(ctx_, response, [&]() {
                  return CurrentPo(ctx_->ledger(), request->account_id(),
                                   request->purchase_order_id());
@@ -226,6 +264,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrders(
     grpc::CallbackServerContext* context,
     const v1::ListPurchaseOrdersRequest* request,
     v1::ListPurchaseOrdersResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   return Reply(context, Unary(ctx_, response,
                               [&]() -> absl::StatusOr<v1::ListPurchaseOrdersResponse> {
     ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
@@ -262,6 +303,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrders(
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdatePurchaseOrder(
     grpc::CallbackServerContext* context,
     const v1::UpdatePurchaseOrderRequest* request, v1::PurchaseOrder* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   auto build = [&]() -> absl::StatusOr<core::UpdatePurchaseOrder> {
     RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
@@ -284,6 +328,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdatePurchaseOrderStatus(
     grpc::CallbackServerContext* context,
     const v1::UpdatePurchaseOrderStatusRequest* request,
     v1::PurchaseOrder* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   return ExecuteForPo(ctx_, context, request->account_id(),
                       request->request_id(), request->purchase_order_id(),
@@ -298,6 +345,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::DeletePurchaseOrder(
     grpc::CallbackServerContext* context,
     const v1::DeletePurchaseOrderRequest* request,
     google::protobuf::Empty* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   return ExecuteThen(
       ctx_, context, request->account_id(), request->request_id(),
@@ -312,6 +362,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::DeletePurchaseOrder(
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::AddLineItem(
     grpc::CallbackServerContext* context, const v1::AddLineItemRequest* request,
     v1::PurchaseOrder* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   auto build = [&]() -> absl::StatusOr<core::AddLineItem> {
     core::AddLineItem cmd;
@@ -332,6 +385,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::AddLineItem(
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdateLineItem(
     grpc::CallbackServerContext* context,
     const v1::UpdateLineItemRequest* request, v1::PurchaseOrder* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   auto build = [&]() -> absl::StatusOr<core::UpdateLineItem> {
     core::UpdateLineItem cmd;
@@ -353,6 +409,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::UpdateLineItem(
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::RemoveLineItem(
     grpc::CallbackServerContext* context,
     const v1::RemoveLineItemRequest* request, v1::PurchaseOrder* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   return ExecuteForPo(
       ctx_, context, request->account_id(), request->request_id(),
@@ -367,6 +426,9 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrderInvoices(
     grpc::CallbackServerContext* context,
     const v1::ListPurchaseOrderInvoicesRequest* request,
     v1::ListPurchaseOrderInvoicesResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   return Reply(context, Unary(ctx_, response,
                [&]() -> absl::StatusOr<v1::ListPurchaseOrderInvoicesResponse> {
     ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
@@ -430,6 +492,9 @@ const LoggedEvent* FindEvent(const ExecuteResult& result,
 grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordInvoice(
     grpc::CallbackServerContext* context, const v1::RecordInvoiceRequest* request,
     v1::Invoice* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   absl::Status valid = ValidateAccountId(request->account_id());
   absl::StatusOr<v1::InvoiceData> data =
@@ -457,6 +522,9 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordInvoice(
 grpc::ServerUnaryReactor* InvoiceServiceImpl::GetInvoice(
     grpc::CallbackServerContext* context, const v1::GetInvoiceRequest* request,
     v1::Invoice* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   return Reply(context, Unary(ctx_, response, [&]() -> absl::StatusOr<v1::Invoice> {
     RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
     RETURN_IF_ERROR(core::ValidateId(request->invoice_id(), "invoice_id",
@@ -485,6 +553,9 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordMarketplaceTransaction(
     grpc::CallbackServerContext* context,
     const v1::RecordMarketplaceTransactionRequest* request,
     v1::RecordMarketplaceTransactionResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   auto build = [&]() -> absl::StatusOr<core::RecordMarketplaceTransaction> {
     RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
@@ -530,8 +601,9 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordMarketplaceTransaction(
 // --- NotificationService -------------------------------------------------------
 
 grpc::Status NotificationServiceImpl::ListNotifications(
-    grpc::ServerContext*, const v1::ListNotificationsRequest* request,
+    grpc::ServerContext* context, const v1::ListNotificationsRequest* request,
     v1::ListNotificationsResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) return *denied;
   return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::ListNotificationsResponse> {
     ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
     const std::string query =
@@ -568,9 +640,10 @@ grpc::Status NotificationServiceImpl::ListNotifications(
 
 // --- EventLogService -----------------------------------------------------------
 
-grpc::Status EventLogServiceImpl::ReadEvents(grpc::ServerContext*,
-                                             const v1::ReadEventsRequest* request,
-                                             v1::ReadEventsResponse* response) {
+grpc::Status EventLogServiceImpl::ReadEvents(
+    grpc::ServerContext* context, const v1::ReadEventsRequest* request,
+    v1::ReadEventsResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) return *denied;
   return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::ReadEventsResponse> {
     ASSIGN_OR_RETURN(int page_size, PageSize(request->page_size()));
     std::string query = TokenQuery("ReadEvents", {request->account_id()});
@@ -621,8 +694,9 @@ grpc::Status EventLogServiceImpl::ReadEvents(grpc::ServerContext*,
 }
 
 grpc::Status EventLogServiceImpl::GetPurchaseOrderAt(
-    grpc::ServerContext*, const v1::GetPurchaseOrderAtRequest* request,
+    grpc::ServerContext* context, const v1::GetPurchaseOrderAtRequest* request,
     v1::GetPurchaseOrderAtResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) return *denied;
   return Unary(ctx_, response, [&]() -> absl::StatusOr<v1::GetPurchaseOrderAtResponse> {
     RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
     RETURN_IF_ERROR(core::ValidatePurchaseOrderId(request->purchase_order_id(),
@@ -651,9 +725,10 @@ grpc::Status EventLogServiceImpl::GetPurchaseOrderAt(
   });
 }
 
-grpc::Status EventLogServiceImpl::GetLogDigest(grpc::ServerContext*,
-                                               const v1::GetLogDigestRequest*,
-                                               v1::GetLogDigestResponse* response) {
+grpc::Status EventLogServiceImpl::GetLogDigest(
+    grpc::ServerContext* context, const v1::GetLogDigestRequest* request,
+    v1::GetLogDigestResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) return *denied;
   if (ctx_->ledger() == nullptr) return NotReady();
   const LogHead head = ctx_->ledger()->store()->Head();
   response->set_head_position(head.position);
@@ -664,8 +739,12 @@ grpc::Status EventLogServiceImpl::GetLogDigest(grpc::ServerContext*,
 // --- AdminService ----------------------------------------------------------------
 
 grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
-    grpc::CallbackServerContext* context, const v1::GetServerInfoRequest*,
+    grpc::CallbackServerContext* context,
+    const v1::GetServerInfoRequest* request,
     v1::GetServerInfoResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   response->set_version(ctx_->version);
   response->set_head_position(ctx_->ledger()->store()->Head().position);
@@ -676,12 +755,18 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
   if (LogTail* tail = ctx_->tail.load(std::memory_order_acquire)) {
     response->set_open_streams(tail->subscribers());
   }
+  response->set_authorization(ctx_->authorization);
+  response->set_caller_identity(IdentityOf(context));
   return Reply(context, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::CreateSnapshot(
-    grpc::CallbackServerContext* context, const v1::CreateSnapshotRequest*,
+    grpc::CallbackServerContext* context,
+    const v1::CreateSnapshotRequest* request,
     v1::CreateSnapshotResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   return Reply(context, Unary(ctx_, response,
                               [&]() -> absl::StatusOr<v1::CreateSnapshotResponse> {
     ASSIGN_OR_RETURN(uint64_t position, ctx_->ledger()->CreateSnapshot());
@@ -704,6 +789,9 @@ grpc::Status AdminServiceImpl::MoveClock(absl::Time to,
 grpc::ServerUnaryReactor* AdminServiceImpl::SetTime(
     grpc::CallbackServerContext* context, const v1::SetTimeRequest* request,
     v1::TimeResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   if (ctx_->manual_clock == nullptr) {
     return Reply(context, ToGrpcStatus(core::DomainError(
@@ -722,6 +810,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetTime(
 grpc::ServerUnaryReactor* AdminServiceImpl::AdvanceTime(
     grpc::CallbackServerContext* context, const v1::AdvanceTimeRequest* request,
     v1::TimeResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   if (ctx_->manual_clock == nullptr) {
     return Reply(context, ToGrpcStatus(core::DomainError(

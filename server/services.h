@@ -10,8 +10,12 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
+#include <string>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "api/authz.h"
 #include "ledger/clock.h"
 #include "ledger/ledger.h"
 #include "poledger/v1/invoices.grpc.pb.h"
@@ -48,7 +52,40 @@ struct ServiceContext {
   std::atomic<LogTail*> tail{nullptr};
   absl::Time start_time;
   std::string version;
+
+  // Security. With TLS every call needs an identity (a verified client
+  // certificate); `authorization` is GetServerInfo's word for the mode.
+  bool require_identity = false;
+  std::string authorization = "development";
+  // Who may do what; replaced whole when the policy is reloaded.
+  std::shared_ptr<const api::Authorizer> authorizer() const {
+    absl::MutexLock lock(&authz_mu);
+    return authorizer_;
+  }
+  void set_authorizer(std::shared_ptr<const api::Authorizer> a) {
+    absl::MutexLock lock(&authz_mu);
+    authorizer_ = std::move(a);
+  }
+
+ private:
+  mutable absl::Mutex authz_mu;
+  std::shared_ptr<const api::Authorizer> authorizer_ ABSL_GUARDED_BY(authz_mu) =
+      std::make_shared<const api::Authorizer>(api::Authorizer::AllowAll());
 };
+
+// The caller's identity, if `request` (of a poledger.v1 method) may be
+// called by it on the request's account (its account_id field; none: every
+// account). UNAUTHENTICATED without an identity where one is needed,
+// PERMISSION_DENIED (reason PERMISSION_DENIED) without the right. Decided
+// before anything is read or written, so a refusal tells nothing about the
+// account.
+absl::StatusOr<std::string> Authorize(const ServiceContext& ctx,
+                                      const grpc::ServerContextBase* context,
+                                      const google::protobuf::Message& request);
+// Authorize's refusal as the call's status, or nullopt if allowed.
+std::optional<grpc::Status> Denied(const ServiceContext& ctx,
+                                   const grpc::ServerContextBase* context,
+                                   const google::protobuf::Message& request);
 
 class PurchaseOrderServiceImpl final : public v1::PurchaseOrderService::CallbackService {
  public:

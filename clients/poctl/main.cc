@@ -48,6 +48,7 @@ int Main(int argc, char** argv) {
   app.add_option("--output,-o", g.output, "table or json")
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
+  AddTlsOptions(&app, &g.tls, "POLEDGER");
 
   Run run;
   AddPurchaseOrderCommands(&app, &run);
@@ -63,7 +64,11 @@ int Main(int argc, char** argv) {
     return 2;
   }
   if (!run) return Usage("no command");
-  Session session(std::move(g));
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ClientCredentials(g.tls);
+  if (!credentials.ok())
+    return Usage(std::string(credentials.status().message()));
+  Session session(std::move(g), *std::move(credentials));
   return run(session);
 }
 

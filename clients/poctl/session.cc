@@ -20,8 +20,11 @@
 namespace poledger {
 namespace poctl {
 
-Session::Session(Globals globals) : globals_(std::move(globals)) {
-  std::shared_ptr<grpc::Channel> channel = NewClientChannel(globals_.server);
+Session::Session(Globals globals,
+                 std::shared_ptr<grpc::ChannelCredentials> credentials)
+    : globals_(std::move(globals)) {
+  std::shared_ptr<grpc::Channel> channel =
+      NewClientChannel(globals_.server, std::move(credentials));
   pos_ = v1::PurchaseOrderService::NewStub(channel);
   invoices_ = v1::InvoiceService::NewStub(channel);
   notifications_ = v1::NotificationService::NewStub(channel);
@@ -35,7 +38,6 @@ void Session::Prepare(grpc::ClientContext* context, bool streaming) const {
                           std::chrono::milliseconds(
                               static_cast<int64_t>(globals_.timeout * 1000)));
   }
-  context->AddMetadata("x-poledger-actor", "poctl");
 }
 
 void OnRun(CLI::App* command, Run* run, Run body, bool needs_account) {

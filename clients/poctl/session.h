@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "clients/channel.h"
 #include "clients/format.h"
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/client_context.h"
@@ -30,18 +31,20 @@ struct Globals {
   std::string account;
   double timeout = 10;
   std::string output = "table";
+  ClientTls tls;
 };
 
 // What a command runs against: one channel and its stubs.
 class Session {
  public:
-  explicit Session(Globals globals);
+  Session(Globals globals,
+          std::shared_ptr<grpc::ChannelCredentials> credentials);
 
   const std::string& account() const { return globals_.account; }
   bool json() const { return globals_.output == "json"; }
 
   // Sets the call deadline (--timeout; none for a stream, which runs until
-  // the user stops it) and poctl's actor.
+  // the user stops it).
   void Prepare(grpc::ClientContext* context, bool streaming = false) const;
 
   v1::PurchaseOrderService::Stub& purchase_orders() { return *pos_; }

@@ -1,0 +1,88 @@
+// Authorization: which identity may call which method on which account,
+// from the policy file (v1::AuthorizationPolicy,
+// proto/poledger/v1/authz.proto).
+//
+// Every method of the poledger.v1 services needs one kind of access (the
+// table in authz.cc, the one list); a role grants kinds of access on its
+// accounts. A call is allowed when some binding of the caller's identity
+// grants the method's access on the call's account (or on every account,
+// "*", for calls that are not about one account).
+//
+// Thread safety: an Authorizer is immutable; share it freely.
+#ifndef POLEDGER_API_AUTHZ_H_
+#define POLEDGER_API_AUTHZ_H_
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "poledger/v1/authz.pb.h"
+
+namespace google::protobuf {
+class Descriptor;
+}  // namespace google::protobuf
+
+namespace poledger {
+namespace api {
+
+// The kinds of access a method needs.
+enum class Access {
+  kRead,           // Get/List of an account's purchase orders and invoices.
+  kNotifications,  // ListNotifications, SubscribeNotifications.
+  kPurchase,       // Purchase-order and line-item commands.
+  kBill,           // Recording invoices and marketplace transactions.
+  kLog,            // The whole log: ReadEvents, SubscribeEvents, digests.
+  kAdmin,          // AdminService.
+};
+
+// The method ("InvoiceService.RecordInvoice") whose request message is
+// `request`, and the access it needs; nullptr if no poledger.v1 method
+// takes that message.
+struct MethodRule {
+  std::string method;
+  Access access;
+};
+const MethodRule* RuleFor(const google::protobuf::Descriptor* request);
+
+// Parses a policy: JSON if `json`, else protobuf text format.
+// INVALID_ARGUMENT naming the binding field that is wrong.
+absl::StatusOr<v1::AuthorizationPolicy> ParsePolicy(absl::string_view text,
+                                                    bool json);
+// Reads and parses a policy file (JSON if its name ends in ".json").
+absl::StatusOr<v1::AuthorizationPolicy> LoadPolicy(const std::string& path);
+
+class Authorizer {
+ public:
+  // Everyone may do everything (development, or --authz-allow-all).
+  static Authorizer AllowAll();
+  static absl::StatusOr<Authorizer> FromPolicy(
+      const v1::AuthorizationPolicy& policy);
+
+  bool allows_all() const { return allow_all_; }
+
+  // OK if `identity` may call the method that takes `request` on
+  // `account` ("" for a call about every account). Otherwise
+  // PERMISSION_DENIED with reason PERMISSION_DENIED naming the method and
+  // the account, and nothing about whether the account exists.
+  absl::Status Check(absl::string_view identity,
+                     const google::protobuf::Descriptor* request,
+                     absl::string_view account) const;
+
+ private:
+  struct Grant {
+    std::set<Access> access;
+    bool every_account = false;
+    std::set<std::string, std::less<>> accounts;
+  };
+  bool allow_all_ = false;
+  std::map<std::string, std::vector<Grant>, std::less<>> grants_;
+};
+
+}  // namespace api
+}  // namespace poledger
+
+#endif  // POLEDGER_API_AUTHZ_H_
