@@ -1,0 +1,116 @@
+// The authorization policy: parsing and validation, and the method table.
+#include "api/authz.h"
+
+#include <set>
+
+#include "core/errors.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/descriptor.h"
+#include "gtest/gtest.h"
+#include "poledger/v1/invoices.pb.h"
+#include "poledger/v1/log.pb.h"
+#include "poledger/v1/purchase_orders.pb.h"
+
+namespace poledger {
+namespace api {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(MethodRuleTest, EveryMethodOfEveryServiceHasOne) {
+  (void)v1::RecordInvoiceRequest::descriptor();
+  (void)v1::CreatePurchaseOrderRequest::descriptor();
+  (void)v1::ReadEventsRequest::descriptor();
+  std::set<const google::protobuf::Descriptor*> requests;
+  int methods = 0;
+  for (const char* name :
+       {"poledger.v1.PurchaseOrderService", "poledger.v1.InvoiceService",
+        "poledger.v1.NotificationService", "poledger.v1.EventLogService",
+        "poledger.v1.AdminService"}) {
+    const auto* service =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+            name);
+    ASSERT_NE(service, nullptr) << name;
+    for (int i = 0; i < service->method_count(); ++i) {
+      const auto* m = service->method(i);
+      ++methods;
+      // One request message per method: the rule is found by it.
+      EXPECT_TRUE(requests.insert(m->input_type()).second) << m->full_name();
+      const MethodRule* rule = RuleFor(m->input_type());
+      ASSERT_NE(rule, nullptr) << m->full_name();
+      EXPECT_EQ(rule->method, service->name() + "." + m->name());
+    }
+  }
+  EXPECT_EQ(methods, 23);
+}
+
+TEST(PolicyTest, TextAndJsonFormsParse) {
+  auto text = ParsePolicy(
+      "bindings { identity: \"spiffe://x/billing\" role: ROLE_BILLER "
+      "accounts: \"111\" accounts: \"222\" }",
+      false);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(text->bindings(0).accounts_size(), 2);
+  auto json = ParsePolicy(
+      R"({"bindings": [{"identity": "ops", "role": "ROLE_ADMIN",
+          "accounts": ["*"]}]})",
+      true);
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_EQ(json->bindings(0).role(), v1::ROLE_ADMIN);
+}
+
+TEST(PolicyTest, BadPoliciesNameWhatIsWrong) {
+  struct Case {
+    const char* text;
+    const char* says;
+  } cases[] = {
+      {"bindings { identity: \"a\" role: ROLE_CHIEF accounts: \"*\" }",
+       "line 1"},
+      {"bindings { role: ROLE_VIEWER accounts: \"*\" }",
+       "bindings[0].identity"},
+      {"bindings { identity: \"a\" accounts: \"*\" }", "bindings[0].role"},
+      {"bindings { identity: \"a\" role: ROLE_VIEWER }",
+       "bindings[0].accounts"},
+      {"bindings { identity: \"a\" role: ROLE_AUDITOR accounts: \"1\" }",
+       "bindings[0].accounts[0]"},
+      {"bindings { identity: \"a\" role: ROLE_VIEWER accounts: \"\" }",
+       "bindings[0].accounts[0]"},
+  };
+  for (const Case& c : cases) {
+    auto p = ParsePolicy(c.text, false);
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << c.text;
+    EXPECT_THAT(std::string(p.status().message()), HasSubstr(c.says)) << c.text;
+  }
+  EXPECT_EQ(LoadPolicy("/nonexistent/policy").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(AuthorizerTest, RolesGrantTheirMethodsOnTheirAccounts) {
+  auto policy = ParsePolicy(
+      "bindings { identity: \"v\" role: ROLE_VIEWER accounts: \"a\" }"
+      "bindings { identity: \"n\" role: ROLE_NOTIFIER accounts: \"*\" }",
+      false);
+  ASSERT_TRUE(policy.ok());
+  auto authz = Authorizer::FromPolicy(*policy);
+  ASSERT_TRUE(authz.ok());
+  const auto* get = v1::GetPurchaseOrderRequest::descriptor();
+  const auto* subscribe = v1::SubscribeNotificationsRequest::descriptor();
+  EXPECT_TRUE(authz->Check("v", get, "a").ok());
+  absl::Status denied = authz->Check("v", get, "b");
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(core::ReasonOf(denied), "PERMISSION_DENIED");
+  EXPECT_THAT(
+      std::string(denied.message()),
+      HasSubstr("PurchaseOrderService.GetPurchaseOrder on account \"b\""));
+  // Every account's notifications need "*".
+  EXPECT_FALSE(authz->Check("v", subscribe, "").ok());
+  EXPECT_TRUE(authz->Check("n", subscribe, "").ok());
+  EXPECT_FALSE(authz->Check("n", get, "a").ok());
+  EXPECT_FALSE(authz->Check("", get, "a").ok());
+  EXPECT_FALSE(authz->Check("V", get, "a").ok());  // Identities are exact.
+  EXPECT_TRUE(Authorizer::AllowAll().Check("", get, "a").ok());
+}
+
+}  // namespace
+}  // namespace api
+}  // namespace poledger

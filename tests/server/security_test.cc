@@ -1,0 +1,676 @@
+// Security end to end: an in-process server with mutual TLS and an
+// authorization policy, certificates made by the openssl command at test
+// time (tests/testing/make_certs.sh), every method of every service called
+// by every kind of caller, and the log head checked after every call.
+#include <signal.h>
+
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "ledger/ledger.h"
+#include "poledger/v1/invoices.grpc.pb.h"
+#include "poledger/v1/log.grpc.pb.h"
+#include "poledger/v1/purchase_orders.grpc.pb.h"
+#include "server/server.h"
+#include "tests/eventstore/store_test_util.h"
+#include "tests/testing/command.h"
+#include "tests/testing/server_process.h"
+#include "tests/testing/status_matchers.h"
+
+namespace poledger {
+namespace {
+
+constexpr char kA[] = "acct-a";
+constexpr char kB[] = "acct-b";
+constexpr char kAws[] = "Amazon Web Services, Inc.";
+
+std::string Spiffe(const std::string& name) {
+  return "spiffe://poledger.test/" + name;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void WriteAll(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+// The policy under test: each role bound once, "root" bound to all.
+std::string Policy() {
+  std::string p;
+  auto bind = [&](const std::string& who, const char* role,
+                  const std::string& account) {
+    absl::StrAppend(&p, "bindings { identity: \"", who, "\" role: ", role,
+                    " accounts: \"", account, "\" }\n");
+  };
+  bind(Spiffe("viewer-a"), "ROLE_VIEWER", kA);
+  bind(Spiffe("purchaser-a"), "ROLE_PURCHASER", kA);
+  bind(Spiffe("biller-a"), "ROLE_BILLER", kA);
+  bind(Spiffe("notifier"), "ROLE_NOTIFIER", "*");
+  bind(Spiffe("auditor"), "ROLE_AUDITOR", "*");
+  bind(Spiffe("admin"), "ROLE_ADMIN", "*");
+  bind("cn-only", "ROLE_VIEWER", kA);  // An identity from the subject CN.
+  for (const char* role : {"ROLE_PURCHASER", "ROLE_BILLER", "ROLE_NOTIFIER",
+                           "ROLE_AUDITOR", "ROLE_ADMIN"}) {
+    bind(Spiffe("root"), role, "*");
+  }
+  return p;
+}
+
+// The test's own view of the rights (written from the issue, apart from the
+// server's table): what each method is about.
+enum class Kind { kRead, kNotifications, kPurchase, kBill, kLog, kAdmin };
+
+Kind KindOf(const std::string& method) {
+  static const std::map<std::string, Kind> kKinds = {
+      {"CreatePurchaseOrder", Kind::kPurchase},
+      {"GetPurchaseOrder", Kind::kRead},
+      {"ListPurchaseOrders", Kind::kRead},
+      {"UpdatePurchaseOrder", Kind::kPurchase},
+      {"UpdatePurchaseOrderStatus", Kind::kPurchase},
+      {"DeletePurchaseOrder", Kind::kPurchase},
+      {"AddLineItem", Kind::kPurchase},
+      {"UpdateLineItem", Kind::kPurchase},
+      {"RemoveLineItem", Kind::kPurchase},
+      {"ListPurchaseOrderInvoices", Kind::kRead},
+      {"RecordInvoice", Kind::kBill},
+      {"GetInvoice", Kind::kRead},
+      {"RecordMarketplaceTransaction", Kind::kBill},
+      {"SubscribeNotifications", Kind::kNotifications},
+      {"ListNotifications", Kind::kNotifications},
+      {"ReadEvents", Kind::kLog},
+      {"SubscribeEvents", Kind::kLog},
+      {"GetPurchaseOrderAt", Kind::kRead},
+      {"GetLogDigest", Kind::kLog},
+      {"GetServerInfo", Kind::kAdmin},
+      {"CreateSnapshot", Kind::kAdmin},
+      {"SetTime", Kind::kAdmin},
+      {"AdvanceTime", Kind::kAdmin},
+  };
+  auto it = kKinds.find(method);
+  if (it == kKinds.end()) {
+    ADD_FAILURE() << "a method the test does not know: " << method;
+    return Kind::kAdmin;
+  }
+  return it->second;
+}
+
+struct Caller {
+  std::string name;  // Certificate file name; "" none.
+  std::set<Kind> kinds;
+  bool every_account = false;  // Else account A only.
+};
+
+const std::vector<Caller>& Callers() {
+  static const auto* callers = new std::vector<Caller>{
+      {"", {}, false},
+      {"untrusted", {}, false},
+      {"viewer-a", {Kind::kRead, Kind::kNotifications}, false},
+      {"cn-only", {Kind::kRead, Kind::kNotifications}, false},
+      {"purchaser-a",
+       {Kind::kRead, Kind::kNotifications, Kind::kPurchase},
+       false},
+      {"biller-a", {Kind::kRead, Kind::kNotifications, Kind::kBill}, false},
+      {"notifier", {Kind::kNotifications}, true},
+      {"auditor", {Kind::kRead, Kind::kNotifications, Kind::kLog}, true},
+      {"admin", {Kind::kAdmin}, true},
+  };
+  return *callers;
+}
+
+// The services' methods, from their descriptors.
+std::vector<const google::protobuf::MethodDescriptor*> AllMethods() {
+  (void)v1::RecordInvoiceRequest::descriptor();
+  (void)v1::CreatePurchaseOrderRequest::descriptor();
+  (void)v1::ReadEventsRequest::descriptor();
+  std::vector<const google::protobuf::MethodDescriptor*> out;
+  for (const char* name :
+       {"poledger.v1.PurchaseOrderService", "poledger.v1.InvoiceService",
+        "poledger.v1.NotificationService", "poledger.v1.EventLogService",
+        "poledger.v1.AdminService"}) {
+    const auto* service =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+            name);
+    EXPECT_NE(service, nullptr) << name;
+    if (service == nullptr) continue;
+    for (int i = 0; i < service->method_count(); ++i) {
+      out.push_back(service->method(i));
+    }
+  }
+  return out;
+}
+
+// A request for `method` about `account`: its account_id set (if it has
+// one), nothing else, so that no allowed call writes anything either.
+std::string RequestBytes(const google::protobuf::MethodDescriptor* method,
+                         const std::string& account) {
+  std::unique_ptr<google::protobuf::Message> request(
+      google::protobuf::MessageFactory::generated_factory()
+          ->GetPrototype(method->input_type())
+          ->New());
+  if (const auto* f = method->input_type()->FindFieldByName("account_id")) {
+    request->GetReflection()->SetString(request.get(), f, account);
+  }
+  return request->SerializeAsString();
+}
+
+// Calls `method` with `request` through the generic stub. A stream that
+// sends its first message counts as OK (then it is cancelled).
+grpc::StatusCode Call(grpc::Channel* channel,
+                      const google::protobuf::MethodDescriptor* method,
+                      const std::string& request) {
+  grpc::GenericStub stub(channel->shared_from_this());
+  const std::string path =
+      absl::StrCat("/", method->service()->full_name(), "/", method->name());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::CompletionQueue cq;
+  grpc::Slice slice(request);
+  grpc::ByteBuffer in(&slice, 1);
+  grpc::ByteBuffer out;
+  grpc::Status status;
+  void* tag;
+  bool ok;
+  if (!method->server_streaming()) {
+    auto call = stub.PrepareUnaryCall(&ctx, path, in, &cq);
+    call->StartCall();
+    call->Finish(&out, &status, reinterpret_cast<void*>(1));
+    cq.Next(&tag, &ok);
+  } else {
+    auto call = stub.PrepareCall(&ctx, path, &cq);
+    call->StartCall(reinterpret_cast<void*>(1));
+    cq.Next(&tag, &ok);
+    bool got_message = false;
+    if (ok) {
+      call->Write(in, reinterpret_cast<void*>(2));
+      cq.Next(&tag, &ok);
+      call->WritesDone(reinterpret_cast<void*>(3));
+      cq.Next(&tag, &ok);
+      call->Read(&out, reinterpret_cast<void*>(4));
+      cq.Next(&tag, &ok);
+      got_message = ok;
+    }
+    if (got_message) ctx.TryCancel();
+    call->Finish(&status, reinterpret_cast<void*>(5));
+    while (cq.Next(&tag, &ok) && tag != reinterpret_cast<void*>(5)) {
+    }
+    if (got_message) {
+      cq.Shutdown();
+      while (cq.Next(&tag, &ok)) {
+      }
+      return grpc::StatusCode::OK;
+    }
+  }
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return status.error_code();
+}
+
+std::string ReasonOf(const grpc::Status& status) {
+  google::rpc::Status rpc;
+  if (!rpc.ParseFromString(status.error_details())) return "";
+  for (const auto& any : rpc.details()) {
+    google::rpc::ErrorInfo info;
+    if (any.UnpackTo(&info)) return info.reason();
+  }
+  return "";
+}
+
+v1::PurchaseOrder NewPo(const std::string& id) {
+  v1::PurchaseOrder po;
+  po.set_purchase_order_id(id);
+  po.add_bill_from(kAws);
+  po.set_currency_code("USD");
+  po.set_effective_month("2026-01");
+  po.set_expiration_month("2030-12");
+  v1::Contact* c = po.add_contacts();
+  c->set_email("finance@example.com");
+  v1::LineItem* l = po.add_line_items();
+  l->set_line_number(1);
+  l->set_type(v1::LINE_ITEM_TYPE_ALL);
+  l->set_start_month("2026-01");
+  l->set_end_month("2030-12");
+  l->set_balance_tracking(true);
+  l->mutable_amount()->set_currency_code("USD");
+  l->mutable_amount()->set_units(1000);
+  l->set_quantity(1);
+  return po;
+}
+
+class SecurityTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    certs_ = new TempDir();
+    const auto made = testing::RunCommand(absl::StrCat(
+        "bash ", POLEDGER_MAKE_CERTS, " ", certs_->path(),
+        " viewer-a purchaser-a biller-a notifier auditor admin root 2>&1"));
+    ASSERT_EQ(made.exit_code, 0) << made.out;
+  }
+  static void TearDownTestSuite() {
+    delete certs_;
+    certs_ = nullptr;
+  }
+
+  static std::string Cert(const std::string& file) {
+    return absl::StrCat(certs_->path(), "/", file);
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(std::filesystem::copy_file(Cert("server.pem"),
+                                           dir_.path() + "/server.pem"));
+    ASSERT_TRUE(std::filesystem::copy_file(Cert("server.key"),
+                                           dir_.path() + "/server.key"));
+    WriteAll(dir_.path() + "/policy.textproto", Policy());
+    ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.data_dir = dir_.path() + "/data";
+    options.tick_interval = absl::Hours(1);
+    options.tls_cert = dir_.path() + "/server.pem";
+    options.tls_key = dir_.path() + "/server.key";
+    options.tls_client_ca = Cert("ca.pem");
+    options.authz_policy = dir_.path() + "/policy.textproto";
+    auto server = PoledgerServer::Start(options);
+    ASSERT_OK(server);
+    server_ = std::move(*server);
+  }
+
+  // A new TLS channel as `who` (a certificate name; "" presents none).
+  std::shared_ptr<grpc::Channel> Channel(const std::string& who) {
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = ReadAll(Cert("ca.pem"));
+    if (!who.empty()) {
+      tls.pem_cert_chain = ReadAll(Cert(who + ".pem"));
+      tls.pem_private_key = ReadAll(Cert(who + ".key"));
+    }
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    return grpc::CreateCustomChannel(
+        absl::StrCat("127.0.0.1:", server_->port()), grpc::SslCredentials(tls),
+        args);
+  }
+
+  uint64_t head() const { return server_->ledger()->store()->Head().position; }
+
+  static TempDir* certs_;
+  TempDir dir_;
+  std::unique_ptr<PoledgerServer> server_;
+};
+
+TempDir* SecurityTest::certs_ = nullptr;
+
+TEST_F(SecurityTest, EveryMethodByEveryCallerGivesItsExactCode) {
+  auto root = Channel("root");
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels;
+  for (const Caller& c : Callers()) channels[c.name] = Channel(c.name);
+  const auto methods = AllMethods();
+  ASSERT_EQ(methods.size(), 23u);
+  int calls = 0;
+  std::map<grpc::StatusCode, int> by_code;
+  const uint64_t start = head();
+  for (const auto* method : methods) {
+    const Kind kind = KindOf(method->name());
+    for (const char* account : {kA, kB}) {
+      const std::string request = RequestBytes(method, account);
+      // What an allowed caller gets: root's answer to the same request.
+      const grpc::StatusCode allowed = Call(root.get(), method, request);
+      EXPECT_NE(allowed, grpc::StatusCode::PERMISSION_DENIED) << method->name();
+      EXPECT_NE(allowed, grpc::StatusCode::UNAUTHENTICATED) << method->name();
+      EXPECT_NE(allowed, grpc::StatusCode::UNAVAILABLE) << method->name();
+      const bool about_one_account =
+          method->input_type()->FindFieldByName("account_id") != nullptr &&
+          kind != Kind::kLog;
+      for (const Caller& c : Callers()) {
+        grpc::StatusCode want;
+        if (c.name.empty()) {
+          want = grpc::StatusCode::UNAUTHENTICATED;
+        } else if (c.name == "untrusted") {
+          want = grpc::StatusCode::UNAVAILABLE;  // The handshake fails.
+        } else if (c.kinds.count(kind) > 0 &&
+                   (c.every_account ||
+                    (about_one_account && std::string(account) == kA))) {
+          want = allowed;
+        } else {
+          want = grpc::StatusCode::PERMISSION_DENIED;
+        }
+        const grpc::StatusCode got =
+            Call(channels[c.name].get(), method, request);
+        ++calls;
+        ++by_code[got];
+        EXPECT_EQ(got, want)
+            << method->full_name() << " by '" << c.name << "' on " << account;
+        EXPECT_EQ(head(), start)
+            << method->full_name() << " by '" << c.name << "' wrote to the log";
+      }
+    }
+  }
+  EXPECT_EQ(calls, 23 * 2 * 9);
+  std::string summary;
+  for (const auto& [code, n] : by_code) {
+    absl::StrAppend(&summary, " ", static_cast<int>(code), ":", n);
+  }
+  std::printf("matrix: %d calls, by code:%s\n", calls, summary.c_str());
+}
+
+TEST_F(SecurityTest, RefusalsCarryTheReasonAndSayNothingOfTheAccount) {
+  auto root = v1::PurchaseOrderService::NewStub(Channel("root"));
+  {
+    grpc::ClientContext ctx;
+    v1::CreatePurchaseOrderRequest req;
+    req.set_account_id(kB);
+    *req.mutable_purchase_order() = NewPo("po-b");
+    v1::PurchaseOrder out;
+    ASSERT_TRUE(root->CreatePurchaseOrder(&ctx, req, &out).ok());
+  }
+  auto viewer = v1::PurchaseOrderService::NewStub(Channel("viewer-a"));
+  std::vector<grpc::Status> answers;
+  for (const char* po : {"po-b", "po-none"}) {
+    grpc::ClientContext ctx;
+    v1::GetPurchaseOrderRequest req;
+    req.set_account_id(kB);
+    req.set_purchase_order_id(po);
+    v1::PurchaseOrder out;
+    answers.push_back(viewer->GetPurchaseOrder(&ctx, req, &out));
+  }
+  for (const grpc::Status& s : answers) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_EQ(ReasonOf(s), "PERMISSION_DENIED");
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("GetPurchaseOrder"));
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("\"acct-b\""));
+  }
+  // An existing and a missing purchase order get the same answer.
+  EXPECT_EQ(answers[0].error_message(), answers[1].error_message());
+  grpc::ClientContext ctx;
+  v1::GetPurchaseOrderRequest req;
+  req.set_account_id(kA);
+  req.set_purchase_order_id("po-a");
+  v1::PurchaseOrder out;
+  grpc::Status none = v1::PurchaseOrderService::NewStub(Channel(""))
+                          ->GetPurchaseOrder(&ctx, req, &out);
+  EXPECT_EQ(none.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(ReasonOf(none), "UNAUTHENTICATED");
+}
+
+TEST_F(SecurityTest, TheActorIsTheCallersIdentityNeverWhatItSends) {
+  auto purchaser = v1::PurchaseOrderService::NewStub(Channel("purchaser-a"));
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("x-poledger-actor", "someone-else");
+  v1::CreatePurchaseOrderRequest req;
+  req.set_account_id(kA);
+  *req.mutable_purchase_order() = NewPo("po-a");
+  v1::PurchaseOrder out;
+  ASSERT_TRUE(purchaser->CreatePurchaseOrder(&ctx, req, &out).ok());
+  auto log = v1::EventLogService::NewStub(Channel("auditor"));
+  grpc::ClientContext read_ctx;
+  v1::ReadEventsResponse events;
+  ASSERT_TRUE(
+      log->ReadEvents(&read_ctx, v1::ReadEventsRequest(), &events).ok());
+  ASSERT_EQ(events.events_size(), 1);
+  EXPECT_EQ(events.events(0).actor(), Spiffe("purchaser-a"));
+
+  auto admin = v1::AdminService::NewStub(Channel("admin"));
+  grpc::ClientContext info_ctx;
+  v1::GetServerInfoResponse info;
+  ASSERT_TRUE(
+      admin->GetServerInfo(&info_ctx, v1::GetServerInfoRequest(), &info).ok());
+  EXPECT_EQ(info.authorization(), "policy");
+  EXPECT_EQ(info.caller_identity(), Spiffe("admin"));
+  // The identity of a certificate without a URI SAN is its subject CN.
+  auto cn = v1::PurchaseOrderService::NewStub(Channel("cn-only"));
+  grpc::ClientContext get_ctx;
+  v1::GetPurchaseOrderRequest get;
+  get.set_account_id(kA);
+  get.set_purchase_order_id("po-a");
+  EXPECT_TRUE(cn->GetPurchaseOrder(&get_ctx, get, &out).ok());
+}
+
+TEST_F(SecurityTest, NotificationStreamsKeepToTheirAccounts) {
+  auto root_pos = v1::PurchaseOrderService::NewStub(Channel("root"));
+  auto root_invoices = v1::InvoiceService::NewStub(Channel("root"));
+  for (const char* account : {kA, kB}) {
+    grpc::ClientContext ctx;
+    v1::CreatePurchaseOrderRequest req;
+    req.set_account_id(account);
+    *req.mutable_purchase_order() = NewPo("po");
+    v1::PurchaseOrder out;
+    ASSERT_TRUE(root_pos->CreatePurchaseOrder(&ctx, req, &out).ok());
+  }
+  // 800 of 1000 invoiced: each account's 75% alert.
+  for (const char* account : {kB, kA}) {
+    grpc::ClientContext ctx;
+    v1::RecordInvoiceRequest req;
+    req.set_account_id(account);
+    v1::Invoice* inv = req.mutable_invoice();
+    inv->set_invoice_id("inv-1");
+    inv->set_bill_from(kAws);
+    inv->set_category(v1::INVOICE_CATEGORY_MONTHLY_USAGE);
+    inv->set_billing_period("2026-02");
+    inv->mutable_amount()->set_currency_code("USD");
+    inv->mutable_amount()->set_units(800);
+    v1::Invoice out;
+    ASSERT_TRUE(root_invoices->RecordInvoice(&ctx, req, &out).ok());
+  }
+  // Reads a stream up to its caught_up marker; returns the accounts seen.
+  auto accounts_seen = [](v1::NotificationService::Stub* stub,
+                          const std::string& account, grpc::Status* status) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(10));
+    v1::SubscribeNotificationsRequest req;
+    req.set_account_id(account);
+    auto reader = stub->SubscribeNotifications(&ctx, req);
+    std::vector<std::string> seen;
+    v1::SubscribeNotificationsResponse msg;
+    while (reader->Read(&msg)) {
+      if (msg.has_caught_up()) {
+        ctx.TryCancel();
+        break;
+      }
+      if (msg.has_notification())
+        seen.push_back(msg.notification().account_id());
+    }
+    *status = reader->Finish();
+    return seen;
+  };
+  grpc::Status status;
+  auto viewer = v1::NotificationService::NewStub(Channel("viewer-a"));
+  EXPECT_THAT(accounts_seen(viewer.get(), kA, &status),
+              ::testing::ElementsAre(kA));
+  EXPECT_THAT(accounts_seen(viewer.get(), kB, &status), ::testing::IsEmpty());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // Every account's notifications: the notifier's right, not a viewer's.
+  EXPECT_THAT(accounts_seen(viewer.get(), "", &status), ::testing::IsEmpty());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  auto notifier = v1::NotificationService::NewStub(Channel("notifier"));
+  EXPECT_THAT(accounts_seen(notifier.get(), "", &status),
+              ::testing::ElementsAre(kB, kA));
+}
+
+TEST_F(SecurityTest, HealthAndReflectionStayOpen) {
+  auto health = grpc::health::v1::Health::NewStub(Channel(""));
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse out;
+  ASSERT_TRUE(health->Check(&ctx, req, &out).ok());
+  EXPECT_EQ(out.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST_F(SecurityTest, PolicyReloadKeepsTheOldPolicyWhenTheNewOneIsBad) {
+  auto viewer = v1::PurchaseOrderService::NewStub(Channel("viewer-a"));
+  auto get = [&](const char* account) {
+    grpc::ClientContext ctx;
+    v1::GetPurchaseOrderRequest req;
+    req.set_account_id(account);
+    req.set_purchase_order_id("po");
+    v1::PurchaseOrder out;
+    return viewer->GetPurchaseOrder(&ctx, req, &out).error_code();
+  };
+  EXPECT_EQ(get(kB), grpc::StatusCode::PERMISSION_DENIED);
+  const std::string path = dir_.path() + "/policy.textproto";
+  WriteAll(path, "bindings { identity: \"x\" role: ROLE_NOBODY }");
+  absl::Status reloaded = server_->Reload();
+  EXPECT_EQ(reloaded.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(reloaded.message()),
+              ::testing::HasSubstr("policy kept"));
+  EXPECT_EQ(get(kA), grpc::StatusCode::NOT_FOUND);  // Still a viewer of A.
+  WriteAll(path, Policy() + absl::StrCat("bindings { identity: \"",
+                                         Spiffe("viewer-a"),
+                                         "\" role: ROLE_VIEWER accounts: \"",
+                                         kB, "\" }\n"));
+  ASSERT_OK(server_->Reload());
+  EXPECT_EQ(get(kB), grpc::StatusCode::NOT_FOUND);
+}
+
+// The server's certificate as a new connection sees it: its subject CN.
+std::string ServerCn(grpc::Channel* channel) {
+  auto admin = v1::AdminService::NewStub(channel->shared_from_this());
+  grpc::ClientContext ctx;
+  v1::GetServerInfoResponse out;
+  admin->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &out);
+  auto auth = ctx.auth_context();
+  if (auth == nullptr) return "";
+  auto cn = auth->FindPropertyValues("x509_common_name");
+  return cn.empty() ? "" : std::string(cn[0].data(), cn[0].size());
+}
+
+TEST_F(SecurityTest, RotatedCertificatesServeNewConnectionsAndStreamsGoOn) {
+  EXPECT_EQ(ServerCn(Channel("admin").get()), "poledger-server");
+  // A stream open across the rotation.
+  auto log = v1::EventLogService::NewStub(Channel("auditor"));
+  grpc::ClientContext stream_ctx;
+  auto reader = log->SubscribeEvents(&stream_ctx, v1::SubscribeEventsRequest());
+  v1::SubscribeEventsResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+
+  // A bad key is refused and the old files stay.
+  WriteAll(dir_.path() + "/server.key", ReadAll(Cert("admin.key")));
+  EXPECT_EQ(server_->Reload().code(), absl::StatusCode::kInvalidArgument);
+  std::filesystem::copy_file(Cert("server2.pem"), dir_.path() + "/server.pem",
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(Cert("server2.key"), dir_.path() + "/server.key",
+                             std::filesystem::copy_options::overwrite_existing);
+  ASSERT_OK(server_->Reload());
+  // gRPC's watcher takes the new files within a second or two.
+  std::string cn;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    cn = ServerCn(Channel("admin").get());
+    if (cn == "poledger-server-rotated") break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  EXPECT_EQ(cn, "poledger-server-rotated");
+
+  // The stream opened before goes on.
+  auto pos = v1::PurchaseOrderService::NewStub(Channel("purchaser-a"));
+  grpc::ClientContext ctx;
+  v1::CreatePurchaseOrderRequest req;
+  req.set_account_id(kA);
+  *req.mutable_purchase_order() = NewPo("po-after");
+  v1::PurchaseOrder out;
+  ASSERT_TRUE(pos->CreatePurchaseOrder(&ctx, req, &out).ok());
+  do {
+    ASSERT_TRUE(reader->Read(&msg));
+  } while (!msg.has_event());
+  EXPECT_EQ(msg.event().actor(), Spiffe("purchaser-a"));
+  stream_ctx.TryCancel();
+  while (reader->Read(&msg)) {
+  }
+  reader->Finish();
+}
+
+// --- The binary's flags and signals
+// ----------------------------------------------
+
+TEST_F(SecurityTest, PlaintextOffLoopbackAndTlsWithoutPolicyAreRefused) {
+  for (const auto& [args, why] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"--listen=0.0.0.0:0", "without TLS"},
+           {absl::StrCat("--tls-cert=", Cert("server.pem"),
+                         " --tls-key=", Cert("server.key"),
+                         " --tls-client-ca=", Cert("ca.pem")),
+            "--authz-policy"},
+           {absl::StrCat("--tls-cert=", Cert("server.pem")), "together"},
+       }) {
+    const auto run = testing::RunCommand(
+        absl::StrCat(POLEDGER_SERVER_BINARY, " --data-dir=", dir_.path(),
+                     "/refused ", args, " 2>&1"));
+    EXPECT_EQ(run.exit_code, 2) << args << ": " << run.out;
+    EXPECT_THAT(run.out, ::testing::HasSubstr(why)) << args;
+  }
+}
+
+TEST_F(SecurityTest, SighupReloadsTheRunningServersCertificates) {
+  server_.reset();  // This test runs the binary.
+  testing::ServerProcess process;
+  ASSERT_TRUE(
+      process.Start(POLEDGER_SERVER_BINARY,
+                    {"--data-dir=" + dir_.path() + "/data2",
+                     "--tls-cert=" + dir_.path() + "/server.pem",
+                     "--tls-key=" + dir_.path() + "/server.key",
+                     "--tls-client-ca=" + Cert("ca.pem"), "--authz-allow-all"}))
+      << process.output();
+  auto channel_to = [&] {
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = ReadAll(Cert("ca.pem"));
+    tls.pem_cert_chain = ReadAll(Cert("admin.pem"));
+    tls.pem_private_key = ReadAll(Cert("admin.key"));
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    return grpc::CreateCustomChannel(process.address(),
+                                     grpc::SslCredentials(tls), args);
+  };
+  EXPECT_EQ(ServerCn(channel_to().get()), "poledger-server");
+  std::filesystem::copy_file(Cert("server2.pem"), dir_.path() + "/server.pem",
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(Cert("server2.key"), dir_.path() + "/server.key",
+                             std::filesystem::copy_options::overwrite_existing);
+  // Before the signal the server keeps serving what it loaded.
+  absl::SleepFor(absl::Seconds(2));
+  EXPECT_EQ(ServerCn(channel_to().get()), "poledger-server");
+  kill(process.pid(), SIGHUP);
+  std::string cn;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    cn = ServerCn(channel_to().get());
+    if (cn == "poledger-server-rotated") break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  EXPECT_EQ(cn, "poledger-server-rotated");
+  EXPECT_THAT(process.output(),
+              ::testing::HasSubstr("SIGHUP: TLS files and policy reloaded"));
+  // allow-all mode is what GetServerInfo reports.
+  auto admin = v1::AdminService::NewStub(channel_to());
+  grpc::ClientContext ctx;
+  v1::GetServerInfoResponse info;
+  ASSERT_TRUE(
+      admin->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info).ok());
+  EXPECT_EQ(info.authorization(), "allow-all");
+  EXPECT_EQ(process.Stop(), 0);
+}
+
+}  // namespace
+}  // namespace poledger
