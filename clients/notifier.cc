@@ -274,13 +274,16 @@ int Run(const Options& options) {
         return 1;
       }
     }
+    // The canceller has cancelled the call if asked to stop; otherwise the
+    // stream ended by itself and Finish gives the server's status.
     done = true;
-    ctx.TryCancel();
     canceller.join();
+    if (g_stop) ctx.TryCancel();
     const grpc::Status status = reader->Finish();
     if (g_stop) break;
-    std::fprintf(stderr, "stream ended: %s; reconnecting in %s\n",
-                 status.error_message().c_str(), absl::FormatDuration(delay).c_str());
+    std::fprintf(stderr, "stream ended: %s: %s; reconnecting in %s\n",
+                 CodeName(status.error_code()), status.error_message().c_str(),
+                 absl::FormatDuration(delay).c_str());
     Backoff(delay);
     delay = std::min(delay * 2, max_delay);
   }

@@ -18,7 +18,11 @@
 // Exit status: 0 success; 1 other error; 2 bad usage; 3 invalid argument;
 // 4 not found; 5 already exists; 6 refused by a rule or a version conflict
 // (FAILED_PRECONDITION, ABORTED); 7 server unreachable or too slow
-// (UNAVAILABLE, DEADLINE_EXCEEDED).
+// (UNAVAILABLE, DEADLINE_EXCEEDED); 8 not allowed (UNAUTHENTICATED,
+// PERMISSION_DENIED).
+//
+// TLS: --tls-ca, --tls-cert, --tls-key, or $POLEDGER_TLS_CA,
+// $POLEDGER_TLS_CERT, $POLEDGER_TLS_KEY.
 #include <cstdlib>
 #include <string>
 #include <utility>

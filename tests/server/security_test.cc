@@ -602,6 +602,72 @@ TEST_F(SecurityTest, RotatedCertificatesServeNewConnectionsAndStreamsGoOn) {
   reader->Finish();
 }
 
+// --- The shipped clients ---------------------------------------------------
+
+TEST_F(SecurityTest, ShippedClientsSpeakTlsWithTheirIdentities) {
+  const std::string server = absl::StrCat("127.0.0.1:", server_->port());
+  auto tls_env = [&](const std::string& who) {
+    return absl::StrCat("POLEDGER_TLS_CA=", Cert("ca.pem"),
+                        " POLEDGER_TLS_CERT=", Cert(who + ".pem"),
+                        " POLEDGER_TLS_KEY=", Cert(who + ".key"), " ");
+  };
+  auto tls_flags = [&](const std::string& who) {
+    return absl::StrCat(" --tls-ca=", Cert("ca.pem"),
+                        " --tls-cert=", Cert(who + ".pem"),
+                        " --tls-key=", Cert(who + ".key"));
+  };
+  const std::string create = absl::StrCat(
+      POLEDGER_POCTL_BINARY, " --server=", server,
+      " --account=acct-a po create --id po-1 --bill-from 'AWS' "
+      "--effective 2026-01 --expiration 2030-12 --contact a@example.com");
+  // poctl from the environment: the purchaser may, the viewer may not.
+  auto run = testing::RunCommand(tls_env("purchaser-a") + create + " 2>&1");
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+  run = testing::RunCommand(tls_env("viewer-a") + create + " 2>&1");
+  EXPECT_EQ(run.exit_code, 8) << run.out;
+  EXPECT_THAT(run.out, ::testing::HasSubstr(
+                           "error: PERMISSION_DENIED [PERMISSION_DENIED]"));
+  // Plaintext to a TLS server: unreachable (the retries cut short).
+  run = testing::RunCommand(
+      absl::StrCat(POLEDGER_POCTL_BINARY, " --timeout=1",
+                   create.substr(strlen(POLEDGER_POCTL_BINARY)), " 2>&1"));
+  EXPECT_EQ(run.exit_code, 7) << run.out;
+  auto records = server_->ledger()->store()->ReadForward(1, 10);
+  ASSERT_OK(records);
+  ASSERT_EQ(records->size(), 1u);
+  EXPECT_EQ((*records)[0].actor, Spiffe("purchaser-a"));
+
+  // The auditor reads the whole log online; a viewer may not.
+  run = testing::RunCommand(absl::StrCat(POLEDGER_AUDIT_BINARY,
+                                         " verify --server=", server,
+                                         tls_flags("auditor"), " 2>&1"));
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+  run = testing::RunCommand(absl::StrCat(POLEDGER_AUDIT_BINARY,
+                                         " verify --server=", server,
+                                         tls_flags("viewer-a"), " 2>&1"));
+  EXPECT_NE(run.exit_code, 0) << run.out;
+  EXPECT_THAT(run.out, ::testing::HasSubstr("PERMISSION_DENIED"));
+
+  // The load generator sets up accounts and measures writes: root's work.
+  run = testing::RunCommand(
+      absl::StrCat(POLEDGER_LOADGEN_BINARY, " --server=", server,
+                   " --methods=info --seconds=0.5 --rounds=1 --concurrency=1",
+                   tls_flags("root"), " 2>&1"));
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+
+  // The notifier follows every account's notifications as "notifier"; a
+  // viewer of one account may not.
+  const std::string notifier = absl::StrCat(
+      "timeout -s TERM 2 ", POLEDGER_NOTIFIER_BINARY, " --server=", server,
+      " --smtp-url=smtp://127.0.0.1:1 --from=ledger@example.com --checkpoint=",
+      dir_.path(), "/checkpoint");
+  run = testing::RunCommand(notifier + tls_flags("notifier") + " 2>&1");
+  EXPECT_THAT(run.out, ::testing::HasSubstr("from position 0"));
+  EXPECT_THAT(run.out, ::testing::Not(::testing::HasSubstr("stream ended")));
+  run = testing::RunCommand(notifier + tls_flags("viewer-a") + " 2>&1");
+  EXPECT_THAT(run.out, ::testing::HasSubstr("PERMISSION_DENIED"));
+}
+
 // --- The binary's flags and signals
 // ----------------------------------------------
 
