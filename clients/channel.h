@@ -33,7 +33,8 @@ struct ClientTls {
 };
 
 // Adds --tls-ca, --tls-cert and --tls-key to `app`; with `env_prefix`
-// ("POLEDGER"), their defaults come from $POLEDGER_TLS_CA and so on.
+// ("POLEDGER_CLIENT"), their defaults come from $POLEDGER_CLIENT_TLS_CA and
+// so on.
 void AddTlsOptions(CLI::App* app, ClientTls* tls,
                    const char* env_prefix = nullptr);
 

@@ -11,7 +11,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev libcli11-dev
   libcurl4-openssl-dev libjemalloc-dev
   clang libclang-rt-14-dev
-  python3 python3-grpcio python3-protobuf python3-aiosmtpd
+  python3 python3-grpcio python3-protobuf python3-aiosmtpd python3-yaml
 )
 
 missing=()

@@ -44,8 +44,18 @@ struct PoledgerServer::Impl {
   std::unique_ptr<EventLogServiceImpl> event_log;
   std::unique_ptr<AdminServiceImpl> admin;
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<grpc::Server> health_server;
   std::unique_ptr<ServerTls> tls;
   int port = 0;
+  int health_port = 0;
+
+  // Sets the health status on every listener.
+  void SetServing(bool serving) {
+    server->GetHealthCheckService()->SetServingStatus(serving);
+    if (health_server != nullptr) {
+      health_server->GetHealthCheckService()->SetServingStatus(serving);
+    }
+  }
   std::thread scheduler;
   absl::Mutex shutdown_mu;
   bool shutdown_started = false;
@@ -126,6 +136,7 @@ PoledgerServer::~PoledgerServer() {
 }
 
 int PoledgerServer::port() const { return impl_->port; }
+int PoledgerServer::health_port() const { return impl_->health_port; }
 Ledger* PoledgerServer::ledger() const { return impl_->ledger.get(); }
 
 absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
@@ -220,14 +231,30 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.listen));
   }
-  grpc::HealthCheckServiceInterface* health =
-      impl->server->GetHealthCheckService();
-  health->SetServingStatus(false);
+  if (!options.health_listen.empty()) {
+    grpc::ServerBuilder health_builder;
+    health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    health_builder.AddListeningPort(options.health_listen,
+                                    grpc::InsecureServerCredentials(),
+                                    &impl->health_port);
+    impl->health_server = health_builder.BuildAndStart();
+    if (impl->health_server == nullptr || impl->health_port == 0) {
+      impl->server->Shutdown();
+      impl->server->Wait();
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", options.health_listen));
+    }
+  }
+  impl->SetServing(false);
 
   // From here on a failure must stop the listening server.
   auto fail = [&](absl::Status s) {
     impl->server->Shutdown();
     impl->server->Wait();
+    if (impl->health_server != nullptr) {
+      impl->health_server->Shutdown();
+      impl->health_server->Wait();
+    }
     return s;
   };
   RocksDbEventStoreOptions store_options;
@@ -266,7 +293,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
           raw->options.tick_interval));
     });
   }
-  health->SetServingStatus(true);
+  impl->SetServing(true);
   return std::unique_ptr<PoledgerServer>(new PoledgerServer(std::move(impl)));
 }
 
@@ -276,13 +303,14 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
     if (impl_->shutdown_started) return;
     impl_->shutdown_started = true;
   }
-  impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  impl_->SetServing(false);
   impl_->shutting_down.Notify();
   // Streams end at once with UNAVAILABLE (resume after their last
   // position); unary calls finish, or are cancelled after the grace period.
   if (impl_->tail != nullptr) impl_->tail->Stop();
   impl_->server->Shutdown(std::chrono::system_clock::now() +
                           absl::ToChronoMilliseconds(grace));
+  if (impl_->health_server != nullptr) impl_->health_server->Shutdown();
   if (impl_->scheduler.joinable()) impl_->scheduler.join();
   impl_->store->Close();
   impl_->shut_down.Notify();
@@ -316,6 +344,7 @@ absl::Status PoledgerServer::Reload() {
 void PoledgerServer::Wait() {
   impl_->shut_down.WaitForNotification();
   impl_->server->Wait();
+  if (impl_->health_server != nullptr) impl_->health_server->Wait();
 }
 
 }  // namespace poledger

@@ -66,6 +66,11 @@ struct ServerOptions {
   // every call.
   std::string authz_policy;
   bool authz_allow_all = false;
+
+  // If set, a second, plaintext listener that serves only grpc.health.v1
+  // (the same status as the API's), for probes that cannot speak mutual TLS
+  // (Kubernetes gRPC probes, container health checks).
+  std::string health_listen;
 };
 
 // INVALID_ARGUMENT saying why if the security options do not go together
@@ -83,6 +88,8 @@ class PoledgerServer {
   ~PoledgerServer();
 
   int port() const;
+  // The health-only listener's port (0 without one).
+  int health_port() const;
   Ledger* ledger() const;
 
   // Ends streams with UNAVAILABLE, lets in-flight calls finish for up to

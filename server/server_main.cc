@@ -9,6 +9,7 @@
 // synced.
 #include <signal.h>
 
+#include <cctype>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -110,6 +111,25 @@ int main(int argc, char** argv) {
                  "format or .json; re-read on SIGHUP)");
   app.add_flag("--authz-allow-all", options.authz_allow_all,
                "With TLS and no policy: every identity may do everything");
+  app.add_option("--health-listen", options.health_listen,
+                 "Also serve grpc.health.v1 alone, in plaintext, here (for "
+                 "probes that cannot present a client certificate)");
+  // Every flag can also come from the environment: --foo-bar from
+  // POLEDGER_FOO_BAR (the command line wins), so a container or a systemd
+  // unit needs no wrapper script.
+  for (CLI::Option* option : app.get_options()) {
+    if (option->get_lnames().empty()) continue;
+    const std::string name = option->get_lnames()[0];
+    if (name == "help") continue;
+    std::string env = "POLEDGER_";
+    for (char c : name) {
+      env +=
+          c == '-'
+              ? '_'
+              : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    }
+    option->envname(env);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -160,6 +180,12 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "event log open: head %llu, digest %s\n",
                static_cast<unsigned long long>(head.position),
                poledger::HashToHex(head.hash).c_str());
+  if ((*server)->health_port() != 0) {
+    const std::string health_host =
+        options.health_listen.substr(0, options.health_listen.rfind(':'));
+    std::fprintf(stderr, "health (plaintext) on %s:%d\n", health_host.c_str(),
+                 (*server)->health_port());
+  }
   std::fprintf(stderr, "poledger-server listening on %s:%d, serving\n",
                host.c_str(), (*server)->port());
 

@@ -5,6 +5,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "clients/poctl/session.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 
 namespace poledger {
 namespace poctl {
@@ -38,9 +39,27 @@ int Snapshot(Session& s) {
   });
 }
 
+// grpc.health.v1 Check of the whole server: exit 0 when SERVING, 7 when
+// not (still loading, shutting down) or unreachable.
+int Health(Session& s) {
+  grpc::health::v1::HealthCheckResponse out;
+  grpc::ClientContext ctx;
+  s.Prepare(&ctx);
+  grpc::Status status =
+      s.health().Check(&ctx, grpc::health::v1::HealthCheckRequest(), &out);
+  if (!status.ok()) return Report(status);
+  const std::string name =
+      grpc::health::v1::HealthCheckResponse::ServingStatus_Name(out.status());
+  Print(s, out, [&] { std::printf("%s\n", name.c_str()); });
+  return out.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 7;
+}
+
 }  // namespace
 
 void AddAdminCommands(CLI::App* app, Run* run) {
+  OnRun(
+      app->add_subcommand("health", "Is the server serving? (grpc.health.v1)"),
+      run, Health, /*needs_account=*/false);
   CLI::App* admin =
       app->add_subcommand("admin", "Administration")->require_subcommand(1);
   OnRun(admin->add_subcommand("info", "Server version and head"), run, Info,

@@ -21,8 +21,9 @@
 // (UNAVAILABLE, DEADLINE_EXCEEDED); 8 not allowed (UNAUTHENTICATED,
 // PERMISSION_DENIED).
 //
-// TLS: --tls-ca, --tls-cert, --tls-key, or $POLEDGER_TLS_CA,
-// $POLEDGER_TLS_CERT, $POLEDGER_TLS_KEY.
+// TLS: --tls-ca, --tls-cert, --tls-key, or $POLEDGER_CLIENT_TLS_CA,
+// $POLEDGER_CLIENT_TLS_CERT, $POLEDGER_CLIENT_TLS_KEY (not POLEDGER_TLS_*,
+// which are the server's own flags in its environment).
 #include <cstdlib>
 #include <string>
 #include <utility>
@@ -52,7 +53,7 @@ int Main(int argc, char** argv) {
   app.add_option("--output,-o", g.output, "table or json")
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
-  AddTlsOptions(&app, &g.tls, "POLEDGER");
+  AddTlsOptions(&app, &g.tls, "POLEDGER_CLIENT");
 
   Run run;
   AddPurchaseOrderCommands(&app, &run);

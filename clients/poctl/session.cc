@@ -30,6 +30,7 @@ Session::Session(Globals globals,
   notifications_ = v1::NotificationService::NewStub(channel);
   log_ = v1::EventLogService::NewStub(channel);
   admin_ = v1::AdminService::NewStub(channel);
+  health_ = grpc::health::v1::Health::NewStub(channel);
 }
 
 void Session::Prepare(grpc::ClientContext* context, bool streaming) const {

@@ -12,6 +12,7 @@
 #include "clients/channel.h"
 #include "clients/format.h"
 #include "google/protobuf/descriptor.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/status.h"
 #include "poledger/v1/invoices.grpc.pb.h"
@@ -52,6 +53,7 @@ class Session {
   v1::NotificationService::Stub& notifications() { return *notifications_; }
   v1::EventLogService::Stub& log() { return *log_; }
   v1::AdminService::Stub& admin() { return *admin_; }
+  grpc::health::v1::Health::Stub& health() { return *health_; }
 
  private:
   Globals globals_;
@@ -60,6 +62,7 @@ class Session {
   std::unique_ptr<v1::NotificationService::Stub> notifications_;
   std::unique_ptr<v1::EventLogService::Stub> log_;
   std::unique_ptr<v1::AdminService::Stub> admin_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
 // A parsed command: runs in the session and returns the exit status.
@@ -126,7 +129,7 @@ int Print(const Session& session, const google::protobuf::Message& m,
 void AddPurchaseOrderCommands(CLI::App* app, Run* run);  // po, po line
 void AddInvoiceCommands(CLI::App* app, Run* run);        // invoice, marketplace
 void AddLogCommands(CLI::App* app, Run* run);    // events, notifications
-void AddAdminCommands(CLI::App* app, Run* run);  // admin
+void AddAdminCommands(CLI::App* app, Run* run);  // admin, health
 
 }  // namespace poctl
 }  // namespace poledger

@@ -658,9 +658,9 @@ TEST_F(SecurityTest, RotatedCertificatesServeNewConnectionsAndStreamsGoOn) {
 TEST_F(SecurityTest, ShippedClientsSpeakTlsWithTheirIdentities) {
   const std::string server = absl::StrCat("127.0.0.1:", server_->port());
   auto tls_env = [&](const std::string& who) {
-    return absl::StrCat("POLEDGER_TLS_CA=", Cert("ca.pem"),
-                        " POLEDGER_TLS_CERT=", Cert(who + ".pem"),
-                        " POLEDGER_TLS_KEY=", Cert(who + ".key"), " ");
+    return absl::StrCat("POLEDGER_CLIENT_TLS_CA=", Cert("ca.pem"),
+                        " POLEDGER_CLIENT_TLS_CERT=", Cert(who + ".pem"),
+                        " POLEDGER_CLIENT_TLS_KEY=", Cert(who + ".key"), " ");
   };
   auto tls_flags = [&](const std::string& who) {
     return absl::StrCat(" --tls-ca=", Cert("ca.pem"),

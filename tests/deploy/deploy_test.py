@@ -1,0 +1,155 @@
+"""The deploy files: what cannot run here is at least parsed and checked.
+
+  python3 deploy_test.py REPO_ROOT BUILD_DIR
+
+- deploy/poledger.service passes `systemd-analyze verify` (when systemd is
+  present), with ExecStart pointed at the built binary.
+- deploy/kubernetes/*.yaml parse, and hold what they must: a StatefulSet with
+  a PersistentVolumeClaim per pod, gRPC probes on a declared port, a
+  non-root pod, flags from the ConfigMap, Services that select the pods.
+- deploy/Dockerfile builds in one Debian 12 stage and runs in a slim one, as
+  a non-root user, with a volume and a health check, and installs every
+  Debian package the built binaries load a library from.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import yaml
+
+ROOT = BUILD = None
+
+
+class SystemdUnitTest(unittest.TestCase):
+    def test_unit_verifies(self):
+        if shutil.which("systemd-analyze") is None:
+            self.skipTest("systemd-analyze is not installed")
+        text = open(os.path.join(ROOT, "deploy/poledger.service")).read()
+        for key in ("User=poledger", "StateDirectory=poledger",
+                    "Restart=on-failure", "KillSignal=SIGTERM",
+                    "NoNewPrivileges=yes", "ProtectSystem=strict",
+                    "ExecReload=/bin/kill -HUP $MAINPID"):
+            self.assertIn(key, text)
+        server = os.path.join(BUILD, "server/poledger-server")
+        text = text.replace("/usr/local/bin/poledger-server", server)
+        with tempfile.TemporaryDirectory() as d:
+            unit = os.path.join(d, "poledger.service")
+            open(unit, "w").write(text)
+            run = subprocess.run(["systemd-analyze", "verify", unit],
+                                 capture_output=True, text=True)
+            # Only lines about our unit count (the host's own units may
+            # have their own complaints).
+            ours = [l for l in (run.stdout + run.stderr).splitlines()
+                    if "poledger.service" in l]
+            self.assertEqual(ours, [])
+
+
+def load(name):
+    with open(os.path.join(ROOT, "deploy/kubernetes", name)) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+class KubernetesTest(unittest.TestCase):
+    def setUp(self):
+        self.docs = {}
+        for name in sorted(os.listdir(os.path.join(ROOT, "deploy/kubernetes"))):
+            if name.endswith(".yaml"):
+                for doc in load(name):
+                    self.assertIn("apiVersion", doc, name)
+                    self.docs.setdefault(doc["kind"], []).append(doc)
+
+    def test_statefulset(self):
+        (sts,) = self.docs["StatefulSet"]
+        spec = sts["spec"]
+        template = spec["template"]
+        self.assertEqual(spec["selector"]["matchLabels"],
+                         {k: template["metadata"]["labels"][k]
+                          for k in spec["selector"]["matchLabels"]})
+        self.assertTrue(template["spec"]["securityContext"]["runAsNonRoot"])
+        (claim,) = spec["volumeClaimTemplates"]
+        (container,) = template["spec"]["containers"]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        self.assertEqual(mounts[claim["metadata"]["name"]], "/var/lib/poledger")
+        ports = {p["containerPort"] for p in container["ports"]}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            self.assertIn(container[probe]["grpc"]["port"], ports, probe)
+        self.assertIn("memory", container["resources"]["limits"])
+        self.assertIn("cpu", container["resources"]["requests"])
+        (config_ref,) = container["envFrom"]
+        (config,) = self.docs["ConfigMap"]
+        self.assertEqual(config_ref["configMapRef"]["name"],
+                         config["metadata"]["name"])
+        flags = [k for k in config["data"] if k.startswith("POLEDGER_")]
+        self.assertIn("POLEDGER_DATA_DIR", flags)
+        self.assertEqual(config["data"]["POLEDGER_DATA_DIR"], "/var/lib/poledger")
+        # Every flag in the ConfigMap is a flag of the server.
+        help_text = subprocess.run(
+            [os.path.join(BUILD, "server/poledger-server"), "--help"],
+            capture_output=True, text=True).stdout
+        for flag in flags:
+            name = "--" + flag[len("POLEDGER_"):].lower().replace("_", "-")
+            self.assertIn(name, help_text, flag)
+        # The health port is the one POLEDGER_HEALTH_LISTEN opens.
+        health = int(config["data"]["POLEDGER_HEALTH_LISTEN"].rsplit(":", 1)[1])
+        self.assertEqual(container["livenessProbe"]["grpc"]["port"], health)
+
+    def test_services_select_the_pods(self):
+        (sts,) = self.docs["StatefulSet"]
+        labels = sts["spec"]["template"]["metadata"]["labels"]
+        names = set()
+        for svc in self.docs["Service"]:
+            names.add(svc["metadata"]["name"])
+            for k, v in svc["spec"]["selector"].items():
+                self.assertEqual(labels.get(k), v)
+        self.assertIn(sts["spec"]["serviceName"], names)
+
+
+class DockerfileTest(unittest.TestCase):
+    def test_stages_user_volume_health(self):
+        text = open(os.path.join(ROOT, "deploy/Dockerfile")).read()
+        stages = re.findall(r"^FROM (\S+)", text, re.M)
+        self.assertEqual(stages[0].split(" ")[0], "debian:12")
+        self.assertEqual(stages[-1], "debian:12-slim")
+        self.assertIn("deploy/build.sh", text)
+        user = re.findall(r"^USER (\S+)", text, re.M)
+        self.assertTrue(user and user[-1] not in ("root", "0"))
+        self.assertRegex(text, r"(?m)^VOLUME .*/var/lib/poledger")
+        self.assertRegex(text, r"(?m)^HEALTHCHECK ")
+
+    def test_runtime_packages_cover_the_binaries(self):
+        text = open(os.path.join(ROOT, "deploy/Dockerfile")).read()
+        runtime = text[text.rindex("FROM debian:12-slim"):]
+        block = runtime[runtime.index("apt-get install"):runtime.index("rm -rf")]
+        packages = set(re.findall(r"\b(lib[\w.+-]+|zlib1g)\b", block))
+        # In every Debian 12 image already.
+        base = {"libc6", "libgcc-s1", "libstdc++6"}
+        paths = set()
+        for binary in ("server/poledger-server", "clients/poctl"):
+            ldd = subprocess.run(["ldd", os.path.join(BUILD, binary)],
+                                 capture_output=True, text=True).stdout
+            paths.update(re.findall(r"=> (/\S+)", ldd))
+        # One dpkg query for every library, under each name it may be
+        # registered by (Debian 12 merged /lib into /usr/lib).
+        candidates = {}
+        for path in paths:
+            real = os.path.realpath(path)
+            for c in (path, real, real.replace("/usr/lib/", "/lib/", 1)):
+                candidates.setdefault(c, path)
+        found = subprocess.run(["dpkg", "-S"] + sorted(candidates),
+                               capture_output=True, text=True).stdout
+        owners = {}
+        for line in found.splitlines():
+            package, _, file = line.partition(": ")
+            if file in candidates:
+                owners[candidates[file]] = package.split(":")[0]
+        self.assertTrue(owners)
+        for path, owner in sorted(owners.items()):
+            self.assertIn(owner, packages | base, f"{path} from {owner}")
+
+if __name__ == "__main__":
+    ROOT, BUILD = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    unittest.main(argv=sys.argv[:1], verbosity=2)
