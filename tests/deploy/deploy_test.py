@@ -119,6 +119,9 @@ class DockerfileTest(unittest.TestCase):
         self.assertTrue(user and user[-1] not in ("root", "0"))
         self.assertRegex(text, r"(?m)^VOLUME .*/var/lib/poledger")
         self.assertRegex(text, r"(?m)^HEALTHCHECK ")
+        # The health check asks the health-only port the image opens.
+        health = re.search(r"POLEDGER_HEALTH_LISTEN=\S*:(\d+)", text).group(1)
+        self.assertRegex(text, r'CMD \["poctl", "--server=127.0.0.1:%s"' % health)
 
     def test_runtime_packages_cover_the_binaries(self):
         text = open(os.path.join(ROOT, "deploy/Dockerfile")).read()
