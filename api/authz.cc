@@ -48,6 +48,7 @@ constexpr struct {
     {"EventLogService.GetLogDigest", Access::kLog},
     {"AdminService.GetServerInfo", Access::kAdmin},
     {"AdminService.CreateSnapshot", Access::kAdmin},
+    {"AdminService.CreateBackup", Access::kAdmin},
     {"AdminService.SetTime", Access::kAdmin},
     {"AdminService.AdvanceTime", Access::kAdmin},
 };

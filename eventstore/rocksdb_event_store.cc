@@ -3,6 +3,7 @@
 #include <semaphore.h>
 
 #include <atomic>
+#include <filesystem>
 #include <limits>
 #include <thread>
 #include <utility>
@@ -17,6 +18,7 @@
 #include "rocksdb/options.h"
 #include "rocksdb/slice_transform.h"
 #include "rocksdb/table.h"
+#include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
 
 namespace poledger {
@@ -776,6 +778,31 @@ absl::StatusOr<uint64_t> RocksDbEventStore::ReadSnapshotParts(
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "reading the snapshot"));
   return position;
+}
+
+absl::StatusOr<LogHead> RocksDbEventStore::Checkpoint(
+    const std::string& dir) const {
+  std::error_code error;
+  if (std::filesystem::exists(dir, error)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(dir, " exists; a backup goes to a new directory"));
+  }
+  rocksdb::Checkpoint* raw = nullptr;
+  RETURN_IF_ERROR(
+      FromRocks(rocksdb::Checkpoint::Create(db_.get(), &raw), "checkpoint"));
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  RETURN_IF_ERROR(FromRocks(checkpoint->CreateCheckpoint(dir), "checkpoint"));
+  RocksDbEventStoreOptions options;
+  options.path = dir;
+  options.create_if_missing = false;
+  options.read_only = true;
+  options.verify_on_open = true;
+  options.env = options_.env;
+  ASSIGN_OR_RETURN(std::unique_ptr<RocksDbEventStore> copy,
+                   RocksDbEventStore::Open(options));
+  const LogHead head = copy->Head();
+  copy->Close();
+  return head;
 }
 
 void RocksDbEventStore::Close() {

@@ -120,6 +120,15 @@ class RocksDbEventStore final : public EventStore {
   // Returns the head, or DATA_LOSS naming the first broken position.
   absl::StatusOr<LogHead> VerifyLog() const;
 
+  // Writes a consistent copy of the database (log and snapshots) to `dir`,
+  // which must not exist, while appends go on (RocksDB's Checkpoint: hard
+  // links where `dir` is on the same file system, copies otherwise). Opens
+  // the copy read-only, verifies its whole chain, and returns the head it
+  // holds. A server started on `dir` serves that log.
+  // Errors: ALREADY_EXISTS if `dir` exists; DATA_LOSS if the copy does not
+  // verify; the file system's errors.
+  absl::StatusOr<LogHead> Checkpoint(const std::string& dir) const;
+
  private:
   struct Writer;
 

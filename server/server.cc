@@ -263,6 +263,10 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       RocksDbEventStore::Open(store_options);
   if (!store.ok()) return fail(store.status());
   impl->store = std::move(*store);
+  RocksDbEventStore* raw_store = impl->store.get();
+  ctx.backup = [raw_store](const std::string& dir) {
+    return raw_store->Checkpoint(dir);
+  };
   LedgerOptions ledger_options;
   ledger_options.snapshot_every_events = options.snapshot_every_events;
   absl::StatusOr<std::unique_ptr<Ledger>> ledger =

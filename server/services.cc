@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "api/field_paths.h"
 #include "api/page_token.h"
 #include "base/status_macros.h"
+#include "base/thread_name.h"
 #include "core/decide.h"
 #include "core/errors.h"
 #include "core/proto_time.h"
@@ -731,8 +733,26 @@ grpc::Status EventLogServiceImpl::GetLogDigest(
   if (auto denied = Denied(*ctx_, context, *request)) return *denied;
   if (ctx_->ledger() == nullptr) return NotReady();
   const LogHead head = ctx_->ledger()->store()->Head();
-  response->set_head_position(head.position);
-  response->set_chain_hash(HashToHex(head.hash));
+  if (request->at_position() == 0 || request->at_position() == head.position) {
+    response->set_head_position(head.position);
+    response->set_chain_hash(HashToHex(head.hash));
+    return grpc::Status::OK;
+  }
+  if (request->at_position() > head.position) {
+    return ToGrpcStatus(core::InvalidField(
+        "at_position",
+        absl::StrCat("is past the log's head (", head.position, ")")));
+  }
+  absl::StatusOr<std::vector<RecordedEvent>> records =
+      ctx_->ledger()->store()->ReadForward(request->at_position(), 1);
+  if (!records.ok()) return ToGrpcStatus(records.status());
+  if (records->empty()) {
+    return grpc::Status(
+        grpc::StatusCode::DATA_LOSS,
+        absl::StrCat("no record at position ", request->at_position()));
+  }
+  response->set_head_position(request->at_position());
+  response->set_chain_hash(HashToHex(records->front().hash));
   return grpc::Status::OK;
 }
 
@@ -774,6 +794,44 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateSnapshot(
     out.set_position(position);
     return out;
   }));
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::CreateBackup(
+    grpc::CallbackServerContext* context,
+    const v1::CreateBackupRequest* request,
+    v1::CreateBackupResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
+  const std::string dir = request->directory();
+  if (dir.empty() || dir.front() != '/') {
+    return Reply(context, ToGrpcStatus(core::InvalidField(
+                              "directory", "must be an absolute path")));
+  }
+  if (!ctx_->backup) {
+    return Reply(context, grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                       "this server's store has no backups"));
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::thread([this, reactor, dir, response] {
+    SetCurrentThreadName("pl-backup");
+    absl::MutexLock lock(&backup_mu_);
+    absl::StatusOr<LogHead> head = ctx_->backup(dir);
+    if (!head.ok()) {
+      const absl::Status s =
+          absl::IsAlreadyExists(head.status())
+              ? core::InvalidField("directory", head.status().message())
+              : head.status();
+      reactor->Finish(ToGrpcStatus(s));
+      return;
+    }
+    response->set_directory(dir);
+    response->set_position(head->position);
+    response->set_chain_hash(HashToHex(head->hash));
+    reactor->Finish(grpc::Status::OK);
+  }).detach();
+  return reactor;
 }
 
 grpc::Status AdminServiceImpl::MoveClock(absl::Time to,

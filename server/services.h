@@ -9,6 +9,7 @@
 #define POLEDGER_SERVER_SERVICES_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,6 +53,9 @@ struct ServiceContext {
   std::atomic<LogTail*> tail{nullptr};
   absl::Time start_time;
   std::string version;
+  // Writes a verified backup of the log to a new directory (set by the
+  // server over its RocksDB store).
+  std::function<absl::StatusOr<LogHead>(const std::string&)> backup;
 
   // Security. With TLS every call needs an identity (a verified client
   // certificate); `authorization` is GetServerInfo's word for the mode.
@@ -200,6 +204,12 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* CreateSnapshot(grpc::CallbackServerContext* context,
                               const v1::CreateSnapshotRequest* request,
                               v1::CreateSnapshotResponse* response) override;
+  // Runs on a thread of its own (a backup copies and verifies the log) and
+  // finishes the call from there; one backup at a time.
+  grpc::ServerUnaryReactor* CreateBackup(
+      grpc::CallbackServerContext* context,
+      const v1::CreateBackupRequest* request,
+      v1::CreateBackupResponse* response) override;
   grpc::ServerUnaryReactor* SetTime(grpc::CallbackServerContext* context,
                        const v1::SetTimeRequest* request,
                        v1::TimeResponse* response) override;
@@ -210,7 +220,8 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
  private:
   grpc::Status MoveClock(absl::Time to, v1::TimeResponse* response);
   ServiceContext* const ctx_;
-  absl::Mutex clock_mu_;  // One clock change at a time.
+  absl::Mutex clock_mu_;   // One clock change at a time.
+  absl::Mutex backup_mu_;  // One backup at a time.
 };
 
 }  // namespace poledger

@@ -39,6 +39,22 @@ int Snapshot(Session& s) {
   });
 }
 
+// A verified backup of the log into DIR on the server's machine.
+int Backup(Session& s, const std::string& dir) {
+  v1::CreateBackupRequest req;
+  req.set_directory(dir);
+  v1::CreateBackupResponse out;
+  grpc::ClientContext ctx;
+  s.Prepare(&ctx);
+  grpc::Status status = s.admin().CreateBackup(&ctx, req, &out);
+  if (!status.ok()) return Report(status);
+  return Print(s, out, [&] {
+    PrintTable({{"backup", out.directory()},
+                {"position", absl::StrCat(out.position())},
+                {"digest", out.chain_hash()}});
+  });
+}
+
 // grpc.health.v1 Check of the whole server: exit 0 when SERVING, 7 when
 // not (still loading, shutting down) or unreachable.
 int Health(Session& s) {
@@ -66,6 +82,16 @@ void AddAdminCommands(CLI::App* app, Run* run) {
         /*needs_account=*/false);
   OnRun(admin->add_subcommand("snapshot", "Save a snapshot now"), run, Snapshot,
         /*needs_account=*/false);
+  auto dir = std::make_shared<std::string>();
+  CLI::App* backup = admin->add_subcommand(
+      "backup",
+      "Write a verified copy of the log to a new directory on the "
+      "server's machine (restore: start a server on it)");
+  backup->add_option("directory", *dir, "Absolute path that does not exist")
+      ->required();
+  OnRun(
+      backup, run, [dir](Session& s) { return Backup(s, *dir); },
+      /*needs_account=*/false);
 }
 
 }  // namespace poctl

@@ -41,7 +41,7 @@ TEST(MethodRuleTest, EveryMethodOfEveryServiceHasOne) {
       EXPECT_EQ(rule->method, service->name() + "." + m->name());
     }
   }
-  EXPECT_EQ(methods, 23);
+  EXPECT_EQ(methods, 24);
 }
 
 TEST(PolicyTest, TextAndJsonFormsParse) {
