@@ -121,6 +121,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   absl::StatusOr<std::shared_ptr<poledger::EventStore>> store;
+  std::shared_ptr<poledger::RocksDbEventStore> local_store;
   if (!server.empty()) {
     auto credentials = poledger::ClientCredentials(tls);
     if (!credentials.ok()) {
@@ -134,6 +135,7 @@ int main(int argc, char** argv) {
   } else {
     auto local = poledger::audit::OpenDataDir(data_dir);
     if (!local.ok()) return Fail(local.status());
+    local_store = *local;
     store = std::shared_ptr<poledger::EventStore>(*std::move(local));
   }
 
@@ -202,7 +204,23 @@ int main(int argc, char** argv) {
         pins_hold = false;
       }
     }
-    if (!pins_hold) return 1;
+    // The mark a server trusts at open must name a record of this log.
+    bool mark_holds = true;
+    if (local_store != nullptr) {
+      const absl::Status mark = local_store->CheckVerifiedMark();
+      if (mark.ok()) {
+        // On stderr: the online answer (through a server) has no mark to
+        // show, and stdout is the same either way.
+        if (const uint64_t at = local_store->VerifiedMarkPosition(); at > 0) {
+          std::fprintf(stderr, "verified-through mark: %llu (holds)\n",
+                       static_cast<unsigned long long>(at));
+        }
+      } else {
+        std::printf("MARK DIFFERS: %s\n", std::string(mark.message()).c_str());
+        mark_holds = false;
+      }
+    }
+    if (!pins_hold || !mark_holds) return 1;
     std::printf("OK\n");
     return 0;
   }

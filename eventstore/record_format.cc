@@ -250,6 +250,44 @@ std::string MetaFormatKey() {
   return absl::StrCat(std::string(1, kMetaPrefix), "format");
 }
 
+std::string MetaVerifiedKey() {
+  return absl::StrCat(std::string(1, kMetaPrefix), "verified");
+}
+
+namespace {
+
+Hash MarkCheck(uint64_t position, const Hash& hash) {
+  std::string covered = "poledger verified-through mark";
+  PutFixed64(&covered, position);
+  covered.append(reinterpret_cast<const char*>(hash.data()), hash.size());
+  return HashOf(covered);
+}
+
+}  // namespace
+
+std::string EncodeVerifiedMark(const VerifiedMark& mark) {
+  std::string out;
+  PutFixed64(&out, mark.position);
+  out.append(reinterpret_cast<const char*>(mark.hash.data()), mark.hash.size());
+  const Hash check = MarkCheck(mark.position, mark.hash);
+  out.append(reinterpret_cast<const char*>(check.data()), check.size());
+  return out;
+}
+
+absl::StatusOr<VerifiedMark> DecodeVerifiedMark(absl::string_view value) {
+  Reader reader(value);
+  VerifiedMark mark;
+  if (value.size() != 8 + 32 + 32 || !reader.GetFixed64(&mark.position)) {
+    return absl::DataLossError("the verified-through mark is malformed");
+  }
+  std::memcpy(mark.hash.data(), value.data() + 8, 32);
+  const Hash check = MarkCheck(mark.position, mark.hash);
+  if (std::memcmp(check.data(), value.data() + 40, 32) != 0) {
+    return absl::DataLossError("the verified-through mark fails its check");
+  }
+  return mark;
+}
+
 std::string EncodeFixed64(uint64_t value) {
   std::string out;
   PutFixed64(&out, value);

@@ -80,6 +80,21 @@ absl::Status ValidateSnapshotParts(uint64_t position, uint64_t head,
                                    const std::vector<SnapshotPart>& parts);
 std::string MetaFormatKey();
 
+// The verified-through mark (key "Mverified"): every record up to
+// `position` was checked at an open, or appended by a server that sealed it,
+// and the record at `position` has hash `hash`. Stored as
+//   fixed64(position) hash:32 check:32
+// where check = SHA-256("poledger verified-through mark" position hash), so
+// that a damaged mark is ignored rather than trusted.
+struct VerifiedMark {
+  uint64_t position = 0;
+  Hash hash{};
+};
+std::string MetaVerifiedKey();
+std::string EncodeVerifiedMark(const VerifiedMark& mark);
+// DATA_LOSS if `value` is not a mark or its check does not match.
+absl::StatusOr<VerifiedMark> DecodeVerifiedMark(absl::string_view value);
+
 std::string EncodeFixed64(uint64_t value);
 absl::StatusOr<uint64_t> DecodeFixed64(absl::string_view bytes);
 

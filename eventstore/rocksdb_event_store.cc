@@ -225,13 +225,21 @@ absl::Status RocksDbEventStore::Recover() {
   }
   if (head.position > 0) {
     if (options_.verify_on_open) {
-      ASSIGN_OR_RETURN(LogHead verified, VerifyLog());
+      LogHead start;
+      if (options_.verify_from_mark) {
+        absl::StatusOr<LogHead> mark = TrustedMark(head.position);
+        if (mark.ok()) start = *mark;
+      }
+      ASSIGN_OR_RETURN(LogHead verified, VerifyFrom(start));
       if (verified.position != head.position) {
         return absl::DataLossError(absl::StrCat(
             "event log record at position ", verified.position + 1,
             ": missing"));
       }
+      open_check_ =
+          OpenCheck{start.position + 1, head.position - start.position};
       head = verified;
+      if (!options_.read_only) RETURN_IF_ERROR(WriteVerifiedMark(head));
     } else {
       const uint64_t from = head.position > 1 ? head.position - 1 : 1;
       ASSIGN_OR_RETURN(std::vector<RecordedEvent> tail,
@@ -281,6 +289,60 @@ absl::Status RocksDbEventStore::Recover() {
 }
 
 absl::StatusOr<LogHead> RocksDbEventStore::VerifyLog() const {
+  return VerifyFrom(LogHead());
+}
+
+absl::StatusOr<LogHead> RocksDbEventStore::TrustedMark(uint64_t head) const {
+  std::string value;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), rf::MetaVerifiedKey(), &value);
+  if (s.IsNotFound()) return absl::NotFoundError("no verified-through mark");
+  RETURN_IF_ERROR(FromRocks(s, "reading the verified-through mark"));
+  ASSIGN_OR_RETURN(rf::VerifiedMark mark, rf::DecodeVerifiedMark(value));
+  if (mark.position == 0 || mark.position > head) {
+    return absl::DataLossError(
+        absl::StrCat("the verified-through mark names position ", mark.position,
+                     " of a log whose head is ", head));
+  }
+  std::string record;
+  RETURN_IF_ERROR(FromRocks(
+      db_->Get(rocksdb::ReadOptions(), rf::LogKey(mark.position), &record),
+      "reading the record at the verified-through mark"));
+  ASSIGN_OR_RETURN(RecordedEvent r,
+                   rf::DecodeRecordValue(mark.position, record, true));
+  if (r.hash != mark.hash) {
+    return absl::DataLossError(
+        absl::StrCat("the verified-through mark at position ", mark.position,
+                     " names another hash than the record there"));
+  }
+  return LogHead{mark.position, mark.hash};
+}
+
+absl::Status RocksDbEventStore::CheckVerifiedMark() const {
+  absl::StatusOr<LogHead> mark = TrustedMark(Head().position);
+  if (absl::IsNotFound(mark.status())) return absl::OkStatus();
+  return mark.status();
+}
+
+uint64_t RocksDbEventStore::VerifiedMarkPosition() const {
+  std::string value;
+  if (!db_->Get(rocksdb::ReadOptions(), rf::MetaVerifiedKey(), &value).ok()) {
+    return 0;
+  }
+  absl::StatusOr<rf::VerifiedMark> mark = rf::DecodeVerifiedMark(value);
+  return mark.ok() ? mark->position : 0;
+}
+
+absl::Status RocksDbEventStore::WriteVerifiedMark(const LogHead& head) {
+  if (head.position == 0) return absl::OkStatus();
+  rocksdb::WriteOptions wo;
+  wo.sync = options_.sync;
+  return FromRocks(db_->Put(wo, rf::MetaVerifiedKey(),
+                            rf::EncodeVerifiedMark({head.position, head.hash})),
+                   "writing the verified-through mark");
+}
+
+absl::StatusOr<LogHead> RocksDbEventStore::VerifyFrom(LogHead start) const {
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;
   ro.readahead_size = 2u << 20;
@@ -288,8 +350,8 @@ absl::StatusOr<LogHead> RocksDbEventStore::VerifyLog() const {
   rocksdb::Slice upper_slice(upper);
   ro.iterate_upper_bound = &upper_slice;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
-  LogHead head;
-  for (it->Seek(rf::LogKey(1)); it->Valid(); it->Next()) {
+  LogHead head = start;
+  for (it->Seek(rf::LogKey(start.position + 1)); it->Valid(); it->Next()) {
     absl::StatusOr<uint64_t> position = rf::ParseLogKey(ToView(it->key()));
     if (!position.ok()) {
       return absl::DataLossError(absl::StrCat(
@@ -737,6 +799,13 @@ absl::Status RocksDbEventStore::SaveSnapshotParts(
     batch.Put(rf::SnapshotKey(part.key), part.blob);
   }
   batch.Put(rf::MetaSnapshotKey(), rf::EncodeFixed64(position));
+  // Every published record is synced and was sealed by this store: the
+  // verified-through mark moves up to the head.
+  const LogHead head = Head();
+  if (head.position > 0) {
+    batch.Put(rf::MetaVerifiedKey(),
+              rf::EncodeVerifiedMark({head.position, head.hash}));
+  }
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
   return FromRocks(db_->Write(wo, &batch), "saving a snapshot");
@@ -806,8 +875,20 @@ absl::StatusOr<LogHead> RocksDbEventStore::Checkpoint(
 }
 
 void RocksDbEventStore::Close() {
-  absl::MutexLock lock(&head_mu_);
-  closed_ = true;
+  LogHead head;
+  {
+    absl::MutexLock lock(&head_mu_);
+    if (closed_) return;
+    closed_ = true;
+    head = head_;
+  }
+  bool healthy = false;
+  {
+    absl::MutexLock lock(&mu_);
+    healthy = background_error_.ok();
+  }
+  // A clean close: the next open checks only what comes after.
+  if (!options_.read_only && healthy) (void)WriteVerifiedMark(head);
 }
 
 }  // namespace poledger

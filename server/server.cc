@@ -138,10 +138,21 @@ PoledgerServer::~PoledgerServer() {
 int PoledgerServer::port() const { return impl_->port; }
 int PoledgerServer::health_port() const { return impl_->health_port; }
 Ledger* PoledgerServer::ledger() const { return impl_->ledger.get(); }
+uint64_t PoledgerServer::open_checked_records() const {
+  return impl_->store->open_check().records;
+}
+uint64_t PoledgerServer::open_checked_from() const {
+  return impl_->store->open_check().from;
+}
 
 absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     const ServerOptions& options) {
   RETURN_IF_ERROR(CheckSecurityOptions(options));
+  if (options.verify_on_open != "mark" && options.verify_on_open != "full") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--verify-on-open: '", options.verify_on_open,
+                     "' is neither 'mark' nor 'full'"));
+  }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   ASSIGN_OR_RETURN(std::optional<absl::Time> manual, ParseClockFlag(options.clock));
@@ -259,6 +270,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   };
   RocksDbEventStoreOptions store_options;
   store_options.path = options.data_dir;
+  store_options.verify_from_mark = options.verify_on_open != "full";
   absl::StatusOr<std::unique_ptr<RocksDbEventStore>> store =
       RocksDbEventStore::Open(store_options);
   if (!store.ok()) return fail(store.status());

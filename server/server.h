@@ -71,6 +71,11 @@ struct ServerOptions {
   // (the same status as the API's), for probes that cannot speak mutual TLS
   // (Kubernetes gRPC probes, container health checks).
   std::string health_listen;
+
+  // What the open checks: "mark" (the records after the verified-through
+  // mark, which snapshots and a clean stop move to the head) or "full"
+  // (every record's hash and chain link).
+  std::string verify_on_open = "mark";
 };
 
 // INVALID_ARGUMENT saying why if the security options do not go together
@@ -91,6 +96,9 @@ class PoledgerServer {
   // The health-only listener's port (0 without one).
   int health_port() const;
   Ledger* ledger() const;
+  // Records the open checked, and from which position.
+  uint64_t open_checked_records() const;
+  uint64_t open_checked_from() const;
 
   // Ends streams with UNAVAILABLE, lets in-flight calls finish for up to
   // `grace`, stops the scheduler and closes the event log.

@@ -111,6 +111,11 @@ int main(int argc, char** argv) {
                  "format or .json; re-read on SIGHUP)");
   app.add_flag("--authz-allow-all", options.authz_allow_all,
                "With TLS and no policy: every identity may do everything");
+  app.add_option("--verify-on-open", options.verify_on_open,
+                 "What opening the log checks: 'mark' (the records after the "
+                 "verified-through mark) or 'full' (every record)")
+      ->check(CLI::IsMember({"mark", "full"}))
+      ->capture_default_str();
   app.add_option("--health-listen", options.health_listen,
                  "Also serve grpc.health.v1 alone, in plaintext, here (for "
                  "probes that cannot present a client certificate)");
@@ -180,6 +185,10 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "event log open: head %llu, digest %s\n",
                static_cast<unsigned long long>(head.position),
                poledger::HashToHex(head.hash).c_str());
+  std::fprintf(
+      stderr, "checked %llu records at open (from position %llu)\n",
+      static_cast<unsigned long long>((*server)->open_checked_records()),
+      static_cast<unsigned long long>((*server)->open_checked_from()));
   if ((*server)->health_port() != 0) {
     const std::string health_host =
         options.health_listen.substr(0, options.health_listen.rfind(':'));

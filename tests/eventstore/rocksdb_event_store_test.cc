@@ -31,6 +31,30 @@ class RocksDbEventStoreTest : public ::testing::Test {
     return options;
   }
 
+  // Every record checked at open, not only those after the verified-through
+  // mark (which a clean close moves to the head).
+  RocksDbEventStoreOptions FullCheck() const {
+    RocksDbEventStoreOptions options = Options();
+    options.verify_from_mark = false;
+    return options;
+  }
+
+  // Sets the verified-through mark to the record at `position`.
+  void SetMark(uint64_t position) {
+    EditRaw([&](rocksdb::DB* db) {
+      std::string value;
+      ASSERT_TRUE(db->Get(rocksdb::ReadOptions(),
+                          record_format::LogKey(position), &value)
+                      .ok());
+      auto r = record_format::DecodeRecordValue(position, value, true);
+      ASSERT_OK(r);
+      ASSERT_TRUE(
+          db->Put(rocksdb::WriteOptions(), record_format::MetaVerifiedKey(),
+                  record_format::EncodeVerifiedMark({position, r->hash}))
+              .ok());
+    });
+  }
+
   std::unique_ptr<RocksDbEventStore> MustOpen(
       const RocksDbEventStoreOptions& options) {
     auto store = RocksDbEventStore::Open(options);
@@ -112,7 +136,7 @@ TEST_F(RocksDbEventStoreTest, ChangedRecordBytesFailOpenWithDataLoss) {
     ASSERT_TRUE(
         db->Put(rocksdb::WriteOptions(), record_format::LogKey(4), value).ok());
   });
-  EXPECT_THAT(RocksDbEventStore::Open(Options()),
+  EXPECT_THAT(RocksDbEventStore::Open(FullCheck()),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 4")));
 
   // Without the full check at open, reading the record still catches it.
@@ -141,7 +165,7 @@ TEST_F(RocksDbEventStoreTest, RewrittenRecordWithValidHashBreaksTheChain) {
                         record_format::EncodeRecordValue(*r))
                     .ok());
   });
-  EXPECT_THAT(RocksDbEventStore::Open(Options()),
+  EXPECT_THAT(RocksDbEventStore::Open(FullCheck()),
               StatusIs(absl::StatusCode::kDataLoss,
                        HasSubstr("position 4: chain link broken")));
 }
@@ -152,9 +176,9 @@ TEST_F(RocksDbEventStoreTest, RemovedRecordFailsOpenWithDataLoss) {
     ASSERT_TRUE(
         db->Delete(rocksdb::WriteOptions(), record_format::LogKey(2)).ok());
   });
-  EXPECT_THAT(RocksDbEventStore::Open(Options()),
-              StatusIs(absl::StatusCode::kDataLoss,
-                       HasSubstr("position 2: missing")));
+  EXPECT_THAT(
+      RocksDbEventStore::Open(FullCheck()),
+      StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 2: missing")));
 }
 
 TEST_F(RocksDbEventStoreTest, SwappedRecordsFailOpenWithDataLoss) {
@@ -170,8 +194,109 @@ TEST_F(RocksDbEventStoreTest, SwappedRecordsFailOpenWithDataLoss) {
     ASSERT_TRUE(
         db->Put(rocksdb::WriteOptions(), record_format::LogKey(3), two).ok());
   });
-  EXPECT_THAT(RocksDbEventStore::Open(Options()),
+  EXPECT_THAT(RocksDbEventStore::Open(FullCheck()),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 2")));
+}
+
+TEST_F(RocksDbEventStoreTest, OpenChecksOnlyTheRecordsAfterTheMark) {
+  { Fill(*MustOpen(Options()), 6); }  // A clean close: the mark at 6.
+  {
+    auto store = MustOpen(Options());
+    EXPECT_EQ(store->open_check().records, 0u);
+    EXPECT_EQ(store->VerifiedMarkPosition(), 6u);
+    Fill(*store, 4);
+  }
+  SetMark(3);  // As if the server died after a snapshot at 3.
+  {
+    auto store = MustOpen(Options());
+    EXPECT_EQ(store->open_check().from, 4u);
+    EXPECT_EQ(store->open_check().records, 7u);
+    // The check moved the mark to the head.
+    EXPECT_EQ(store->VerifiedMarkPosition(), 10u);
+    EXPECT_OK(store->CheckVerifiedMark());
+  }
+  auto full = MustOpen(FullCheck());
+  EXPECT_EQ(full->open_check().from, 1u);
+  EXPECT_EQ(full->open_check().records, 10u);
+}
+
+TEST_F(RocksDbEventStoreTest, DamageAfterTheMarkFailsOpen) {
+  { Fill(*MustOpen(Options()), 6); }
+  SetMark(3);
+  EditRaw([](rocksdb::DB* db) {
+    std::string value;
+    ASSERT_TRUE(
+        db->Get(rocksdb::ReadOptions(), record_format::LogKey(5), &value).ok());
+    value[value.size() - 12] ^= 0x20;
+    ASSERT_TRUE(
+        db->Put(rocksdb::WriteOptions(), record_format::LogKey(5), value).ok());
+  });
+  EXPECT_THAT(RocksDbEventStore::Open(Options()),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 5")));
+}
+
+TEST_F(RocksDbEventStoreTest, DamageBelowTheMarkIsCaughtByReadsAndFullChecks) {
+  { Fill(*MustOpen(Options()), 6); }
+  EditRaw([](rocksdb::DB* db) {
+    std::string value;
+    ASSERT_TRUE(
+        db->Get(rocksdb::ReadOptions(), record_format::LogKey(2), &value).ok());
+    value[value.size() - 12] ^= 0x20;
+    ASSERT_TRUE(
+        db->Put(rocksdb::WriteOptions(), record_format::LogKey(2), value).ok());
+  });
+  // What open does not check (README: "What is checked at open") ...
+  auto store = MustOpen(Options());
+  EXPECT_EQ(store->open_check().records, 0u);
+  // ... a read of it, a full check and a full open still catch.
+  EXPECT_THAT(store->ReadForward(1, 10),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 2")));
+  EXPECT_THAT(store->VerifyLog(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 2")));
+  store.reset();
+  EXPECT_THAT(RocksDbEventStore::Open(FullCheck()),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 2")));
+}
+
+TEST_F(RocksDbEventStoreTest, AChangedMarkIsNotTrusted) {
+  { Fill(*MustOpen(Options()), 6); }
+  // A mark whose check fails: ignored, every record checked.
+  EditRaw([](rocksdb::DB* db) {
+    std::string value;
+    ASSERT_TRUE(db->Get(rocksdb::ReadOptions(),
+                        record_format::MetaVerifiedKey(), &value)
+                    .ok());
+    value[0] ^= 1;
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(),
+                        record_format::MetaVerifiedKey(), value)
+                    .ok());
+  });
+  {
+    RocksDbEventStoreOptions read_only = Options();
+    read_only.read_only = true;
+    auto store = MustOpen(read_only);
+    EXPECT_EQ(store->open_check().records, 6u);
+    EXPECT_THAT(store->CheckVerifiedMark(),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("check")));
+  }
+  // A well-formed mark that names another record's hash: the same.
+  EditRaw([](rocksdb::DB* db) {
+    std::string value;
+    ASSERT_TRUE(
+        db->Get(rocksdb::ReadOptions(), record_format::LogKey(2), &value).ok());
+    auto two = record_format::DecodeRecordValue(2, value, true);
+    ASSERT_OK(two);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(),
+                        record_format::MetaVerifiedKey(),
+                        record_format::EncodeVerifiedMark({5, two->hash}))
+                    .ok());
+  });
+  RocksDbEventStoreOptions read_only = Options();
+  read_only.read_only = true;
+  auto store = MustOpen(read_only);
+  EXPECT_EQ(store->open_check().records, 6u);
+  EXPECT_THAT(store->CheckVerifiedMark(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("another hash")));
 }
 
 TEST_F(RocksDbEventStoreTest, SnapshotPartsSurviveReopenOnePerKey) {
