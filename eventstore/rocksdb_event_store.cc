@@ -324,6 +324,11 @@ absl::Status RocksDbEventStore::CheckVerifiedMark() const {
   return mark.status();
 }
 
+bool RocksDbEventStore::write_failed() const {
+  absl::MutexLock lock(&mu_);
+  return !background_error_.ok();
+}
+
 uint64_t RocksDbEventStore::VerifiedMarkPosition() const {
   std::string value;
   if (!db_->Get(rocksdb::ReadOptions(), rf::MetaVerifiedKey(), &value).ok()) {
@@ -589,9 +594,20 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
     rocksdb::WriteOptions wo;
     wo.sync = options_.sync;
     // Other appenders only queue meanwhile; readers never need mu_.
+    const uint64_t before = Head().position;
+    const absl::Time write_started = absl::Now();
     mu_.Unlock();
     rocksdb::Status s = db_->Write(wo, &batch);
     mu_.Lock();
+    if (options_.on_commit) {
+      CommitStats stats;
+      stats.appends = static_cast<int>(planned.size());
+      stats.events = s.ok() ? planner.head().position - before : 0;
+      stats.bytes = batch.GetDataSize();
+      stats.write_seconds = absl::ToDoubleSeconds(absl::Now() - write_started);
+      stats.ok = s.ok();
+      options_.on_commit(stats);
+    }
     if (!s.ok()) {
       background_error_ = FromRocks(
           s, "writing to the event log failed; the store refuses all writes "

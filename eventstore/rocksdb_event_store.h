@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -32,6 +33,15 @@ class Env;
 }  // namespace rocksdb
 
 namespace poledger {
+
+// What one group commit wrote (for metrics).
+struct CommitStats {
+  int appends = 0;           // Append requests committed together.
+  uint64_t events = 0;       // Records they added.
+  uint64_t bytes = 0;        // Size of the write batch.
+  double write_seconds = 0;  // The RocksDB write, WAL sync included.
+  bool ok = true;
+};
 
 struct RocksDbEventStoreOptions {
   // Directory of the database. Required.
@@ -88,6 +98,11 @@ struct RocksDbEventStoreOptions {
   // Default: ""
   std::string secondary_path;
 
+  // Called after every group commit, on the committing thread and under
+  // the store's lock: it must be quick and must not call the store.
+  // Default: none
+  std::function<void(const CommitStats&)> on_commit;
+
   // RocksDB environment; nullptr uses the default. Not owned; must outlive
   // the store. Tests pass one that injects I/O failures.
   // Default: nullptr
@@ -137,6 +152,9 @@ class RocksDbEventStore final : public EventStore {
   absl::Status CheckVerifiedMark() const;
   // The mark's position, 0 without one.
   uint64_t VerifiedMarkPosition() const;
+
+  // True once a write or sync failed (every later append fails).
+  bool write_failed() const;
 
   // What Open checked: records from `from` to the head.
   struct OpenCheck {

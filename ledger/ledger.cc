@@ -584,6 +584,7 @@ size_t Ledger::AppendParts(const Account& account,
 
 absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
   absl::MutexLock snapshot_lock(&snapshot_mu_);
+  const absl::Time started = absl::Now();
   // The cut: the accounts hold the state at applied_through_, and those
   // changed since the last snapshot are dirty. From here on, a command that
   // would change one of them before it is saved saves it first.
@@ -643,6 +644,11 @@ absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
     return saved;
   }
   last_snapshot_position_ = cut.position;
+  {
+    absl::MutexLock lock(&snapshot_info_mu_);
+    snapshot_info_ =
+        SnapshotInfo{cut.position, absl::Now(), absl::Now() - started};
+  }
   return cut.position;
 }
 

@@ -155,6 +155,17 @@ class Ledger {
   // saved first, as it was at P (copy on write).
   absl::StatusOr<uint64_t> CreateSnapshot();
 
+  // The last saved snapshot (position 0: none since start or load).
+  struct SnapshotInfo {
+    uint64_t position = 0;
+    absl::Time saved_at = absl::InfinitePast();
+    absl::Duration took = absl::ZeroDuration();
+  };
+  SnapshotInfo last_snapshot() const {
+    absl::MutexLock lock(&snapshot_info_mu_);
+    return snapshot_info_;
+  }
+
   // Decodes a record's payload as an account event; DATA_LOSS if it is not.
   static absl::StatusOr<LoggedEvent> Decode(const RecordedEvent& record);
 
@@ -264,6 +275,8 @@ class Ledger {
 
   // One snapshot at a time.
   absl::Mutex snapshot_mu_;
+  mutable absl::Mutex snapshot_info_mu_;
+  SnapshotInfo snapshot_info_ ABSL_GUARDED_BY(snapshot_info_mu_);
   std::atomic<uint64_t> last_snapshot_position_{0};
 
   // Commands are applied in log order, one at a time: every position up to

@@ -22,6 +22,7 @@
 #include "ledger/clock.h"
 #include "ledger/ledger.h"
 #include "server/log_tail.h"
+#include "server/metrics.h"
 #include "server/parse_failure_interceptor.h"
 #include "server/services.h"
 #include "server/tls.h"
@@ -29,6 +30,8 @@
 namespace poledger {
 
 struct PoledgerServer::Impl {
+  // First: it outlives the store and the gRPC server, which call into it.
+  std::unique_ptr<ServerMetrics> metrics;
   ServerOptions options;
   std::unique_ptr<Clock> clock;
   ManualClock* manual_clock = nullptr;
@@ -137,6 +140,9 @@ PoledgerServer::~PoledgerServer() {
 
 int PoledgerServer::port() const { return impl_->port; }
 int PoledgerServer::health_port() const { return impl_->health_port; }
+int PoledgerServer::metrics_port() const {
+  return impl_->metrics != nullptr ? impl_->metrics->port() : 0;
+}
 Ledger* PoledgerServer::ledger() const { return impl_->ledger.get(); }
 uint64_t PoledgerServer::open_checked_records() const {
   return impl_->store->open_check().records;
@@ -155,6 +161,10 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  if (!options.metrics_listen.empty()) {
+    ASSIGN_OR_RETURN(impl->metrics,
+                     ServerMetrics::Start(options.metrics_listen));
+  }
   ASSIGN_OR_RETURN(std::optional<absl::Time> manual, ParseClockFlag(options.clock));
   if (manual.has_value()) {
     auto clock = std::make_unique<ManualClock>(*manual);
@@ -236,6 +246,9 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
   interceptors.push_back(NewParseFailureInterceptorFactory());
+  if (impl->metrics != nullptr) {
+    interceptors.push_back(impl->metrics->NewInterceptorFactory());
+  }
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || impl->port == 0) {
@@ -271,6 +284,12 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   RocksDbEventStoreOptions store_options;
   store_options.path = options.data_dir;
   store_options.verify_from_mark = options.verify_on_open != "full";
+  if (impl->metrics != nullptr) {
+    ServerMetrics* metrics = impl->metrics.get();
+    store_options.on_commit = [metrics](const CommitStats& stats) {
+      metrics->OnCommit(stats);
+    };
+  }
   absl::StatusOr<std::unique_ptr<RocksDbEventStore>> store =
       RocksDbEventStore::Open(store_options);
   if (!store.ok()) return fail(store.status());
@@ -309,6 +328,36 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
           raw->options.tick_interval));
     });
   }
+  if (impl->metrics != nullptr) {
+    Impl* raw = impl.get();
+    impl->metrics->SetLive([raw] {
+      LiveValues v;
+      v.head_position = raw->store->Head().position;
+      v.write_failed = raw->store->write_failed();
+      const Ledger::SnapshotInfo snapshot = raw->ledger->last_snapshot();
+      v.snapshot_position = snapshot.position;
+      if (snapshot.position > 0) {
+        v.snapshot_age_seconds =
+            absl::ToDoubleSeconds(absl::Now() - snapshot.saved_at);
+        v.snapshot_duration_seconds = absl::ToDoubleSeconds(snapshot.took);
+      }
+      const std::vector<std::string> accounts = raw->ledger->AccountIds();
+      v.accounts = accounts.size();
+      for (const std::string& account : accounts) {
+        (void)raw->ledger->Read(account, [&](const core::AccountState& s) {
+          for (const auto& [id, po] : s.purchase_orders) {
+            std::string status = v1::PurchaseOrderStatus_Name(po.status);
+            if (absl::StartsWith(status, "PURCHASE_ORDER_STATUS_")) {
+              status.erase(0, 22);
+            }
+            ++v.purchase_orders_by_status[status];
+          }
+        });
+      }
+      v.open_streams = raw->tail->subscribers();
+      return v;
+    });
+  }
   impl->SetServing(true);
   return std::unique_ptr<PoledgerServer>(new PoledgerServer(std::move(impl)));
 }
@@ -320,6 +369,8 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
     impl_->shutdown_started = true;
   }
   impl_->SetServing(false);
+  // No scrape after this: it reads the ledger and the store.
+  if (impl_->metrics != nullptr) impl_->metrics->StopServing();
   impl_->shutting_down.Notify();
   // Streams end at once with UNAVAILABLE (resume after their last
   // position); unary calls finish, or are cancelled after the grace period.

@@ -76,6 +76,9 @@ struct ServerOptions {
   // mark, which snapshots and a clean stop move to the head) or "full"
   // (every record's hash and chain link).
   std::string verify_on_open = "mark";
+
+  // If set, serves Prometheus metrics at http://ADDRESS/metrics.
+  std::string metrics_listen;
 };
 
 // INVALID_ARGUMENT saying why if the security options do not go together
@@ -95,6 +98,8 @@ class PoledgerServer {
   int port() const;
   // The health-only listener's port (0 without one).
   int health_port() const;
+  // The metrics listener's port (0 without one).
+  int metrics_port() const;
   Ledger* ledger() const;
   // Records the open checked, and from which position.
   uint64_t open_checked_records() const;

@@ -116,6 +116,9 @@ int main(int argc, char** argv) {
                  "verified-through mark) or 'full' (every record)")
       ->check(CLI::IsMember({"mark", "full"}))
       ->capture_default_str();
+  app.add_option("--metrics-listen", options.metrics_listen,
+                 "Serve Prometheus metrics at http://ADDRESS/metrics (e.g. "
+                 "127.0.0.1:9464)");
   app.add_option("--health-listen", options.health_listen,
                  "Also serve grpc.health.v1 alone, in plaintext, here (for "
                  "probes that cannot present a client certificate)");
@@ -189,6 +192,12 @@ int main(int argc, char** argv) {
       stderr, "checked %llu records at open (from position %llu)\n",
       static_cast<unsigned long long>((*server)->open_checked_records()),
       static_cast<unsigned long long>((*server)->open_checked_from()));
+  if ((*server)->metrics_port() != 0) {
+    const std::string metrics_host =
+        options.metrics_listen.substr(0, options.metrics_listen.rfind(':'));
+    std::fprintf(stderr, "metrics on http://%s:%d/metrics\n",
+                 metrics_host.c_str(), (*server)->metrics_port());
+  }
   if ((*server)->health_port() != 0) {
     const std::string health_host =
         options.health_listen.substr(0, options.health_listen.rfind(':'));

@@ -43,12 +43,12 @@ class Server:
     """poledger-server as a child process on 127.0.0.1, port picked by the
     kernel, stopped with SIGTERM (SIGKILL after 20 s)."""
 
-    def __init__(self, clock="manual:2026-02-01T00:00:00Z"):
+    def __init__(self, clock="manual:2026-02-01T00:00:00Z", extra=()):
         self.dir = tempfile.mkdtemp(prefix="poledger-e2e-")
         self.proc = subprocess.Popen(
             [os.environ["POLEDGER_SERVER"], "--listen=127.0.0.1:0",
              "--data-dir=" + os.path.join(self.dir, "data"),
-             "--clock=" + clock, "--heartbeat-seconds=0.5"],
+             "--clock=" + clock, "--heartbeat-seconds=0.5"] + list(extra),
             stderr=subprocess.PIPE, text=True)
         self.output = []
         port = None

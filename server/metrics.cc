@@ -1,0 +1,306 @@
+#include "server/metrics.h"
+
+#include <chrono>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "prometheus/collectable.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace poledger {
+namespace {
+
+prometheus::Histogram::BucketBoundaries LatencyBuckets() {
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+}
+
+const char* CodeName(grpc::StatusCode code) {
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
+  const int i = static_cast<int>(code);
+  return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
+}
+
+}  // namespace
+
+// The values read at scrape time: a registry of gauges set from LiveValues
+// just before it is collected.
+class LiveCollectable final : public prometheus::Collectable {
+ public:
+  LiveCollectable()
+      : registry_(std::make_shared<prometheus::Registry>()),
+        head_(Gauge("poledger_log_head_position",
+                    "Position of the last record of the event log")),
+        write_failed_(Gauge("poledger_eventstore_write_failed",
+                            "1 once a write or sync failed: the store refuses "
+                            "every append until reopened")),
+        snapshot_position_(Gauge("poledger_snapshot_position",
+                                 "Log position of the last saved snapshot")),
+        snapshot_age_events_(Gauge("poledger_snapshot_age_events",
+                                   "Events appended since the last snapshot")),
+        snapshot_age_seconds_(Gauge("poledger_snapshot_age_seconds",
+                                    "Seconds since the last snapshot was "
+                                    "saved")),
+        snapshot_duration_(Gauge("poledger_snapshot_duration_seconds",
+                                 "How long the last snapshot took")),
+        accounts_(Gauge("poledger_accounts", "Accounts the ledger holds")),
+        open_streams_(Gauge("poledger_open_streams",
+                            "SubscribeEvents and SubscribeNotifications calls "
+                            "open")),
+        purchase_orders_(prometheus::BuildGauge()
+                             .Name("poledger_purchase_orders")
+                             .Help("Purchase orders by status")
+                             .Register(*registry_)) {}
+
+  void Set(std::function<LiveValues()> live) {
+    absl::MutexLock lock(&mu_);
+    live_ = std::move(live);
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    absl::MutexLock lock(&mu_);
+    if (!live_) return {};
+    const LiveValues v = live_();
+    head_.Set(static_cast<double>(v.head_position));
+    write_failed_.Set(v.write_failed ? 1 : 0);
+    snapshot_position_.Set(static_cast<double>(v.snapshot_position));
+    snapshot_age_events_.Set(
+        static_cast<double>(v.head_position - v.snapshot_position));
+    snapshot_age_seconds_.Set(v.snapshot_age_seconds);
+    snapshot_duration_.Set(v.snapshot_duration_seconds);
+    accounts_.Set(static_cast<double>(v.accounts));
+    open_streams_.Set(static_cast<double>(v.open_streams));
+    for (const char* status : {"ACTIVE", "SUSPENDED", "EXPIRED"}) {
+      auto it = v.purchase_orders_by_status.find(status);
+      purchase_orders_.Add({{"status", status}})
+          .Set(it == v.purchase_orders_by_status.end()
+                   ? 0
+                   : static_cast<double>(it->second));
+    }
+    return registry_->Collect();
+  }
+
+ private:
+  prometheus::Gauge& Gauge(const char* name, const char* help) {
+    return prometheus::BuildGauge()
+        .Name(name)
+        .Help(help)
+        .Register(*registry_)
+        .Add({});
+  }
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Gauge& head_;
+  prometheus::Gauge& write_failed_;
+  prometheus::Gauge& snapshot_position_;
+  prometheus::Gauge& snapshot_age_events_;
+  prometheus::Gauge& snapshot_age_seconds_;
+  prometheus::Gauge& snapshot_duration_;
+  prometheus::Gauge& accounts_;
+  prometheus::Gauge& open_streams_;
+  prometheus::Family<prometheus::Gauge>& purchase_orders_;
+  mutable absl::Mutex mu_;
+  std::function<LiveValues()> live_ ABSL_GUARDED_BY(mu_);
+};
+
+struct ServerMetrics::Impl {
+  std::shared_ptr<prometheus::Registry> registry =
+      std::make_shared<prometheus::Registry>();
+  std::shared_ptr<LiveCollectable> live = std::make_shared<LiveCollectable>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  absl::Mutex exposer_mu;
+
+  prometheus::Family<prometheus::Counter>& requests =
+      prometheus::BuildCounter()
+          .Name("poledger_grpc_requests_total")
+          .Help("gRPC calls finished, by method and status code")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& latency =
+      prometheus::BuildHistogram()
+          .Name("poledger_grpc_request_duration_seconds")
+          .Help("gRPC call latency, from the request's arrival to its status")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& in_flight =
+      prometheus::BuildGauge()
+          .Name("poledger_grpc_in_flight_requests")
+          .Help("gRPC calls in progress, by method")
+          .Register(*registry);
+  prometheus::Counter& appends =
+      prometheus::BuildCounter()
+          .Name("poledger_eventstore_appends_total")
+          .Help("Append requests committed to the event log")
+          .Register(*registry)
+          .Add({});
+  prometheus::Counter& events = prometheus::BuildCounter()
+                                    .Name("poledger_eventstore_events_total")
+                                    .Help("Records appended to the event log")
+                                    .Register(*registry)
+                                    .Add({});
+  prometheus::Counter& bytes =
+      prometheus::BuildCounter()
+          .Name("poledger_eventstore_written_bytes_total")
+          .Help("Bytes of the write batches committed (log, indexes)")
+          .Register(*registry)
+          .Add({});
+  prometheus::Counter& failures =
+      prometheus::BuildCounter()
+          .Name("poledger_eventstore_commit_failures_total")
+          .Help("Group commits whose write or sync failed")
+          .Register(*registry)
+          .Add({});
+  prometheus::Histogram& batch =
+      prometheus::BuildHistogram()
+          .Name("poledger_eventstore_commit_batch_appends")
+          .Help("Append requests per group commit")
+          .Register(*registry)
+          .Add({}, prometheus::Histogram::BucketBoundaries{
+                       1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024});
+  prometheus::Histogram& commit_seconds =
+      prometheus::BuildHistogram()
+          .Name("poledger_eventstore_commit_duration_seconds")
+          .Help("Write and WAL sync of one group commit")
+          .Register(*registry)
+          .Add({}, LatencyBuckets());
+};
+
+namespace {
+
+// Counts one call: in flight from its start; at its end, its latency and
+// its status code.
+class CallInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  CallInterceptor(ServerMetrics::Impl* m, std::string method)
+      : m_(m),
+        method_(std::move(method)),
+        start_(std::chrono::steady_clock::now()),
+        in_flight_(m->in_flight.Add({{"method", method_}})) {
+    in_flight_.Increment();
+  }
+
+  ~CallInterceptor() override {
+    in_flight_.Decrement();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_)
+            .count();
+    m_->latency.Add({{"method", method_}}, LatencyBuckets()).Observe(seconds);
+    m_->requests.Add({{"method", method_}, {"code", CodeName(code_)}})
+        .Increment();
+  }
+
+  void Intercept(
+      grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      code_ = methods->GetSendStatus().error_code();
+    }
+    methods->Proceed();
+  }
+
+ private:
+  ServerMetrics::Impl* const m_;
+  const std::string method_;
+  const std::chrono::steady_clock::time_point start_;
+  prometheus::Gauge& in_flight_;
+  // A call that ends without a status (the client went away) counts as
+  // CANCELLED.
+  grpc::StatusCode code_ = grpc::StatusCode::CANCELLED;
+};
+
+class Factory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit Factory(ServerMetrics::Impl* m) : m_(m) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    std::string method = info->method() != nullptr ? info->method() : "";
+    if (!method.empty() && method.front() == '/') method.erase(0, 1);
+    return new CallInterceptor(m_, std::move(method));
+  }
+
+ private:
+  ServerMetrics::Impl* const m_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(
+    const std::string& listen) {
+  auto impl = std::make_unique<Impl>();
+  try {
+    impl->exposer = std::make_unique<prometheus::Exposer>(listen, 1);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat(
+        "--metrics-listen: cannot listen on ", listen, ": ", e.what()));
+  }
+  impl->exposer->RegisterCollectable(impl->registry);
+  impl->exposer->RegisterCollectable(impl->live);
+  return std::unique_ptr<ServerMetrics>(new ServerMetrics(std::move(impl)));
+}
+
+ServerMetrics::ServerMetrics(std::unique_ptr<Impl> impl)
+    : impl_(std::move(impl)) {}
+
+ServerMetrics::~ServerMetrics() { StopServing(); }
+
+int ServerMetrics::port() const {
+  absl::MutexLock lock(&impl_->exposer_mu);
+  if (impl_->exposer == nullptr) return 0;
+  const std::vector<int> ports = impl_->exposer->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+void ServerMetrics::SetLive(std::function<LiveValues()> live) {
+  impl_->live->Set(std::move(live));
+}
+
+void ServerMetrics::StopServing() {
+  std::unique_ptr<prometheus::Exposer> exposer;
+  {
+    absl::MutexLock lock(&impl_->exposer_mu);
+    exposer = std::move(impl_->exposer);
+  }
+  exposer.reset();  // Joins its threads: no scrape runs after this.
+  impl_->live->Set(nullptr);
+}
+
+void ServerMetrics::OnCommit(const CommitStats& stats) {
+  if (!stats.ok) {
+    impl_->failures.Increment();
+    return;
+  }
+  impl_->appends.Increment(stats.appends);
+  impl_->events.Increment(static_cast<double>(stats.events));
+  impl_->bytes.Increment(static_cast<double>(stats.bytes));
+  impl_->batch.Observe(stats.appends);
+  impl_->commit_seconds.Observe(stats.write_seconds);
+}
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+ServerMetrics::NewInterceptorFactory() {
+  return std::make_unique<Factory>(impl_.get());
+}
+
+}  // namespace poledger

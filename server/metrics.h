@@ -1,0 +1,67 @@
+// Prometheus metrics of the server, served at /metrics by prometheus-cpp's
+// exposer (--metrics-listen). Three kinds of values:
+//   - per gRPC method: requests by status code, latency, calls in flight
+//     (a server interceptor);
+//   - per group commit of the event store: appends, events, bytes, batch
+//     size, write-and-sync latency (the store's on_commit hook);
+//   - read at each scrape: log head, snapshot position, age and duration,
+//     the sticky write error, accounts and purchase orders by status, open
+//     streams.
+//
+// Thread safety: every method is safe for concurrent use.
+#ifndef POLEDGER_SERVER_METRICS_H_
+#define POLEDGER_SERVER_METRICS_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "eventstore/rocksdb_event_store.h"
+#include "grpcpp/support/server_interceptor.h"
+
+namespace poledger {
+
+// What a scrape reads from the server.
+struct LiveValues {
+  uint64_t head_position = 0;
+  bool write_failed = false;
+  uint64_t snapshot_position = 0;
+  double snapshot_age_seconds = 0;  // Since it was saved; 0 without one.
+  double snapshot_duration_seconds = 0;
+  uint64_t accounts = 0;
+  std::map<std::string, uint64_t> purchase_orders_by_status;
+  uint64_t open_streams = 0;
+};
+
+class ServerMetrics {
+ public:
+  // Listens at `listen` (host:port; port 0 picks one).
+  static absl::StatusOr<std::unique_ptr<ServerMetrics>> Start(
+      const std::string& listen);
+  ~ServerMetrics();
+
+  int port() const;
+
+  // Sets what each scrape reads (until then those values are absent).
+  void SetLive(std::function<LiveValues()> live);
+  // Stops serving scrapes (before what SetLive reads goes away).
+  void StopServing();
+
+  // The event store's on_commit hook.
+  void OnCommit(const CommitStats& stats);
+
+  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+  NewInterceptorFactory();
+
+  struct Impl;
+
+ private:
+  explicit ServerMetrics(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace poledger
+
+#endif  // POLEDGER_SERVER_METRICS_H_

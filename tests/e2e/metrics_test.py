@@ -1,0 +1,162 @@
+"""Prometheus metrics: a running server scraped under load, the text parsed
+with Debian's python3-prometheus-client, and the values checked against
+what the test did (exact counts) and against the log head.
+
+Environment: POLEDGER_SERVER (the binary), PYTHONPATH (generated stubs).
+"""
+
+import re
+import threading
+import time
+import unittest
+import urllib.request
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from e2e_test import ACCOUNT, AWS, Server, money, new_po
+from poledger.v1 import invoices_pb2
+from poledger.v1 import invoices_pb2_grpc
+from poledger.v1 import purchase_orders_pb2 as po_pb2
+from poledger.v1 import purchase_orders_pb2_grpc as po_grpc
+from poledger.v1 import types_pb2 as T
+
+RECORD = "poledger.v1.InvoiceService/RecordInvoice"
+CREATE = "poledger.v1.PurchaseOrderService/CreatePurchaseOrder"
+GET = "poledger.v1.PurchaseOrderService/GetPurchaseOrder"
+
+
+class MetricsTest(unittest.TestCase):
+    def setUp(self):
+        self.server = Server(extra=["--metrics-listen=127.0.0.1:0"])
+        url = None
+        for line in self.server.output:
+            m = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", line)
+            if m:
+                url = m.group(1)
+        self.assertIsNotNone(url, "".join(self.server.output))
+        self.url = url
+        self.pos = po_grpc.PurchaseOrderServiceStub(self.server.channel)
+        self.invoices = invoices_pb2_grpc.InvoiceServiceStub(self.server.channel)
+
+    def tearDown(self):
+        self.server.stop()
+
+    def scrape(self):
+        """{(name, frozenset(labels)): value} of every sample."""
+        text = urllib.request.urlopen(self.url, timeout=10).read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples[(s.name, frozenset(s.labels.items()))] = s.value
+        return samples
+
+    @staticmethod
+    def get(samples, name, **labels):
+        return samples.get((name, frozenset(labels.items())), 0.0)
+
+    def invoice(self, account, invoice_id, amount=10):
+        return self.invoices.RecordInvoice(invoices_pb2.RecordInvoiceRequest(
+            account_id=account, invoice=invoices_pb2.Invoice(
+                invoice_id=invoice_id, bill_from=AWS,
+                category=T.INVOICE_CATEGORY_MONTHLY_USAGE,
+                billing_period="2026-03", amount=money(amount))), timeout=10)
+
+    def test_counts_move_by_exactly_what_was_done(self):
+        before = self.scrape()
+        head_before = self.get(before, "poledger_log_head_position")
+        for account, po in ((ACCOUNT, "po-1"), (ACCOUNT, "po-2"), ("222", "po-1")):
+            self.pos.CreatePurchaseOrder(po_pb2.CreatePurchaseOrderRequest(
+                account_id=account, purchase_order=new_po(po, amount=100000)),
+                timeout=10)
+        for i in range(20):
+            self.invoice(ACCOUNT, "inv-%d" % i)
+        with self.assertRaises(grpc.RpcError) as bad:
+            self.invoice(ACCOUNT, "", amount=10)  # No invoice id.
+        self.assertEqual(bad.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(grpc.RpcError) as missing:
+            self.pos.GetPurchaseOrder(po_pb2.GetPurchaseOrderRequest(
+                account_id=ACCOUNT, purchase_order_id="nope"), timeout=10)
+        self.assertEqual(missing.exception.code(), grpc.StatusCode.NOT_FOUND)
+        after = self.scrape()
+
+        def delta(name, **labels):
+            return self.get(after, name, **labels) - self.get(before, name, **labels)
+
+        self.assertEqual(delta("poledger_grpc_requests_total", method=RECORD, code="OK"), 20)
+        self.assertEqual(delta("poledger_grpc_requests_total", method=RECORD,
+                               code="INVALID_ARGUMENT"), 1)
+        self.assertEqual(delta("poledger_grpc_requests_total", method=CREATE, code="OK"), 3)
+        self.assertEqual(delta("poledger_grpc_requests_total", method=GET,
+                               code="NOT_FOUND"), 1)
+        self.assertEqual(delta("poledger_grpc_request_duration_seconds_count",
+                               method=RECORD), 21)
+        self.assertGreater(delta("poledger_grpc_request_duration_seconds_sum",
+                                 method=RECORD), 0)
+        self.assertEqual(self.get(after, "poledger_grpc_in_flight_requests",
+                                  method=RECORD), 0)
+        # The store: 23 appends (one per command that wrote), and exactly the
+        # events the head moved by.
+        head_after = self.get(after, "poledger_log_head_position")
+        self.assertGreaterEqual(head_after - head_before, 23)
+        self.assertEqual(delta("poledger_eventstore_events_total"),
+                         head_after - head_before)
+        self.assertEqual(delta("poledger_eventstore_appends_total"), 23)
+        self.assertEqual(delta("poledger_eventstore_commit_batch_appends_sum"), 23)
+        self.assertGreater(delta("poledger_eventstore_written_bytes_total"), 0)
+        self.assertGreater(delta("poledger_eventstore_commit_duration_seconds_count"), 0)
+        self.assertEqual(self.get(after, "poledger_eventstore_write_failed"), 0)
+        self.assertEqual(self.get(after, "poledger_accounts"), 2)
+        self.assertEqual(self.get(after, "poledger_purchase_orders", status="ACTIVE"), 3)
+        self.assertEqual(self.get(after, "poledger_purchase_orders", status="SUSPENDED"), 0)
+        self.assertEqual(self.get(after, "poledger_snapshot_age_events"),
+                         head_after - self.get(after, "poledger_snapshot_position"))
+
+    def test_scrapes_under_write_load(self):
+        self.pos.CreatePurchaseOrder(po_pb2.CreatePurchaseOrderRequest(
+            account_id=ACCOUNT, purchase_order=new_po("po", amount=10**9)), timeout=10)
+        before = self.scrape()
+        acked = []
+        lock = threading.Lock()
+
+        def writer(w):
+            # An account each: the ledger runs one account's commands one at
+            # a time, so only different accounts share group commits.
+            for i in range(150):
+                self.invoice("acct-%d" % w, "w%d-%d" % (w, i))
+                with lock:
+                    acked.append(1)
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(16)]
+        for t in threads:
+            t.start()
+        scrapes = 0
+        while any(t.is_alive() for t in threads):
+            during = self.scrape()  # Parses while 16 clients write.
+            self.assertIn(("poledger_log_head_position", frozenset()), during)
+            scrapes += 1
+            time.sleep(0.05)
+        for t in threads:
+            t.join()
+        after = self.scrape()
+        self.assertGreater(scrapes, 1)
+        self.assertEqual(len(acked), 16 * 150)
+        ok = (self.get(after, "poledger_grpc_requests_total", method=RECORD, code="OK")
+              - self.get(before, "poledger_grpc_requests_total", method=RECORD, code="OK"))
+        self.assertEqual(ok, 16 * 150)
+        head = (self.get(after, "poledger_log_head_position")
+                - self.get(before, "poledger_log_head_position"))
+        events = (self.get(after, "poledger_eventstore_events_total")
+                  - self.get(before, "poledger_eventstore_events_total"))
+        self.assertEqual(events, head)
+        appends = (self.get(after, "poledger_eventstore_appends_total")
+                   - self.get(before, "poledger_eventstore_appends_total"))
+        self.assertEqual(appends, 16 * 150)
+        # Concurrent writers share group commits: fewer commits than appends.
+        commits = (self.get(after, "poledger_eventstore_commit_batch_appends_count")
+                   - self.get(before, "poledger_eventstore_commit_batch_appends_count"))
+        self.assertLess(commits, appends)
+
+
+if __name__ == "__main__":
+    unittest.main()
