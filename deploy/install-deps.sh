@@ -9,7 +9,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   grpc-proto librocksdb-dev rocksdb-tools libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev libcli11-dev
-  libcurl4-openssl-dev libjemalloc-dev prometheus-cpp-dev
+  libcurl4-openssl-dev libjemalloc-dev prometheus-cpp-dev libspdlog-dev
   clang libclang-rt-14-dev
   python3 python3-grpcio python3-protobuf python3-aiosmtpd python3-yaml
   python3-prometheus-client

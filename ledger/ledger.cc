@@ -637,9 +637,16 @@ absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
   if (saved.ok()) saved = store_->SaveSnapshotParts(cut.position, chunk);
   if (!saved.ok()) {
     // Their parts may not be saved: the next snapshot tries them again.
-    absl::MutexLock lock(&apply_mu_);
-    for (auto& [account, invoices] : all) {
-      dirty_[account].insert(invoices.begin(), invoices.end());
+    {
+      absl::MutexLock lock(&apply_mu_);
+      for (auto& [account, invoices] : all) {
+        dirty_[account].insert(invoices.begin(), invoices.end());
+      }
+    }
+    if (options_.on_snapshot) {
+      options_.on_snapshot(
+          SnapshotInfo{cut.position, absl::Now(), absl::Now() - started},
+          saved);
     }
     return saved;
   }
@@ -648,6 +655,9 @@ absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
     absl::MutexLock lock(&snapshot_info_mu_);
     snapshot_info_ =
         SnapshotInfo{cut.position, absl::Now(), absl::Now() - started};
+  }
+  if (options_.on_snapshot) {
+    options_.on_snapshot(last_snapshot(), absl::OkStatus());
   }
   return cut.position;
 }

@@ -81,7 +81,20 @@ struct ExecuteResult {
   bool duplicate = false;
 };
 
+// A saved snapshot (position 0: none since start or load).
+struct LedgerSnapshotInfo {
+  uint64_t position = 0;
+  absl::Time saved_at = absl::InfinitePast();
+  absl::Duration took = absl::ZeroDuration();
+};
+
 struct LedgerOptions {
+  // Called after every snapshot attempt (saved, or the error), on the
+  // thread that made it.
+  // Default: none
+  std::function<void(const LedgerSnapshotInfo&, const absl::Status&)>
+      on_snapshot;
+
   // Save a snapshot after this many events since the last one; 0: never
   // automatically. A restart replays at most this many events (plus those
   // of a snapshot in progress): ~130k events/s on the 2-vCPU development
@@ -156,11 +169,7 @@ class Ledger {
   absl::StatusOr<uint64_t> CreateSnapshot();
 
   // The last saved snapshot (position 0: none since start or load).
-  struct SnapshotInfo {
-    uint64_t position = 0;
-    absl::Time saved_at = absl::InfinitePast();
-    absl::Duration took = absl::ZeroDuration();
-  };
+  using SnapshotInfo = LedgerSnapshotInfo;
   SnapshotInfo last_snapshot() const {
     absl::MutexLock lock(&snapshot_info_mu_);
     return snapshot_info_;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "api/convert.h"
 #include "core/proto_time.h"
+#include "server/log.h"
 #include "server/log_tail.h"
 #include "server/services.h"
 #include "server/status_mapping.h"
@@ -47,8 +48,8 @@ Response Heartbeat(uint64_t head) {
 // refuses it: a malformed account filter, a server still loading.
 template <typename Response>
 grpc::ServerWriteReactor<Response>* Subscribe(
-    ServiceContext* ctx, const std::string& account, uint64_t after,
-    typename LogSubscription<Response>::Hooks hooks) {
+    ServiceContext* ctx, const char* method, const std::string& account,
+    uint64_t after, typename LogSubscription<Response>::Hooks hooks) {
   if (absl::Status s = CheckAccountFilter(account); !s.ok()) {
     return new Refused<Response>(ToGrpcStatus(s));
   }
@@ -58,6 +59,13 @@ grpc::ServerWriteReactor<Response>* Subscribe(
   }
   hooks.caught_up = CaughtUp<Response>;
   hooks.heartbeat = Heartbeat<Response>;
+  log::Info("stream_opened", absl::StrCat(method, " opened"),
+            {{"method", method}, {"account", account}, {"after", after}});
+  hooks.on_done = [method, account](uint64_t last_sent) {
+    log::Info(
+        "stream_closed", absl::StrCat(method, " closed"),
+        {{"method", method}, {"account", account}, {"last_sent", last_sent}});
+  };
   return LogSubscription<Response>::Start(
       ctx->ledger()->store(), tail, account, after, ctx->heartbeat_interval,
       ctx->stream_queue_records, std::move(hooks));
@@ -90,8 +98,8 @@ EventLogServiceImpl::SubscribeEvents(
     *response.mutable_event() = *std::move(event);
     return response;
   };
-  return Subscribe<Response>(ctx_, account, request->after_position(),
-                             std::move(hooks));
+  return Subscribe<Response>(ctx_, "EventLogService.SubscribeEvents", account,
+                             request->after_position(), std::move(hooks));
 }
 
 grpc::ServerWriteReactor<v1::SubscribeNotificationsResponse>*
@@ -120,7 +128,8 @@ NotificationServiceImpl::SubscribeNotifications(
                                 r.timestamp, event.notification_raised());
     return response;
   };
-  return Subscribe<Response>(ctx_, account, request->after_position(),
+  return Subscribe<Response>(ctx_, "NotificationService.SubscribeNotifications",
+                             account, request->after_position(),
                              std::move(hooks));
 }
 

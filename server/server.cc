@@ -21,6 +21,8 @@
 #include "grpcpp/server_builder.h"
 #include "ledger/clock.h"
 #include "ledger/ledger.h"
+#include "server/call_log.h"
+#include "server/log.h"
 #include "server/log_tail.h"
 #include "server/metrics.h"
 #include "server/parse_failure_interceptor.h"
@@ -246,6 +248,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
   interceptors.push_back(NewParseFailureInterceptorFactory());
+  interceptors.push_back(NewSlowCallLogFactory(options.slow_call));
   if (impl->metrics != nullptr) {
     interceptors.push_back(impl->metrics->NewInterceptorFactory());
   }
@@ -300,6 +303,18 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   };
   LedgerOptions ledger_options;
   ledger_options.snapshot_every_events = options.snapshot_every_events;
+  ledger_options.on_snapshot = [](const Ledger::SnapshotInfo& snapshot,
+                                  const absl::Status& status) {
+    if (status.ok()) {
+      log::Info("snapshot_saved",
+                absl::StrCat("snapshot saved at position ", snapshot.position),
+                {{"position", snapshot.position},
+                 {"duration_ms", absl::ToDoubleMilliseconds(snapshot.took)}});
+    } else {
+      log::Warning("snapshot_failed",
+                   absl::StrCat("snapshot failed: ", status.ToString()));
+    }
+  };
   absl::StatusOr<std::unique_ptr<Ledger>> ledger =
       Ledger::Open(impl->store.get(), impl->clock.get(), ledger_options);
   if (!ledger.ok()) return fail(ledger.status());

@@ -79,6 +79,9 @@ struct ServerOptions {
 
   // If set, serves Prometheus metrics at http://ADDRESS/metrics.
   std::string metrics_listen;
+
+  // Unary calls slower than this are logged.
+  absl::Duration slow_call = absl::Seconds(1);
 };
 
 // INVALID_ARGUMENT saying why if the security options do not go together

@@ -15,9 +15,11 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "ledger/ledger.h"
+#include "server/log.h"
 #include "server/server.h"
 
 int main(int argc, char** argv) {
@@ -122,6 +124,17 @@ int main(int argc, char** argv) {
   app.add_option("--health-listen", options.health_listen,
                  "Also serve grpc.health.v1 alone, in plaintext, here (for "
                  "probes that cannot present a client certificate)");
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format,
+                 "text (one line per event, for a terminal) or json (one JSON "
+                 "object per line)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  int slow_call_ms = 1000;
+  app.add_option("--slow-call-ms", slow_call_ms,
+                 "Log calls that take longer than this")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   // Every flag can also come from the environment: --foo-bar from
   // POLEDGER_FOO_BAR (the command line wins), so a container or a systemd
   // unit needs no wrapper script.
@@ -146,6 +159,9 @@ int main(int argc, char** argv) {
     app.exit(e);
     return 2;
   }
+  poledger::log::Init(log_format == "json" ? poledger::log::Format::kJson
+                                           : poledger::log::Format::kText);
+  options.slow_call = absl::Milliseconds(slow_call_ms);
   options.tick_interval = absl::Seconds(tick_seconds);
   options.heartbeat_interval = absl::Seconds(heartbeat_seconds);
   options.handshake_timeout = absl::Seconds(handshake_seconds);
@@ -175,51 +191,68 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  poledger::log::Info("server_starting", "poledger-server starting",
+                      {{"listen", options.listen},
+                       {"data_dir", options.data_dir},
+                       {"tls", !options.tls_cert.empty()},
+                       {"verify_on_open", options.verify_on_open}});
   auto server = poledger::PoledgerServer::Start(options);
   if (!server.ok()) {
-    std::fprintf(stderr, "cannot start: %s\n",
-                 server.status().ToString().c_str());
+    poledger::log::Error(
+        "server_start_failed",
+        absl::StrCat("cannot start: ", server.status().ToString()),
+        {{"code", absl::StatusCodeToString(server.status().code())}});
     // A certificate, key or policy that does not load is a bad flag.
     return absl::IsInvalidArgument(server.status()) ? 2 : 1;
   }
-  // Tests and scripts read the bound port from this line.
-  const std::string host = options.listen.substr(0, options.listen.rfind(':'));
   const poledger::LogHead head = (*server)->ledger()->store()->Head();
-  std::fprintf(stderr, "event log open: head %llu, digest %s\n",
-               static_cast<unsigned long long>(head.position),
-               poledger::HashToHex(head.hash).c_str());
-  std::fprintf(
-      stderr, "checked %llu records at open (from position %llu)\n",
-      static_cast<unsigned long long>((*server)->open_checked_records()),
-      static_cast<unsigned long long>((*server)->open_checked_from()));
+  poledger::log::Info("log_open",
+                      absl::StrCat("event log open: head ", head.position,
+                                   ", digest ", poledger::HashToHex(head.hash)),
+                      {{"head", head.position},
+                       {"digest", poledger::HashToHex(head.hash)},
+                       {"checked_records", (*server)->open_checked_records()},
+                       {"checked_from", (*server)->open_checked_from()}});
   if ((*server)->metrics_port() != 0) {
     const std::string metrics_host =
         options.metrics_listen.substr(0, options.metrics_listen.rfind(':'));
-    std::fprintf(stderr, "metrics on http://%s:%d/metrics\n",
-                 metrics_host.c_str(), (*server)->metrics_port());
+    poledger::log::Info("metrics_listening",
+                        absl::StrCat("metrics on http://", metrics_host, ":",
+                                     (*server)->metrics_port(), "/metrics"));
   }
   if ((*server)->health_port() != 0) {
     const std::string health_host =
         options.health_listen.substr(0, options.health_listen.rfind(':'));
-    std::fprintf(stderr, "health (plaintext) on %s:%d\n", health_host.c_str(),
-                 (*server)->health_port());
+    poledger::log::Info("health_listening",
+                        absl::StrCat("health (plaintext) on ", health_host, ":",
+                                     (*server)->health_port()));
   }
-  std::fprintf(stderr, "poledger-server listening on %s:%d, serving\n",
-               host.c_str(), (*server)->port());
+  // Tests and scripts read the bound port from this line.
+  const std::string host = options.listen.substr(0, options.listen.rfind(':'));
+  poledger::log::Info(
+      "server_serving",
+      absl::StrCat("poledger-server listening on ", host, ":",
+                   (*server)->port(), ", serving"),
+      {{"address", absl::StrCat(host, ":", (*server)->port())}});
 
   int signal = 0;
   for (;;) {
     sigwait(&signals, &signal);
     if (signal != SIGHUP) break;
     absl::Status reloaded = (*server)->Reload();
-    std::fprintf(stderr, "SIGHUP: %s\n",
-                 reloaded.ok() ? "TLS files and policy reloaded"
-                               : std::string(reloaded.message()).c_str());
+    if (reloaded.ok()) {
+      poledger::log::Info("reloaded", "SIGHUP: TLS files and policy reloaded");
+    } else {
+      poledger::log::Warning("reload_failed",
+                             absl::StrCat("SIGHUP: ", reloaded.message()));
+    }
   }
-  std::fprintf(stderr, "signal %d: shutting down\n", signal);
+  poledger::log::Info("server_stopping",
+                      absl::StrCat("signal ", signal, ": shutting down"),
+                      {{"signal", signal}});
   (*server)->Shutdown(absl::Seconds(grace_seconds));
   (*server)->Wait();
   server->reset();
-  std::fprintf(stderr, "poledger-server stopped\n");
+  poledger::log::Info("server_stopped", "poledger-server stopped");
   return 0;
 }

@@ -19,6 +19,7 @@
 #include "core/decide.h"
 #include "core/errors.h"
 #include "core/proto_time.h"
+#include "server/log.h"
 #include "server/log_tail.h"
 #include "server/status_mapping.h"
 #include "server/tls.h"
@@ -58,6 +59,17 @@ std::optional<grpc::Status> Denied(const ServiceContext& ctx,
                                    const google::protobuf::Message& request) {
   absl::StatusOr<std::string> identity = Authorize(ctx, context, request);
   if (identity.ok()) return std::nullopt;
+  const api::MethodRule* rule = api::RuleFor(request.GetDescriptor());
+  log::Warning(
+      "call_refused",
+      absl::StrCat(
+          "refused ",
+          rule != nullptr ? rule->method : request.GetDescriptor()->name(),
+          ": ", absl::StatusCodeToString(identity.status().code())),
+      {{"code", absl::StatusCodeToString(identity.status().code())},
+       {"identity", IdentityOf(context)},
+       {"method", rule != nullptr ? rule->method : ""},
+       {"peer", context->peer()}});
   return ToGrpcStatus(identity.status());
 }
 
@@ -139,6 +151,25 @@ absl::StatusOr<v1::PurchaseOrder> CurrentPo(Ledger* ledger,
   return *std::move(out);
 }
 
+// One log line for a write the server refused: code, reason, method,
+// account and request id (never the request's body).
+void LogRefusedWrite(const absl::Status& status,
+                     const google::protobuf::Descriptor* request,
+                     const std::string& account_id,
+                     const std::string& request_id) {
+  const api::MethodRule* rule = api::RuleFor(request);
+  const std::string method = rule != nullptr ? rule->method : request->name();
+  log::Info("write_refused",
+            absl::StrCat("refused ", method, ": ",
+                         absl::StatusCodeToString(status.code())),
+            {{"code", absl::StatusCodeToString(status.code())},
+             {"reason", core::ReasonOf(status)},
+             {"field", core::FieldOf(status)},
+             {"method", method},
+             {"account", account_id},
+             {"request_id", request_id}});
+}
+
 // Runs `command` through the Ledger without blocking and finishes the call
 // from its completion: with then(result) on success, or the error (its field
 // made a path in the request of `shape`).
@@ -154,12 +185,14 @@ grpc::ServerUnaryReactor* ExecuteThen(ServiceContext* ctx,
   Ledger* ledger = ctx->ledger();
   ledger->ExecuteAsync(
       ContextOf(context, account_id, request_id), std::move(command),
-      [reactor, response, shape,
+      [reactor, response, shape, account_id, request_id,
        then = std::move(then)](absl::StatusOr<ExecuteResult> result) mutable {
         absl::StatusOr<Response> out =
             result.ok() ? then(*result) : absl::StatusOr<Response>(result.status());
         if (!out.ok()) {
-          reactor->Finish(ToGrpcStatus(api::InRequest(out.status(), shape)));
+          const absl::Status refused = api::InRequest(out.status(), shape);
+          LogRefusedWrite(refused, shape.request, account_id, request_id);
+          reactor->Finish(ToGrpcStatus(refused));
           return;
         }
         *response = *std::move(out);
@@ -190,7 +223,10 @@ grpc::ServerUnaryReactor* ExecuteBuiltForPo(
     const std::string& account_id, const std::string& request_id,
     absl::StatusOr<Command> cmd, api::RequestShape shape,
     v1::PurchaseOrder* response) {
-  if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
+  if (!cmd.ok()) {
+    LogRefusedWrite(cmd.status(), shape.request, account_id, request_id);
+    return Reply(context, ToGrpcStatus(cmd.status()));
+  }
   const std::string po_id = cmd->purchase_order_id;
   return ExecuteForPo(ctx, context, account_id, request_id, po_id,
                       *std::move(cmd), shape, response);

@@ -51,6 +51,8 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
     // The caught_up and heartbeat markers, with the head position.
     std::function<Response(uint64_t)> caught_up;
     std::function<Response(uint64_t)> heartbeat;
+    // When the call is done, with the last position sent (optional).
+    std::function<void(uint64_t)> on_done;
   };
 
   static constexpr size_t kReadBatch = 256;
@@ -143,6 +145,14 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
 
   void OnDone() override {
     tail_->Unregister(this);
+    if (hooks_.on_done) {
+      uint64_t last_sent = 0;
+      {
+        absl::MutexLock lock(&mu_);
+        last_sent = last_sent_;
+      }
+      hooks_.on_done(last_sent);
+    }
     delete this;
   }
 

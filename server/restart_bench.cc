@@ -1,7 +1,7 @@
 // poledger-restart-bench: how long a server takes from start to SERVING on
 // a long log, with the verified-through mark and with a full check.
 //
-//   build/bench/poledger-restart-bench --events=10000000 --dir=/tmp/restart
+//   build/server/poledger-restart-bench --events=10000000 --dir=/tmp/restart
 //
 // Builds the log once (purchase orders, then invoices through the Ledger at
 // --in-flight commands, snapshots every --snapshot-every events) unless
