@@ -93,6 +93,12 @@ class KubernetesTest(unittest.TestCase):
         for flag in flags:
             name = "--" + flag[len("POLEDGER_"):].lower().replace("_", "-")
             self.assertIn(name, help_text, flag)
+        # The metrics port is declared and annotated for scraping.
+        metrics = int(config["data"]["POLEDGER_METRICS_LISTEN"].rsplit(":", 1)[1])
+        self.assertIn(metrics, ports)
+        annotations = template["metadata"]["annotations"]
+        self.assertEqual(annotations["prometheus.io/scrape"], "true")
+        self.assertEqual(int(annotations["prometheus.io/port"]), metrics)
         # The health port is the one POLEDGER_HEALTH_LISTEN opens.
         health = int(config["data"]["POLEDGER_HEALTH_LISTEN"].rsplit(":", 1)[1])
         self.assertEqual(container["livenessProbe"]["grpc"]["port"], health)
