@@ -538,7 +538,11 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordInvoice(
   absl::StatusOr<v1::InvoiceData> data =
       valid.ok() ? convert::ToInvoiceData(request->invoice(), "invoice")
                  : absl::StatusOr<v1::InvoiceData>(valid);
-  if (!data.ok()) return Reply(context, ToGrpcStatus(data.status()));
+  if (!data.ok()) {
+    LogRefusedWrite(data.status(), request->GetDescriptor(),
+                    request->account_id(), request->request_id());
+    return Reply(context, ToGrpcStatus(data.status()));
+  }
   const std::string account_id = request->account_id();
   return ExecuteThen(
       ctx_, context, account_id, request->request_id(),
@@ -612,7 +616,11 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordMarketplaceTransaction(
     return cmd;
   };
   absl::StatusOr<core::RecordMarketplaceTransaction> cmd = build();
-  if (!cmd.ok()) return Reply(context, ToGrpcStatus(cmd.status()));
+  if (!cmd.ok()) {
+    LogRefusedWrite(cmd.status(), request->GetDescriptor(),
+                    request->account_id(), request->request_id());
+    return Reply(context, ToGrpcStatus(cmd.status()));
+  }
   return ExecuteThen(
       ctx_, context, request->account_id(), request->request_id(),
       *std::move(cmd), {request->GetDescriptor(), "transaction"}, response,

@@ -13,6 +13,8 @@ import unittest
 import grpc
 
 from e2e_test import ACCOUNT, Server, new_po
+from poledger.v1 import invoices_pb2
+from poledger.v1 import invoices_pb2_grpc
 from poledger.v1 import log_pb2
 from poledger.v1 import log_pb2_grpc
 from poledger.v1 import purchase_orders_pb2 as po_pb2
@@ -34,6 +36,14 @@ class LogsTest(unittest.TestCase):
                     account_id=ACCOUNT, purchase_order=po, request_id="req-2"),
                     timeout=10)
             self.assertEqual(again.exception.code(), grpc.StatusCode.ALREADY_EXISTS)
+            # Refused before the ledger: a malformed invoice.
+            with self.assertRaises(grpc.RpcError) as bad:
+                invoices_pb2_grpc.InvoiceServiceStub(server.channel).RecordInvoice(
+                    invoices_pb2.RecordInvoiceRequest(
+                        account_id=ACCOUNT, request_id="req-3",
+                        invoice=invoices_pb2.Invoice(invoice_id="inv-1")),
+                    timeout=10)
+            self.assertEqual(bad.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
             stream = log_pb2_grpc.NotificationServiceStub(
                 server.channel).SubscribeNotifications(
                     log_pb2.SubscribeNotificationsRequest(account_id=ACCOUNT),
@@ -57,7 +67,11 @@ class LogsTest(unittest.TestCase):
                       "stream_opened", "stream_closed", "snapshot_saved",
                       "slow_call", "server_stopping", "server_stopped"):
             self.assertIn(event, by_event, event)
-        (refused,) = by_event["write_refused"]
+        refused, invalid = by_event["write_refused"]
+        self.assertEqual(invalid["code"], "INVALID_ARGUMENT")
+        self.assertEqual(invalid["method"], "InvoiceService.RecordInvoice")
+        self.assertEqual(invalid["request_id"], "req-3")
+        self.assertTrue(invalid["field"].startswith("invoice."), invalid)
         self.assertEqual(refused["code"], "ALREADY_EXISTS")
         self.assertEqual(refused["reason"], "PURCHASE_ORDER_ALREADY_EXISTS")
         self.assertEqual(refused["method"],
