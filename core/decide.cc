@@ -1014,6 +1014,24 @@ absl::StatusOr<Decision> DecideTick(const AccountState& state, absl::Time now) {
 
 }  // namespace
 
+std::optional<absl::Time> NextDue(const AccountState& state) {
+  std::optional<absl::Time> next;
+  auto consider = [&](absl::Time t) {
+    if (!next.has_value() || t < *next) next = t;
+  };
+  for (const auto& [id, po] : state.purchase_orders) {
+    if (po.status != v1::PURCHASE_ORDER_STATUS_ACTIVE &&
+        po.status != v1::PURCHASE_ORDER_STATUS_SUSPENDED) {
+      continue;
+    }
+    consider(po.ExpiryTime());
+    for (const Reminder& r : po.reminders) {
+      if (!r.fired) consider(r.due);
+    }
+  }
+  return next;
+}
+
 std::vector<v1::ScheduledReminder> PlanReminders(YearMonth expiration,
                                                  absl::Time now) {
   const absl::CivilDay date = expiration.LastDay();

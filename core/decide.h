@@ -12,6 +12,7 @@
 #define POLEDGER_CORE_DECIDE_H_
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -51,6 +52,12 @@ inline constexpr char kIdPunctuation[] = " _.:/=+-%@#";
 // message names the first other character escaped, never as itself.
 absl::Status ValidateId(absl::string_view id, absl::string_view field,
                         size_t max_chars);
+
+// The earliest time at which a Tick has work for `state`: the expiry of a
+// live (active or suspended) purchase order, or a reminder of one not yet
+// raised. nullopt if there is none. Past that time a Tick raises it; how far
+// the clock is past the oldest such time is the scheduler's lag.
+std::optional<absl::Time> NextDue(const AccountState& state);
 
 // Sets the fields of `to` that `mask` names (top-level field names of its
 // message, other than `identity`) to their values in `from`, a message of

@@ -48,8 +48,9 @@ Response Heartbeat(uint64_t head) {
 // refuses it: a malformed account filter, a server still loading.
 template <typename Response>
 grpc::ServerWriteReactor<Response>* Subscribe(
-    ServiceContext* ctx, const char* method, const std::string& account,
-    uint64_t after, typename LogSubscription<Response>::Hooks hooks) {
+    ServiceContext* ctx, const char* method, std::atomic<int64_t>* open,
+    const std::string& account, uint64_t after,
+    typename LogSubscription<Response>::Hooks hooks) {
   if (absl::Status s = CheckAccountFilter(account); !s.ok()) {
     return new Refused<Response>(ToGrpcStatus(s));
   }
@@ -61,7 +62,9 @@ grpc::ServerWriteReactor<Response>* Subscribe(
   hooks.heartbeat = Heartbeat<Response>;
   log::Info("stream_opened", absl::StrCat(method, " opened"),
             {{"method", method}, {"account", account}, {"after", after}});
-  hooks.on_done = [method, account](uint64_t last_sent) {
+  open->fetch_add(1);
+  hooks.on_done = [method, account, open](uint64_t last_sent) {
+    open->fetch_sub(1);
     log::Info(
         "stream_closed", absl::StrCat(method, " closed"),
         {{"method", method}, {"account", account}, {"last_sent", last_sent}});
@@ -98,7 +101,8 @@ EventLogServiceImpl::SubscribeEvents(
     *response.mutable_event() = *std::move(event);
     return response;
   };
-  return Subscribe<Response>(ctx_, "EventLogService.SubscribeEvents", account,
+  return Subscribe<Response>(ctx_, "EventLogService.SubscribeEvents",
+                             &ctx_->open_event_streams, account,
                              request->after_position(), std::move(hooks));
 }
 
@@ -129,8 +133,8 @@ NotificationServiceImpl::SubscribeNotifications(
     return response;
   };
   return Subscribe<Response>(ctx_, "NotificationService.SubscribeNotifications",
-                             account, request->after_position(),
-                             std::move(hooks));
+                             &ctx_->open_notification_streams, account,
+                             request->after_position(), std::move(hooks));
 }
 
 }  // namespace poledger

@@ -70,10 +70,17 @@ class LiveCollectable final : public prometheus::Collectable {
         open_streams_(Gauge("poledger_open_streams",
                             "SubscribeEvents and SubscribeNotifications calls "
                             "open")),
+        scheduler_lag_(Gauge("poledger_scheduler_lag_seconds",
+                             "How far the clock is past the oldest expiry or "
+                             "reminder still due (0: none overdue)")),
         purchase_orders_(prometheus::BuildGauge()
                              .Name("poledger_purchase_orders")
                              .Help("Purchase orders by status")
-                             .Register(*registry_)) {}
+                             .Register(*registry_)),
+        streams_by_method_(prometheus::BuildGauge()
+                               .Name("poledger_open_streams_by_method")
+                               .Help("Streams open, by method")
+                               .Register(*registry_)) {}
 
   void Set(std::function<LiveValues()> live) {
     absl::MutexLock lock(&mu_);
@@ -93,6 +100,10 @@ class LiveCollectable final : public prometheus::Collectable {
     snapshot_duration_.Set(v.snapshot_duration_seconds);
     accounts_.Set(static_cast<double>(v.accounts));
     open_streams_.Set(static_cast<double>(v.open_streams));
+    scheduler_lag_.Set(v.scheduler_lag_seconds);
+    for (const auto& [method, n] : v.open_streams_by_method) {
+      streams_by_method_.Add({{"method", method}}).Set(static_cast<double>(n));
+    }
     for (const char* status : {"ACTIVE", "SUSPENDED", "EXPIRED"}) {
       auto it = v.purchase_orders_by_status.find(status);
       purchase_orders_.Add({{"status", status}})
@@ -121,7 +132,9 @@ class LiveCollectable final : public prometheus::Collectable {
   prometheus::Gauge& snapshot_duration_;
   prometheus::Gauge& accounts_;
   prometheus::Gauge& open_streams_;
+  prometheus::Gauge& scheduler_lag_;
   prometheus::Family<prometheus::Gauge>& purchase_orders_;
+  prometheus::Family<prometheus::Gauge>& streams_by_method_;
   mutable absl::Mutex mu_;
   std::function<LiveValues()> live_ ABSL_GUARDED_BY(mu_);
 };

@@ -33,6 +33,9 @@ struct LiveValues {
   uint64_t accounts = 0;
   std::map<std::string, uint64_t> purchase_orders_by_status;
   uint64_t open_streams = 0;
+  std::map<std::string, uint64_t> open_streams_by_method;
+  // How far the clock is past the oldest expiry or reminder still due.
+  double scheduler_lag_seconds = 0;
 };
 
 class ServerMetrics {

@@ -12,6 +12,7 @@
 #include "api/authz.h"
 #include "base/status_macros.h"
 #include "base/thread_name.h"
+#include "core/decide.h"
 #include "eventstore/rocksdb_event_store.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -358,8 +359,14 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       }
       const std::vector<std::string> accounts = raw->ledger->AccountIds();
       v.accounts = accounts.size();
+      std::optional<absl::Time> oldest_due;
       for (const std::string& account : accounts) {
         (void)raw->ledger->Read(account, [&](const core::AccountState& s) {
+          const std::optional<absl::Time> due = core::NextDue(s);
+          if (due.has_value() &&
+              (!oldest_due.has_value() || *due < *oldest_due)) {
+            oldest_due = due;
+          }
           for (const auto& [id, po] : s.purchase_orders) {
             std::string status = v1::PurchaseOrderStatus_Name(po.status);
             if (absl::StartsWith(status, "PURCHASE_ORDER_STATUS_")) {
@@ -369,7 +376,16 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
           }
         });
       }
+      if (oldest_due.has_value()) {
+        v.scheduler_lag_seconds = std::max(
+            0.0,
+            absl::ToDoubleSeconds(raw->ledger->clock()->Now() - *oldest_due));
+      }
       v.open_streams = raw->tail->subscribers();
+      v.open_streams_by_method["EventLogService.SubscribeEvents"] =
+          static_cast<uint64_t>(raw->context.open_event_streams.load());
+      v.open_streams_by_method["NotificationService.SubscribeNotifications"] =
+          static_cast<uint64_t>(raw->context.open_notification_streams.load());
       return v;
     });
   }

@@ -51,6 +51,9 @@ struct ServiceContext {
   size_t stream_queue_records = 1024;
   // Follows the log for the streams; set with the ledger.
   std::atomic<LogTail*> tail{nullptr};
+  // Streams open, by method (for metrics).
+  std::atomic<int64_t> open_event_streams{0};
+  std::atomic<int64_t> open_notification_streams{0};
   absl::Time start_time;
   std::string version;
   // Writes a verified backup of the log to a new directory (set by the

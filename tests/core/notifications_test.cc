@@ -53,6 +53,20 @@ TEST(RemindersTest, ScheduleDependsOnHowFarAwayTheExpirationIs) {
               ElementsAre("one month before @ 2026-02-28"));
 }
 
+TEST(TickTest, NextDueIsTheEarliestWorkATickWouldDo) {
+  Account account;
+  EXPECT_EQ(NextDue(account.state()), std::nullopt);
+  account.Must(Create("po", {Line(1, kMonthly)}), At(2026, 12, 1));
+  // Reminders a week before and on the date; then the expiry.
+  EXPECT_EQ(NextDue(account.state()), At(2026, 12, 24));
+  account.Must(Tick{}, At(2026, 12, 24));
+  EXPECT_EQ(NextDue(account.state()), At(2026, 12, 31));
+  account.Must(Tick{}, At(2026, 12, 31));
+  EXPECT_EQ(NextDue(account.state()), At(2027, 1, 1));  // The expiry.
+  account.Must(Tick{}, At(2027, 1, 1));
+  EXPECT_EQ(NextDue(account.state()), std::nullopt);  // Expired: nothing due.
+}
+
 TEST(TickTest, RemindersFireOnceAndExpiryAtTheFirstInstantAfterTheDate) {
   Account account;
   account.Must(Create("po", {Line(1, kMonthly)}), At(2026, 12, 1));

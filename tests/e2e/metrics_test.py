@@ -17,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from e2e_test import ACCOUNT, AWS, Server, money, new_po
 from poledger.v1 import invoices_pb2
 from poledger.v1 import invoices_pb2_grpc
+from poledger.v1 import log_pb2
+from poledger.v1 import log_pb2_grpc
 from poledger.v1 import purchase_orders_pb2 as po_pb2
 from poledger.v1 import purchase_orders_pb2_grpc as po_grpc
 from poledger.v1 import types_pb2 as T
@@ -111,6 +113,33 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(self.get(after, "poledger_purchase_orders", status="SUSPENDED"), 0)
         self.assertEqual(self.get(after, "poledger_snapshot_age_events"),
                          head_after - self.get(after, "poledger_snapshot_position"))
+
+    def test_streams_by_method_and_scheduler_lag(self):
+        self.pos.CreatePurchaseOrder(po_pb2.CreatePurchaseOrderRequest(
+            account_id=ACCOUNT, purchase_order=new_po("po")), timeout=10)
+        stream = log_pb2_grpc.NotificationServiceStub(
+            self.server.channel).SubscribeNotifications(
+                log_pb2.SubscribeNotificationsRequest(account_id=ACCOUNT),
+                timeout=30)
+        self.assertTrue(next(stream).HasField("caught_up"))
+        during = self.scrape()
+        self.assertEqual(self.get(during, "poledger_open_streams_by_method",
+                                  method="NotificationService.SubscribeNotifications"), 1)
+        self.assertEqual(self.get(during, "poledger_open_streams_by_method",
+                                  method="EventLogService.SubscribeEvents"), 0)
+        self.assertEqual(self.get(during, "poledger_open_streams"), 1)
+        # The manual clock ticks as it moves: nothing is overdue.
+        self.assertEqual(self.get(during, "poledger_scheduler_lag_seconds"), 0)
+        stream.cancel()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            after = self.scrape()
+            if self.get(after, "poledger_open_streams_by_method",
+                        method="NotificationService.SubscribeNotifications") == 0:
+                break
+            time.sleep(0.05)
+        self.assertEqual(self.get(after, "poledger_open_streams_by_method",
+                                  method="NotificationService.SubscribeNotifications"), 0)
 
     def test_scrapes_under_write_load(self):
         self.pos.CreatePurchaseOrder(po_pb2.CreatePurchaseOrderRequest(
