@@ -844,6 +844,15 @@ absl::StatusOr<Decision> DecideMarketplace(
         absl::StrCat(Quote(cmd.currency_code), " is not an ISO 4217 code"));
   }
   ASSIGN_OR_RETURN(YearMonth month, YearMonth::Parse(cmd.month, "month"));
+  // A transaction may create a purchase order running 12 months from its
+  // month: that last month must be a month too (found by the fuzzer:
+  // 9999-03 decided a purchase order ending "10000-02" that Apply refused).
+  if (!YearMonth::Parse(month.Plus(11).ToString(), "month").ok()) {
+    return InvalidField("month",
+                        absl::StrCat(Quote(cmd.month),
+                                     " is too late: a purchase order created "
+                                     "for it would end after 9999-12"));
+  }
   if (cmd.amount_micros < 0) {
     return InvalidField("amount", "must not be negative");
   }

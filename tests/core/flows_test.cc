@@ -78,6 +78,17 @@ TEST(MarketplaceTest, CreatesAPurchaseOrderWithTheDecidedDefaults) {
   EXPECT_EQ(account.po("poc2").lines.count(1), 1u);
 }
 
+TEST(MarketplaceTest, AMonthTooLateForItsPurchaseOrderIsRefused) {
+  Account account;
+  RecordMarketplaceTransaction t = Transaction("tx-1", "poc1");
+  t.month = "9999-03";
+  EXPECT_THAT(account.Run(t), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       ::testing::HasSubstr("month")));
+  t.month = "9999-01";  // Its purchase order ends 9999-12.
+  account.Must(t);
+  EXPECT_EQ(account.po("poc1").header.expiration_month(), "9999-12");
+}
+
 TEST(MarketplaceTest, FullActiveLimitRecordsWithoutAPurchaseOrder) {
   Account account;
   for (int i = 0; i < kMaxActivePurchaseOrders; ++i) {
