@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "core/money.h"
 #include "grpcpp/support/status_code_enum.h"
 #include "poledger/v1/types.pb.h"
@@ -16,27 +17,10 @@ inline std::string FormatMoney(const v1::Money& m) {
                             m.currency_code());
 }
 
-// "PERMISSION_DENIED" for grpc::StatusCode::PERMISSION_DENIED.
-inline const char* CodeName(grpc::StatusCode code) {
-  static const char* const kNames[] = {"OK",
-                                       "CANCELLED",
-                                       "UNKNOWN",
-                                       "INVALID_ARGUMENT",
-                                       "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND",
-                                       "ALREADY_EXISTS",
-                                       "PERMISSION_DENIED",
-                                       "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION",
-                                       "ABORTED",
-                                       "OUT_OF_RANGE",
-                                       "UNIMPLEMENTED",
-                                       "INTERNAL",
-                                       "UNAVAILABLE",
-                                       "DATA_LOSS",
-                                       "UNAUTHENTICATED"};
-  const int i = static_cast<int>(code);
-  return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
+// "PERMISSION_DENIED" for grpc::StatusCode::PERMISSION_DENIED (gRPC's
+// status codes are absl's, number for number).
+inline std::string CodeName(grpc::StatusCode code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
 }
 
 }  // namespace poledger

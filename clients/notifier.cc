@@ -282,7 +282,7 @@ int Run(const Options& options) {
     const grpc::Status status = reader->Finish();
     if (g_stop) break;
     std::fprintf(stderr, "stream ended: %s: %s; reconnecting in %s\n",
-                 CodeName(status.error_code()), status.error_message().c_str(),
+                 CodeName(status.error_code()).c_str(), status.error_message().c_str(),
                  absl::FormatDuration(delay).c_str());
     Backoff(delay);
     delay = std::min(delay * 2, max_delay);
