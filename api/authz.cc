@@ -62,25 +62,13 @@ constexpr const char* kServices[] = {
 const absl::flat_hash_map<const google::protobuf::Descriptor*, MethodRule>&
 Rules() {
   static const auto* rules = [] {
-    // The generated pool knows a file once something of it was used.
-    (void)v1::RecordInvoiceRequest::descriptor();
-    (void)v1::CreatePurchaseOrderRequest::descriptor();
-    (void)v1::ReadEventsRequest::descriptor();
-    auto* out = new absl::flat_hash_map<const google::protobuf::Descriptor*,
-                                        MethodRule>;
-    const auto* pool = google::protobuf::DescriptorPool::generated_pool();
-    for (const char* name : kServices) {
-      const google::protobuf::ServiceDescriptor* service =
-          pool->FindServiceByName(name);
-      if (service == nullptr) continue;
-      for (int i = 0; i < service->method_count(); ++i) {
-        const google::protobuf::MethodDescriptor* m = service->method(i);
-        const std::string method =
-            absl::StrCat(service->name(), ".", m->name());
-        for (const auto& rule : kMethodAccess) {
-          if (method == rule.method) {
-            out->emplace(m->input_type(), MethodRule{method, rule.access});
-          }
+    auto* out =
+        new absl::flat_hash_map<const google::protobuf::Descriptor*, MethodRule>;
+    for (const google::protobuf::MethodDescriptor* m : ApiMethods()) {
+      const std::string method = absl::StrCat(m->service()->name(), ".", m->name());
+      for (const auto& rule : kMethodAccess) {
+        if (method == rule.method) {
+          out->emplace(m->input_type(), MethodRule{method, rule.access});
         }
       }
     }
@@ -145,6 +133,24 @@ absl::Status Validate(const v1::AuthorizationPolicy& policy) {
 }
 
 }  // namespace
+
+std::vector<const google::protobuf::MethodDescriptor*> ApiMethods() {
+  // The generated pool knows a file once something of it was used.
+  (void)v1::RecordInvoiceRequest::descriptor();
+  (void)v1::CreatePurchaseOrderRequest::descriptor();
+  (void)v1::ReadEventsRequest::descriptor();
+  std::vector<const google::protobuf::MethodDescriptor*> out;
+  const auto* pool = google::protobuf::DescriptorPool::generated_pool();
+  for (const char* name : kServices) {
+    const google::protobuf::ServiceDescriptor* service =
+        pool->FindServiceByName(name);
+    if (service == nullptr) continue;
+    for (int i = 0; i < service->method_count(); ++i) {
+      out.push_back(service->method(i));
+    }
+  }
+  return out;
+}
 
 const MethodRule* RuleFor(const google::protobuf::Descriptor* request) {
   const auto& rules = Rules();

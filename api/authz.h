@@ -24,6 +24,7 @@
 
 namespace google::protobuf {
 class Descriptor;
+class MethodDescriptor;
 }  // namespace google::protobuf
 
 namespace poledger {
@@ -47,6 +48,9 @@ struct MethodRule {
   Access access;
 };
 const MethodRule* RuleFor(const google::protobuf::Descriptor* request);
+
+// Every method of the poledger.v1 services, from their descriptors.
+std::vector<const google::protobuf::MethodDescriptor*> ApiMethods();
 
 // Parses a policy: JSON if `json`, else protobuf text format.
 // INVALID_ARGUMENT naming the binding field that is wrong.

@@ -25,6 +25,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "api/authz.h"
 #include "ledger/ledger.h"
 #include "poledger/v1/invoices.grpc.pb.h"
 #include "poledger/v1/log.grpc.pb.h"
@@ -32,6 +33,7 @@
 #include "server/server.h"
 #include "tests/eventstore/store_test_util.h"
 #include "tests/testing/command.h"
+#include "tests/testing/purchase_orders.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/status_matchers.h"
 
@@ -142,28 +144,6 @@ const std::vector<Caller>& Callers() {
   return *callers;
 }
 
-// The services' methods, from their descriptors.
-std::vector<const google::protobuf::MethodDescriptor*> AllMethods() {
-  (void)v1::RecordInvoiceRequest::descriptor();
-  (void)v1::CreatePurchaseOrderRequest::descriptor();
-  (void)v1::ReadEventsRequest::descriptor();
-  std::vector<const google::protobuf::MethodDescriptor*> out;
-  for (const char* name :
-       {"poledger.v1.PurchaseOrderService", "poledger.v1.InvoiceService",
-        "poledger.v1.NotificationService", "poledger.v1.EventLogService",
-        "poledger.v1.AdminService"}) {
-    const auto* service =
-        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
-            name);
-    EXPECT_NE(service, nullptr) << name;
-    if (service == nullptr) continue;
-    for (int i = 0; i < service->method_count(); ++i) {
-      out.push_back(service->method(i));
-    }
-  }
-  return out;
-}
-
 // A request for `method` about `account`: its account_id set (if it has
 // one), nothing else, so that no allowed call writes anything either.
 std::string RequestBytes(const google::protobuf::MethodDescriptor* method,
@@ -242,24 +222,7 @@ std::string ReasonOf(const grpc::Status& status) {
 }
 
 v1::PurchaseOrder NewPo(const std::string& id) {
-  v1::PurchaseOrder po;
-  po.set_purchase_order_id(id);
-  po.add_bill_from(kAws);
-  po.set_currency_code("USD");
-  po.set_effective_month("2026-01");
-  po.set_expiration_month("2030-12");
-  v1::Contact* c = po.add_contacts();
-  c->set_email("finance@example.com");
-  v1::LineItem* l = po.add_line_items();
-  l->set_line_number(1);
-  l->set_type(v1::LINE_ITEM_TYPE_ALL);
-  l->set_start_month("2026-01");
-  l->set_end_month("2030-12");
-  l->set_balance_tracking(true);
-  l->mutable_amount()->set_currency_code("USD");
-  l->mutable_amount()->set_units(1000);
-  l->set_quantity(1);
-  return po;
+  return testing::SimplePurchaseOrder(id, 1000);
 }
 
 class SecurityTest : public ::testing::Test {
@@ -327,7 +290,7 @@ TEST_F(SecurityTest, EveryMethodByEveryCallerGivesItsExactCode) {
   auto root = Channel("root");
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels;
   for (const Caller& c : Callers()) channels[c.name] = Channel(c.name);
-  const auto methods = AllMethods();
+  const auto methods = api::ApiMethods();
   ASSERT_EQ(methods.size(), 24u);
   int calls = 0;
   std::map<grpc::StatusCode, int> by_code;
