@@ -21,6 +21,7 @@
 #include "server/server.h"
 #include "tests/eventstore/store_test_util.h"
 #include "tests/testing/command.h"
+#include "tests/testing/purchase_orders.h"
 #include "tests/testing/status_matchers.h"
 
 namespace poledger {
@@ -32,23 +33,7 @@ constexpr int kAccounts = 16;
 std::string Account(int i) { return absl::StrCat("acct-", i); }
 
 v1::PurchaseOrder NewPo(const std::string& id) {
-  v1::PurchaseOrder po;
-  po.set_purchase_order_id(id);
-  po.add_bill_from("Amazon Web Services, Inc.");
-  po.set_currency_code("USD");
-  po.set_effective_month("2026-01");
-  po.set_expiration_month("2030-12");
-  po.add_contacts()->set_email("finance@example.com");
-  v1::LineItem* l = po.add_line_items();
-  l->set_line_number(1);
-  l->set_type(v1::LINE_ITEM_TYPE_ALL);
-  l->set_start_month("2026-01");
-  l->set_end_month("2030-12");
-  l->set_balance_tracking(true);
-  l->mutable_amount()->set_currency_code("USD");
-  l->mutable_amount()->set_units(1000000);
-  l->set_quantity(1);
-  return po;
+  return testing::SimplePurchaseOrder(id, 1000000);
 }
 
 std::unique_ptr<PoledgerServer> StartServer(const std::string& data_dir) {
