@@ -277,7 +277,9 @@ absl::StatusOr<SnapshotReport> CheckSnapshot(EventStore& store) {
   std::map<std::string, std::map<std::string, v1::InvoiceSnapshot>> invoice_parts;
   ASSIGN_OR_RETURN(
       report.snapshot_position,
-      store.ReadSnapshotParts([&](absl::string_view key, absl::string_view blob) {
+      store.ReadSnapshotParts(SnapshotPartFilter{}, [&](absl::string_view key,
+                                                        absl::string_view
+                                                            blob) {
         ++report.parts;
         if (const size_t nul = key.find('\0'); nul != key.npos) {
           v1::InvoiceSnapshot& invoice =

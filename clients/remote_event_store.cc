@@ -152,7 +152,7 @@ absl::Status RemoteEventStore::SaveSnapshotParts(
   return absl::UnimplementedError("the remote log is read-only");
 }
 absl::StatusOr<uint64_t> RemoteEventStore::ReadSnapshotParts(
-    const SnapshotPartVisitor&) const {
+    const SnapshotPartFilter&, const SnapshotPartVisitor&) const {
   return uint64_t{0};
 }
 

@@ -39,6 +39,7 @@ class RemoteEventStore final : public EventStore {
                                  const std::vector<SnapshotPart>& parts) override;
   // No parts: the audit tool rebuilds from the log alone.
   absl::StatusOr<uint64_t> ReadSnapshotParts(
+      const SnapshotPartFilter& filter,
       const SnapshotPartVisitor& visit) const override;
   void Close() override {}
 

@@ -151,6 +151,16 @@ struct SnapshotPart {
   std::string blob;
 };
 
+// Which saved parts ReadSnapshotParts visits. A part's key may name the part
+// it belongs under, before a NUL: "a\0b" is under "a".
+struct SnapshotPartFilter {
+  // Only the part of this key and the parts under it; empty: every part.
+  std::string family;
+  // Only parts under no other part (keys without a NUL); the store skips
+  // the others without reading them.
+  bool top_level_only = false;
+};
+
 // Called for each saved part by ReadSnapshotParts; an error stops the read.
 using SnapshotPartVisitor =
     std::function<absl::Status(absl::string_view key, absl::string_view blob)>;
@@ -231,10 +241,12 @@ class EventStore {
   virtual absl::Status SaveSnapshotParts(uint64_t position,
                                          const std::vector<SnapshotPart>& parts) = 0;
 
-  // Calls `visit` for every saved part, in key order, from one consistent
-  // view, and returns the position the parts reflect (0, with no calls,
-  // when nothing was saved). Returns `visit`'s first error.
+  // Calls `visit` for every saved part that `filter` selects, in key order,
+  // from one consistent view, and returns the position the saved parts
+  // reflect (0, with no calls, when nothing was saved). Returns `visit`'s
+  // first error.
   virtual absl::StatusOr<uint64_t> ReadSnapshotParts(
+      const SnapshotPartFilter& filter,
       const SnapshotPartVisitor& visit) const = 0;
 
   // Wakes every WaitForPosition caller and refuses later appends with

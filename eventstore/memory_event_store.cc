@@ -125,7 +125,7 @@ absl::Status InMemoryEventStore::SaveSnapshotParts(
 }
 
 absl::StatusOr<uint64_t> InMemoryEventStore::ReadSnapshotParts(
-    const SnapshotPartVisitor& visit) const {
+    const SnapshotPartFilter& filter, const SnapshotPartVisitor& visit) const {
   std::map<std::string, std::string> parts;
   uint64_t position;
   {
@@ -133,7 +133,11 @@ absl::StatusOr<uint64_t> InMemoryEventStore::ReadSnapshotParts(
     parts = snapshot_parts_;
     position = snapshot_position_;
   }
-  for (const auto& [key, blob] : parts) RETURN_IF_ERROR(visit(key, blob));
+  for (const auto& [key, blob] : parts) {
+    if (record_format::SnapshotKeySelected(filter, key)) {
+      RETURN_IF_ERROR(visit(key, blob));
+    }
+  }
   return position;
 }
 

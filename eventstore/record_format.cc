@@ -213,6 +213,14 @@ std::string MetaSnapshotKey() {
   return absl::StrCat(std::string(1, kMetaPrefix), "snapshot");
 }
 
+bool SnapshotKeySelected(const SnapshotPartFilter& filter,
+                         absl::string_view part_key) {
+  const size_t nul = part_key.find('\0');
+  if (filter.top_level_only && nul != part_key.npos) return false;
+  if (filter.family.empty()) return true;
+  return part_key.substr(0, nul) == filter.family;
+}
+
 absl::Status ValidateSnapshotParts(uint64_t position, uint64_t head,
                                    uint64_t saved_position,
                                    const std::vector<SnapshotPart>& parts) {

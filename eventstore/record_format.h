@@ -71,6 +71,9 @@ std::string SnapshotKey(absl::string_view part_key);
 // INVALID_ARGUMENT if malformed.
 absl::StatusOr<absl::string_view> ParseSnapshotKey(absl::string_view key);
 std::string MetaSnapshotKey();
+// Whether `filter` selects the part whose key is `part_key`.
+bool SnapshotKeySelected(const SnapshotPartFilter& filter,
+                         absl::string_view part_key);
 
 // Returns INVALID_ARGUMENT naming the part and the reason unless `parts`
 // may be saved at `position` over a log whose head is `head` and whose

@@ -842,7 +842,7 @@ absl::StatusOr<uint64_t> RocksDbEventStore::SavedSnapshotPosition(
 }
 
 absl::StatusOr<uint64_t> RocksDbEventStore::ReadSnapshotParts(
-    const SnapshotPartVisitor& visit) const {
+    const SnapshotPartFilter& filter, const SnapshotPartVisitor& visit) const {
   // One view: the position and the parts as one save left them. A
   // secondary instance has no snapshots, and its view only moves when it
   // catches up with the primary, which it does not do meanwhile.
@@ -855,11 +855,24 @@ absl::StatusOr<uint64_t> RocksDbEventStore::ReadSnapshotParts(
   rocksdb::ReadOptions ro;
   ro.snapshot = view;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
-  const std::string prefix(1, rf::kSnapshotPrefix);
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
-       it->Next()) {
-    ASSIGN_OR_RETURN(absl::string_view key, rf::ParseSnapshotKey(ToView(it->key())));
-    RETURN_IF_ERROR(visit(key, ToView(it->value())));
+  // A family's keys share the family's key as a prefix, and sort together.
+  const std::string prefix = filter.family.empty()
+                                 ? std::string(1, rf::kSnapshotPrefix)
+                                 : rf::SnapshotKey(filter.family);
+  it->Seek(prefix);
+  while (it->Valid() && it->key().starts_with(prefix)) {
+    ASSIGN_OR_RETURN(absl::string_view key,
+                     rf::ParseSnapshotKey(ToView(it->key())));
+    const size_t nul = key.find('\0');
+    if (filter.top_level_only && nul != key.npos) {
+      // Past the parts under this one: they all start with "parent\0".
+      it->Seek(rf::SnapshotKey(absl::StrCat(key.substr(0, nul), "\x01")));
+      continue;
+    }
+    if (rf::SnapshotKeySelected(filter, key)) {
+      RETURN_IF_ERROR(visit(key, ToView(it->value())));
+    }
+    it->Next();
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "reading the snapshot"));
   return position;

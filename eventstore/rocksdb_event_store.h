@@ -139,6 +139,7 @@ class RocksDbEventStore final : public EventStore {
   absl::Status SaveSnapshotParts(uint64_t position,
                                  const std::vector<SnapshotPart>& parts) override;
   absl::StatusOr<uint64_t> ReadSnapshotParts(
+      const SnapshotPartFilter& filter,
       const SnapshotPartVisitor& visit) const override;
   void Close() override;
 

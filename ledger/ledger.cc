@@ -73,47 +73,42 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(EventStore* store,
       l->WorkLoop();
     });
   }
+  if (ledger->listed_.empty()) {
+    ledger->all_loaded_ = true;
+  } else if (options.warm_up) {
+    ledger->warm_up_thread_ = std::thread([l = ledger.get()] {
+      SetCurrentThreadName("pl-warm-up");
+      l->WarmUp();
+    });
+  }
   return ledger;
 }
 
 absl::Status Ledger::Load() {
   absl::MutexLock lock(&accounts_mu_);
-  ASSIGN_OR_RETURN(
-      const uint64_t snapshot_position,
-      store_->ReadSnapshotParts(
-          [&](absl::string_view key,
-              absl::string_view blob) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            // An invoice: "<account id>\0<invoice id>", after its account.
-            if (const size_t nul = key.find('\0'); nul != key.npos) {
-              auto account = accounts_.find(key.substr(0, nul));
-              v1::InvoiceSnapshot invoice;
-              if (account == accounts_.end() ||
-                  !invoice.ParseFromArray(blob.data(),
-                                          static_cast<int>(blob.size())) ||
-                  invoice.invoice_id() != key.substr(nul + 1)) {
-                return absl::DataLossError(absl::StrCat(
-                    "the snapshot of invoice ",
-                    core::Quote(key.substr(nul + 1)), " of account ",
-                    core::Quote(key.substr(0, nul)),
-                    " does not decode or has no account"));
-              }
-              return core::AddInvoiceSnapshot(account->second->state, invoice);
-            }
-            v1::AccountSnapshot a;
-            if (!a.ParseFromArray(blob.data(), static_cast<int>(blob.size())) ||
-                a.account_id() != key) {
-              return absl::DataLossError(
-                  absl::StrCat("the snapshot of account ", core::Quote(key),
-                               " does not decode"));
-            }
-            ASSIGN_OR_RETURN(core::AccountState state, core::FromSnapshot(a));
-            auto account = std::make_unique<Account>();
-            account->state = std::move(state);
-            accounts_[a.account_id()] = std::move(account);
-            return absl::OkStatus();
-          }));
+  auto list = [&](absl::string_view account_id) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    std::unique_ptr<Account>& account = accounts_[account_id];
+    if (account != nullptr) return;
+    account = std::make_unique<Account>();
+    account->state.account_id = std::string(account_id);
+    listed_.push_back(account.get());
+  };
+  // The accounts of the snapshot: its top-level parts (the store skips the
+  // invoices under them).
+  ASSIGN_OR_RETURN(const uint64_t snapshot_position,
+                   store_->ReadSnapshotParts(
+                       {.top_level_only = true},
+                       [&](absl::string_view key, absl::string_view) {
+                         if (!ValidateAccountId(key).ok()) {
+                           return absl::DataLossError(absl::StrCat(
+                               "the snapshot has a part ", core::Quote(key),
+                               " that names no account"));
+                         }
+                         list(key);
+                         return absl::OkStatus();
+                       }));
   last_snapshot_position_ = snapshot_position;
-  absl::MutexLock apply_lock(&apply_mu_);
+  // And those of the records after it: accounts created since.
   uint64_t next = snapshot_position + 1;
   for (;;) {
     ASSIGN_OR_RETURN(std::vector<RecordedEvent> batch,
@@ -122,34 +117,124 @@ absl::Status Ledger::Load() {
     for (const RecordedEvent& record : batch) {
       next = record.position + 1;
       const std::string account_id = AccountOfStream(record.stream_id);
-      if (account_id.empty()) continue;
-      ASSIGN_OR_RETURN(LoggedEvent logged, Decode(record));
-      std::unique_ptr<Account>& account = accounts_[account_id];
-      if (account == nullptr) {
-        account = std::make_unique<Account>();
-        account->state.account_id = account_id;
-      }
-      absl::MutexLock state_lock(&account->state_mu);
-      // A snapshot saved in several chunks may have saved an account after
-      // the position its earlier chunks recorded.
-      if (record.stream_version <= account->state.version) continue;
-      if (record.stream_version != account->state.version + 1) {
+      if (!account_id.empty()) list(account_id);
+    }
+  }
+  absl::MutexLock apply_lock(&apply_mu_);
+  applied_through_ = next - 1;
+  return absl::OkStatus();
+}
+
+absl::Status Ledger::EnsureLoaded(Account* account) {
+  if (!account->loaded.load(std::memory_order_acquire)) {
+    absl::MutexLock lock(&account->load_mu);
+    if (!account->loaded.load(std::memory_order_relaxed)) {
+      account->load_status = LoadAccount(account);
+      account->loaded.store(true, std::memory_order_release);
+    }
+  }
+  return account->load_status;
+}
+
+absl::Status Ledger::LoadAccount(Account* account) {
+  std::string id;
+  {
+    absl::ReaderMutexLock state_lock(&account->state_mu);
+    id = account->state.account_id;
+  }
+  core::AccountState state;
+  state.account_id = id;
+  // The account's snapshot part, then its invoices ("<id>\0<invoice id>").
+  bool have_part = false;
+  RETURN_IF_ERROR(
+      store_
+          ->ReadSnapshotParts(
+              {.family = id},
+              [&](absl::string_view key, absl::string_view blob) {
+                if (const size_t nul = key.find('\0'); nul != key.npos) {
+                  v1::InvoiceSnapshot invoice;
+                  if (!have_part ||
+                      !invoice.ParseFromArray(blob.data(),
+                                              static_cast<int>(blob.size())) ||
+                      invoice.invoice_id() != key.substr(nul + 1)) {
+                    return absl::DataLossError(absl::StrCat(
+                        "the snapshot of invoice ",
+                        core::Quote(key.substr(nul + 1)), " of account ",
+                        core::Quote(id), " does not decode or has no account"));
+                  }
+                  return core::AddInvoiceSnapshot(state, invoice);
+                }
+                v1::AccountSnapshot a;
+                if (!a.ParseFromArray(blob.data(),
+                                      static_cast<int>(blob.size())) ||
+                    a.account_id() != id) {
+                  return absl::DataLossError(
+                      absl::StrCat("the snapshot of account ", core::Quote(id),
+                                   " does not decode"));
+                }
+                ASSIGN_OR_RETURN(state, core::FromSnapshot(a));
+                have_part = true;
+                return absl::OkStatus();
+              })
+          .status());
+  // Then its events after the part. No command of this account has run
+  // since Open, so these are all it has: the state at applied_through_.
+  absl::flat_hash_set<std::string> changed;
+  bool replayed = false;
+  for (;;) {
+    ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
+                     store_->ReadStream(StreamOf(id), state.version + 1, 4096));
+    if (records.empty()) break;
+    for (const RecordedEvent& record : records) {
+      if (record.stream_version != state.version + 1) {
         return absl::DataLossError(
             absl::StrCat("event at position ", record.position, " is version ",
                          record.stream_version, " of ", record.stream_id,
-                         ", expected ", account->state.version + 1));
+                         ", expected ", state.version + 1));
       }
-      absl::Status applied = core::Apply(account->state, logged.event);
+      ASSIGN_OR_RETURN(LoggedEvent logged, Decode(record));
+      absl::Status applied = core::Apply(state, logged.event);
       if (!applied.ok()) {
         return absl::DataLossError(absl::StrCat(
             "event at position ", record.position, ": ", applied.message()));
       }
-      // Not in the saved snapshot: the next one saves this account.
-      MarkChanged(account.get(), logged.event);
+      for (std::string& invoice : core::InvoicesChangedBy(logged.event)) {
+        changed.insert(std::move(invoice));
+      }
+      replayed = true;
     }
   }
-  applied_through_ = next - 1;
+  {
+    absl::MutexLock state_lock(&account->state_mu);
+    account->state = std::move(state);
+  }
+  if (replayed) {
+    // Not in the saved snapshot: the next one saves this account.
+    absl::MutexLock apply_lock(&apply_mu_);
+    dirty_[account].insert(changed.begin(), changed.end());
+  }
   return absl::OkStatus();
+}
+
+absl::Status Ledger::LoadAll() {
+  if (all_loaded_.load(std::memory_order_acquire)) return absl::OkStatus();
+  for (Account* account : listed_) RETURN_IF_ERROR(EnsureLoaded(account));
+  all_loaded_.store(true, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+void Ledger::WarmUp() {
+  const absl::Time start = absl::Now();
+  absl::Status first_error;
+  for (Account* account : listed_) {
+    if (stop_warm_up_.load(std::memory_order_relaxed)) return;
+    absl::Status loaded = EnsureLoaded(account);
+    if (!loaded.ok() && first_error.ok()) first_error = std::move(loaded);
+  }
+  if (first_error.ok()) all_loaded_.store(true, std::memory_order_release);
+  if (options_.on_warm_up) {
+    options_.on_warm_up(listed_.size(), absl::Now() - start, first_error);
+  }
 }
 
 Ledger::Account* Ledger::FindOrCreate(const std::string& account_id) {
@@ -163,7 +248,9 @@ Ledger::Account* Ledger::FindOrCreate(const std::string& account_id) {
   absl::MutexLock lock(&accounts_mu_);
   std::unique_ptr<Account>& account = accounts_[account_id];
   if (account == nullptr) {
+    // Not listed at Open: the log has nothing of it.
     account = std::make_unique<Account>();
+    account->loaded.store(true, std::memory_order_release);
     absl::MutexLock state_lock(&account->state_mu);
     account->state.account_id = account_id;
   }
@@ -217,6 +304,10 @@ void Ledger::ExecuteAsync(const RequestContext& ctx, core::Command command,
     }
   }
   Account* account = FindOrCreate(ctx.account_id);
+  if (absl::Status loaded = EnsureLoaded(account); !loaded.ok()) {
+    done(std::move(loaded));
+    return;
+  }
   {
     absl::MutexLock lock(&account->queue_mu);
     if (account->busy) {
@@ -461,6 +552,7 @@ absl::Status Ledger::Read(
     fn(empty);
     return absl::OkStatus();
   }
+  RETURN_IF_ERROR(EnsureLoaded(account));
   absl::ReaderMutexLock state_lock(&account->state_mu);
   fn(account->state);
   return absl::OkStatus();
@@ -585,6 +677,16 @@ size_t Ledger::AppendParts(const Account& account,
 absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
   absl::MutexLock snapshot_lock(&snapshot_mu_);
   const absl::Time started = absl::Now();
+  // Every account first: one listed at Open and not loaded may have events
+  // that no saved part holds (even its creation), and the snapshot must
+  // not claim a position past them.
+  if (absl::Status loaded = LoadAll(); !loaded.ok()) {
+    if (options_.on_snapshot) {
+      options_.on_snapshot(SnapshotInfo{0, absl::Now(), absl::Now() - started},
+                           loaded);
+    }
+    return loaded;
+  }
   // The cut: the accounts hold the state at applied_through_, and those
   // changed since the last snapshot are dirty. From here on, a command that
   // would change one of them before it is saved saves it first.
@@ -683,6 +785,8 @@ void Ledger::MaybeSnapshot(uint64_t position) {
 }
 
 Ledger::~Ledger() {
+  stop_warm_up_.store(true, std::memory_order_relaxed);
+  if (warm_up_thread_.joinable()) warm_up_thread_.join();
   {
     // Appends still in flight call back into this ledger.
     absl::MutexLock lock(&in_flight_mu_);

@@ -107,14 +107,32 @@ struct LedgerOptions {
   // command of the account, off the event store's commit thread.
   // Default: 2
   int completion_threads = 2;
+
+  // Load every account in the background after Open (the warm-up), rather
+  // than each on its first use only.
+  // Default: true
+  bool warm_up = true;
+
+  // Called once the warm-up has loaded every account (or met an account
+  // that does not load: its error), on the warm-up's thread.
+  // Default: none
+  std::function<void(size_t accounts, absl::Duration took,
+                     const absl::Status& status)>
+      on_warm_up;
 };
 
 class Ledger {
  public:
-  // Loads the latest snapshot from `store` and replays the rest of the log.
+  // Opens the ledger on `store`: lists the accounts of the latest snapshot
+  // and of the records after it, and returns. Each account's state (its
+  // snapshot parts, then its events after them) is loaded on its first use
+  // or by the warm-up, whichever comes first; an account whose events do
+  // not apply answers every call with DATA_LOSS. Loading at open instead
+  // would make the start as slow as the snapshot is large (10M invoices:
+  // seconds).
   // `store` and `clock` are not owned and must outlive the ledger.
-  // Errors: DATA_LOSS if the log and the rules disagree (an event does not
-  // apply), or whatever the store reports.
+  // Errors: DATA_LOSS if a snapshot part's key is not an account id, or
+  // whatever the store reports.
   static absl::StatusOr<std::unique_ptr<Ledger>> Open(EventStore* store,
                                                       const Clock* clock,
                                                       LedgerOptions options);
@@ -151,6 +169,9 @@ class Ledger {
 
   // The ids of every account the ledger holds.
   std::vector<std::string> AccountIds();
+
+  // Whether every account listed at Open is loaded.
+  bool AllLoaded() const { return all_loaded_.load(std::memory_order_acquire); }
 
   // Rebuilds an account as of log position `position` (inclusive), from the
   // log alone.
@@ -197,11 +218,26 @@ class Ledger {
     // Held briefly: to decide (shared) and to apply (exclusive).
     absl::Mutex state_mu;
     core::AccountState state ABSL_GUARDED_BY(state_mu);
+    // Accounts listed at Open are loaded once, on first use (EnsureLoaded);
+    // those created later start loaded.
+    std::atomic<bool> loaded{false};
+    absl::Mutex load_mu;
+    // The load's outcome: written once under load_mu before `loaded` is
+    // set, read only after `loaded` is seen set.
+    absl::Status load_status;
   };
 
   Ledger(EventStore* store, const Clock* clock, LedgerOptions options)
       : store_(store), clock_(clock), options_(options) {}
+  // Lists the accounts (Open).
   absl::Status Load();
+  // Loads `account` unless it is loaded; returns the load's outcome. Takes
+  // no lock of the ledger's but apply_mu_ (after loading).
+  absl::Status EnsureLoaded(Account* account);
+  absl::Status LoadAccount(Account* account);
+  // Loads every account listed at Open.
+  absl::Status LoadAll();
+  void WarmUp();
   // Runs `first`, then queued commands, until one is left appending.
   void RunCommands(Account* account, Pending first);
   // Starts a command: returns true if it completed at once, false if its
@@ -299,6 +335,12 @@ class Ledger {
       ABSL_GUARDED_BY(apply_mu_);
   DirtyAccounts dirty_ ABSL_GUARDED_BY(apply_mu_);
   Cut* cut_ ABSL_GUARDED_BY(apply_mu_) = nullptr;
+
+  // The accounts listed at Open; set by Load, then only read.
+  std::vector<Account*> listed_;
+  std::atomic<bool> all_loaded_{false};
+  std::atomic<bool> stop_warm_up_{false};
+  std::thread warm_up_thread_;
 
   absl::Mutex snapshot_thread_mu_;
   bool snapshot_running_ ABSL_GUARDED_BY(snapshot_thread_mu_) = false;

@@ -316,6 +316,18 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
                    absl::StrCat("snapshot failed: ", status.ToString()));
     }
   };
+  ledger_options.on_warm_up = [](size_t accounts, absl::Duration took,
+                                 const absl::Status& status) {
+    if (status.ok()) {
+      log::Info("accounts_loaded",
+                absl::StrCat("loaded ", accounts, " accounts"),
+                {{"accounts", static_cast<uint64_t>(accounts)},
+                 {"duration_ms", absl::ToDoubleMilliseconds(took)}});
+    } else {
+      log::Error("account_load_failed",
+                 absl::StrCat("an account does not load: ", status.ToString()));
+    }
+  };
   absl::StatusOr<std::unique_ptr<Ledger>> ledger =
       Ledger::Open(impl->store.get(), impl->clock.get(), ledger_options);
   if (!ledger.ok()) return fail(ledger.status());

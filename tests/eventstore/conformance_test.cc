@@ -504,15 +504,50 @@ TEST_P(ConformanceTest, AsyncAppendReportsErrorsThroughTheCallback) {
 
 // Reads every saved part into a map; returns the saved position.
 uint64_t ReadParts(const EventStore& store,
-                   std::map<std::string, std::string>* parts) {
+                   std::map<std::string, std::string>* parts,
+                   const SnapshotPartFilter& filter = {}) {
   parts->clear();
   absl::StatusOr<uint64_t> position = store.ReadSnapshotParts(
-      [&](absl::string_view key, absl::string_view blob) {
+      filter, [&](absl::string_view key, absl::string_view blob) {
         EXPECT_TRUE(parts->emplace(key, blob).second) << key;
         return absl::OkStatus();
       });
   EXPECT_OK(position);
   return position.value_or(~uint64_t{0});
+}
+
+// A key names the part it belongs under before a NUL; a filter reads one
+// family, or the parts under no other.
+TEST_P(ConformanceTest, SnapshotPartFiltersSelectAFamilyOrTheTopLevel) {
+  MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
+  const std::string nul(1, '\0');
+  ASSERT_OK(store_->SaveSnapshotParts(1, {{"a", "1"},
+                                          {"a" + nul + "x", "2"},
+                                          {"a" + nul + "y", "3"},
+                                          {"a-", "4"},
+                                          {"ab", "5"},
+                                          {"ab" + nul + "x", "6"},
+                                          {"b", "7"}}));
+  std::map<std::string, std::string> parts;
+  EXPECT_EQ(ReadParts(*store_, &parts, {.family = "a"}), 1u);
+  EXPECT_THAT(parts,
+              ::testing::ElementsAre(::testing::Pair("a", "1"),
+                                     ::testing::Pair("a" + nul + "x", "2"),
+                                     ::testing::Pair("a" + nul + "y", "3")));
+  EXPECT_EQ(ReadParts(*store_, &parts, {.family = "ab"}), 1u);
+  EXPECT_THAT(parts,
+              ::testing::ElementsAre(::testing::Pair("ab", "5"),
+                                     ::testing::Pair("ab" + nul + "x", "6")));
+  EXPECT_EQ(ReadParts(*store_, &parts, {.family = "c"}), 1u);
+  EXPECT_TRUE(parts.empty());
+  EXPECT_EQ(ReadParts(*store_, &parts, {.top_level_only = true}), 1u);
+  EXPECT_THAT(parts, ::testing::ElementsAre(::testing::Pair("a", "1"),
+                                            ::testing::Pair("a-", "4"),
+                                            ::testing::Pair("ab", "5"),
+                                            ::testing::Pair("b", "7")));
+  EXPECT_EQ(ReadParts(*store_, &parts, {.family = "a", .top_level_only = true}),
+            1u);
+  EXPECT_THAT(parts, ::testing::ElementsAre(::testing::Pair("a", "1")));
 }
 
 TEST_P(ConformanceTest, SnapshotPartsReplaceByKeyAndKeepTheRest) {
@@ -561,11 +596,13 @@ TEST_P(ConformanceTest, SnapshotPartsReadStopsAtTheVisitorsError) {
   MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
   ASSERT_OK(store_->SaveSnapshotParts(1, {{"a", "1"}, {"b", "2"}}));
   int calls = 0;
-  EXPECT_THAT(store_->ReadSnapshotParts([&](absl::string_view, absl::string_view) {
-    ++calls;
-    return absl::DataLossError("bad part");
-  }),
-              StatusIs(absl::StatusCode::kDataLoss, "bad part"));
+  EXPECT_THAT(
+      store_->ReadSnapshotParts(SnapshotPartFilter{},
+                                [&](absl::string_view, absl::string_view) {
+                                  ++calls;
+                                  return absl::DataLossError("bad part");
+                                }),
+      StatusIs(absl::StatusCode::kDataLoss, "bad part"));
   EXPECT_EQ(calls, 1);
 }
 

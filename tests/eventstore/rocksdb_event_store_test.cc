@@ -311,7 +311,7 @@ TEST_F(RocksDbEventStoreTest, SnapshotPartsSurviveReopenOnePerKey) {
   auto store = MustOpen(Options());
   std::vector<std::pair<std::string, std::string>> parts;
   auto position = store->ReadSnapshotParts(
-      [&](absl::string_view key, absl::string_view blob) {
+      SnapshotPartFilter{}, [&](absl::string_view key, absl::string_view blob) {
         parts.emplace_back(key, blob);
         return absl::OkStatus();
       });

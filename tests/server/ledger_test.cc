@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "core/errors.h"
 #include "eventstore/rocksdb_event_store.h"
 #include "gmock/gmock.h"
@@ -68,6 +69,7 @@ class LedgerTest : public ::testing::Test {
   uint64_t SavedParts(std::map<std::string, std::string>* parts) {
     parts->clear();
     absl::StatusOr<uint64_t> position = store_->ReadSnapshotParts(
+        SnapshotPartFilter{},
         [&](absl::string_view key, absl::string_view blob) {
           (*parts)[std::string(key)] = std::string(blob);
           return absl::OkStatus();
@@ -242,6 +244,113 @@ TEST_F(LedgerTest, AccountsReplayedAfterTheSnapshotAreSavedByTheNextOne) {
   EXPECT_EQ(SavedParts(&parts), 2u);
   EXPECT_EQ(parts["acct-a"], Header("acct-a"));
   EXPECT_EQ(parts.count(std::string("acct-a\0inv-1", 12)), 1u);
+}
+
+// Open lists the accounts and loads none; each loads on its first use. A
+// snapshot loads every account first: one created after the last snapshot
+// and not used since the restart has no part yet, and the snapshot's
+// position must not pass its events.
+TEST_F(LedgerTest, AccountsLoadOnFirstUseAndASnapshotSavesTheUnusedOnes) {
+  LedgerOptions options;
+  options.snapshot_every_events = 0;
+  options.warm_up = false;
+  Open(options);
+  const RequestContext a{"acct-a", "", "", ""};
+  const RequestContext later{"acct-later", "", "", ""};
+  ASSERT_OK(
+      ledger_->Execute(a, Create("po", {Line(1, v1::LINE_ITEM_TYPE_ALL)})));
+  ASSERT_OK(ledger_->CreateSnapshot());
+  ASSERT_OK(ledger_->Execute(a, Invoice("inv-1", 100)));
+  ASSERT_OK(
+      ledger_->Execute(later, Create("po", {Line(1, v1::LINE_ITEM_TYPE_ALL)})));
+  ASSERT_OK(ledger_->Execute(later, Invoice("inv-9", 70)));
+  const std::string state_a = Snapshot("acct-a");
+  const std::string state_later = Snapshot("acct-later");
+
+  Open(options);
+  EXPECT_FALSE(ledger_->AllLoaded());
+  EXPECT_THAT(ledger_->AccountIds(),
+              ::testing::UnorderedElementsAre("acct-a", "acct-later"));
+  EXPECT_EQ(Snapshot("acct-a"), state_a);  // Loaded now: part + 1 event.
+  EXPECT_FALSE(ledger_->AllLoaded());
+  auto position = ledger_->CreateSnapshot();
+  ASSERT_OK(position);
+  EXPECT_EQ(*position, 4u);
+  EXPECT_TRUE(ledger_->AllLoaded());
+  std::map<std::string, std::string> parts;
+  ASSERT_EQ(SavedParts(&parts), 4u);
+  EXPECT_EQ(parts["acct-later"], Header("acct-later"));
+  EXPECT_EQ(parts.count(std::string("acct-later\0inv-9", 16)), 1u);
+
+  // The next start finds acct-later in the snapshot, not after it.
+  Open(options);
+  EXPECT_EQ(Snapshot("acct-later"), state_later);
+  EXPECT_EQ(Snapshot("acct-a"), state_a);
+  // A command on an account not loaded yet loads it first.
+  Open(options);
+  auto more = ledger_->Execute(later, Invoice("inv-10", 5));
+  ASSERT_OK(more);
+  ASSERT_EQ(more->events.size(), 1u);
+  EXPECT_EQ(more->events[0].stream_version, 3u);
+}
+
+TEST_F(LedgerTest, TheWarmUpLoadsEveryAccountInTheBackground) {
+  Open();
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_OK(
+        ledger_->Execute(RequestContext{absl::StrCat("acct-", i), "", "", ""},
+                         Create("po", {Line(1, v1::LINE_ITEM_TYPE_ALL)})));
+  }
+  absl::Notification warm;
+  size_t loaded = 0;
+  absl::Status status = absl::UnknownError("not called");
+  LedgerOptions options;
+  options.on_warm_up = [&](size_t accounts, absl::Duration,
+                           const absl::Status& s) {
+    loaded = accounts;
+    status = s;
+    warm.Notify();
+  };
+  Open(options);
+  ASSERT_TRUE(warm.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_OK(status);
+  EXPECT_EQ(loaded, 20u);
+  EXPECT_TRUE(ledger_->AllLoaded());
+}
+
+// An account whose log does not apply (here: a record that is no account
+// event) answers DATA_LOSS; the others keep working, and no snapshot is
+// taken past it.
+TEST_F(LedgerTest, AnAccountThatDoesNotLoadAnswersDataLossAndTheOthersWork) {
+  Open();
+  const RequestContext a{"acct-a", "", "", ""};
+  ASSERT_OK(
+      ledger_->Execute(a, Create("po", {Line(1, v1::LINE_ITEM_TYPE_ALL)})));
+  ASSERT_OK(store_->Append(
+      OneEvent("account/broken", ExpectedVersion::Any(), "\xff\xff")));
+  absl::Notification warm;
+  absl::Status status;
+  LedgerOptions options;
+  options.snapshot_every_events = 0;
+  options.on_warm_up = [&](size_t, absl::Duration, const absl::Status& s) {
+    status = s;
+    warm.Notify();
+  };
+  Open(options);
+  ASSERT_TRUE(warm.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_FALSE(ledger_->AllLoaded());
+  EXPECT_THAT(ledger_->Read("broken", [](const core::AccountState&) {}),
+              StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(
+      ledger_->Execute(RequestContext{"broken", "", "", ""}, Create("po", {})),
+      StatusIs(absl::StatusCode::kDataLoss));
+  ASSERT_OK(ledger_->Execute(a, Invoice("inv-1", 100)));
+  const uint64_t head = store_->Head().position;
+  EXPECT_THAT(ledger_->CreateSnapshot(), StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_EQ(store_->Head().position, head);
+  std::map<std::string, std::string> parts;
+  EXPECT_EQ(SavedParts(&parts), 0u);
 }
 
 TEST_F(LedgerTest, AccountAtRebuildsAPastState) {
