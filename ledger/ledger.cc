@@ -572,20 +572,22 @@ absl::StatusOr<std::vector<LoggedEvent>> Ledger::ReadAccountEvents(
   return out;
 }
 
-absl::StatusOr<int> Ledger::TickAll() {
-  std::vector<std::string> ids;
-  {
-    absl::MutexLock lock(&accounts_mu_);
-    for (const auto& [id, account] : accounts_) ids.push_back(id);
-  }
+absl::StatusOr<int> Ledger::TickAll(const std::function<bool()>& stop) {
   int appended = 0;
-  for (const std::string& id : ids) {
+  absl::Status first_error;
+  for (const std::string& id : AccountIds()) {
+    if (stop && stop()) break;
     RequestContext ctx;
     ctx.account_id = id;
     ctx.actor = "system:scheduler";
-    ASSIGN_OR_RETURN(ExecuteResult result, Execute(ctx, core::Tick{}));
-    appended += static_cast<int>(result.events.size());
+    absl::StatusOr<ExecuteResult> result = Execute(ctx, core::Tick{});
+    if (result.ok()) {
+      appended += static_cast<int>(result->events.size());
+    } else if (first_error.ok()) {
+      first_error = result.status();
+    }
   }
+  if (!first_error.ok()) return first_error;
   return appended;
 }
 

@@ -163,9 +163,11 @@ class Ledger {
   absl::StatusOr<std::vector<LoggedEvent>> ReadAccountEvents(
       const std::string& account_id, uint64_t from_version, size_t limit) const;
 
-  // Runs Tick for every account at the clock's time. Returns the number of
-  // events appended.
-  absl::StatusOr<int> TickAll();
+  // Runs Tick for every account at the clock's time, stopping early once
+  // `stop` (if any) returns true. Returns the number of events appended,
+  // or the first account's error: one account's failure (e.g. DATA_LOSS)
+  // does not keep the others from their ticks.
+  absl::StatusOr<int> TickAll(const std::function<bool()>& stop = nullptr);
 
   // The ids of every account the ledger holds.
   std::vector<std::string> AccountIds();

@@ -347,10 +347,11 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       // Tick once at start (expiries that fell due while down), then on
       // every interval until shutdown.
       do {
-        absl::StatusOr<int> ticked = raw->ledger->TickAll();
+        absl::StatusOr<int> ticked = raw->ledger->TickAll(
+            [raw] { return raw->shutting_down.HasBeenNotified(); });
         if (!ticked.ok()) {
-          std::fprintf(stderr, "scheduler: %s\n",
-                       ticked.status().ToString().c_str());
+          log::Error("tick_failed",
+                     absl::StrCat("scheduler: ", ticked.status().ToString()));
         }
       } while (!raw->shutting_down.WaitForNotificationWithTimeout(
           raw->options.tick_interval));

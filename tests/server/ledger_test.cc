@@ -346,6 +346,13 @@ TEST_F(LedgerTest, AnAccountThatDoesNotLoadAnswersDataLossAndTheOthersWork) {
       ledger_->Execute(RequestContext{"broken", "", "", ""}, Create("po", {})),
       StatusIs(absl::StatusCode::kDataLoss));
   ASSERT_OK(ledger_->Execute(a, Invoice("inv-1", 100)));
+  // The scheduler's tick reaches the others, and reports the failure.
+  clock_.Set(At(2027, 1, 1));
+  EXPECT_THAT(ledger_->TickAll(), StatusIs(absl::StatusCode::kDataLoss));
+  ASSERT_OK(ledger_->Read("acct-a", [](const core::AccountState& s) {
+    EXPECT_EQ(s.purchase_orders.at("po").status,
+              v1::PURCHASE_ORDER_STATUS_EXPIRED);
+  }));
   const uint64_t head = store_->Head().position;
   EXPECT_THAT(ledger_->CreateSnapshot(), StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_EQ(store_->Head().position, head);
