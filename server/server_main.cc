@@ -1,7 +1,8 @@
 // poledger-server: the purchase-order ledger's gRPC server.
 //
-// Listens at once with health NOT_SERVING, opens and verifies the event log,
-// loads the latest snapshot and replays the rest, then reports SERVING.
+// Listens at once with health NOT_SERVING, opens the event log (checking the
+// records after its verified-through mark), lists the accounts, then reports
+// SERVING; the accounts' state loads on first use and in the background.
 // SIGHUP re-reads the TLS files and the authorization policy (keeping what
 // does not load). SIGTERM or SIGINT shut it down gracefully: streams end with
 // UNAVAILABLE, in-flight calls finish (up to a grace period), then the log is
