@@ -64,6 +64,19 @@ size_t LogTail::subscribers() const {
   return count_;
 }
 
+uint64_t LogTail::MaxLag() const {
+  const uint64_t head = store_->Head().position;
+  absl::MutexLock lock(&mu_);
+  uint64_t lag = 0;
+  for (const auto& [account, subscribers] : by_account_) {
+    for (const Subscriber* s : subscribers) {
+      const uint64_t progress = s->Progress(position_);
+      if (progress < head) lag = std::max(lag, head - progress);
+    }
+  }
+  return lag;
+}
+
 void LogTail::Run() {
   absl::Time next_tick = absl::Now() + tick_;
   for (;;) {

@@ -41,6 +41,9 @@ class LogTail {
     virtual void Tick(uint64_t head, absl::Time now) = 0;
     // The tail stops (the server shuts down): finish.
     virtual void Close() = 0;
+    // The position through which it has written, or had no use for, every
+    // record, the tail having offered it those through `offered`.
+    virtual uint64_t Progress(uint64_t offered) const = 0;
   };
 
   // Starts following `store` (not owned) from its current head.
@@ -66,6 +69,10 @@ class LogTail {
   void Stop();
 
   size_t subscribers() const;
+
+  // How many records the slowest subscriber is behind the log's head: the
+  // head minus its Progress (0 with no subscriber).
+  uint64_t MaxLag() const;
 
  private:
   void Run();

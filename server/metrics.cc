@@ -54,6 +54,13 @@ class LiveCollectable final : public prometheus::Collectable {
         open_streams_(Gauge("poledger_open_streams",
                             "SubscribeEvents and SubscribeNotifications calls "
                             "open")),
+        slowest_stream_lag_(Gauge(
+            "poledger_stream_slowest_lag_events",
+            "Records the slowest SubscribeEvents or SubscribeNotifications "
+            "call is behind the log's head (written, or of no use to it)")),
+        accounts_loaded_(Gauge("poledger_accounts_loaded",
+                               "1 once every account is loaded after the "
+                               "start (they load after SERVING)")),
         scheduler_lag_(Gauge("poledger_scheduler_lag_seconds",
                              "How far the clock is past the oldest expiry or "
                              "reminder still due (0: none overdue)")),
@@ -85,6 +92,8 @@ class LiveCollectable final : public prometheus::Collectable {
     accounts_.Set(static_cast<double>(v.accounts));
     open_streams_.Set(static_cast<double>(v.open_streams));
     scheduler_lag_.Set(v.scheduler_lag_seconds);
+    slowest_stream_lag_.Set(static_cast<double>(v.slowest_stream_lag_events));
+    accounts_loaded_.Set(v.accounts_loaded ? 1 : 0);
     for (const auto& [method, n] : v.open_streams_by_method) {
       streams_by_method_.Add({{"method", method}}).Set(static_cast<double>(n));
     }
@@ -116,6 +125,8 @@ class LiveCollectable final : public prometheus::Collectable {
   prometheus::Gauge& snapshot_duration_;
   prometheus::Gauge& accounts_;
   prometheus::Gauge& open_streams_;
+  prometheus::Gauge& slowest_stream_lag_;
+  prometheus::Gauge& accounts_loaded_;
   prometheus::Gauge& scheduler_lag_;
   prometheus::Family<prometheus::Gauge>& purchase_orders_;
   prometheus::Family<prometheus::Gauge>& streams_by_method_;

@@ -34,6 +34,10 @@ struct LiveValues {
   std::map<std::string, uint64_t> purchase_orders_by_status;
   uint64_t open_streams = 0;
   std::map<std::string, uint64_t> open_streams_by_method;
+  // Records the slowest stream is behind the log's head.
+  uint64_t slowest_stream_lag_events = 0;
+  // Whether every account listed at start is loaded.
+  bool accounts_loaded = false;
   // How far the clock is past the oldest expiry or reminder still due.
   double scheduler_lag_seconds = 0;
 };

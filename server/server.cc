@@ -395,6 +395,8 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
             absl::ToDoubleSeconds(raw->ledger->clock()->Now() - *oldest_due));
       }
       v.open_streams = raw->tail->subscribers();
+      v.slowest_stream_lag_events = raw->tail->MaxLag();
+      v.accounts_loaded = raw->ledger->AllLoaded();
       v.open_streams_by_method["EventLogService.SubscribeEvents"] =
           static_cast<uint64_t>(raw->context.open_event_streams.load());
       v.open_streams_by_method["NotificationService.SubscribeNotifications"] =

@@ -114,6 +114,24 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
     if (pump) Pump();
   }
 
+  uint64_t Progress(uint64_t offered) const override {
+    absl::MutexLock lock(&mu_);
+    // Everything through `offered` unless something below it waits: a
+    // record held by Pump, one being written, the next to catch up on or
+    // to read, the next queued one, or those dropped after the last sent.
+    uint64_t progress = offered;
+    auto below = [&](uint64_t position) {
+      progress = std::min(progress, position - 1);
+    };
+    if (taken_ != 0) below(taken_);
+    if (in_flight_position_ > last_sent_) below(in_flight_position_);
+    if (!catch_up_.empty()) below(catch_up_.front()->position);
+    if (catching_up_) below(read_next_);
+    if (!queued_.empty()) below(queued_.front()->position);
+    if (overflowed_) progress = std::min(progress, last_sent_);
+    return progress;
+  }
+
   void Close() override {
     EndWith(absl::UnavailableError(""), /*shutdown=*/true);
   }
@@ -205,6 +223,7 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
         } else if (!catch_up_.empty()) {
           record = std::move(catch_up_.front());
           catch_up_.pop_front();
+          taken_ = record->position;
         } else if (catching_up_ && read_next_ <= through_) {
           read_from = read_next_;
           read_to = std::min(through_, read_next_ + kReadBatch - 1);
@@ -217,6 +236,7 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
         } else if (!queued_.empty()) {
           record = std::move(queued_.front());
           queued_.pop_front();
+          taken_ = record->position;
         } else if (overflowed_) {
           resync = true;
         } else if (heartbeat_head_.has_value()) {
@@ -256,6 +276,7 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
       if (record != nullptr) {
         absl::StatusOr<Response> rendered = hooks_.render(*record);
         absl::MutexLock lock(&mu_);
+        taken_ = 0;
         if (!rendered.ok()) {
           finishing_ = true;
           end_ = rendered.status();
@@ -335,7 +356,7 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
   const size_t queue_limit_;
   const Hooks hooks_;
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   bool busy_ ABSL_GUARDED_BY(mu_) = false;
   bool catching_up_ ABSL_GUARDED_BY(mu_) = true;
   bool sent_caught_up_ ABSL_GUARDED_BY(mu_) = false;
@@ -356,6 +377,8 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
   std::deque<std::shared_ptr<const RecordedEvent>> catch_up_
       ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<const RecordedEvent>> queued_ ABSL_GUARDED_BY(mu_);
+  // A record Pump has taken from a queue and not yet written (0: none).
+  uint64_t taken_ ABSL_GUARDED_BY(mu_) = 0;
   // The response being written and its record's position (0: a marker).
   Response in_flight_;
   uint64_t in_flight_position_ ABSL_GUARDED_BY(mu_) = 0;

@@ -109,6 +109,7 @@ class MetricsTest(unittest.TestCase):
         self.assertGreater(delta("poledger_eventstore_commit_duration_seconds_count"), 0)
         self.assertEqual(self.get(after, "poledger_eventstore_write_failed"), 0)
         self.assertEqual(self.get(after, "poledger_accounts"), 2)
+        self.assertEqual(self.get(after, "poledger_accounts_loaded"), 1)
         self.assertEqual(self.get(after, "poledger_purchase_orders", status="ACTIVE"), 3)
         self.assertEqual(self.get(after, "poledger_purchase_orders", status="SUSPENDED"), 0)
         self.assertEqual(self.get(after, "poledger_snapshot_age_events"),
@@ -140,6 +141,56 @@ class MetricsTest(unittest.TestCase):
             time.sleep(0.05)
         self.assertEqual(self.get(after, "poledger_open_streams_by_method",
                                   method="NotificationService.SubscribeNotifications"), 0)
+
+    def wait_for_lag(self, predicate):
+        """The slowest stream's lag once `predicate` holds (10 s at most)."""
+        deadline = time.time() + 10
+        while True:
+            lag = self.get(self.scrape(), "poledger_stream_slowest_lag_events")
+            if predicate(lag) or time.time() > deadline:
+                return lag
+            time.sleep(0.05)
+
+    def test_slowest_stream_lag_rises_while_a_client_stops_reading(self):
+        self.pos.CreatePurchaseOrder(po_pb2.CreatePurchaseOrderRequest(
+            account_id=ACCOUNT, purchase_order=new_po("po", amount=10**9)),
+            timeout=10)
+        self.assertEqual(self.get(self.scrape(), "poledger_stream_slowest_lag_events"), 0)
+        # A small receive window: the server's writes to this client wait
+        # as soon as it stops reading.
+        slow_channel = grpc.insecure_channel(self.server.address, options=[
+            ("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16384)])
+        log = log_pb2_grpc.EventLogServiceStub(slow_channel)
+        stream = log.SubscribeEvents(log_pb2.SubscribeEventsRequest(), timeout=60)
+        last = 0
+        for msg in stream:
+            if msg.HasField("event"):
+                last = msg.event.position
+            if msg.HasField("caught_up"):
+                break
+        self.assertEqual(self.wait_for_lag(lambda lag: lag == 0), 0)
+        # 1,000 invoices (~400 bytes each as events) while it reads nothing.
+        for i in range(1000):
+            self.invoices.RecordInvoice(invoices_pb2.RecordInvoiceRequest(
+                account_id=ACCOUNT, invoice=invoices_pb2.Invoice(
+                    invoice_id="slow-%d" % i, bill_from=AWS,
+                    category=T.INVOICE_CATEGORY_MONTHLY_USAGE,
+                    billing_period="2026-03", amount=money(1),
+                    tax_registration_number="x" * 50)), timeout=10)
+        head = self.get(self.scrape(), "poledger_log_head_position")
+        lag = self.get(self.scrape(), "poledger_stream_slowest_lag_events")
+        self.assertGreaterEqual(lag, 500)
+        self.assertLessEqual(lag, head - last)
+        # It reads on to the head: the lag falls back to 0.
+        for msg in stream:
+            if msg.HasField("event"):
+                last = msg.event.position
+                if last == head:
+                    break
+        self.assertEqual(last, head)
+        self.assertEqual(self.wait_for_lag(lambda lag: lag == 0), 0)
+        stream.cancel()
+        slow_channel.close()
 
     def test_scrapes_under_write_load(self):
         self.pos.CreatePurchaseOrder(po_pb2.CreatePurchaseOrderRequest(
