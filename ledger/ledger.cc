@@ -291,32 +291,80 @@ absl::StatusOr<ExecuteResult> Ledger::Execute(const RequestContext& ctx,
 
 void Ledger::ExecuteAsync(const RequestContext& ctx, core::Command command,
                           ExecuteCallback done) {
+  ExecuteAsync(ctx, std::move(command), ExecuteOptions{}, std::move(done));
+}
+
+void Ledger::ExecuteAsync(const RequestContext& ctx, core::Command command,
+                          const ExecuteOptions& options, ExecuteCallback done) {
+  std::vector<core::Command> commands;
+  commands.push_back(std::move(command));
+  ExecuteBatchAsync(ctx, std::move(commands), options,
+                    [done = std::move(done)](BatchResults results) {
+                      done(std::move(results[0]));
+                    });
+}
+
+Ledger::BatchResults Ledger::ExecuteBatch(const RequestContext& ctx,
+                                          std::vector<core::Command> commands,
+                                          const ExecuteOptions& options) {
+  struct Waiter {
+    absl::Notification done;
+    BatchResults out;
+  };
+  auto waiter = std::make_shared<Waiter>();
+  ExecuteBatchAsync(ctx, std::move(commands), options,
+                    [waiter](BatchResults results) {
+                      waiter->out = std::move(results);
+                      waiter->done.Notify();
+                    });
+  waiter->done.WaitForNotification();
+  return std::move(waiter->out);
+}
+
+void Ledger::ExecuteBatchAsync(const RequestContext& ctx,
+                               std::vector<core::Command> commands,
+                               const ExecuteOptions& options,
+                               BatchCallback done) {
+  const size_t n = commands.size();
+  if (n == 0) {
+    done({});
+    return;
+  }
+  auto refuse = [&](absl::Status s) { done(BatchResults(n, std::move(s))); };
   if (absl::Status s = ValidateAccountId(ctx.account_id); !s.ok()) {
-    done(std::move(s));
+    refuse(std::move(s));
     return;
   }
   if (!ctx.request_id.empty()) {
+    if (n > 1) {
+      refuse(core::InvalidField(
+          "request_id",
+          "a batch's commands are idempotent by their own ids; a request id "
+          "is for one command"));
+      return;
+    }
     if (absl::Status s =
             core::ValidateId(ctx.request_id, "request_id", core::kMaxRequestId);
         !s.ok()) {
-      done(std::move(s));
+      refuse(std::move(s));
       return;
     }
   }
   Account* account = FindOrCreate(ctx.account_id);
   if (absl::Status loaded = EnsureLoaded(account); !loaded.ok()) {
-    done(std::move(loaded));
+    refuse(std::move(loaded));
     return;
   }
+  Pending pending{ctx, std::move(commands), options, std::move(done)};
   {
     absl::MutexLock lock(&account->queue_mu);
     if (account->busy) {
-      account->pending.push_back({ctx, std::move(command), std::move(done)});
+      account->pending.push_back(std::move(pending));
       return;
     }
     account->busy = true;
   }
-  RunCommands(account, Pending{ctx, std::move(command), std::move(done)});
+  RunCommands(account, std::move(pending));
 }
 
 void Ledger::RunCommands(Account* account, Pending first) {
@@ -340,76 +388,121 @@ std::optional<Ledger::Pending> Ledger::TakeNext(Account* account) {
 
 bool Ledger::Start(Account* account, Pending p) {
   const RequestContext& ctx = p.ctx;
+  const size_t n = p.commands.size();
   const std::string store_request_id =
       ctx.request_id.empty()
           ? ""
           : absl::StrCat(ctx.account_id, "/", ctx.request_id);
-  if (!store_request_id.empty()) {
+  if (!store_request_id.empty()) {  // One command (ExecuteBatchAsync).
     absl::StatusOr<std::optional<AppendResult>> earlier =
         store_->FindRequest(store_request_id);
     if (!earlier.ok()) {
-      p.done(earlier.status());
+      p.done(BatchResults(n, earlier.status()));
       return true;
     }
     if (earlier->has_value()) {
-      p.done(ReadAppended(**earlier));
+      BatchResults results;
+      results.push_back(ReadAppended(**earlier));
+      p.done(std::move(results));
       return true;
     }
   }
   const absl::Time now = clock_->Now();
-  absl::StatusOr<core::Decision> decision;
-  uint64_t version = 0;
+  auto appended = std::make_shared<Appended>();
+  appended->account = account;
+  appended->events = std::make_shared<std::vector<v1::AccountEvent>>();
+  appended->now = now;
+  appended->results.resize(n);
+  appended->items.resize(n);
+  std::vector<v1::AccountEvent>& events = *appended->events;
+  // Commands repeating a record logged before this batch: its version.
+  std::vector<uint64_t> repeats_logged(n, 0);
   {
     absl::ReaderMutexLock state_lock(&account->state_mu);
-    decision = core::Decide(account->state, p.command, now);
-    version = account->state.version;
+    const uint64_t version = account->state.version;
+    appended->version = version;
+    // The state the next command of the batch sees: the account's own
+    // until a command that is followed by others decides events.
+    std::optional<core::AccountState> scratch;
+    for (size_t i = 0; i < n; ++i) {
+      absl::StatusOr<core::Decision> decision = core::Decide(
+          scratch.has_value() ? *scratch : account->state, p.commands[i], now);
+      if (!decision.ok()) {
+        appended->results[i] = decision.status();
+        continue;
+      }
+      if (const uint64_t v = decision->duplicate_of_version; v != 0) {
+        if (v <= version) {
+          repeats_logged[i] = v;
+        } else {
+          appended->items[i].repeats = v - version - 1;
+        }
+        continue;
+      }
+      if (decision->events.empty()) {
+        appended->results[i] = ExecuteResult{};
+        continue;
+      }
+      appended->items[i].first = events.size();
+      appended->items[i].count = decision->events.size();
+      if (i + 1 < n) {
+        if (!scratch.has_value()) scratch = account->state;
+        for (const v1::AccountEvent& e : decision->events) {
+          if (absl::Status applied = core::Apply(*scratch, e); !applied.ok()) {
+            // Decide and Apply disagree: a bug. Nothing is written.
+            p.done(BatchResults(n, applied));
+            return true;
+          }
+        }
+      }
+      for (v1::AccountEvent& e : decision->events) {
+        events.push_back(std::move(e));
+      }
+    }
   }
-  if (!decision.ok()) {
-    p.done(decision.status());
-    return true;
-  }
-  if (decision->duplicate_of_version != 0) {
-    absl::StatusOr<std::vector<RecordedEvent>> records = store_->ReadStream(
-        StreamOf(ctx.account_id), decision->duplicate_of_version, 1);
+  for (size_t i = 0; i < n; ++i) {
+    if (repeats_logged[i] == 0) continue;
+    absl::StatusOr<std::vector<RecordedEvent>> records =
+        store_->ReadStream(StreamOf(ctx.account_id), repeats_logged[i], 1);
     if (!records.ok()) {
-      p.done(records.status());
-      return true;
+      appended->results[i] = records.status();
+      continue;
     }
     ExecuteResult result;
     result.duplicate = true;
+    absl::Status decoded;
     for (const RecordedEvent& r : *records) {
       absl::StatusOr<LoggedEvent> logged = Decode(r);
       if (!logged.ok()) {
-        p.done(logged.status());
-        return true;
+        decoded = logged.status();
+        break;
       }
       result.events.push_back(*std::move(logged));
     }
-    p.done(std::move(result));
-    return true;
+    if (decoded.ok()) {
+      appended->results[i] = std::move(result);
+    } else {
+      appended->results[i] = decoded;
+    }
   }
-  if (decision->events.empty()) {
-    p.done(ExecuteResult{});
+  if (events.empty() || p.options.validate_only) {
+    // Nothing to write: answer with the events as they would be logged.
+    AnswerItems(*appended, 0);
+    p.done(std::move(appended->results));
     return true;
   }
   AppendRequest request;
   StreamAppend& stream = request.streams.emplace_back();
   stream.stream_id = StreamOf(ctx.account_id);
-  stream.expected_version = ExpectedVersion::Exact(version);
-  for (const v1::AccountEvent& e : decision->events) {
+  stream.expected_version = ExpectedVersion::Exact(appended->version);
+  for (const v1::AccountEvent& e : events) {
     stream.events.push_back({EventTypeOf(e), e.SerializeAsString(), ""});
   }
   request.metadata.request_id = store_request_id;
   request.metadata.actor = ctx.actor;
   request.metadata.correlation_id = ctx.correlation_id;
   request.metadata.timestamp = now;
-  auto appended = std::make_unique<Appended>();
-  appended->account = account;
-  appended->events = std::make_shared<std::vector<v1::AccountEvent>>(
-      std::move(decision->events));
   appended->pending = std::make_shared<Pending>(std::move(p));
-  appended->version = version;
-  appended->now = now;
   {
     absl::MutexLock lock(&in_flight_mu_);
     ++in_flight_;
@@ -417,9 +510,8 @@ bool Ledger::Start(Account* account, Pending p) {
   // The account takes no other command until this one is applied, so the
   // state the decision saw is the state it applies to.
   store_->AppendAsync(
-      std::move(request),
-      [this, appended = std::shared_ptr<Appended>(std::move(appended))](
-          absl::StatusOr<AppendResult> result) {
+      std::move(request), [this, appended = std::move(appended)](
+                              absl::StatusOr<AppendResult> result) {
         // Off the store's commit thread: applying, answering and starting
         // the account's next command run on the ledger's completion threads.
         Post([this, appended, result = std::move(result)]() mutable {
@@ -427,6 +519,42 @@ bool Ledger::Start(Account* account, Pending p) {
         });
       });
   return false;
+}
+
+void Ledger::AnswerItems(Appended& a, uint64_t first_position) {
+  std::vector<v1::AccountEvent>& events = *a.events;
+  std::vector<LoggedEvent> logged;
+  logged.reserve(events.size());
+  for (size_t k = 0; k < events.size(); ++k) {
+    // Applied (or previewed): the answer takes the event over.
+    logged.push_back({first_position == 0 ? 0 : first_position + k,
+                      a.version + k + 1, a.now, std::move(events[k])});
+  }
+  for (size_t i = 0; i < a.items.size(); ++i) {
+    if (!a.items[i].repeats.has_value()) continue;
+    ExecuteResult result;
+    result.duplicate = true;
+    result.events.push_back(logged[*a.items[i].repeats]);
+    a.results[i] = std::move(result);
+  }
+  for (size_t i = 0; i < a.items.size(); ++i) {
+    const Appended::Item& item = a.items[i];
+    if (item.count == 0) continue;
+    ExecuteResult result;
+    result.events.reserve(item.count);
+    for (size_t k = item.first; k < item.first + item.count; ++k) {
+      result.events.push_back(std::move(logged[k]));
+    }
+    a.results[i] = std::move(result);
+  }
+}
+
+void Ledger::FailItems(Appended& a, const absl::Status& error) {
+  for (size_t i = 0; i < a.items.size(); ++i) {
+    if (a.items[i].count != 0 || a.items[i].repeats.has_value()) {
+      a.results[i] = error;
+    }
+  }
 }
 
 void Ledger::OnAppended(std::shared_ptr<Appended> a,
@@ -439,14 +567,17 @@ void Ledger::OnAppended(std::shared_ptr<Appended> a,
           absl::StrCat("request_id ", core::Quote(a->pending->ctx.request_id),
                        " was already used for a different request"));
     }
-    Finish(a->account, *a->pending, std::move(error));
+    FailItems(*a, error);
+    Finish(a->account, *a->pending, std::move(a->results));
     return;
   }
   a->positions = *result;
   if (a->positions.deduplicated) {
-    // The store found the request id committed before: those events are
-    // applied already; answer as the first time.
-    Finish(a->account, *a->pending, ReadAppended(a->positions));
+    // The store found the request id (one command) committed before: those
+    // events are applied already; answer as the first time.
+    BatchResults results;
+    results.push_back(ReadAppended(a->positions));
+    Finish(a->account, *a->pending, std::move(results));
     return;
   }
   // In log order: a command whose turn has not come waits in waiting_, and
@@ -468,7 +599,7 @@ void Ledger::OnAppended(std::shared_ptr<Appended> a,
   // Before the answers: once the last is answered, the ledger may go away.
   if (last != 0) MaybeSnapshot(last);
   for (std::shared_ptr<Appended>& done : applied) {
-    Finish(done->account, *done->pending, std::move(done->result));
+    Finish(done->account, *done->pending, std::move(done->results));
   }
 }
 
@@ -485,27 +616,21 @@ void Ledger::ApplyLocked(Appended& a) {
       cut_->unsaved.erase(unsaved);
     }
   }
-  ExecuteResult result;
   absl::Status applied;
-  std::vector<v1::AccountEvent>& events = *a.events;
-  result.events.reserve(events.size());
-  for (size_t i = 0; i < events.size() && applied.ok(); ++i) {
-    applied = core::Apply(account->state, events[i]);
-    MarkChanged(account, events[i]);
-    // Applied: the answer takes the event over.
-    result.events.push_back({a.positions.first_position + i, a.version + i + 1,
-                             a.now, std::move(events[i])});
+  for (const v1::AccountEvent& e : *a.events) {
+    applied = core::Apply(account->state, e);
+    MarkChanged(account, e);
+    if (!applied.ok()) break;
   }
   if (applied.ok()) {
-    a.result = std::move(result);
+    AnswerItems(a, a.positions.first_position);
   } else {
-    a.result = applied;  // Decide and Apply disagree: a bug.
+    FailItems(a, applied);  // Decide and Apply disagree: a bug.
   }
 }
 
-void Ledger::Finish(Account* account, Pending& pending,
-                    absl::StatusOr<ExecuteResult> result) {
-  pending.done(std::move(result));
+void Ledger::Finish(Account* account, Pending& pending, BatchResults results) {
+  pending.done(std::move(results));
   if (std::optional<Pending> next = TakeNext(account)) {
     RunCommands(account, std::move(*next));
   }

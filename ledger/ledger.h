@@ -74,6 +74,14 @@ struct LoggedEvent {
   v1::AccountEvent event;
 };
 
+// How commands run.
+struct ExecuteOptions {
+  // Decide and answer exactly as a real run would, and write nothing: a
+  // preview. Its events carry position 0 (they are not logged) and the
+  // stream versions they would have had.
+  bool validate_only = false;
+};
+
 struct ExecuteResult {
   // The events the command appended, or, for a repeated request, those the
   // first one appended. Empty when the command changed nothing.
@@ -152,6 +160,27 @@ class Ledger {
   // they arrive; while one waits for its append, later ones queue.
   void ExecuteAsync(const RequestContext& ctx, core::Command command,
                     ExecuteCallback done);
+  void ExecuteAsync(const RequestContext& ctx, core::Command command,
+                    const ExecuteOptions& options, ExecuteCallback done);
+
+  // One result per command of a batch, in the batch's order.
+  using BatchResults = std::vector<absl::StatusOr<ExecuteResult>>;
+  using BatchCallback = std::function<void(BatchResults)>;
+
+  // Runs `commands` of one account in order, as one command of the account
+  // (ExecuteAsync): each is decided on the state the ones before it leave
+  // (one refused leaves it as it was, with its own error), and the events
+  // of all are appended together, atomically. A repeated invoice answers
+  // the first one's result, also when the first is earlier in the batch.
+  // `done` runs once with a result per command. ctx.request_id must be
+  // empty unless there is one command (INVALID_ARGUMENT for all).
+  void ExecuteBatchAsync(const RequestContext& ctx,
+                         std::vector<core::Command> commands,
+                         const ExecuteOptions& options, BatchCallback done);
+  // Like ExecuteBatchAsync; blocks until done.
+  BatchResults ExecuteBatch(const RequestContext& ctx,
+                            std::vector<core::Command> commands,
+                            const ExecuteOptions& options = {});
 
   // Runs `fn` on the account's state under its read lock. An unknown account
   // reads as empty. `fn` must not call back into the ledger.
@@ -207,8 +236,9 @@ class Ledger {
  private:
   struct Pending {
     RequestContext ctx;
-    core::Command command;
-    ExecuteCallback done;
+    std::vector<core::Command> commands;
+    ExecuteOptions options;
+    BatchCallback done;
   };
 
   struct Account {
@@ -256,8 +286,16 @@ class Ledger {
     uint64_t version;
     absl::Time now;
     AppendResult positions;
-    // Set once applied: the answer.
-    absl::StatusOr<ExecuteResult> result;
+    // Per command: its answer (set before the append for those refused or
+    // repeating an earlier record; by ApplyLocked for the others) and which
+    // of `events` are its own, or which one it repeats.
+    BatchResults results;
+    struct Item {
+      size_t first = 0;
+      size_t count = 0;
+      std::optional<size_t> repeats;
+    };
+    std::vector<Item> items;
   };
   // Continues a command once the store has answered its append: applies
   // appended commands in log order, answers them and runs their accounts'
@@ -267,9 +305,14 @@ class Ledger {
   // Applies one command's events to its account (copying the account into
   // a snapshot in progress first, if that one has not saved it yet).
   void ApplyLocked(Appended& appended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Sets the results of the commands that decided events (or repeat one
+  // of the batch) from a.events, which it takes over, logged from
+  // `first_position` (0: a preview, not logged).
+  static void AnswerItems(Appended& a, uint64_t first_position);
+  // Sets `error` as the result of those commands.
+  static void FailItems(Appended& a, const absl::Status& error);
   // Answers a command and runs the account's next one.
-  void Finish(Account* account, Pending& pending,
-              absl::StatusOr<ExecuteResult> result);
+  void Finish(Account* account, Pending& pending, BatchResults results);
   // Queues work for the completion threads.
   void Post(std::function<void()> work);
   void WorkLoop();

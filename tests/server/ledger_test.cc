@@ -360,6 +360,109 @@ TEST_F(LedgerTest, AnAccountThatDoesNotLoadAnswersDataLossAndTheOthersWork) {
   EXPECT_EQ(SavedParts(&parts), 0u);
 }
 
+std::vector<core::Command> BillingRun() {
+  std::vector<core::Command> run;
+  run.push_back(Invoice("inv-a", 100));
+  run.push_back(CreditMemo("cm-x", "no-such-invoice", 5));  // Refused.
+  run.push_back(Invoice("inv-a", 100));            // Repeats the first.
+  run.push_back(Invoice("inv-a", 999));            // Same id, other content.
+  run.push_back(Invoice("inv-b", 800));            // Crosses 75% of the line.
+  run.push_back(CreditMemo("cm-a", "inv-a", 30));  // Sees inv-a.
+  return run;
+}
+
+// A batch of one account: each command decided on what the ones before it
+// left, each with its own result, all events in one append.
+TEST_F(LedgerTest, ABatchDecidesInOrderAndAppendsOnce) {
+  LedgerOptions options;
+  options.snapshot_every_events = 0;
+  Open(options);
+  const RequestContext a{"acct-a", "", "", ""};
+  ASSERT_OK(
+      ledger_->Execute(a, Create("po", {Line(1, v1::LINE_ITEM_TYPE_ALL)})));
+  const uint64_t head = store_->Head().position;
+  const std::string before = Snapshot("acct-a");
+
+  // The preview decides the same and writes nothing.
+  Ledger::BatchResults preview =
+      ledger_->ExecuteBatch(a, BillingRun(), {.validate_only = true});
+  EXPECT_EQ(store_->Head().position, head);
+  EXPECT_EQ(Snapshot("acct-a"), before);
+
+  Ledger::BatchResults run = ledger_->ExecuteBatch(a, BillingRun());
+  ASSERT_EQ(run.size(), 6u);
+  ASSERT_OK(run[0]);
+  EXPECT_THAT(run[1], StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_OK(run[2]);
+  EXPECT_THAT(run[3], StatusIs(absl::StatusCode::kAlreadyExists));
+  ASSERT_OK(run[4]);
+  ASSERT_OK(run[5]);
+  EXPECT_FALSE(run[0]->duplicate);
+  EXPECT_TRUE(run[2]->duplicate);
+  ASSERT_EQ(run[2]->events.size(), 1u);
+  EXPECT_EQ(run[2]->events[0].position, run[0]->events[0].position);
+  // inv-b raised its balance alert with it; all in log order, one append.
+  EXPECT_GE(run[4]->events.size(), 2u);
+  std::vector<uint64_t> positions;
+  for (size_t i : {0, 4, 5}) {
+    for (const LoggedEvent& e : run[i]->events) positions.push_back(e.position);
+  }
+  ASSERT_EQ(positions.size(), store_->Head().position - head);
+  for (size_t k = 0; k < positions.size(); ++k) {
+    EXPECT_EQ(positions[k], head + 1 + k);
+  }
+  auto records = store_->ReadForward(head + 1, 100);
+  ASSERT_OK(records);
+  for (const RecordedEvent& r : *records) {
+    EXPECT_EQ(r.timestamp, (*records)[0].timestamp);  // One append.
+  }
+  ASSERT_OK(ledger_->Read("acct-a", [](const core::AccountState& s) {
+    EXPECT_EQ(s.purchase_orders.at("po").lines.at(1).invoiced, Units(870));
+    EXPECT_EQ(s.invoices.at("inv-a").credited, Units(30));
+  }));
+
+  // The preview answered the same: outcome, events and versions.
+  ASSERT_EQ(preview.size(), run.size());
+  for (size_t i = 0; i < run.size(); ++i) {
+    ASSERT_EQ(preview[i].status().code(), run[i].status().code()) << i;
+    if (!run[i].ok()) continue;
+    EXPECT_EQ(preview[i]->duplicate, run[i]->duplicate) << i;
+    ASSERT_EQ(preview[i]->events.size(), run[i]->events.size()) << i;
+    for (size_t k = 0; k < run[i]->events.size(); ++k) {
+      EXPECT_EQ(preview[i]->events[k].position, 0u);
+      EXPECT_EQ(preview[i]->events[k].stream_version,
+                run[i]->events[k].stream_version);
+      EXPECT_EQ(preview[i]->events[k].event.SerializeAsString(),
+                run[i]->events[k].event.SerializeAsString())
+          << i;
+    }
+  }
+
+  // A retried batch answers the first results and writes nothing.
+  const uint64_t after = store_->Head().position;
+  Ledger::BatchResults again = ledger_->ExecuteBatch(a, BillingRun());
+  EXPECT_EQ(store_->Head().position, after);
+  ASSERT_EQ(again.size(), run.size());
+  for (size_t i : {0, 2, 4}) {
+    ASSERT_OK(again[i]);
+    EXPECT_TRUE(again[i]->duplicate);
+    EXPECT_EQ(again[i]->events[0].position, run[i]->events[0].position);
+  }
+  EXPECT_THAT(again[1], StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(again[3], StatusIs(absl::StatusCode::kAlreadyExists));
+
+  // A request id is for one command.
+  Ledger::BatchResults with_id = ledger_->ExecuteBatch(
+      RequestContext{"acct-a", "r-1", "", ""}, BillingRun());
+  ASSERT_EQ(with_id.size(), 6u);
+  EXPECT_THAT(with_id[0], StatusIs(absl::StatusCode::kInvalidArgument));
+
+  // A restart rebuilds the same state.
+  const std::string live = Snapshot("acct-a");
+  Open(options);
+  EXPECT_EQ(Snapshot("acct-a"), live);
+}
+
 TEST_F(LedgerTest, AccountAtRebuildsAPastState) {
   Open();
   ASSERT_OK(ledger_->Execute(Ctx(), Create("a", {Line(1, v1::LINE_ITEM_TYPE_ALL)})));
