@@ -38,6 +38,8 @@ constexpr struct {
     {"PurchaseOrderService.RemoveLineItem", Access::kPurchase},
     {"PurchaseOrderService.ListPurchaseOrderInvoices", Access::kRead},
     {"InvoiceService.RecordInvoice", Access::kBill},
+    // Each item is checked as a RecordInvoice of its own account.
+    {"InvoiceService.BatchRecordInvoices", Access::kBill},
     {"InvoiceService.GetInvoice", Access::kRead},
     {"InvoiceService.RecordMarketplaceTransaction", Access::kBill},
     {"NotificationService.SubscribeNotifications", Access::kNotifications},
@@ -256,6 +258,27 @@ absl::Status Authorizer::Check(absl::string_view identity,
                    account.empty()
                        ? std::string("every account")
                        : absl::StrCat("account ", core::Quote(account))));
+}
+
+absl::Status Authorizer::CheckSomeAccount(
+    absl::string_view identity,
+    const google::protobuf::Descriptor* request) const {
+  const MethodRule* rule = RuleFor(request);
+  const std::string method =
+      rule != nullptr ? rule->method : request->full_name();
+  if (allow_all_ && rule != nullptr) return absl::OkStatus();
+  if (rule != nullptr) {
+    auto it = grants_.find(identity);
+    if (it != grants_.end()) {
+      for (const Grant& g : it->second) {
+        if (g.access.count(rule->access) > 0) return absl::OkStatus();
+      }
+    }
+  }
+  return core::DomainError(absl::StatusCode::kPermissionDenied,
+                           core::reason::kPermissionDenied,
+                           absl::StrCat(core::Quote(identity), " may not call ",
+                                        method, " on any account"));
 }
 
 }  // namespace api

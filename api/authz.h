@@ -75,6 +75,11 @@ class Authorizer {
   absl::Status Check(absl::string_view identity,
                      const google::protobuf::Descriptor* request,
                      absl::string_view account) const;
+  // OK if `identity` may call that method on some account: for a batch,
+  // whose items are then each checked against their own account.
+  absl::Status CheckSomeAccount(
+      absl::string_view identity,
+      const google::protobuf::Descriptor* request) const;
 
  private:
   struct Grant {

@@ -39,6 +39,23 @@ absl::string_view NameOf(absl::string_view segment) {
   return segment.substr(0, segment.find('['));
 }
 
+// `status`, whose field is `field`, naming `path` instead (in its field
+// and at the start of its message).
+absl::Status WithPath(absl::Status status, const std::string& field,
+                      const std::string& path) {
+  if (path == field) return status;
+  const absl::string_view message = status.message();
+  absl::Status out(status.code(),
+                   absl::StartsWith(message, field)
+                       ? absl::StrCat(path, message.substr(field.size()))
+                       : std::string(message));
+  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
+    out.SetPayload(url, payload);
+  });
+  out.SetPayload(core::kFieldPayload, absl::Cord(path));
+  return out;
+}
+
 }  // namespace
 
 absl::Status InRequest(absl::Status status, const RequestShape& shape) {
@@ -56,17 +73,13 @@ absl::Status InRequest(absl::Status status, const RequestShape& shape) {
   if (!of_request && !shape.subject.empty()) {
     path = absl::StrCat(shape.subject, ".", path);
   }
-  if (path == field) return status;
-  const absl::string_view message = status.message();
-  absl::Status out(status.code(),
-                   absl::StartsWith(message, field)
-                       ? absl::StrCat(path, message.substr(field.size()))
-                       : std::string(message));
-  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
-    out.SetPayload(url, payload);
-  });
-  out.SetPayload(core::kFieldPayload, absl::Cord(path));
-  return out;
+  return WithPath(std::move(status), field, path);
+}
+
+absl::Status UnderField(absl::Status status, absl::string_view prefix) {
+  const std::string field = core::FieldOf(status);
+  if (field.empty()) return status;
+  return WithPath(std::move(status), field, absl::StrCat(prefix, ".", field));
 }
 
 absl::StatusOr<std::vector<std::string>> DomainMask(

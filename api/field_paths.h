@@ -45,6 +45,10 @@ struct RequestShape {
 // is returned as is.
 absl::Status InRequest(absl::Status status, const RequestShape& shape);
 
+// Returns `status` with its field, if any, under `prefix`: "invoice.amount"
+// under "requests[3]" is "requests[3].invoice.amount" (a batch's item).
+absl::Status UnderField(absl::Status status, absl::string_view prefix);
+
 // The domain field names that an update mask of the API message `api` names,
 // for the domain message `domain` (each API path is a field both messages
 // have, or one the API renames; `identity` names the field that says which

@@ -29,6 +29,25 @@ std::string EventTypeOf(const v1::AccountEvent& event) {
   return field == nullptr ? "unknown" : field->name();
 }
 
+// Whether `event` is a notification raised by the invoice or credit memo
+// that `record` logged.
+bool RaisedBy(const v1::AccountEvent& event, const v1::AccountEvent& record) {
+  if (!event.has_notification_raised()) return false;
+  const std::string& invoice = event.notification_raised().invoice_id();
+  if (invoice.empty()) return false;
+  if (record.has_invoice_recorded()) {
+    return invoice == record.invoice_recorded().invoice().invoice_id();
+  }
+  if (record.has_credit_memo_recorded()) {
+    return invoice == record.credit_memo_recorded().credit_memo().invoice_id();
+  }
+  return false;
+}
+
+// At most this many notifications follow one record (one per threshold of
+// a line; the domain allows a few).
+constexpr size_t kMaxRaisedWith = 32;
+
 }  // namespace
 
 absl::Status ValidateAccountId(absl::string_view id) {
@@ -462,28 +481,10 @@ bool Ledger::Start(Account* account, Pending p) {
   }
   for (size_t i = 0; i < n; ++i) {
     if (repeats_logged[i] == 0) continue;
-    absl::StatusOr<std::vector<RecordedEvent>> records =
-        store_->ReadStream(StreamOf(ctx.account_id), repeats_logged[i], 1);
-    if (!records.ok()) {
-      appended->results[i] = records.status();
-      continue;
-    }
-    ExecuteResult result;
-    result.duplicate = true;
-    absl::Status decoded;
-    for (const RecordedEvent& r : *records) {
-      absl::StatusOr<LoggedEvent> logged = Decode(r);
-      if (!logged.ok()) {
-        decoded = logged.status();
-        break;
-      }
-      result.events.push_back(*std::move(logged));
-    }
-    if (decoded.ok()) {
-      appended->results[i] = std::move(result);
-    } else {
-      appended->results[i] = decoded;
-    }
+    absl::StatusOr<ExecuteResult> first =
+        ReadRecord(ctx.account_id, repeats_logged[i]);
+    if (first.ok()) first->duplicate = true;
+    appended->results[i] = std::move(first);
   }
   if (events.empty() || p.options.validate_only) {
     // Nothing to write: answer with the events as they would be logged.
@@ -534,7 +535,13 @@ void Ledger::AnswerItems(Appended& a, uint64_t first_position) {
     if (!a.items[i].repeats.has_value()) continue;
     ExecuteResult result;
     result.duplicate = true;
-    result.events.push_back(logged[*a.items[i].repeats]);
+    const size_t first = *a.items[i].repeats;
+    result.events.push_back(logged[first]);
+    for (size_t k = first + 1;
+         k < logged.size() && RaisedBy(logged[k].event, logged[first].event);
+         ++k) {
+      result.events.push_back(logged[k]);
+    }
     a.results[i] = std::move(result);
   }
   for (size_t i = 0; i < a.items.size(); ++i) {
@@ -695,6 +702,28 @@ absl::StatusOr<std::vector<LoggedEvent>> Ledger::ReadAccountEvents(
     out.push_back(std::move(logged));
   }
   return out;
+}
+
+absl::StatusOr<ExecuteResult> Ledger::ReadRecord(const std::string& account_id,
+                                                 uint64_t version) const {
+  RETURN_IF_ERROR(ValidateAccountId(account_id));
+  ASSIGN_OR_RETURN(
+      std::vector<RecordedEvent> records,
+      store_->ReadStream(StreamOf(account_id), version, 1 + kMaxRaisedWith));
+  ExecuteResult result;
+  for (const RecordedEvent& r : records) {
+    ASSIGN_OR_RETURN(LoggedEvent logged, Decode(r));
+    if (!result.events.empty() &&
+        !RaisedBy(logged.event, result.events.front().event)) {
+      break;
+    }
+    result.events.push_back(std::move(logged));
+  }
+  if (result.events.empty()) {
+    return absl::NotFoundError(absl::StrCat("no event at version ", version,
+                                            " of account ", account_id));
+  }
+  return result;
 }
 
 absl::StatusOr<int> Ledger::TickAll(const std::function<bool()>& stop) {

@@ -192,6 +192,12 @@ class Ledger {
   absl::StatusOr<std::vector<LoggedEvent>> ReadAccountEvents(
       const std::string& account_id, uint64_t from_version, size_t limit) const;
 
+  // The event at `version` of the account's stream, and, if it records an
+  // invoice or credit memo, the notifications it raised (logged right after
+  // it, in the same append). NOT_FOUND if the stream has no such version.
+  absl::StatusOr<ExecuteResult> ReadRecord(const std::string& account_id,
+                                           uint64_t version) const;
+
   // Runs Tick for every account at the clock's time, stopping early once
   // `stop` (if any) returns true. Returns the number of events appended,
   // or the first account's error: one account's failure (e.g. DATA_LOSS)
