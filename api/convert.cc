@@ -229,6 +229,33 @@ absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
                                           " is not an invoice"));
 }
 
+absl::StatusOr<v1::Invoice> RecordedInvoiceOf(
+    const std::string& account_id, const std::vector<LoggedEvent>& events,
+    v1::InvoiceView view, v1::InvoiceView default_view) {
+  const LoggedEvent* record = nullptr;
+  for (const LoggedEvent& e : events) {
+    if (e.event.has_invoice_recorded() || e.event.has_credit_memo_recorded()) {
+      record = &e;
+      break;
+    }
+  }
+  if (record == nullptr) {
+    return absl::InternalError("recording an invoice logged no invoice");
+  }
+  ASSIGN_OR_RETURN(v1::Invoice out, InvoiceOf(account_id, *record));
+  for (const LoggedEvent& e : events) {
+    if (e.event.has_notification_raised()) {
+      *out.add_notifications() = NotificationOf(account_id, e.position, e.time,
+                                                e.event.notification_raised());
+    }
+  }
+  if (view == v1::INVOICE_VIEW_UNSPECIFIED) view = default_view;
+  if (view == v1::INVOICE_VIEW_BASIC) {
+    out.mutable_association()->mutable_explanation()->clear_purchase_orders();
+  }
+  return out;
+}
+
 absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record) {
   v1::Event out;
   out.set_position(record.position);

@@ -51,6 +51,14 @@ absl::StatusOr<v1::InvoiceData> ToInvoiceData(const v1::Invoice& invoice,
 absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
                                       const LoggedEvent& logged);
 
+// The invoice or credit memo that `events` (a command's, or a repeated
+// record's) recorded, with the notifications among them, in `view`
+// (UNSPECIFIED is `default_view`; BASIC leaves out the explanation's
+// candidates and keeps its summary). INTERNAL if none records one.
+absl::StatusOr<v1::Invoice> RecordedInvoiceOf(
+    const std::string& account_id, const std::vector<LoggedEvent>& events,
+    v1::InvoiceView view, v1::InvoiceView default_view);
+
 // A logged NotificationRaised -> API notification (amounts as Money).
 v1::Notification NotificationOf(const std::string& account_id,
                                 uint64_t position, absl::Time time,

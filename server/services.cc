@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "api/convert.h"
+#include "api/error_model.h"
 #include "api/field_paths.h"
 #include "api/page_token.h"
 #include "base/status_macros.h"
@@ -49,8 +50,13 @@ absl::StatusOr<std::string> Authorize(
       field->type() == google::protobuf::FieldDescriptor::TYPE_STRING) {
     account = request.GetReflection()->GetString(request, field);
   }
+  // A batch's items name their own accounts: each is checked as it is
+  // taken; the call needs the access on some account.
   absl::Status allowed =
-      ctx.authorizer()->Check(identity, request.GetDescriptor(), account);
+      request.GetDescriptor() == v1::BatchRecordInvoicesRequest::descriptor()
+          ? ctx.authorizer()->CheckSomeAccount(identity,
+                                               request.GetDescriptor())
+          : ctx.authorizer()->Check(identity, request.GetDescriptor(), account);
   if (!allowed.ok()) return allowed;
   return identity;
 }
@@ -176,24 +182,26 @@ void LogRefusedWrite(const absl::Status& status,
 // from its completion: with then(result) on success, or the error (its field
 // made a path in the request of `shape`).
 template <typename Response, typename Then>
-grpc::ServerUnaryReactor* ExecuteThen(ServiceContext* ctx,
-                                      grpc::CallbackServerContext* context,
-                                      const std::string& account_id,
-                                      const std::string& request_id,
-                                      core::Command command,
-                                      api::RequestShape shape,
-                                      Response* response, Then then) {
+grpc::ServerUnaryReactor* ExecuteThen(
+    ServiceContext* ctx, grpc::CallbackServerContext* context,
+    const std::string& account_id, const std::string& request_id,
+    core::Command command, api::RequestShape shape, Response* response,
+    Then then, const ExecuteOptions& options = {}) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Ledger* ledger = ctx->ledger();
   ledger->ExecuteAsync(
       ContextOf(*ctx, context, account_id, request_id), std::move(command),
+      options,
       [reactor, response, shape, account_id, request_id,
+       preview = options.validate_only,
        then = std::move(then)](absl::StatusOr<ExecuteResult> result) mutable {
         absl::StatusOr<Response> out =
             result.ok() ? then(*result) : absl::StatusOr<Response>(result.status());
         if (!out.ok()) {
           const absl::Status refused = api::InRequest(out.status(), shape);
-          LogRefusedWrite(refused, shape.request, account_id, request_id);
+          if (!preview) {
+            LogRefusedWrite(refused, shape.request, account_id, request_id);
+          }
           reactor->Finish(ToGrpcStatus(refused));
           return;
         }
@@ -537,30 +545,198 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordInvoice(
   }
   if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
   absl::Status valid = ValidateAccountId(request->account_id());
+  if (valid.ok() && !v1::InvoiceView_IsValid(request->view())) {
+    valid = core::InvalidField("view", "must be an InvoiceView");
+  }
   absl::StatusOr<v1::InvoiceData> data =
       valid.ok() ? convert::ToInvoiceData(request->invoice(), "invoice")
                  : absl::StatusOr<v1::InvoiceData>(valid);
   if (!data.ok()) {
-    LogRefusedWrite(data.status(), request->GetDescriptor(),
-                    request->account_id(), request->request_id());
+    if (!request->validate_only()) {
+      LogRefusedWrite(data.status(), request->GetDescriptor(),
+                      request->account_id(), request->request_id());
+    }
     return Reply(context, ToGrpcStatus(data.status()));
   }
   const std::string account_id = request->account_id();
+  const v1::InvoiceView view = request->view();
   return ExecuteThen(
       ctx_, context, account_id, request->request_id(),
       core::RecordInvoice{*std::move(data)},
       {request->GetDescriptor(), "invoice"}, response,
-      [account_id](const ExecuteResult& result) -> absl::StatusOr<v1::Invoice> {
-        const LoggedEvent* e =
-            FindEvent(result, v1::AccountEvent::kInvoiceRecorded);
-        if (e == nullptr) {
-          e = FindEvent(result, v1::AccountEvent::kCreditMemoRecorded);
-        }
-        if (e == nullptr) {
-          return absl::InternalError("recording an invoice logged no invoice");
-        }
-        return convert::InvoiceOf(account_id, *e);
-      });
+      [account_id, view](const ExecuteResult& result) {
+        return convert::RecordedInvoiceOf(account_id, result.events, view,
+                                          v1::INVOICE_VIEW_FULL);
+      },
+      ExecuteOptions{.validate_only = request->validate_only()});
+}
+
+namespace {
+
+// One BatchRecordInvoices call: its items grouped by account, one ledger
+// batch each, answered when the last group is done.
+class InvoiceBatch {
+ public:
+  static constexpr int kMaxItems = 1000;
+  static constexpr size_t kMaxBytes = 4u << 20;
+
+  InvoiceBatch(const v1::BatchRecordInvoicesRequest* request,
+               v1::BatchRecordInvoicesResponse* response,
+               grpc::ServerUnaryReactor* reactor)
+      : request_(request), response_(response), reactor_(reactor) {
+    response_->mutable_results()->Reserve(request->requests_size());
+    for (int i = 0; i < request->requests_size(); ++i) {
+      response_->add_results();
+    }
+  }
+
+  // Refuses item `i` with `status` (its field a path in the item).
+  void Refuse(int i, const absl::Status& status) {
+    const absl::Status in_batch = api::UnderField(
+        api::InRequest(status,
+                       {v1::RecordInvoiceRequest::descriptor(), "invoice"}),
+        absl::StrCat("requests[", i, "]"));
+    const v1::RecordInvoiceRequest& item = request_->requests(i);
+    if (!request_->validate_only()) {
+      LogRefusedWrite(in_batch, v1::BatchRecordInvoicesRequest::descriptor(),
+                      item.account_id(), "");
+    }
+    *response_->mutable_results(i)->mutable_error() =
+        api::ToRpcStatus(in_batch);
+  }
+
+  // Fills item `i` from its result.
+  void Answer(int i, absl::StatusOr<ExecuteResult> result) {
+    if (!result.ok()) {
+      Refuse(i, result.status());
+      return;
+    }
+    const v1::RecordInvoiceRequest& item = request_->requests(i);
+    absl::StatusOr<v1::Invoice> invoice =
+        convert::RecordedInvoiceOf(item.account_id(), result->events,
+                                   request_->view(), v1::INVOICE_VIEW_BASIC);
+    if (!invoice.ok()) {
+      Refuse(i, invoice.status());
+      return;
+    }
+    v1::RecordInvoiceResult* out = response_->mutable_results(i);
+    *out->mutable_invoice() = *std::move(invoice);
+    out->set_already_recorded(result->duplicate);
+  }
+
+  // Runs the groups; answers the call once all are done (or at once).
+  void Run(Ledger* ledger, const ServiceContext& service,
+           const grpc::CallbackServerContext* context,
+           std::map<std::string, std::vector<int>> groups,
+           std::map<std::string, std::vector<core::Command>> commands) {
+    {
+      absl::MutexLock lock(&mu_);
+      outstanding_ = static_cast<int>(groups.size()) + 1;
+    }
+    for (auto& [account, items] : groups) {
+      ledger->ExecuteBatchAsync(
+          ContextOf(service, context, account, ""),
+          std::move(commands[account]),
+          ExecuteOptions{.validate_only = request_->validate_only()},
+          [this, items = items](Ledger::BatchResults results) {
+            for (size_t k = 0; k < items.size(); ++k) {
+              Answer(items[k], std::move(results[k]));
+            }
+            Done();
+          });
+    }
+    Done();
+  }
+
+ private:
+  void Done() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (--outstanding_ > 0) return;
+    }
+    reactor_->Finish(grpc::Status::OK);
+    delete this;
+  }
+
+  const v1::BatchRecordInvoicesRequest* const request_;
+  v1::BatchRecordInvoicesResponse* const response_;
+  grpc::ServerUnaryReactor* const reactor_;
+  absl::Mutex mu_;
+  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* InvoiceServiceImpl::BatchRecordInvoices(
+    grpc::CallbackServerContext* context,
+    const v1::BatchRecordInvoicesRequest* request,
+    v1::BatchRecordInvoicesResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
+  // A malformed batch is refused whole.
+  absl::Status malformed;
+  if (request->requests_size() == 0 ||
+      request->requests_size() > InvoiceBatch::kMaxItems) {
+    malformed = core::InvalidField(
+        "requests",
+        absl::StrCat("must hold 1 to ", InvoiceBatch::kMaxItems,
+                     " items; this batch has ", request->requests_size()));
+  } else if (const size_t bytes = request->ByteSizeLong();
+             bytes > InvoiceBatch::kMaxBytes) {
+    malformed = core::InvalidField(
+        "requests", absl::StrCat("must be at most ", InvoiceBatch::kMaxBytes,
+                                 " bytes in all; this batch is ", bytes));
+  } else if (!v1::InvoiceView_IsValid(request->view())) {
+    malformed = core::InvalidField("view", "must be an InvoiceView");
+  }
+  if (!malformed.ok()) {
+    if (!request->validate_only()) {
+      LogRefusedWrite(malformed, request->GetDescriptor(), "", "");
+    }
+    return Reply(context, ToGrpcStatus(malformed));
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto* batch = new InvoiceBatch(request, response, reactor);
+  const std::shared_ptr<const api::Authorizer> authorizer = ctx_->authorizer();
+  const std::string identity =
+      ctx_->require_identity ? IdentityOf(context) : "";
+  // Items by account, in request order within each.
+  std::map<std::string, std::vector<int>> groups;
+  std::map<std::string, std::vector<core::Command>> commands;
+  for (int i = 0; i < request->requests_size(); ++i) {
+    const v1::RecordInvoiceRequest& item = request->requests(i);
+    absl::Status valid = ValidateAccountId(item.account_id());
+    if (valid.ok()) {
+      valid = authorizer->Check(
+          identity, v1::RecordInvoiceRequest::descriptor(), item.account_id());
+    }
+    if (valid.ok() && !item.request_id().empty()) {
+      valid = core::InvalidField(
+          "request_id",
+          "must be empty in a batch: its items are idempotent by invoice id");
+    }
+    if (valid.ok() &&
+        (item.validate_only() || item.view() != v1::INVOICE_VIEW_UNSPECIFIED)) {
+      valid =
+          core::InvalidField(item.validate_only() ? "validate_only" : "view",
+                             "must be unset in a batch: set it on the batch");
+    }
+    absl::StatusOr<v1::InvoiceData> data =
+        valid.ok() ? convert::ToInvoiceData(item.invoice(), "invoice")
+                   : absl::StatusOr<v1::InvoiceData>(valid);
+    if (!data.ok()) {
+      batch->Refuse(i, data.status());
+      continue;
+    }
+    groups[item.account_id()].push_back(i);
+    commands[item.account_id()].push_back(
+        core::RecordInvoice{*std::move(data)});
+  }
+  batch->Run(ctx_->ledger(), *ctx_, context, std::move(groups),
+             std::move(commands));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* InvoiceServiceImpl::GetInvoice(
@@ -573,6 +749,9 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::GetInvoice(
     RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
     RETURN_IF_ERROR(core::ValidateId(request->invoice_id(), "invoice_id",
                                      core::kMaxInvoiceId));
+    if (!v1::InvoiceView_IsValid(request->view())) {
+      return core::InvalidField("view", "must be an InvoiceView");
+    }
     uint64_t version = 0;
     RETURN_IF_ERROR(ctx_->ledger()->Read(
         request->account_id(), [&](const core::AccountState& s) {
@@ -585,11 +764,10 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::GetInvoice(
           absl::StrCat("invoice ", core::Quote(request->invoice_id()),
                        " not found"));
     }
-    ASSIGN_OR_RETURN(std::vector<LoggedEvent> events,
-                     ctx_->ledger()->ReadAccountEvents(request->account_id(),
-                                                       version, 1));
-    if (events.empty()) return absl::InternalError("invoice event missing");
-    return convert::InvoiceOf(request->account_id(), events[0]);
+    ASSIGN_OR_RETURN(ExecuteResult record, ctx_->ledger()->ReadRecord(
+                                               request->account_id(), version));
+    return convert::RecordedInvoiceOf(request->account_id(), record.events,
+                                      request->view(), v1::INVOICE_VIEW_FULL);
   }));
 }
 

@@ -142,6 +142,10 @@ class InvoiceServiceImpl final : public v1::InvoiceService::CallbackService {
   grpc::ServerUnaryReactor* RecordInvoice(grpc::CallbackServerContext* context,
                              const v1::RecordInvoiceRequest* request,
                              v1::Invoice* response) override;
+  grpc::ServerUnaryReactor* BatchRecordInvoices(
+      grpc::CallbackServerContext* context,
+      const v1::BatchRecordInvoicesRequest* request,
+      v1::BatchRecordInvoicesResponse* response) override;
   grpc::ServerUnaryReactor* GetInvoice(grpc::CallbackServerContext* context,
                           const v1::GetInvoiceRequest* request,
                           v1::Invoice* response) override;

@@ -99,6 +99,7 @@ Kind KindOf(const std::string& method) {
       {"RemoveLineItem", Kind::kPurchase},
       {"ListPurchaseOrderInvoices", Kind::kRead},
       {"RecordInvoice", Kind::kBill},
+      {"BatchRecordInvoices", Kind::kBill},
       {"GetInvoice", Kind::kRead},
       {"RecordMarketplaceTransaction", Kind::kBill},
       {"SubscribeNotifications", Kind::kNotifications},
@@ -291,7 +292,7 @@ TEST_F(SecurityTest, EveryMethodByEveryCallerGivesItsExactCode) {
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels;
   for (const Caller& c : Callers()) channels[c.name] = Channel(c.name);
   const auto methods = api::ApiMethods();
-  ASSERT_EQ(methods.size(), 24u);
+  ASSERT_EQ(methods.size(), 25u);
   int calls = 0;
   std::map<grpc::StatusCode, int> by_code;
   const uint64_t start = head();
@@ -307,6 +308,9 @@ TEST_F(SecurityTest, EveryMethodByEveryCallerGivesItsExactCode) {
       const bool about_one_account =
           method->input_type()->FindFieldByName("account_id") != nullptr &&
           kind != Kind::kLog;
+      // A batch's items are each checked against their own account (see
+      // ABatchChecksEachItemsAccount); the call needs the access on one.
+      const bool per_item = method->name() == "BatchRecordInvoices";
       for (const Caller& c : Callers()) {
         grpc::StatusCode want;
         if (c.name.empty()) {
@@ -314,7 +318,7 @@ TEST_F(SecurityTest, EveryMethodByEveryCallerGivesItsExactCode) {
         } else if (c.name == "untrusted") {
           want = grpc::StatusCode::UNAVAILABLE;  // The handshake fails.
         } else if (c.kinds.count(kind) > 0 &&
-                   (c.every_account ||
+                   (c.every_account || per_item ||
                     (about_one_account && std::string(account) == kA))) {
           want = allowed;
         } else {
@@ -331,12 +335,57 @@ TEST_F(SecurityTest, EveryMethodByEveryCallerGivesItsExactCode) {
       }
     }
   }
-  EXPECT_EQ(calls, 24 * 2 * 9);
+  EXPECT_EQ(calls, 25 * 2 * 9);
   std::string summary;
   for (const auto& [code, n] : by_code) {
     absl::StrAppend(&summary, " ", static_cast<int>(code), ":", n);
   }
   std::printf("matrix: %d calls, by code:%s\n", calls, summary.c_str());
+}
+
+// A biller of account A sends a batch for A and B: A's item is recorded,
+// B's is refused on its own, and B's log gets nothing.
+TEST_F(SecurityTest, ABatchChecksEachItemsAccount) {
+  auto root = v1::PurchaseOrderService::NewStub(Channel("root"));
+  for (const char* account : {kA, kB}) {
+    grpc::ClientContext ctx;
+    v1::CreatePurchaseOrderRequest req;
+    req.set_account_id(account);
+    *req.mutable_purchase_order() = NewPo("po");
+    v1::PurchaseOrder out;
+    ASSERT_TRUE(root->CreatePurchaseOrder(&ctx, req, &out).ok());
+  }
+  const uint64_t before = head();
+  auto biller = v1::InvoiceService::NewStub(Channel("biller-a"));
+  v1::BatchRecordInvoicesRequest batch;
+  for (const char* account : {kA, kB}) {
+    v1::RecordInvoiceRequest* item = batch.add_requests();
+    item->set_account_id(account);
+    v1::Invoice* inv = item->mutable_invoice();
+    inv->set_invoice_id("inv-1");
+    inv->set_bill_from("Amazon Web Services, Inc.");
+    inv->set_category(v1::INVOICE_CATEGORY_MONTHLY_USAGE);
+    inv->set_billing_period("2026-03");
+    inv->mutable_amount()->set_currency_code("USD");
+    inv->mutable_amount()->set_units(10);
+  }
+  grpc::ClientContext ctx;
+  v1::BatchRecordInvoicesResponse out;
+  ASSERT_TRUE(biller->BatchRecordInvoices(&ctx, batch, &out).ok());
+  ASSERT_EQ(out.results_size(), 2);
+  ASSERT_TRUE(out.results(0).has_invoice()) << out.results(0).DebugString();
+  EXPECT_EQ(out.results(0).invoice().account_id(), kA);
+  ASSERT_TRUE(out.results(1).has_error());
+  EXPECT_EQ(out.results(1).error().code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(out.results(1).error().message(),
+              ::testing::HasSubstr("\"acct-b\""));
+  EXPECT_EQ(head(), before + 1);
+  // A viewer may record on no account: the call itself is refused.
+  auto viewer = v1::InvoiceService::NewStub(Channel("viewer-a"));
+  grpc::ClientContext viewer_ctx;
+  EXPECT_EQ(viewer->BatchRecordInvoices(&viewer_ctx, batch, &out).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(head(), before + 1);
 }
 
 TEST_F(SecurityTest, RefusalsCarryTheReasonAndSayNothingOfTheAccount) {
