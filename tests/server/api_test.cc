@@ -943,3 +943,223 @@ TEST_F(ApiTest, AnIdleStreamGetsHeartbeats) {
 
 }  // namespace
 }  // namespace poledger
+
+namespace poledger {
+namespace {
+
+v1::RecordInvoiceRequest Item(const std::string& account, v1::Invoice inv) {
+  v1::RecordInvoiceRequest item;
+  item.set_account_id(account);
+  *item.mutable_invoice() = std::move(inv);
+  return item;
+}
+
+v1::Invoice Memo(const std::string& id, const std::string& original,
+                 int64_t amount) {
+  v1::Invoice memo = NewInvoice(id, amount);
+  memo.set_kind(v1::INVOICE_KIND_CREDIT_MEMO);
+  memo.set_original_invoice_id(original);
+  return memo;
+}
+
+// Any mix of accounts; a result per item in request order; items of one
+// account decided in order, each seeing the ones before it.
+v1::BatchRecordInvoicesRequest BillingBatch() {
+  v1::BatchRecordInvoicesRequest batch;
+  *batch.add_requests() = Item(kAccount, NewInvoice("inv-1", 100));
+  *batch.add_requests() = Item("other-acct", NewInvoice("inv-1", 50));
+  v1::Invoice bad = NewInvoice("inv-bad", 1);
+  bad.mutable_amount()->set_units(-5);
+  *batch.add_requests() = Item(kAccount, bad);
+  *batch.add_requests() = Item(kAccount, NewInvoice("inv-2", 700));
+  *batch.add_requests() = Item(kAccount, NewInvoice("inv-1", 100));
+  *batch.add_requests() = Item(kAccount, Memo("cm-1", "inv-2", 20));
+  return batch;
+}
+
+TEST_F(ApiTest, BatchRecordsAnyAccountsWithAResultEach) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po", 1000), &po).ok());
+  {
+    grpc::ClientContext ctx;
+    v1::CreatePurchaseOrderRequest req;
+    req.set_account_id("other-acct");
+    *req.mutable_purchase_order() = NewPo("po-o", 1000);
+    ASSERT_TRUE(pos_->CreatePurchaseOrder(&ctx, req, &po).ok());
+  }
+  const uint64_t head = store_head();
+  grpc::ClientContext ctx;
+  v1::BatchRecordInvoicesResponse out;
+  ASSERT_TRUE(invoices_->BatchRecordInvoices(&ctx, BillingBatch(), &out).ok());
+  ASSERT_EQ(out.results_size(), 6);
+  for (int i : {0, 1, 3, 4, 5}) {
+    ASSERT_TRUE(out.results(i).has_invoice())
+        << i << out.results(i).DebugString();
+  }
+  const v1::Invoice& first = out.results(0).invoice();
+  EXPECT_TRUE(first.association().associated());
+  EXPECT_EQ(first.association().purchase_order_id(), "po");
+  EXPECT_FALSE(out.results(0).already_recorded());
+  // The default view of a batch: the explanation's summary, no candidates.
+  EXPECT_FALSE(first.association().explanation().summary().empty());
+  EXPECT_EQ(first.association().explanation().purchase_orders_size(), 0);
+  EXPECT_EQ(out.results(1).invoice().account_id(), "other-acct");
+  EXPECT_EQ(out.results(1).invoice().association().purchase_order_id(), "po-o");
+  // The bad item's own error, its field a path in the batch request.
+  ASSERT_TRUE(out.results(2).has_error());
+  EXPECT_EQ(out.results(2).error().code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(out.results(2).error().message(),
+              ::testing::StartsWith("requests[2].invoice.amount"));
+  google::rpc::BadRequest bad;
+  ASSERT_GE(out.results(2).error().details_size(), 2);
+  ASSERT_TRUE(out.results(2).error().details(1).UnpackTo(&bad));
+  ASSERT_EQ(bad.field_violations_size(), 1);
+  EXPECT_EQ(bad.field_violations(0).field(), "requests[2].invoice.amount");
+  // inv-2 takes the line past 75% (100 + 700 of 1000): its alert comes
+  // with it.
+  const v1::Invoice& second = out.results(3).invoice();
+  EXPECT_EQ(second.association().line_balance_after().units(), 200);
+  ASSERT_EQ(second.notifications_size(), 1);
+  EXPECT_EQ(second.notifications(0).threshold_percent(), 75);
+  EXPECT_EQ(second.notifications(0).invoice_id(), "inv-2");
+  // The repeat answers the first, and the credit memo saw inv-2.
+  EXPECT_TRUE(out.results(4).already_recorded());
+  EXPECT_EQ(out.results(4).invoice().position(), first.position());
+  EXPECT_EQ(out.results(5).invoice().association().line_balance_after().units(),
+            220);
+  // Written: kAccount's four events in one append, other-acct's one.
+  EXPECT_EQ(store_head(), head + 5);
+
+  // A retried batch answers the first results and writes nothing.
+  grpc::ClientContext again_ctx;
+  v1::BatchRecordInvoicesResponse again;
+  ASSERT_TRUE(
+      invoices_->BatchRecordInvoices(&again_ctx, BillingBatch(), &again).ok());
+  EXPECT_EQ(store_head(), head + 5);
+  ASSERT_EQ(again.results_size(), 6);
+  for (int i : {0, 1, 3, 4, 5}) {
+    ASSERT_TRUE(again.results(i).has_invoice()) << i;
+    EXPECT_TRUE(again.results(i).already_recorded()) << i;
+    EXPECT_EQ(again.results(i).invoice().position(),
+              out.results(i).invoice().position());
+    EXPECT_EQ(again.results(i).invoice().notifications_size(),
+              out.results(i).invoice().notifications_size());
+  }
+  EXPECT_EQ(again.results(2).error().code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // The full view, on request; GetInvoice's default is full, with the alert.
+  grpc::ClientContext get_ctx;
+  v1::GetInvoiceRequest get;
+  get.set_account_id(kAccount);
+  get.set_invoice_id("inv-2");
+  v1::Invoice got;
+  ASSERT_TRUE(invoices_->GetInvoice(&get_ctx, get, &got).ok());
+  EXPECT_GT(got.association().explanation().purchase_orders_size(), 0);
+  EXPECT_EQ(got.notifications_size(), 1);
+
+  // And a restart answers the same.
+  Restart();
+  grpc::ClientContext restarted_ctx;
+  v1::Invoice restarted;
+  ASSERT_TRUE(invoices_->GetInvoice(&restarted_ctx, get, &restarted).ok());
+  EXPECT_EQ(restarted.SerializeAsString(), got.SerializeAsString());
+}
+
+// A preview decides as the real call that follows it, and writes nothing.
+TEST_F(ApiTest, APreviewEqualsTheRealCallAndWritesNothing) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po", 1000), &po).ok());
+  const uint64_t head = store_head();
+  v1::BatchRecordInvoicesRequest batch = BillingBatch();
+  batch.set_validate_only(true);
+  batch.set_view(v1::INVOICE_VIEW_FULL);
+  grpc::ClientContext preview_ctx;
+  v1::BatchRecordInvoicesResponse preview;
+  ASSERT_TRUE(
+      invoices_->BatchRecordInvoices(&preview_ctx, batch, &preview).ok());
+  EXPECT_EQ(store_head(), head);
+
+  // One invoice alone: RecordInvoice with validate_only.
+  grpc::ClientContext one_ctx;
+  v1::RecordInvoiceRequest one = Item(kAccount, NewInvoice("inv-1", 100));
+  one.set_validate_only(true);
+  v1::Invoice one_preview;
+  ASSERT_TRUE(invoices_->RecordInvoice(&one_ctx, one, &one_preview).ok());
+  EXPECT_EQ(store_head(), head);
+  EXPECT_EQ(one_preview.position(), 0u);
+  EXPECT_GT(one_preview.association().explanation().purchase_orders_size(), 0);
+
+  batch.set_validate_only(false);
+  grpc::ClientContext real_ctx;
+  v1::BatchRecordInvoicesResponse real;
+  ASSERT_TRUE(invoices_->BatchRecordInvoices(&real_ctx, batch, &real).ok());
+  EXPECT_GT(store_head(), head);
+  ASSERT_EQ(preview.results_size(), real.results_size());
+  for (int i = 0; i < real.results_size(); ++i) {
+    // other-acct has no purchase order here: unassociated, in both.
+    v1::RecordInvoiceResult p = preview.results(i);
+    v1::RecordInvoiceResult r = real.results(i);
+    EXPECT_EQ(p.has_error(), r.has_error()) << i;
+    if (r.has_error()) {
+      EXPECT_EQ(p.error().SerializeAsString(), r.error().SerializeAsString());
+      continue;
+    }
+    EXPECT_EQ(p.invoice().position(), 0u);
+    EXPECT_GT(r.invoice().position(), 0u);
+    p.mutable_invoice()->clear_position();
+    r.mutable_invoice()->clear_position();
+    for (auto* n : {p.mutable_invoice(), r.mutable_invoice()}) {
+      for (v1::Notification& note : *n->mutable_notifications()) {
+        note.clear_position();
+      }
+    }
+    EXPECT_EQ(p.DebugString(), r.DebugString()) << i;
+  }
+  const v1::Invoice& recorded = real.results(0).invoice();
+  v1::Invoice expected = one_preview;
+  expected.set_position(recorded.position());
+  EXPECT_EQ(expected.DebugString(), recorded.DebugString());
+}
+
+TEST_F(ApiTest, AMalformedBatchIsRefusedWholeAndWritesNothing) {
+  v1::PurchaseOrder po;
+  ASSERT_TRUE(Create(NewPo("po", 1000), &po).ok());
+  const uint64_t head = store_head();
+  std::vector<v1::BatchRecordInvoicesRequest> malformed(3);
+  for (int i = 0; i < 1001; ++i) {
+    *malformed[1].add_requests() =
+        Item(kAccount, NewInvoice(absl::StrCat("inv-", i), 1));
+  }
+  for (int i = 0; i < 1000; ++i) {
+    v1::Invoice inv = NewInvoice(absl::StrCat("inv-", i), 1);
+    inv.set_tax_registration_number(std::string(2200, 'x'));
+    *malformed[2].add_requests() = Item(kAccount, inv);
+  }
+  for (const v1::BatchRecordInvoicesRequest& batch : malformed) {
+    grpc::ClientContext ctx;
+    v1::BatchRecordInvoicesResponse out;
+    const grpc::Status s = invoices_->BatchRecordInvoices(&ctx, batch, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << s.error_message();
+    EXPECT_THAT(DetailsOf(s).fields, ::testing::ElementsAre("requests"));
+    EXPECT_EQ(store_head(), head);
+  }
+  // An item's request id is that item's error: items are idempotent by
+  // invoice id.
+  v1::BatchRecordInvoicesRequest batch;
+  *batch.add_requests() = Item(kAccount, NewInvoice("inv-1", 1));
+  batch.mutable_requests(0)->set_request_id("r-1");
+  *batch.add_requests() = Item(kAccount, NewInvoice("inv-2", 1));
+  grpc::ClientContext ctx;
+  v1::BatchRecordInvoicesResponse out;
+  ASSERT_TRUE(invoices_->BatchRecordInvoices(&ctx, batch, &out).ok());
+  ASSERT_TRUE(out.results(0).has_error());
+  EXPECT_THAT(out.results(0).error().message(),
+              ::testing::StartsWith("requests[0].request_id"));
+  EXPECT_TRUE(out.results(1).has_invoice());
+  EXPECT_EQ(store_head(), head + 1);
+}
+
+}  // namespace
+}  // namespace poledger
