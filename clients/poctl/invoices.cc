@@ -17,6 +17,7 @@ struct InvoiceFlags {
                                                   po_id, month, request_id;
   std::vector<std::string> bill_from;
   int line_number = 0;
+  bool dry_run = false;
 };
 
 void PrintInvoice(const v1::Invoice& inv) {
@@ -31,7 +32,18 @@ void PrintInvoice(const v1::Invoice& inv) {
        {"line", a.associated() ? absl::StrCat(a.line_number()) : "-"},
        {"line balance after",
         a.associated() ? FormatMoney(a.line_balance_after()) : "-"},
-       {"position", absl::StrCat(inv.position())}});
+       {"position", inv.position() == 0 ? std::string("(preview: not recorded)")
+                                        : absl::StrCat(inv.position())}});
+  for (const v1::Notification& n : inv.notifications()) {
+    std::printf("raises: %s", EnumShort(v1::NotificationKind_descriptor(),
+                                        n.kind(), "NOTIFICATION_KIND_")
+                                  .c_str());
+    if (n.threshold_percent() != 0) {
+      std::printf(" (line %d past %d%%, balance %s)", n.line_number(),
+                  n.threshold_percent(), FormatMoney(n.balance()).c_str());
+    }
+    std::printf("\n");
+  }
   if (!a.explanation().summary().empty()) {
     std::printf("\nwhy: %s\n", a.explanation().summary().c_str());
     std::vector<std::vector<std::string>> rows = {
@@ -63,6 +75,7 @@ int Record(Session& s, const InvoiceFlags& f) {
   v1::RecordInvoiceRequest req;
   req.set_account_id(s.account());
   req.set_request_id(f.request_id);
+  req.set_validate_only(f.dry_run);
   v1::Invoice* inv = req.mutable_invoice();
   if (!f.file.empty()) {
     std::string error;
@@ -155,7 +168,10 @@ void AddInvoiceCommands(CLI::App* app, Run* run) {
                 "Make it a credit memo for this invoice");
   c->add_option("--po", f->po_id, "Purchase order id the buyer typed");
   c->add_option("--request-id", f->request_id);
+  c->add_flag("--dry-run", f->dry_run,
+              "Show where it would go (match preview); record nothing");
   OnRun(c, run, with(Record));
+  AddImportCommand(invoice, run);
   c = invoice->add_subcommand("get", "Show an invoice");
   c->add_option("id", f->id)->required();
   OnRun(c, run, with(Get));

@@ -128,6 +128,7 @@ int Print(const Session& session, const google::protobuf::Message& m,
 
 void AddPurchaseOrderCommands(CLI::App* app, Run* run);  // po, po line
 void AddInvoiceCommands(CLI::App* app, Run* run);        // invoice, marketplace
+void AddImportCommand(CLI::App* invoice, Run* run);      // invoice import
 void AddLogCommands(CLI::App* app, Run* run);    // events, notifications
 void AddAdminCommands(CLI::App* app, Run* run);  // admin, health
 

@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "ledger/ledger.h"
 #include "poledger/v1/invoices.pb.h"
 #include "poledger/v1/log.pb.h"
 #include "poledger/v1/purchase_orders.pb.h"
@@ -22,6 +23,7 @@
 namespace poledger {
 namespace {
 
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
 
 using Result = ::poledger::testing::CommandResult;
@@ -109,6 +111,95 @@ TEST_F(PoctlTest, InvoiceWithExplanationAndJsonOutput) {
   v1::Event last;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(lines[2], &last).ok());
   EXPECT_EQ(last.event_type(), "invoice_recorded");
+}
+
+TEST_F(PoctlTest, ImportsABillingRunFromCsvAndJsonLines) {
+  CreatePo("PO-1");
+  ASSERT_EQ(
+      Run("po line add PO-1 --line 1 --type all --start 2026-01 --end 2026-12"
+          " --amount 1000")
+          .exit_code,
+      0);
+  auto head = [&] { return server_->ledger()->store()->Head().position; };
+  const std::string csv = dir_.path() + "/run.csv";
+  std::ofstream(csv)
+      << "invoice_id,bill_from,category,billing_period,amount,currency\r\n"
+         "INV-1,\"Amazon Web Services, Inc.\",monthly-usage,2026-03,100,USD\n"
+         "INV-2,\"Amazon Web Services, "
+         "Inc.\",monthly-usage,2026-03,700.50,USD\n"
+         "INV-3,\"Someone \"\"Else\"\"\",monthly-usage,2026-03,5,USD\n"
+         "INV-4,\"Amazon Web Services, Inc.\",monthly-usage,2026-03,-1,USD\n";
+  // A preview decides every item and records nothing.
+  const uint64_t before = head();
+  Result dry = Run("invoice import --dry-run " + csv);
+  EXPECT_EQ(dry.exit_code, 9) << dry.out;  // INV-4 is refused.
+  EXPECT_THAT(dry.out, ContainsRegex("would be recorded +3"));
+  EXPECT_EQ(head(), before);
+  Result run = Run("invoice import " + csv);
+  EXPECT_EQ(run.exit_code, 9) << run.out;
+  EXPECT_THAT(run.out,
+              HasSubstr("line 5: INVALID_FIELD: requests[3].invoice.amount: "
+                        "must be positive"));
+  EXPECT_THAT(run.out, ContainsRegex("\nrecorded +3\n"));
+  EXPECT_THAT(run.out, ContainsRegex("already recorded +0"));
+  EXPECT_THAT(run.out, ContainsRegex("refused +1\n  INVALID_FIELD +1"));
+  EXPECT_THAT(
+      run.out,
+      ContainsRegex("unassociated +1\n  NO_CANDIDATE +1"));  // INV-3's seller.
+  const uint64_t after = head();
+  EXPECT_GT(after, before);
+  // Run again: nothing new.
+  Result again = Run("invoice import " + csv);
+  EXPECT_THAT(again.out, ContainsRegex("already recorded +3"));
+  EXPECT_EQ(head(), after);
+  // JSON lines, each with its own account or --account's; batches of 1.
+  const std::string jsonl = dir_.path() + "/run.jsonl";
+  std::ofstream(jsonl)
+      << R"({"invoice_id": "INV-5", "bill_from": "Amazon Web Services, Inc.", )"
+         R"("category": "INVOICE_CATEGORY_MONTHLY_USAGE", "billing_period": "2026-03", )"
+         R"("amount": {"currency_code": "USD", "units": "10"}})"
+      << "\n\n"
+      << R"({"account_id": "999988887777", "invoice_id": "INV-1", )"
+         R"("bill_from": "Amazon Web Services, Inc.", "category": "INVOICE_CATEGORY_MONTHLY_USAGE", )"
+         R"("billing_period": "2026-03", "amount": {"currency_code": "USD", "units": "10"}})"
+      << "\n";
+  Result json = Run("invoice import --batch-size 1 " + jsonl);
+  EXPECT_EQ(json.exit_code, 0) << json.out;
+  EXPECT_THAT(json.out, ContainsRegex("^recorded +2\n"));
+  bool found = false;
+  ASSERT_OK(server_->ledger()->Read("999988887777",
+                                    [&](const core::AccountState& state) {
+                                      found = state.invoices.count("INV-1") > 0;
+                                    }));
+  EXPECT_TRUE(found);
+  // A line that does not parse stops the import before anything is sent.
+  const std::string bad = dir_.path() + "/bad.csv";
+  std::ofstream(bad) << "invoice_id,amount,colour\nINV-9,1,red\n";
+  const uint64_t last = head();
+  Result refused = Run("invoice import " + bad);
+  EXPECT_EQ(refused.exit_code, 2) << refused.out;
+  EXPECT_THAT(refused.out, HasSubstr("line 2: unknown column 'colour'"));
+  EXPECT_EQ(head(), last);
+}
+
+TEST_F(PoctlTest, RecordDryRunShowsWhereAnInvoiceWouldGo) {
+  CreatePo("PO-1");
+  ASSERT_EQ(
+      Run("po line add PO-1 --line 1 --type all --start 2026-01 --end 2026-12"
+          " --amount 1000")
+          .exit_code,
+      0);
+  const uint64_t before = server_->ledger()->store()->Head().position;
+  Result r =
+      Run("invoice record --dry-run --id INV-1 --bill-from 'Amazon Web "
+          "Services, Inc.'"
+          " --category monthly-usage --period 2026-03 --amount 900");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("purchase order      PO-1"));
+  EXPECT_THAT(r.out, HasSubstr("(preview: not recorded)"));
+  EXPECT_THAT(r.out, HasSubstr("raises: BALANCE_THRESHOLD (line 1 past 75%"));
+  EXPECT_EQ(server_->ledger()->store()->Head().position, before);
+  EXPECT_EQ(Run("invoice get INV-1").exit_code, 4);
 }
 
 TEST_F(PoctlTest, CreateFromAJsonFile) {
