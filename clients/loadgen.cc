@@ -210,8 +210,9 @@ int Main(int argc, char** argv) {
   int channels = 1;
   int rounds = 4;
   int server_pid = 0;
-  std::vector<std::string> methods = {"info", "get", "get-invoice", "invoice",
-                                      "create"};
+  std::vector<std::string> methods = {"info",    "get",    "get-invoice",
+                                      "invoice", "create", "batch"};
+  std::string batch_sizes = "100,1000";
   CLI::App app("poledger-loadgen: throughput and latency of a running server");
   app.add_option("--server", server, "host:port")->capture_default_str();
   app.add_option("--seconds", seconds, "Per measurement")->capture_default_str();
@@ -235,9 +236,15 @@ int Main(int argc, char** argv) {
                  "CreatePurchaseOrder gives), get-invoice (GetInvoice: reads "
                  "the log, writes nothing, the answer RecordInvoice gives), "
                  "invoice "
-                 "(RecordInvoice), create (CreatePurchaseOrder)")
+                 "(RecordInvoice), create (CreatePurchaseOrder), batch "
+                 "(BatchRecordInvoices at each --batch-sizes, items of "
+                 "consecutive accounts)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"info", "get", "get-invoice", "invoice", "create"}))
+      ->check(CLI::IsMember(
+          {"info", "get", "get-invoice", "invoice", "create", "batch"}))
+      ->capture_default_str();
+  app.add_option("--batch-sizes", batch_sizes,
+                 "Invoices per BatchRecordInvoices call, for method batch")
       ->capture_default_str();
   app.add_option("--server-pid", server_pid,
                  "The server's process id, if it runs on this machine: "
@@ -355,12 +362,61 @@ int Main(int argc, char** argv) {
         pos_of(seq)->async()->CreatePurchaseOrder(args...);
       });
     };
+    std::vector<int> sizes;
+    for (absl::string_view b : absl::StrSplit(batch_sizes, ',')) {
+      int size = 0;
+      if (!absl::SimpleAtoi(b, &size) || size < 1 || size > 1000) {
+        std::fprintf(stderr, "--batch-sizes: 1 to 1000, not '%s'\n",
+                     std::string(b).c_str());
+        return 2;
+      }
+      sizes.push_back(size);
+      const std::string name = absl::StrCat("batch-", size);
+      issues[name] = [&, size](int64_t seq, std::function<void(bool)> done) {
+        auto req = std::make_unique<v1::BatchRecordInvoicesRequest>();
+        for (int k = 0; k < size; ++k) {
+          const int64_t item = seq * size + k;
+          v1::RecordInvoiceRequest* r = req->add_requests();
+          r->set_account_id(account(item));
+          FillLoadInvoice(absl::StrCat("b", concurrency, "-", size, "-", item),
+                          item, r->mutable_invoice());
+        }
+        auto* ctx = new grpc::ClientContext;
+        v1::BatchRecordInvoicesRequest* raw = req.release();
+        auto* resp = new v1::BatchRecordInvoicesResponse;
+        invoices_of(seq)->async()->BatchRecordInvoices(
+            ctx, raw, resp, [=](grpc::Status status) {
+              bool ok = status.ok() && resp->results_size() == size;
+              for (const auto& r : resp->results()) {
+                if (r.has_error()) {
+                  ok = false;
+                  NoteError(grpc::Status(
+                      static_cast<grpc::StatusCode>(r.error().code()),
+                      r.error().message()));
+                }
+              }
+              NoteError(status);
+              delete ctx;
+              delete raw;
+              delete resp;
+              done(ok);
+            });
+      };
+    }
     // Methods take turns in short windows, so that a machine whose speed
     // drifts (other tenants, frequency) shifts every method alike and the
     // same-run ratios stay meaningful.
     std::map<std::string, Samples> samples;
     for (int r = 0; r < rounds; ++r) {
       for (const std::string& m : methods) {
+        if (m == "batch") {
+          for (int size : sizes) {
+            const std::string name = absl::StrCat("batch-", size);
+            Run(concurrency, duration / rounds, issues[name], server_pid,
+                &samples[name]);
+          }
+          continue;
+        }
         if (issues.count(m) == 0) continue;
         Run(concurrency, duration / rounds, issues[m], server_pid,
             &samples[m]);
@@ -405,6 +461,33 @@ int Main(int argc, char** argv) {
                     line.c_str());
       }
     };
+    // Batches: a row per size, per batch, and the invoices each carried.
+    if (wanted("batch")) {
+      for (int size : sizes) {
+        const std::string name = absl::StrCat("batch-", size);
+        const Figures& f = figures[name] = Summarize(samples[name]);
+        std::printf(
+            "%-22s %5d %12.0f %10.0f %10.0f %7lld %9.1f %9s  (%.0f "
+            "invoices/s; cpu per invoice)\n",
+            absl::StrCat("BatchRecordInvoices/", size).c_str(), concurrency,
+            f.per_second, f.p50_us, f.p99_us, static_cast<long long>(f.errors),
+            f.client_cpu_us / size,
+            f.server_cpu_us < 0
+                ? "-"
+                : absl::StrFormat("%.1f", f.server_cpu_us / size).c_str(),
+            f.per_second * size);
+        if (!f.first_error.empty()) {
+          std::printf("  first error: %s\n", f.first_error.c_str());
+        }
+        if (wanted("invoice") && figures["invoice"].per_second > 0) {
+          std::printf(
+              "ratio at %d: invoices/s in batches of %d to "
+              "RecordInvoice %.2fx\n",
+              concurrency, size,
+              f.per_second * size / figures["invoice"].per_second);
+        }
+      }
+    }
     ratios("info", "GetServerInfo",
            {{"invoice", "RecordInvoice"}, {"create", "CreatePurchaseOrder"}});
     ratios("get-invoice", "GetInvoice", {{"invoice", "RecordInvoice"}});

@@ -127,6 +127,7 @@ class MatchIndexCache {
   std::shared_ptr<MatchIndex> index;
 };
 
+// A field added here must be added to ScratchFor (decide.cc) too.
 struct AccountState {
   std::string account_id;
   uint64_t version = 0;  // Events applied: the account stream's version.

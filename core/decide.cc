@@ -1154,6 +1154,39 @@ absl::Status ValidateEmail(absl::string_view email, absl::string_view field) {
   return absl::OkStatus();
 }
 
+AccountState ScratchFor(const AccountState& state,
+                        const std::vector<Command>& commands) {
+  for (const Command& c : commands) {
+    if (!std::holds_alternative<RecordInvoice>(c) &&
+        !std::holds_alternative<RecordMarketplaceTransaction>(c)) {
+      return state;
+    }
+  }
+  // Field by field: every field but the two maps is copied whole (a field
+  // added to AccountState must be added here).
+  AccountState scratch;
+  scratch.account_id = state.account_id;
+  scratch.version = state.version;
+  scratch.purchase_orders = state.purchase_orders;
+  auto copy_invoice = [&](const std::string& id) {
+    if (auto it = state.invoices.find(id); it != state.invoices.end()) {
+      scratch.invoices.insert(*it);
+    }
+  };
+  for (const Command& c : commands) {
+    if (const auto* invoice = std::get_if<RecordInvoice>(&c)) {
+      copy_invoice(invoice->invoice.invoice_id());
+      copy_invoice(invoice->invoice.original_invoice_id());
+    } else if (const auto* tx = std::get_if<RecordMarketplaceTransaction>(&c)) {
+      if (auto it = state.marketplace_transactions.find(tx->transaction_id);
+          it != state.marketplace_transactions.end()) {
+        scratch.marketplace_transactions.insert(*it);
+      }
+    }
+  }
+  return scratch;
+}
+
 absl::StatusOr<Decision> Decide(const AccountState& state,
                                 const Command& command, absl::Time now) {
   struct Visitor {

@@ -36,6 +36,16 @@ struct Decision {
 absl::StatusOr<Decision> Decide(const AccountState& state,
                                 const Command& command, absl::Time now);
 
+// A copy of `state` on which each of `commands` in turn decides as it would
+// on `state` with the decisions before it applied. When every command
+// records an invoice, credit memo or marketplace transaction, the copy
+// holds only the invoices and transactions they name (their ids, and the
+// originals that credit memos credit): all that those decisions read of
+// them, so a billing run does not copy an account's whole history. For any
+// other command, it is a copy of all of `state`.
+AccountState ScratchFor(const AccountState& state,
+                        const std::vector<Command>& commands);
+
 // The expiration reminders to plan when the expiration month is set to
 // `expiration` at `now` (domain.md, Notifications and Time). Reminders
 // already past at `now` are left out.
