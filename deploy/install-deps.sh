@@ -13,6 +13,7 @@ packages=(
   clang libclang-rt-14-dev
   python3 python3-grpcio python3-protobuf python3-aiosmtpd python3-yaml
   python3-prometheus-client
+  postgresql-15 postgresql-client-15
 )
 
 missing=()
@@ -30,5 +31,12 @@ sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 echo "installing: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# PostgreSQL is bench/compare.sh's peer, started by it in a directory of its
+# own: the package must not create and start a cluster of its own.
+if [[ ! -e /etc/postgresql-common/createcluster.conf ]]; then
+  $sudo mkdir -p /etc/postgresql-common
+  echo "create_main_cluster = false" |
+    $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
