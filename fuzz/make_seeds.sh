@@ -24,6 +24,10 @@ echo 'account_id: "123456789012" invoice { invoice_id: "INV-9" bill_from: "Amazo
 echo 'account_id: "123456789012" invoice { invoice_id: "CM-1" kind: INVOICE_KIND_CREDIT_MEMO original_invoice_id: "INV-PO-1" bill_from: "Amazon Web Services, Inc." category: INVOICE_CATEGORY_MONTHLY_USAGE billing_period: "2026-02" amount { currency_code: "USD" units: 100 } }' | enc 7 RecordInvoiceRequest $d/credit_memo
 echo 'account_id: "123456789012" transaction { transaction_id: "TX-1" purchase_order_id: "PO-1" bill_from: "Amazon Web Services, Inc." amount { currency_code: "USD" units: 40 } month: "2026-03" line_number: 4 }' | enc 8 RecordMarketplaceTransactionRequest $d/marketplace
 echo 'account_id: "123456789012" transaction { transaction_id: "TX-2" purchase_order_id: "new-po" bill_from: "Amazon Web Services, Inc." amount { currency_code: "USD" units: 40 } month: "2026-03" }' | enc 8 RecordMarketplaceTransactionRequest $d/marketplace_new
+inv() { echo "requests { account_id: \"123456789012\" invoice { invoice_id: \"$1\" kind: $2 original_invoice_id: \"$3\" bill_from: \"Amazon Web Services, Inc.\" category: INVOICE_CATEGORY_MONTHLY_USAGE billing_period: \"2026-02\" amount { currency_code: \"USD\" units: $4 } } }"; }
+{ inv INV-PO-1 INVOICE_KIND_INVOICE "" 300; inv B-1 INVOICE_KIND_INVOICE "" 600; inv B-1 INVOICE_KIND_INVOICE "" 600
+  inv B-1 INVOICE_KIND_INVOICE "" 7; inv CM-B INVOICE_KIND_CREDIT_MEMO B-1 50; inv CM-A INVOICE_KIND_CREDIT_MEMO INV-PO-2 10; } |
+  enc 255 BatchRecordInvoicesRequest $d/batch
 
 d=fuzz/corpus/snapshot
 pb() { protoc -Iproto -I/usr/include --encode="poledger.v1.$1" proto/poledger/v1/*.proto; }

@@ -5,7 +5,9 @@
 // Apply agree), and its events survive their wire form.
 //
 // Input: one byte picks the request type, the rest is that request's
-// protobuf encoding.
+// protobuf encoding. Byte 255 is a BatchRecordInvoicesRequest: its items,
+// decided in turn with each decision applied, decide the same on
+// core::ScratchFor's copy as on the whole account.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -205,9 +207,63 @@ absl::StatusOr<core::Command> Build(uint8_t kind, const uint8_t* data,
 }  // namespace
 }  // namespace poledger
 
+namespace poledger {
+namespace {
+
+// What a batch's items decide, in turn, each decision applied: comparable.
+std::vector<std::string> DecideInTurn(core::AccountState state,
+                                      const std::vector<core::Command>& run) {
+  std::vector<std::string> out;
+  for (const core::Command& c : run) {
+    absl::StatusOr<core::Decision> d = core::Decide(state, c, Now());
+    if (!d.ok()) {
+      CheckRefusal(d.status());
+      // Not ToString: it lists a status's payloads in no fixed order.
+      out.push_back(std::to_string(static_cast<int>(d.status().code())) + " " +
+                    std::string(d.status().message()) + " " +
+                    core::FieldOf(d.status()) + " " +
+                    core::ReasonOf(d.status()));
+      continue;
+    }
+    std::string text = std::to_string(d->duplicate_of_version);
+    for (const v1::AccountEvent& e : d->events) {
+      text += e.SerializeAsString();
+      Check(core::Apply(state, e).ok(), "Decide and Apply agree in a batch");
+    }
+    out.push_back(std::move(text));
+  }
+  return out;
+}
+
+int FuzzBatch(const uint8_t* data, size_t size) {
+  v1::BatchRecordInvoicesRequest batch;
+  if (!batch.ParseFromArray(data, static_cast<int>(size)) ||
+      batch.requests_size() > 64) {
+    return 0;
+  }
+  std::vector<core::Command> run;
+  for (const v1::RecordInvoiceRequest& item : batch.requests()) {
+    absl::StatusOr<v1::InvoiceData> invoice =
+        convert::ToInvoiceData(item.invoice(), "invoice");
+    if (!invoice.ok()) {
+      CheckRefusal(invoice.status());
+      continue;
+    }
+    run.push_back(core::RecordInvoice{*std::move(invoice)});
+  }
+  Check(DecideInTurn(core::ScratchFor(Base(), run), run) ==
+            DecideInTurn(Base(), run),
+        "a batch decides on the scratch as on the whole account");
+  return 0;
+}
+
+}  // namespace
+}  // namespace poledger
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace poledger;  // NOLINT
   if (size < 1) return 0;
+  if (data[0] == 255) return FuzzBatch(data + 1, size - 1);
   bool parsed = false;
   absl::StatusOr<core::Command> command = Build(data[0], data + 1, size - 1, parsed);
   if (!parsed) return 0;

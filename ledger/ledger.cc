@@ -465,11 +465,9 @@ bool Ledger::Start(Account* account, Pending p) {
       appended->items[i].first = events.size();
       appended->items[i].count = decision->events.size();
       if (i + 1 < n) {
-        // The whole state: core::ScratchFor is faster for billing runs,
-        // but the requests fuzzer found a batch it decides differently
-        // (fuzz/findings/scratch-divergence), so it waits until that is
-        // understood.
-        if (!scratch.has_value()) scratch = account->state;
+        if (!scratch.has_value()) {
+          scratch = core::ScratchFor(account->state, p.commands);
+        }
         for (const v1::AccountEvent& e : decision->events) {
           if (absl::Status applied = core::Apply(*scratch, e); !applied.ok()) {
             // Decide and Apply disagree: a bug. Nothing is written.

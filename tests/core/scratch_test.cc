@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/decide.h"
+#include "core/errors.h"
 #include "gtest/gtest.h"
 #include "tests/core/core_test_util.h"
 
@@ -22,7 +23,10 @@ std::vector<std::string> DecideInTurn(AccountState state,
   for (const Command& c : run) {
     absl::StatusOr<Decision> d = Decide(state, c, At(2026, 4, 1));
     if (!d.ok()) {
-      out.push_back(d.status().ToString());
+      // Not ToString: it lists a status's payloads in no fixed order.
+      out.push_back(absl::StrCat(d.status().code(), " ", d.status().message(),
+                                 " ", FieldOf(d.status()), " ",
+                                 ReasonOf(d.status())));
       continue;
     }
     std::string text = absl::StrCat("repeat of ", d->duplicate_of_version, ":");
