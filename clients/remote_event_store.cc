@@ -155,5 +155,9 @@ absl::StatusOr<uint64_t> RemoteEventStore::ReadSnapshotParts(
     const SnapshotPartFilter&, const SnapshotPartVisitor&) const {
   return uint64_t{0};
 }
+absl::StatusOr<std::optional<std::string>> RemoteEventStore::ReadSnapshotPart(
+    absl::string_view) const {
+  return std::nullopt;
+}
 
 }  // namespace poledger

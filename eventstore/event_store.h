@@ -249,6 +249,12 @@ class EventStore {
       const SnapshotPartFilter& filter,
       const SnapshotPartVisitor& visit) const = 0;
 
+  // Returns the saved part of `key`, or std::nullopt if none is saved: one
+  // part on its own, without a whole read (e.g. one entry of a large
+  // state, looked up when it is needed rather than held in memory).
+  virtual absl::StatusOr<std::optional<std::string>> ReadSnapshotPart(
+      absl::string_view key) const = 0;
+
   // Wakes every WaitForPosition caller and refuses later appends with
   // UNAVAILABLE. Idempotent.
   virtual void Close() = 0;

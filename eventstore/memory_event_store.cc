@@ -141,6 +141,14 @@ absl::StatusOr<uint64_t> InMemoryEventStore::ReadSnapshotParts(
   return position;
 }
 
+absl::StatusOr<std::optional<std::string>> InMemoryEventStore::ReadSnapshotPart(
+    absl::string_view key) const {
+  absl::MutexLock lock(&mu_);
+  auto it = snapshot_parts_.find(std::string(key));
+  if (it == snapshot_parts_.end()) return std::nullopt;
+  return it->second;
+}
+
 void InMemoryEventStore::Close() {
   absl::MutexLock lock(&mu_);
   closed_ = true;

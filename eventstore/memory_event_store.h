@@ -42,6 +42,8 @@ class InMemoryEventStore final : public EventStore {
   absl::StatusOr<uint64_t> ReadSnapshotParts(
       const SnapshotPartFilter& filter,
       const SnapshotPartVisitor& visit) const override;
+  absl::StatusOr<std::optional<std::string>> ReadSnapshotPart(
+      absl::string_view key) const override;
   void Close() override;
 
  private:

@@ -15,6 +15,7 @@
 #include "eventstore/record_format.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
+#include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice_transform.h"
 #include "rocksdb/table.h"
@@ -164,6 +165,13 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   table.block_size = 16 * 1024;
+  // A lookup of a key that is not there (every new invoice's id, see
+  // Ledger::LoadInvoicesFor) skips the files a Bloom filter rules out.
+  // Filters and indexes live in the block cache, so the memory they take
+  // is bounded with it rather than growing with the data.
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
   db_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
 
   rocksdb::DB* raw = nullptr;
@@ -876,6 +884,16 @@ absl::StatusOr<uint64_t> RocksDbEventStore::ReadSnapshotParts(
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "reading the snapshot"));
   return position;
+}
+
+absl::StatusOr<std::optional<std::string>> RocksDbEventStore::ReadSnapshotPart(
+    absl::string_view key) const {
+  std::string blob;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), rf::SnapshotKey(key), &blob);
+  if (s.IsNotFound()) return std::nullopt;
+  RETURN_IF_ERROR(FromRocks(s, "reading a snapshot part"));
+  return blob;
 }
 
 absl::StatusOr<LogHead> RocksDbEventStore::Checkpoint(

@@ -141,6 +141,8 @@ class RocksDbEventStore final : public EventStore {
   absl::StatusOr<uint64_t> ReadSnapshotParts(
       const SnapshotPartFilter& filter,
       const SnapshotPartVisitor& visit) const override;
+  absl::StatusOr<std::optional<std::string>> ReadSnapshotPart(
+      absl::string_view key) const override;
   void Close() override;
 
   // Walks the whole log checking every record's hash and chain link.

@@ -550,6 +550,28 @@ TEST_P(ConformanceTest, SnapshotPartFiltersSelectAFamilyOrTheTopLevel) {
   EXPECT_THAT(parts, ::testing::ElementsAre(::testing::Pair("a", "1")));
 }
 
+// One part on its own: the latest saved blob of that exact key.
+TEST_P(ConformanceTest, ASnapshotPartReadsAlone) {
+  const std::string nul(1, '\0');
+  auto part = [&](const std::string& key) -> std::optional<std::string> {
+    absl::StatusOr<std::optional<std::string>> read =
+        store_->ReadSnapshotPart(key);
+    EXPECT_OK(read);
+    return read.value_or("<error>");
+  };
+  EXPECT_EQ(part("a"), std::nullopt);
+  MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
+  MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
+  ASSERT_OK(store_->SaveSnapshotParts(1, {{"a", "1"}, {"a" + nul + "x", "2"}}));
+  ASSERT_OK(store_->SaveSnapshotParts(2, {{"a" + nul + "x", "3"}}));
+  EXPECT_EQ(part("a"), "1");
+  EXPECT_EQ(part("a" + nul + "x"), "3");
+  // Exact keys only: neither a prefix nor a longer key.
+  EXPECT_EQ(part("a" + nul), std::nullopt);
+  EXPECT_EQ(part("a" + nul + "xy"), std::nullopt);
+  EXPECT_EQ(part("b"), std::nullopt);
+}
+
 TEST_P(ConformanceTest, SnapshotPartsReplaceByKeyAndKeepTheRest) {
   std::map<std::string, std::string> parts;
   EXPECT_EQ(ReadParts(*store_, &parts), 0u);
