@@ -344,8 +344,7 @@ v1::InvoiceSnapshot ToInvoiceSnapshot(const std::string& invoice_id,
   return i;
 }
 
-absl::Status AddInvoiceSnapshot(AccountState& state,
-                                const v1::InvoiceSnapshot& i) {
+InvoiceEntry InvoiceEntryOf(const v1::InvoiceSnapshot& i) {
   InvoiceEntry entry;
   entry.kind = i.kind();
   entry.content_digest = i.content_digest();
@@ -357,7 +356,12 @@ absl::Status AddInvoiceSnapshot(AccountState& state,
   entry.line_created_version = i.line_created_version();
   entry.credited = i.credited_micros();
   entry.recorded_version = i.recorded_version();
-  if (!state.invoices.emplace(i.invoice_id(), std::move(entry)).second) {
+  return entry;
+}
+
+absl::Status AddInvoiceSnapshot(AccountState& state,
+                                const v1::InvoiceSnapshot& i) {
+  if (!state.invoices.emplace(i.invoice_id(), InvoiceEntryOf(i)).second) {
     return absl::DataLossError(
         absl::StrCat("snapshot of account ", Quote(state.account_id),
                      ": invoice ", Quote(i.invoice_id()), " appears twice"));

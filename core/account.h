@@ -135,6 +135,9 @@ struct AccountState {
   // B-trees: sorted like std::map (snapshots list them by id), with fewer
   // cache misses per lookup in an account of many invoices. Inserting
   // invalidates iterators.
+  // Decide reads only the entries InvoicesReadBy names, so a holder of
+  // many states may keep the others elsewhere (the Ledger keeps those saved
+  // in a snapshot on disk) and add them back before deciding.
   absl::btree_map<std::string, InvoiceEntry> invoices;
   absl::btree_map<std::string, MarketplaceEntry> marketplace_transactions;
 
@@ -166,6 +169,8 @@ v1::AccountSnapshot ToSnapshot(
 absl::StatusOr<AccountState> FromSnapshot(const v1::AccountSnapshot& snapshot);
 v1::InvoiceSnapshot ToInvoiceSnapshot(const std::string& invoice_id,
                                       const InvoiceEntry& entry);
+// The entry an invoice saved on its own holds.
+InvoiceEntry InvoiceEntryOf(const v1::InvoiceSnapshot& invoice);
 // Adds an invoice saved on its own to a state rebuilt by FromSnapshot.
 // DATA_LOSS if the state already has it.
 absl::Status AddInvoiceSnapshot(AccountState& state,

@@ -1154,6 +1154,16 @@ absl::Status ValidateEmail(absl::string_view email, absl::string_view field) {
   return absl::OkStatus();
 }
 
+std::vector<std::string> InvoicesReadBy(const Command& command) {
+  const auto* record = std::get_if<RecordInvoice>(&command);
+  if (record == nullptr) return {};
+  std::vector<std::string> ids = {record->invoice.invoice_id()};
+  if (!record->invoice.original_invoice_id().empty()) {
+    ids.push_back(record->invoice.original_invoice_id());
+  }
+  return ids;
+}
+
 AccountState ScratchFor(const AccountState& state,
                         const std::vector<Command>& commands) {
   for (const Command& c : commands) {
@@ -1174,10 +1184,8 @@ AccountState ScratchFor(const AccountState& state,
     }
   };
   for (const Command& c : commands) {
-    if (const auto* invoice = std::get_if<RecordInvoice>(&c)) {
-      copy_invoice(invoice->invoice.invoice_id());
-      copy_invoice(invoice->invoice.original_invoice_id());
-    } else if (const auto* tx = std::get_if<RecordMarketplaceTransaction>(&c)) {
+    for (const std::string& id : InvoicesReadBy(c)) copy_invoice(id);
+    if (const auto* tx = std::get_if<RecordMarketplaceTransaction>(&c)) {
       if (auto it = state.marketplace_transactions.find(tx->transaction_id);
           it != state.marketplace_transactions.end()) {
         scratch.marketplace_transactions.insert(*it);

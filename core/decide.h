@@ -36,6 +36,12 @@ struct Decision {
 absl::StatusOr<Decision> Decide(const AccountState& state,
                                 const Command& command, absl::Time now);
 
+// The ids of the invoices and credit memos whose entries in
+// AccountState::invoices deciding `command` reads: the one it records and,
+// for a credit memo, its original. Deciding needs those entries (or their
+// absence) as they are; it reads no other. Empty for other commands.
+std::vector<std::string> InvoicesReadBy(const Command& command);
+
 // A copy of `state` on which each of `commands` in turn decides as it would
 // on `state` with the decisions before it applied. When every command
 // records an invoice, credit memo or marketplace transaction, the copy

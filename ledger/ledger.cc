@@ -163,39 +163,18 @@ absl::Status Ledger::LoadAccount(Account* account) {
   }
   core::AccountState state;
   state.account_id = id;
-  // The account's snapshot part, then its invoices ("<id>\0<invoice id>").
-  bool have_part = false;
-  RETURN_IF_ERROR(
-      store_
-          ->ReadSnapshotParts(
-              {.family = id},
-              [&](absl::string_view key, absl::string_view blob) {
-                if (const size_t nul = key.find('\0'); nul != key.npos) {
-                  v1::InvoiceSnapshot invoice;
-                  if (!have_part ||
-                      !invoice.ParseFromArray(blob.data(),
-                                              static_cast<int>(blob.size())) ||
-                      invoice.invoice_id() != key.substr(nul + 1)) {
-                    return absl::DataLossError(absl::StrCat(
-                        "the snapshot of invoice ",
-                        core::Quote(key.substr(nul + 1)), " of account ",
-                        core::Quote(id), " does not decode or has no account"));
-                  }
-                  return core::AddInvoiceSnapshot(state, invoice);
-                }
-                v1::AccountSnapshot a;
-                if (!a.ParseFromArray(blob.data(),
-                                      static_cast<int>(blob.size())) ||
-                    a.account_id() != id) {
-                  return absl::DataLossError(
-                      absl::StrCat("the snapshot of account ", core::Quote(id),
-                                   " does not decode"));
-                }
-                ASSIGN_OR_RETURN(state, core::FromSnapshot(a));
-                have_part = true;
-                return absl::OkStatus();
-              })
-          .status());
+  // The account's snapshot part, without its invoices: those are read one
+  // by one when a command needs them (LoadInvoicesFor).
+  ASSIGN_OR_RETURN(std::optional<std::string> part,
+                   store_->ReadSnapshotPart(id));
+  if (part.has_value()) {
+    v1::AccountSnapshot a;
+    if (!a.ParseFromString(*part) || a.account_id() != id) {
+      return absl::DataLossError(absl::StrCat(
+          "the snapshot of account ", core::Quote(id), " does not decode"));
+    }
+    ASSIGN_OR_RETURN(state, core::FromSnapshot(a));
+  }
   // Then its events after the part. No command of this account has run
   // since Open, so these are all it has: the state at applied_through_.
   absl::flat_hash_set<std::string> changed;
@@ -212,27 +191,174 @@ absl::Status Ledger::LoadAccount(Account* account) {
                          ", expected ", state.version + 1));
       }
       ASSIGN_OR_RETURN(LoggedEvent logged, Decode(record));
+      std::vector<std::string> touched = core::InvoicesChangedBy(logged.event);
+      // A credit memo changes its original, which may be saved on its own.
+      for (size_t k = 1; k < touched.size(); ++k) {
+        if (state.invoices.contains(touched[k])) continue;
+        ASSIGN_OR_RETURN(std::optional<v1::InvoiceSnapshot> saved,
+                         ReadSavedInvoice(id, touched[k]));
+        if (saved.has_value()) {
+          RETURN_IF_ERROR(core::AddInvoiceSnapshot(state, *saved));
+        }
+      }
       absl::Status applied = core::Apply(state, logged.event);
       if (!applied.ok()) {
         return absl::DataLossError(absl::StrCat(
             "event at position ", record.position, ": ", applied.message()));
       }
-      for (std::string& invoice : core::InvoicesChangedBy(logged.event)) {
-        changed.insert(std::move(invoice));
-      }
+      for (std::string& invoice : touched) changed.insert(std::move(invoice));
       replayed = true;
     }
   }
-  {
-    absl::MutexLock state_lock(&account->state_mu);
-    account->state = std::move(state);
-  }
+  // The replayed entries are not in the saved snapshot: the next one saves
+  // them (and keeps them in memory until then).
+  absl::MutexLock apply_lock(&apply_mu_);
+  absl::MutexLock state_lock(&account->state_mu);
+  account->state = std::move(state);
   if (replayed) {
-    // Not in the saved snapshot: the next one saves this account.
-    absl::MutexLock apply_lock(&apply_mu_);
     dirty_[account].insert(changed.begin(), changed.end());
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<v1::InvoiceSnapshot>> Ledger::ReadSavedInvoice(
+    absl::string_view account_id, absl::string_view invoice_id) const {
+  ASSIGN_OR_RETURN(std::optional<std::string> blob,
+                   store_->ReadSnapshotPart(absl::StrCat(
+                       account_id, absl::string_view("\0", 1), invoice_id)));
+  if (!blob.has_value()) return std::nullopt;
+  v1::InvoiceSnapshot invoice;
+  if (!invoice.ParseFromString(*blob) || invoice.invoice_id() != invoice_id) {
+    return absl::DataLossError(absl::StrCat(
+        "the snapshot of invoice ", core::Quote(invoice_id), " of account ",
+        core::Quote(account_id), " does not decode"));
+  }
+  return invoice;
+}
+
+absl::Status Ledger::LoadInvoicesFor(
+    Account* account, const std::vector<core::Command>& commands) {
+  std::string account_id;
+  absl::flat_hash_set<std::string> missing;
+  {
+    absl::ReaderMutexLock state_lock(&account->state_mu);
+    account_id = account->state.account_id;
+    for (const core::Command& c : commands) {
+      for (std::string& id : core::InvoicesReadBy(c)) {
+        if (!account->state.invoices.contains(id))
+          missing.insert(std::move(id));
+      }
+    }
+  }
+  if (missing.empty()) return absl::OkStatus();
+  std::vector<v1::InvoiceSnapshot> found;
+  for (const std::string& id : missing) {
+    ASSIGN_OR_RETURN(std::optional<v1::InvoiceSnapshot> saved,
+                     ReadSavedInvoice(account_id, id));
+    if (saved.has_value()) found.push_back(std::move(*saved));
+  }
+  if (found.empty()) return absl::OkStatus();
+  // The account is busy with these commands: nothing else changes its
+  // entries meanwhile.
+  absl::MutexLock state_lock(&account->state_mu);
+  for (const v1::InvoiceSnapshot& invoice : found) {
+    RETURN_IF_ERROR(core::AddInvoiceSnapshot(account->state, invoice));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<core::InvoiceEntry>> Ledger::FindInvoice(
+    const std::string& account_id, const std::string& invoice_id) {
+  std::optional<core::InvoiceEntry> entry;
+  RETURN_IF_ERROR(Read(account_id, [&](const core::AccountState& s) {
+    if (auto it = s.invoices.find(invoice_id); it != s.invoices.end()) {
+      entry = it->second;
+    }
+  }));
+  if (entry.has_value()) return entry;
+  // Not in memory: saved before it left (eviction saves first), or none.
+  ASSIGN_OR_RETURN(std::optional<v1::InvoiceSnapshot> saved,
+                   ReadSavedInvoice(account_id, invoice_id));
+  if (saved.has_value()) entry = core::InvoiceEntryOf(*saved);
+  return entry;
+}
+
+absl::StatusOr<core::AccountState> Ledger::ReadWholeState(
+    const std::string& account_id) {
+  core::AccountState state;
+  RETURN_IF_ERROR(
+      Read(account_id, [&](const core::AccountState& s) { state = s; }));
+  RETURN_IF_ERROR(
+      store_
+          ->ReadSnapshotParts(
+              {.family = account_id},
+              [&](absl::string_view key, absl::string_view blob) {
+                const size_t nul = key.find('\0');
+                if (nul == key.npos) return absl::OkStatus();
+                const absl::string_view id = key.substr(nul + 1);
+                if (state.invoices.contains(id)) return absl::OkStatus();
+                v1::InvoiceSnapshot invoice;
+                if (!invoice.ParseFromArray(blob.data(),
+                                            static_cast<int>(blob.size())) ||
+                    invoice.invoice_id() != id) {
+                  return absl::DataLossError(
+                      absl::StrCat("the snapshot of invoice ", core::Quote(id),
+                                   " of account ", core::Quote(account_id),
+                                   " does not decode"));
+                }
+                // Saved by a snapshot after the state was read.
+                if (invoice.recorded_version() > state.version) {
+                  return absl::OkStatus();
+                }
+                return core::AddInvoiceSnapshot(state, invoice);
+              })
+          .status());
+  return state;
+}
+
+size_t Ledger::InvoicesInMemory() {
+  size_t n = 0;
+  absl::ReaderMutexLock lock(&accounts_mu_);
+  for (const auto& [id, account] : accounts_) {
+    absl::ReaderMutexLock state_lock(&account->state_mu);
+    n += account->state.invoices.size();
+  }
+  return n;
+}
+
+void Ledger::EvictSavedInvoices() {
+  std::vector<Account*> accounts;
+  {
+    absl::ReaderMutexLock lock(&accounts_mu_);
+    accounts.reserve(accounts_.size());
+    for (const auto& [id, account] : accounts_) {
+      accounts.push_back(account.get());
+    }
+  }
+  for (Account* account : accounts) {
+    absl::btree_map<std::string, core::InvoiceEntry> dropped;
+    // An account that runs a command may have looked entries up for it
+    // (LoadInvoicesFor) that its events will change: left for next time.
+    // No command starts while queue_mu is held.
+    absl::MutexLock queue_lock(&account->queue_mu);
+    if (account->busy) continue;
+    absl::MutexLock apply_lock(&apply_mu_);
+    absl::MutexLock state_lock(&account->state_mu);
+    auto& invoices = account->state.invoices;
+    if (invoices.empty()) continue;
+    // Those changed since the snapshot's cut stay until one saves them.
+    absl::btree_map<std::string, core::InvoiceEntry> kept;
+    if (auto dirty = dirty_.find(account); dirty != dirty_.end()) {
+      for (const std::string& id : dirty->second) {
+        if (auto it = invoices.find(id); it != invoices.end()) {
+          kept.insert(*it);
+        }
+      }
+    }
+    dropped.swap(invoices);
+    invoices.swap(kept);
+    // `dropped` is freed after the locks are released.
+  }
 }
 
 absl::Status Ledger::LoadAll() {
@@ -425,6 +551,11 @@ bool Ledger::Start(Account* account, Pending p) {
       p.done(std::move(results));
       return true;
     }
+  }
+  if (absl::Status loaded = LoadInvoicesFor(account, p.commands);
+      !loaded.ok()) {
+    p.done(BatchResults(n, loaded));
+    return true;
   }
   const absl::Time now = clock_->Now();
   auto appended = std::make_shared<Appended>();
@@ -911,6 +1042,8 @@ absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
     return saved;
   }
   last_snapshot_position_ = cut.position;
+  // What it saved and nothing changed since is on disk now.
+  EvictSavedInvoices();
   {
     absl::MutexLock lock(&snapshot_info_mu_);
     snapshot_info_ =

@@ -184,8 +184,31 @@ class Ledger {
 
   // Runs `fn` on the account's state under its read lock. An unknown account
   // reads as empty. `fn` must not call back into the ledger.
+  //
+  // The state's `invoices` holds only the entries changed since the last
+  // snapshot and those looked up since (by commands or FindInvoice): a
+  // snapshot saves each entry as its own part, and the entries saved and
+  // not changed since leave memory, so that memory follows the recent
+  // traffic, not the history. FindInvoice and ReadWholeState read the rest.
   absl::Status Read(const std::string& account_id,
                     const std::function<void(const core::AccountState&)>& fn);
+
+  // The account's entry of an invoice or credit memo, or std::nullopt if it
+  // has none: from memory, or else from its saved snapshot part.
+  absl::StatusOr<std::optional<core::InvoiceEntry>> FindInvoice(
+      const std::string& account_id, const std::string& invoice_id);
+
+  // The account's state with every invoice and credit memo (those Read
+  // shows, and the saved ones it does not hold). It costs what the
+  // account's history costs: for audits, tests and listings. Exact when no
+  // command of the account runs meanwhile; otherwise entries recorded
+  // after the state's version are left out.
+  absl::StatusOr<core::AccountState> ReadWholeState(
+      const std::string& account_id);
+
+  // The number of invoice and credit memo entries all accounts hold in
+  // memory.
+  size_t InvoicesInMemory();
 
   // Reads the events of an account's stream at versions [from, ...), up to
   // `limit`.
@@ -322,6 +345,18 @@ class Ledger {
   // Queues work for the completion threads.
   void Post(std::function<void()> work);
   void WorkLoop();
+  // Adds to the account's state the saved entries of the invoices that
+  // `commands` read (core::InvoicesReadBy) and that it does not hold. The
+  // account must be busy with these commands, so that no eviction runs
+  // before they are applied.
+  absl::Status LoadInvoicesFor(Account* account,
+                               const std::vector<core::Command>& commands);
+  // The saved entry of an invoice, or std::nullopt.
+  absl::StatusOr<std::optional<v1::InvoiceSnapshot>> ReadSavedInvoice(
+      absl::string_view account_id, absl::string_view invoice_id) const;
+  // After a snapshot is saved: drops from memory every entry that is saved
+  // and unchanged since, in each account that runs no command.
+  void EvictSavedInvoices();
   // Records what `event` changed in `account` since the last snapshot.
   void MarkChanged(Account* account, const v1::AccountEvent& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);

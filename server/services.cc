@@ -488,22 +488,19 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrderInvoices(
     RETURN_IF_ERROR(core::ValidatePurchaseOrderId(request->purchase_order_id(),
                                                   "purchase_order_id"));
     std::vector<uint64_t> versions;
-    bool found = false;
-    RETURN_IF_ERROR(ctx_->ledger()->Read(
-        request->account_id(), [&](const core::AccountState& s) {
-          auto po = s.purchase_orders.find(request->purchase_order_id());
-          if (po == s.purchase_orders.end()) return;
-          found = true;
-          for (const auto& [id, inv] : s.invoices) {
-            if (inv.purchase_order_id == po->first &&
-                inv.purchase_order_created_version ==
-                    po->second.created_version &&
-                inv.recorded_version > after) {
-              versions.push_back(inv.recorded_version);
-            }
-          }
-        }));
-    if (!found) return NotFound(request->purchase_order_id());
+    ASSIGN_OR_RETURN(const core::AccountState s,
+                     ctx_->ledger()->ReadWholeState(request->account_id()));
+    auto po = s.purchase_orders.find(request->purchase_order_id());
+    if (po == s.purchase_orders.end()) {
+      return NotFound(request->purchase_order_id());
+    }
+    for (const auto& [id, inv] : s.invoices) {
+      if (inv.purchase_order_id == po->first &&
+          inv.purchase_order_created_version == po->second.created_version &&
+          inv.recorded_version > after) {
+        versions.push_back(inv.recorded_version);
+      }
+    }
     std::sort(versions.begin(), versions.end());
     v1::ListPurchaseOrderInvoicesResponse out;
     uint64_t last = 0;
@@ -754,20 +751,18 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::GetInvoice(
     if (!v1::InvoiceView_IsValid(request->view())) {
       return core::InvalidField("view", "must be an InvoiceView");
     }
-    uint64_t version = 0;
-    RETURN_IF_ERROR(ctx_->ledger()->Read(
-        request->account_id(), [&](const core::AccountState& s) {
-          auto it = s.invoices.find(request->invoice_id());
-          if (it != s.invoices.end()) version = it->second.recorded_version;
-        }));
-    if (version == 0) {
+    ASSIGN_OR_RETURN(std::optional<core::InvoiceEntry> entry,
+                     ctx_->ledger()->FindInvoice(request->account_id(),
+                                                 request->invoice_id()));
+    if (!entry.has_value()) {
       return core::DomainError(
           absl::StatusCode::kNotFound, core::reason::kInvoiceNotFound,
           absl::StrCat("invoice ", core::Quote(request->invoice_id()),
                        " not found"));
     }
-    ASSIGN_OR_RETURN(ExecuteResult record, ctx_->ledger()->ReadRecord(
-                                               request->account_id(), version));
+    ASSIGN_OR_RETURN(ExecuteResult record,
+                     ctx_->ledger()->ReadRecord(request->account_id(),
+                                                entry->recorded_version));
     return convert::RecordedInvoiceOf(request->account_id(), record.events,
                                       request->view(), v1::INVOICE_VIEW_FULL);
   }));
