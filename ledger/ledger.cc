@@ -238,17 +238,23 @@ absl::StatusOr<std::optional<v1::InvoiceSnapshot>> Ledger::ReadSavedInvoice(
 
 absl::Status Ledger::LoadInvoicesFor(
     Account* account, const std::vector<core::Command>& commands) {
+  std::vector<std::string> read;
+  for (const core::Command& c : commands) {
+    for (std::string& id : core::InvoicesReadBy(c)) {
+      read.push_back(std::move(id));
+    }
+  }
   std::string account_id;
   absl::flat_hash_set<std::string> missing;
   {
-    absl::ReaderMutexLock state_lock(&account->state_mu);
+    // Pinned before anything is looked at: from here on, eviction keeps
+    // the entries found in memory.
+    absl::MutexLock state_lock(&account->state_mu);
     account_id = account->state.account_id;
-    for (const core::Command& c : commands) {
-      for (std::string& id : core::InvoicesReadBy(c)) {
-        if (!account->state.invoices.contains(id))
-          missing.insert(std::move(id));
-      }
+    for (const std::string& id : read) {
+      if (!account->state.invoices.contains(id)) missing.insert(id);
     }
+    account->pinned = std::move(read);
   }
   if (missing.empty()) return absl::OkStatus();
   std::vector<v1::InvoiceSnapshot> found;
@@ -258,8 +264,8 @@ absl::Status Ledger::LoadInvoicesFor(
     if (saved.has_value()) found.push_back(std::move(*saved));
   }
   if (found.empty()) return absl::OkStatus();
-  // The account is busy with these commands: nothing else changes its
-  // entries meanwhile.
+  // The account runs only these commands: nothing else adds entries
+  // meanwhile.
   absl::MutexLock state_lock(&account->state_mu);
   for (const v1::InvoiceSnapshot& invoice : found) {
     RETURN_IF_ERROR(core::AddInvoiceSnapshot(account->state, invoice));
@@ -337,24 +343,20 @@ void Ledger::EvictSavedInvoices() {
   }
   for (Account* account : accounts) {
     absl::btree_map<std::string, core::InvoiceEntry> dropped;
-    // An account that runs a command may have looked entries up for it
-    // (LoadInvoicesFor) that its events will change: left for next time.
-    // No command starts while queue_mu is held.
-    absl::MutexLock queue_lock(&account->queue_mu);
-    if (account->busy) continue;
     absl::MutexLock apply_lock(&apply_mu_);
     absl::MutexLock state_lock(&account->state_mu);
     auto& invoices = account->state.invoices;
     if (invoices.empty()) continue;
-    // Those changed since the snapshot's cut stay until one saves them.
+    // Those changed since the snapshot's cut stay until one saves them;
+    // those pinned stay for the command that reads them.
     absl::btree_map<std::string, core::InvoiceEntry> kept;
+    auto keep = [&](const std::string& id) {
+      if (auto it = invoices.find(id); it != invoices.end()) kept.insert(*it);
+    };
     if (auto dirty = dirty_.find(account); dirty != dirty_.end()) {
-      for (const std::string& id : dirty->second) {
-        if (auto it = invoices.find(id); it != invoices.end()) {
-          kept.insert(*it);
-        }
-      }
+      for (const std::string& id : dirty->second) keep(id);
     }
+    for (const std::string& id : account->pinned) keep(id);
     dropped.swap(invoices);
     invoices.swap(kept);
     // `dropped` is freed after the locks are released.

@@ -279,6 +279,9 @@ class Ledger {
     // Held briefly: to decide (shared) and to apply (exclusive).
     absl::Mutex state_mu;
     core::AccountState state ABSL_GUARDED_BY(state_mu);
+    // The invoice entries the running (or last) command reads: eviction
+    // keeps them, so that what it decided on is still there to apply to.
+    std::vector<std::string> pinned ABSL_GUARDED_BY(state_mu);
     // Accounts listed at Open are loaded once, on first use (EnsureLoaded);
     // those created later start loaded.
     std::atomic<bool> loaded{false};
@@ -345,17 +348,16 @@ class Ledger {
   // Queues work for the completion threads.
   void Post(std::function<void()> work);
   void WorkLoop();
-  // Adds to the account's state the saved entries of the invoices that
-  // `commands` read (core::InvoicesReadBy) and that it does not hold. The
-  // account must be busy with these commands, so that no eviction runs
-  // before they are applied.
+  // Pins the invoice entries that `commands` read (core::InvoicesReadBy),
+  // and adds to the account's state the saved ones it does not hold. Runs
+  // as the account's command starts; the pins last until the next one's.
   absl::Status LoadInvoicesFor(Account* account,
                                const std::vector<core::Command>& commands);
   // The saved entry of an invoice, or std::nullopt.
   absl::StatusOr<std::optional<v1::InvoiceSnapshot>> ReadSavedInvoice(
       absl::string_view account_id, absl::string_view invoice_id) const;
   // After a snapshot is saved: drops from memory every entry that is saved
-  // and unchanged since, in each account that runs no command.
+  // and unchanged since, but those pinned.
   void EvictSavedInvoices();
   // Records what `event` changed in `account` since the last snapshot.
   void MarkChanged(Account* account, const v1::AccountEvent& event)

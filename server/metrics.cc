@@ -61,6 +61,11 @@ class LiveCollectable final : public prometheus::Collectable {
         accounts_loaded_(Gauge("poledger_accounts_loaded",
                                "1 once every account is loaded after the "
                                "start (they load after SERVING)")),
+        invoices_in_memory_(Gauge(
+            "poledger_invoices_in_memory",
+            "Invoice and credit memo entries held in memory: those changed "
+            "since the last snapshot and those read back since (the rest are "
+            "on disk)")),
         scheduler_lag_(Gauge("poledger_scheduler_lag_seconds",
                              "How far the clock is past the oldest expiry or "
                              "reminder still due (0: none overdue)")),
@@ -94,6 +99,7 @@ class LiveCollectable final : public prometheus::Collectable {
     scheduler_lag_.Set(v.scheduler_lag_seconds);
     slowest_stream_lag_.Set(static_cast<double>(v.slowest_stream_lag_events));
     accounts_loaded_.Set(v.accounts_loaded ? 1 : 0);
+    invoices_in_memory_.Set(static_cast<double>(v.invoices_in_memory));
     for (const auto& [method, n] : v.open_streams_by_method) {
       streams_by_method_.Add({{"method", method}}).Set(static_cast<double>(n));
     }
@@ -127,6 +133,7 @@ class LiveCollectable final : public prometheus::Collectable {
   prometheus::Gauge& open_streams_;
   prometheus::Gauge& slowest_stream_lag_;
   prometheus::Gauge& accounts_loaded_;
+  prometheus::Gauge& invoices_in_memory_;
   prometheus::Gauge& scheduler_lag_;
   prometheus::Family<prometheus::Gauge>& purchase_orders_;
   prometheus::Family<prometheus::Gauge>& streams_by_method_;

@@ -40,6 +40,8 @@ struct LiveValues {
   bool accounts_loaded = false;
   // How far the clock is past the oldest expiry or reminder still due.
   double scheduler_lag_seconds = 0;
+  // Invoice entries the ledger holds in memory (Ledger::InvoicesInMemory).
+  uint64_t invoices_in_memory = 0;
 };
 
 class ServerMetrics {

@@ -372,6 +372,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       }
       const std::vector<std::string> accounts = raw->ledger->AccountIds();
       v.accounts = accounts.size();
+      v.invoices_in_memory = raw->ledger->InvoicesInMemory();
       std::optional<absl::Time> oldest_due;
       for (const std::string& account : accounts) {
         (void)raw->ledger->Read(account, [&](const core::AccountState& s) {

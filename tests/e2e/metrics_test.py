@@ -110,6 +110,8 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(self.get(after, "poledger_eventstore_write_failed"), 0)
         self.assertEqual(self.get(after, "poledger_accounts"), 2)
         self.assertEqual(self.get(after, "poledger_accounts_loaded"), 1)
+        # No snapshot ran: the 20 invoices are held in memory until one does.
+        self.assertEqual(delta("poledger_invoices_in_memory"), 20)
         self.assertEqual(self.get(after, "poledger_purchase_orders", status="ACTIVE"), 3)
         self.assertEqual(self.get(after, "poledger_purchase_orders", status="SUSPENDED"), 0)
         self.assertEqual(self.get(after, "poledger_snapshot_age_events"),
