@@ -140,6 +140,7 @@ v1::PurchaseOrder ToApi(const std::string& account_id,
   *out.mutable_create_time() = core::ToProtoTime(po.create_time);
   *out.mutable_update_time() = core::ToProtoTime(po.update_time);
   out.set_version(po.version);
+  out.set_line_item_count(static_cast<int32_t>(po.lines.size()));
   return out;
 }
 

@@ -326,7 +326,15 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrders(
     if (!v1::PurchaseOrderStatus_IsValid(request->status())) {
       return core::InvalidField("status", "is not a purchase order status");
     }
+    if (!v1::PurchaseOrderView_IsValid(request->view())) {
+      return core::InvalidField("view", "must be a PurchaseOrderView");
+    }
+    // Pages stay small whatever the purchase orders hold: 100 of 100 lines
+    // each are ~600 KB in the full view.
+    constexpr size_t kMaxPageBytes = 96 << 10;
+    const bool basic = request->view() == v1::PURCHASE_ORDER_VIEW_BASIC;
     v1::ListPurchaseOrdersResponse out;
+    size_t bytes = 0;
     RETURN_IF_ERROR(ctx_->ledger()->Read(
         request->account_id(), [&](const core::AccountState& s) {
           for (auto it = s.purchase_orders.upper_bound(after);
@@ -335,13 +343,19 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrders(
                 it->second.status != request->status()) {
               continue;
             }
-            if (out.purchase_orders_size() == page_size) {
+            v1::PurchaseOrder po =
+                convert::ToApi(request->account_id(), it->second);
+            if (basic) po.clear_line_items();
+            // Its bytes in the page, with the field's tag and length.
+            const size_t size = po.ByteSizeLong() + 4;
+            const int n = out.purchase_orders_size();
+            if (n == page_size || (n > 0 && bytes + size > kMaxPageBytes)) {
               out.set_next_page_token(MakePageToken(
-                  query, out.purchase_orders(page_size - 1).purchase_order_id()));
+                  query, out.purchase_orders(n - 1).purchase_order_id()));
               break;
             }
-            *out.add_purchase_orders() =
-                convert::ToApi(request->account_id(), it->second);
+            bytes += size;
+            *out.add_purchase_orders() = std::move(po);
           }
         }));
     return out;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/civil_time.h"
 #include "core/proto_time.h"
 #include "gmock/gmock.h"
@@ -228,6 +229,67 @@ TEST_F(ApiTest, CreateGetListWithDerivedFields) {
   ASSERT_TRUE(pos_->ListPurchaseOrders(&ctx, req, &resp).ok());
   ASSERT_EQ(resp.purchase_orders_size(), 1);
   EXPECT_EQ(resp.purchase_orders(0).purchase_order_id(), "po-3");
+}
+
+// An account at the limits: 100 purchase orders of 100 lines. The default
+// (full) view pages by size, under 100 KB each; the basic view leaves the
+// lines out and lists all 100 in one page.
+TEST_F(ApiTest, ListPagesStaySmallForPurchaseOrdersOfManyLines) {
+  for (int i = 0; i < 100; ++i) {
+    v1::PurchaseOrder po = NewPo(absl::StrFormat("po-%03d", i));
+    for (int n = 2; n <= 100; ++n) {
+      v1::LineItem* l = po.add_line_items();
+      *l = po.line_items(0);
+      l->set_line_number(n);
+    }
+    v1::PurchaseOrder created;
+    ASSERT_TRUE(Create(po, &created).ok()) << i;
+  }
+  auto list = [&](v1::PurchaseOrderView view, const std::string& token,
+                  v1::ListPurchaseOrdersResponse* page) {
+    grpc::ClientContext ctx;
+    v1::ListPurchaseOrdersRequest req;
+    req.set_account_id(kAccount);
+    req.set_view(view);
+    req.set_page_token(token);
+    return pos_->ListPurchaseOrders(&ctx, req, page);
+  };
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    v1::ListPurchaseOrdersResponse page;
+    ASSERT_TRUE(list(v1::PURCHASE_ORDER_VIEW_UNSPECIFIED, token, &page).ok());
+    EXPECT_LT(page.ByteSizeLong(), 100u * 1000) << "page " << pages;
+    ASSERT_GT(page.purchase_orders_size(), 0);
+    for (const auto& po : page.purchase_orders()) {
+      EXPECT_EQ(po.line_items_size(), 100);
+      EXPECT_EQ(po.line_item_count(), 100);
+      seen.push_back(po.purchase_order_id());
+    }
+    token = page.next_page_token();
+    ++pages;
+  } while (!token.empty() && pages < 100);
+  EXPECT_GT(pages, 5);
+  ASSERT_EQ(seen.size(), 100u);
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(seen[i], absl::StrFormat("po-%03d", i));
+  }
+
+  v1::ListPurchaseOrdersResponse basic;
+  ASSERT_TRUE(list(v1::PURCHASE_ORDER_VIEW_BASIC, "", &basic).ok());
+  EXPECT_LT(basic.ByteSizeLong(), 100u * 1000);
+  ASSERT_EQ(basic.purchase_orders_size(), 100);
+  EXPECT_TRUE(basic.next_page_token().empty());
+  EXPECT_EQ(basic.purchase_orders(7).line_items_size(), 0);
+  EXPECT_EQ(basic.purchase_orders(7).line_item_count(), 100);
+  EXPECT_EQ(basic.purchase_orders(7).balance().units(), 100 * 1000);
+
+  v1::ListPurchaseOrdersResponse bad;
+  const grpc::Status refused =
+      list(static_cast<v1::PurchaseOrderView>(9), "", &bad);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), ::testing::HasSubstr("view"));
 }
 
 TEST_F(ApiTest, ErrorsCarryCodeReasonAndField) {
