@@ -118,7 +118,7 @@ for c in 1 16 64 256; do
   pl_single[$c]="$(awk -v c="$c" '$1 == "RecordInvoice" && $2 == c { print $3 }' "$work/single.txt")"
 done
 for c in 1 4; do
-  pl_batch[$c]="$(awk -v c="$c" '$1 == "BatchRecordInvoices/500" && $2 == c { gsub(/\(/, "", $9); print $9 }' "$work/batch.txt")"
+  pl_batch[$c]="$(awk -v c="$c" '$1 == "BatchRecordInvoices/500" && $2 == c { gsub(/\(/, "", $10); print $10 }' "$work/batch.txt")"
 done
 
 # --- Report -----------------------------------------------------------------

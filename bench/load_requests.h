@@ -12,16 +12,18 @@
 
 namespace poledger {
 
-// A purchase order of three line items (one AWS monthly usage, two of any
-// type), effective 2026-01 to 2036-12, 1,000,000,000 USD each.
-inline v1::PurchaseOrder LoadPurchaseOrder(const std::string& id) {
+// A purchase order of `lines` line items (the first AWS monthly usage, the
+// others of any type), effective 2026-01 to 2036-12, 1,000,000,000 USD
+// each. 100 of 100 lines are an account at the domain's limits.
+inline v1::PurchaseOrder LoadPurchaseOrder(const std::string& id,
+                                           int lines = 3) {
   v1::PurchaseOrder po;
   po.set_purchase_order_id(id);
   po.add_bill_from("Amazon Web Services, Inc.");
   po.set_currency_code("USD");
   po.set_effective_month("2026-01");
   po.set_expiration_month("2036-12");
-  for (int l = 1; l <= 3; ++l) {
+  for (int l = 1; l <= lines; ++l) {
     v1::LineItem* line = po.add_line_items();
     line->set_line_number(l);
     line->set_type(l == 1 ? v1::LINE_ITEM_TYPE_AWS_MONTHLY_USAGE

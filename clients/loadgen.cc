@@ -55,6 +55,8 @@ struct Figures {
   // CPU time per request; negative when not measured.
   double client_cpu_us = -1;
   double server_cpu_us = -1;
+  // Bytes of an answer (the serialized response), on average.
+  double answer_bytes = 0;
 };
 
 // CPU time (user + system, all threads) this process has used.
@@ -97,6 +99,9 @@ void NoteError(const grpc::Status& s) {
   }
 }
 
+// Bytes of the answers received so far.
+std::atomic<int64_t> answer_bytes{0};
+
 // Issues one request; calls done(ok) when it completes.
 using Issue = std::function<void(int64_t seq, std::function<void(bool)> done)>;
 
@@ -110,6 +115,9 @@ void Send(std::unique_ptr<Request> request, std::function<void(bool)> done,
   Request* req = request.release();
   auto* resp = new Response;
   call(ctx, req, resp, [=](grpc::Status s) {
+    if (s.ok()) {
+      answer_bytes += static_cast<int64_t>(resp->ByteSizeLong());
+    }
     delete ctx;
     delete req;
     delete resp;
@@ -125,6 +133,7 @@ struct Samples {
   double seconds = 0;
   double client_cpu_seconds = 0;
   double server_cpu_seconds = 0;  // Negative once a reading failed.
+  int64_t answer_bytes = 0;
   // Numbers the requests (ids must not repeat across windows).
   int64_t next_seq = 0;
 };
@@ -134,6 +143,7 @@ struct Samples {
 void Run(int concurrency, absl::Duration duration, const Issue& issue,
          int server_pid, Samples* out) {
   const double client_cpu_start = OwnCpuSeconds();
+  const int64_t answer_bytes_start = answer_bytes.load();
   const double server_cpu_start =
       server_pid > 0 ? ProcessCpuSeconds(server_pid) : -1;
   std::mutex mu;
@@ -170,6 +180,7 @@ void Run(int concurrency, absl::Duration duration, const Issue& issue,
   out->seconds += absl::ToDoubleSeconds(absl::Now() - start);
   out->next_seq = seq.load();
   out->client_cpu_seconds += OwnCpuSeconds() - client_cpu_start;
+  out->answer_bytes += answer_bytes.load() - answer_bytes_start;
   const double server_cpu_end =
       server_pid > 0 ? ProcessCpuSeconds(server_pid) : -1;
   if (server_cpu_start < 0 || server_cpu_end < 0) {
@@ -192,6 +203,7 @@ Figures Summarize(Samples& samples) {
   if (!latencies.empty()) {
     const double n = static_cast<double>(latencies.size());
     f.client_cpu_us = samples.client_cpu_seconds * 1e6 / n;
+    f.answer_bytes = static_cast<double>(samples.answer_bytes) / n;
     if (samples.server_cpu_seconds >= 0) {
       f.server_cpu_us = samples.server_cpu_seconds * 1e6 / n;
     }
@@ -213,6 +225,7 @@ int Main(int argc, char** argv) {
   std::vector<std::string> methods = {"info",    "get",    "get-invoice",
                                       "invoice", "create", "batch"};
   std::string batch_sizes = "100,1000";
+  std::string account_size = "small";
   CLI::App app("poledger-loadgen: throughput and latency of a running server");
   app.add_option("--server", server, "host:port")->capture_default_str();
   app.add_option("--seconds", seconds, "Per measurement")->capture_default_str();
@@ -245,6 +258,13 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--batch-sizes", batch_sizes,
                  "Invoices per BatchRecordInvoices call, for method batch")
+      ->capture_default_str();
+  app.add_option("--account-size", account_size,
+                 "small: each account has one purchase order of 3 lines; "
+                 "full: 100 purchase orders of 100 lines each (the domain's "
+                 "limits, where the biggest users' invoices land), all of "
+                 "which fit the invoices sent")
+      ->check(CLI::IsMember({"small", "full"}))
       ->capture_default_str();
   app.add_option("--server-pid", server_pid,
                  "The server's process id, if it runs on this machine: "
@@ -285,15 +305,23 @@ int Main(int argc, char** argv) {
   auto wanted = [&](const char* name) {
     return std::find(methods.begin(), methods.end(), name) != methods.end();
   };
-  // Set up one purchase order per account so invoices match, and one
-  // invoice per account for GetInvoice to read.
+  // Set up one purchase order per account so invoices match (or 100 of 100
+  // lines each, --account-size=full), and one invoice per account for
+  // GetInvoice to read.
+  const bool full = account_size == "full";
   for (int a = 0; a < accounts; ++a) {
-    grpc::ClientContext ctx;
-    v1::CreatePurchaseOrderRequest req;
-    req.set_account_id(account(a));
-    *req.mutable_purchase_order() = LoadPurchaseOrder("base");
-    v1::PurchaseOrder out;
-    grpc::Status s = pos->CreatePurchaseOrder(&ctx, req, &out);
+    grpc::Status s;
+    for (int p = 0; p < (full ? 100 : 1) && s.ok(); ++p) {
+      grpc::ClientContext ctx;
+      v1::CreatePurchaseOrderRequest req;
+      req.set_account_id(account(a));
+      *req.mutable_purchase_order() =
+          full ? LoadPurchaseOrder(p == 0 ? "base" : absl::StrCat("full-", p),
+                                   100)
+               : LoadPurchaseOrder("base");
+      v1::PurchaseOrder out;
+      s = pos->CreatePurchaseOrder(&ctx, req, &out);
+    }
     if (s.ok() && wanted("get-invoice")) {
       grpc::ClientContext invoice_ctx;
       v1::RecordInvoiceRequest invoice_req;
@@ -311,8 +339,10 @@ int Main(int argc, char** argv) {
   const absl::Duration duration = absl::Seconds(seconds);
   // CPU columns: microseconds of CPU time (user + system, all threads) per
   // request, of this process and of the server ("-": no --server-pid).
-  std::printf("%-22s %5s %12s %10s %10s %7s %9s %9s\n", "method", "conc",
-              "req/s", "p50 us", "p99 us", "errors", "cli cpu", "srv cpu");
+  // And the bytes of an answer, on average.
+  std::printf("%-22s %5s %12s %10s %10s %7s %9s %9s %9s\n", "method", "conc",
+              "req/s", "p50 us", "p99 us", "errors", "cli cpu", "srv cpu",
+              "answer B");
   for (absl::string_view c : absl::StrSplit(concurrency_list, ',')) {
     int concurrency = 0;
     if (!absl::SimpleAtoi(c, &concurrency) || concurrency < 1) {
@@ -387,6 +417,9 @@ int Main(int argc, char** argv) {
         invoices_of(seq)->async()->BatchRecordInvoices(
             ctx, raw, resp, [=](grpc::Status status) {
               bool ok = status.ok() && resp->results_size() == size;
+              if (status.ok()) {
+                answer_bytes += static_cast<int64_t>(resp->ByteSizeLong());
+              }
               for (const auto& r : resp->results()) {
                 if (r.has_error()) {
                   ok = false;
@@ -436,10 +469,11 @@ int Main(int argc, char** argv) {
       auto cpu = [](double us) {
         return us < 0 ? std::string("-") : absl::StrFormat("%.1f", us);
       };
-      std::printf("%-22s %5d %12.0f %10.0f %10.0f %7lld %9s %9s\n",
+      std::printf("%-22s %5d %12.0f %10.0f %10.0f %7lld %9s %9s %9.0f\n",
                   name.c_str(), concurrency, f.per_second, f.p50_us, f.p99_us,
                   static_cast<long long>(f.errors),
-                  cpu(f.client_cpu_us).c_str(), cpu(f.server_cpu_us).c_str());
+                  cpu(f.client_cpu_us).c_str(), cpu(f.server_cpu_us).c_str(),
+                  f.answer_bytes);
       if (!f.first_error.empty()) {
         std::printf("  first error: %s\n", f.first_error.c_str());
       }
@@ -467,15 +501,15 @@ int Main(int argc, char** argv) {
         const std::string name = absl::StrCat("batch-", size);
         const Figures& f = figures[name] = Summarize(samples[name]);
         std::printf(
-            "%-22s %5d %12.0f %10.0f %10.0f %7lld %9.1f %9s  (%.0f "
-            "invoices/s; cpu per invoice)\n",
+            "%-22s %5d %12.0f %10.0f %10.0f %7lld %9.1f %9s %9.0f  (%.0f "
+            "invoices/s; cpu and bytes per invoice)\n",
             absl::StrCat("BatchRecordInvoices/", size).c_str(), concurrency,
             f.per_second, f.p50_us, f.p99_us, static_cast<long long>(f.errors),
             f.client_cpu_us / size,
             f.server_cpu_us < 0
                 ? "-"
                 : absl::StrFormat("%.1f", f.server_cpu_us / size).c_str(),
-            f.per_second * size);
+            f.answer_bytes / size, f.per_second * size);
         if (!f.first_error.empty()) {
           std::printf("  first error: %s\n", f.first_error.c_str());
         }

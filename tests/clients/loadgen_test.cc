@@ -60,7 +60,7 @@ TEST_F(LoadgenTest, MeasuresEveryMethodAndConcurrencyWithoutErrors) {
                             absl::StartsWith(f.empty() ? "" : f[0], "Record") ||
                             absl::StartsWith(f.empty() ? "" : f[0], "Create");
     if (!method_row) continue;
-    ASSERT_EQ(f.size(), 8u) << line;
+    ASSERT_EQ(f.size(), 9u) << line;
     methods.push_back(absl::StrCat(f[0], "@", f[1]));
     double rate = 0, client_cpu = 0, server_cpu = 0;
     ASSERT_TRUE(absl::SimpleAtod(f[2], &rate)) << line;
@@ -73,6 +73,10 @@ TEST_F(LoadgenTest, MeasuresEveryMethodAndConcurrencyWithoutErrors) {
     EXPECT_LT(client_cpu, 1e6) << line;
     EXPECT_GT(server_cpu, 0) << line;
     EXPECT_LT(server_cpu, 1e6) << line;
+    // Every method here answers with a message of some bytes.
+    double answer = 0;
+    ASSERT_TRUE(absl::SimpleAtod(f[8], &answer)) << line;
+    EXPECT_GT(answer, 0) << line;
   }
   EXPECT_THAT(methods,
               ::testing::ElementsAre(
@@ -100,7 +104,7 @@ TEST_F(LoadgenTest, WithoutAServerPidReportsOnlyItsOwnCpu) {
         absl::StrSplit(line, ' ', absl::SkipWhitespace());
     if (f.empty() || f[0] != "GetServerInfo") continue;
     seen = true;
-    ASSERT_EQ(f.size(), 8u) << line;
+    ASSERT_EQ(f.size(), 9u) << line;
     double client_cpu = 0;
     EXPECT_TRUE(absl::SimpleAtod(f[6], &client_cpu)) << line;
     EXPECT_EQ(f[7], "-") << line;
@@ -108,6 +112,26 @@ TEST_F(LoadgenTest, WithoutAServerPidReportsOnlyItsOwnCpu) {
   EXPECT_TRUE(seen) << r.out;
   // Only what was measured gets a ratio.
   EXPECT_THAT(r.out, ::testing::Not(HasSubstr("ratio")));
+}
+
+// --account-size=full sets each account up at the domain's limits, 100
+// purchase orders of 100 lines, and measures against it.
+TEST_F(LoadgenTest, AFullAccountHasOneHundredPurchaseOrdersOfOneHundredLines) {
+  const testing::CommandResult r =
+      Run("--account-size=full --methods=get,invoice --seconds=0.3 "
+          "--rounds=1 --concurrency=1 --accounts=1");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("RecordInvoice +1 "));
+  const std::vector<std::string> accounts = server_->ledger()->AccountIds();
+  ASSERT_EQ(accounts.size(), 1u);
+  size_t purchase_orders = 0, lines = 0;
+  ASSERT_OK(
+      server_->ledger()->Read(accounts[0], [&](const core::AccountState& s) {
+        purchase_orders = s.purchase_orders.size();
+        for (const auto& [id, po] : s.purchase_orders) lines += po.lines.size();
+      }));
+  EXPECT_EQ(purchase_orders, 100u);
+  EXPECT_EQ(lines, 100u * 100u);
 }
 
 TEST_F(LoadgenTest, RefusesAnUnknownMethod) {
