@@ -208,7 +208,13 @@ absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
     }
     v1::InvoiceExplanation* why = a->mutable_explanation();
     why->set_summary(core::ExplanationSummary(e.explanation()));
+    // Of a compact explanation, only the selected purchase order: the FULL
+    // view rebuilds the rest (ExplainRecorded).
     *why->mutable_purchase_orders() = e.explanation().purchase_orders();
+    *why->mutable_runners_up() = e.explanation().runners_up();
+    *why->mutable_purchase_order_outcomes() =
+        e.explanation().purchase_order_outcomes();
+    why->set_fitting_lines(e.explanation().fitting_lines());
     return out;
   }
   if (logged.event.has_credit_memo_recorded()) {

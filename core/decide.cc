@@ -719,19 +719,13 @@ absl::StatusOr<Decision> DecideInvoice(const AccountState& state,
                                        const v1::InvoiceData& invoice,
                                        absl::Time now) {
   Events events(state, now);
-  const YearMonth period = *YearMonth::Parse(invoice.billing_period(), "");
-  MatchInput input;
-  input.bill_from = invoice.bill_from();
-  input.tax_registration_number = invoice.tax_registration_number();
-  input.currency_code = invoice.currency_code();
-  input.category = invoice.category();
-  input.billing_period = period;
-  input.amount_micros = invoice.amount_micros();
-  input.purchase_order_id = invoice.purchase_order_id();
+  const MatchInput input = MatchInputOf(invoice);
   const MatchResult result = Match(state, input);
   v1::InvoiceRecorded* e = events.Add().mutable_invoice_recorded();
   *e->mutable_invoice() = invoice;
-  *e->mutable_explanation() = Explain(state, input, result);
+  // The event keeps the compact form: ExplainRecorded gives the rest.
+  *e->mutable_explanation() =
+      Explain(state, input, result, ExplainDetail::kCompact);
   if (!result.matched()) {
     e->set_unmatched_reason(state.purchase_orders.empty()
                                 ? v1::UNMATCHED_REASON_NO_PURCHASE_ORDERS

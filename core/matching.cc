@@ -157,32 +157,67 @@ MatchResult Match(const AccountState& state, const MatchInput& input) {
 }
 
 v1::MatchExplanation Explain(const AccountState& state, const MatchInput& input,
-                             const MatchResult& result) {
+                             const MatchResult& result, ExplainDetail detail) {
   v1::MatchExplanation out;
+  const bool full = detail == ExplainDetail::kFull;
+  out.set_compact(!full);
   const int winner_rank =
       result.matched()
           ? TypeRank(input.category, result.line->definition.type())
           : -1;
   const bool winner_covers =
       result.matched() && Covers(*result.line, input.amount_micros);
+  // Purchase orders by outcome, indexed by the enum's value.
+  std::vector<int32_t> outcomes(v1::CandidateOutcome_ARRAYSIZE, 0);
+  // The best losing lines, best first, by the rules Match applies: type
+  // rank, then covering the amount, then the most recent update, the
+  // lowest purchase order id, the lowest line number.
+  struct Loser {
+    int rank;
+    bool short_of_amount;
+    uint64_t last_user_change;
+    const std::string* po_id;
+    int32_t line_number;
+    v1::CandidateOutcome outcome;
+    bool operator<(const Loser& o) const {
+      if (rank != o.rank) return rank < o.rank;
+      if (short_of_amount != o.short_of_amount) return !short_of_amount;
+      if (last_user_change != o.last_user_change) {
+        return last_user_change > o.last_user_change;
+      }
+      if (*po_id != *o.po_id) return *po_id < *o.po_id;
+      return line_number < o.line_number;
+    }
+  };
+  std::vector<Loser> runners_up;
+  int32_t fitting = 0;
   for (const auto& [id, po] : state.purchase_orders) {
-    v1::PurchaseOrderCandidate* c = out.add_purchase_orders();
+    const bool selected_po = &po == result.purchase_order;
+    // The full form lists every purchase order; the compact one only the
+    // selected purchase order, with only its selected line.
+    v1::PurchaseOrderCandidate scratch;
+    v1::PurchaseOrderCandidate* c =
+        full || selected_po ? out.add_purchase_orders() : &scratch;
     c->set_purchase_order_id(id);
+    auto decided = [&](v1::CandidateOutcome outcome) {
+      c->set_outcome(outcome);
+      ++outcomes[outcome];
+    };
     if (po.status != v1::PURCHASE_ORDER_STATUS_ACTIVE) {
-      c->set_outcome(v1::CANDIDATE_OUTCOME_NOT_ACTIVE);
+      decided(v1::CANDIDATE_OUTCOME_NOT_ACTIVE);
       continue;
     }
     if (std::find(po.header.bill_from().begin(), po.header.bill_from().end(),
                   input.bill_from) == po.header.bill_from().end()) {
-      c->set_outcome(v1::CANDIDATE_OUTCOME_BILL_FROM_MISMATCH);
+      decided(v1::CANDIDATE_OUTCOME_BILL_FROM_MISMATCH);
       continue;
     }
     if (!TaxRegistrationFits(po, input)) {
-      c->set_outcome(v1::CANDIDATE_OUTCOME_TAX_REGISTRATION_MISMATCH);
+      decided(v1::CANDIDATE_OUTCOME_TAX_REGISTRATION_MISMATCH);
       continue;
     }
     if (po.header.currency_code() != input.currency_code) {
-      c->set_outcome(v1::CANDIDATE_OUTCOME_CURRENCY_MISMATCH);
+      decided(v1::CANDIDATE_OUTCOME_CURRENCY_MISMATCH);
       continue;
     }
     bool any_fitting = false;
@@ -200,41 +235,90 @@ v1::MatchExplanation Explain(const AccountState& state, const MatchInput& input,
         continue;
       }
       any_fitting = true;
-      v1::LineCandidate* lc = c->add_lines();
-      lc->set_line_number(n);
+      ++fitting;
+      v1::CandidateOutcome outcome;
+      const bool covers = Covers(line, input.amount_micros);
       if (&line == result.line) {
-        lc->set_outcome(v1::CANDIDATE_OUTCOME_SELECTED);
+        outcome = v1::CANDIDATE_OUTCOME_SELECTED;
       } else if (!result.matched()) {
         // Unreachable when result is Match's answer: a fitting line wins.
-        lc->set_outcome(v1::CANDIDATE_OUTCOME_UNSPECIFIED);
+        outcome = v1::CANDIDATE_OUTCOME_UNSPECIFIED;
       } else if (rank > winner_rank) {
-        lc->set_outcome(v1::CANDIDATE_OUTCOME_LESS_SPECIFIC_TYPE);
-      } else if (winner_covers && !Covers(line, input.amount_micros)) {
-        lc->set_outcome(v1::CANDIDATE_OUTCOME_OUT_OF_BALANCE);
+        outcome = v1::CANDIDATE_OUTCOME_LESS_SPECIFIC_TYPE;
+      } else if (winner_covers && !covers) {
+        outcome = v1::CANDIDATE_OUTCOME_OUT_OF_BALANCE;
       } else if (po.last_user_change <
                  result.purchase_order->last_user_change) {
-        lc->set_outcome(v1::CANDIDATE_OUTCOME_OLDER_UPDATE);
-      } else if (&po != result.purchase_order) {
-        lc->set_outcome(v1::CANDIDATE_OUTCOME_HIGHER_PURCHASE_ORDER_ID);
+        outcome = v1::CANDIDATE_OUTCOME_OLDER_UPDATE;
+      } else if (!selected_po) {
+        outcome = v1::CANDIDATE_OUTCOME_HIGHER_PURCHASE_ORDER_ID;
       } else {
-        lc->set_outcome(v1::CANDIDATE_OUTCOME_HIGHER_LINE_NUMBER);
+        outcome = v1::CANDIDATE_OUTCOME_HIGHER_LINE_NUMBER;
+      }
+      if (full || outcome == v1::CANDIDATE_OUTCOME_SELECTED) {
+        v1::LineCandidate* lc = c->add_lines();
+        lc->set_line_number(n);
+        lc->set_outcome(outcome);
+      }
+      if (outcome == v1::CANDIDATE_OUTCOME_SELECTED) continue;
+      const Loser loser{rank, !covers, po.last_user_change, &id, n, outcome};
+      if (runners_up.size() < static_cast<size_t>(kMaxRunnersUp) ||
+          loser < runners_up.back()) {
+        runners_up.insert(
+            std::upper_bound(runners_up.begin(), runners_up.end(), loser),
+            loser);
+        if (runners_up.size() > static_cast<size_t>(kMaxRunnersUp)) {
+          runners_up.pop_back();
+        }
       }
     }
     c->set_lines_outside_period(outside_period);
     c->set_lines_wrong_type(wrong_type);
-    if (&po == result.purchase_order) {
-      c->set_outcome(v1::CANDIDATE_OUTCOME_SELECTED);
+    if (selected_po) {
+      decided(v1::CANDIDATE_OUTCOME_SELECTED);
     } else if (any_fitting) {
-      c->set_outcome(v1::CANDIDATE_OUTCOME_LOST_TO_OTHER_PURCHASE_ORDER);
+      decided(v1::CANDIDATE_OUTCOME_LOST_TO_OTHER_PURCHASE_ORDER);
     } else {
-      c->set_outcome(v1::CANDIDATE_OUTCOME_NO_FITTING_LINE);
+      decided(v1::CANDIDATE_OUTCOME_NO_FITTING_LINE);
     }
   }
+  for (const Loser& l : runners_up) {
+    v1::RunnerUp* r = out.add_runners_up();
+    r->set_purchase_order_id(*l.po_id);
+    r->set_line_number(l.line_number);
+    r->set_outcome(l.outcome);
+  }
+  for (int o = 0; o < static_cast<int>(outcomes.size()); ++o) {
+    if (outcomes[o] == 0) continue;
+    v1::OutcomeCount* count = out.add_purchase_order_outcomes();
+    count->set_outcome(static_cast<v1::CandidateOutcome>(o));
+    count->set_count(outcomes[o]);
+  }
+  out.set_fitting_lines(fitting);
   if (result.matched()) {
     out.set_selected_line_type(result.line->definition.type());
     out.set_selected_line_covers(winner_covers);
   }
   return out;
+}
+
+MatchInput MatchInputOf(const v1::InvoiceData& invoice) {
+  MatchInput input;
+  input.bill_from = invoice.bill_from();
+  input.tax_registration_number = invoice.tax_registration_number();
+  input.currency_code = invoice.currency_code();
+  input.category = invoice.category();
+  input.billing_period =
+      YearMonth::Parse(invoice.billing_period(), "").value_or(YearMonth());
+  input.amount_micros = invoice.amount_micros();
+  input.purchase_order_id = invoice.purchase_order_id();
+  return input;
+}
+
+v1::MatchExplanation ExplainRecorded(const AccountState& before,
+                                     const v1::InvoiceData& invoice) {
+  const MatchInput input = MatchInputOf(invoice);
+  return Explain(before, input, Match(before, input), ExplainDetail::kFull);
 }
 
 std::string ExplanationSummary(const v1::MatchExplanation& explanation) {
@@ -254,11 +338,13 @@ std::string ExplanationSummary(const v1::MatchExplanation& explanation) {
           "lowest purchase order id and line number");
     }
   }
-  // Explain lists every purchase order of the account.
-  return explanation.purchase_orders().empty()
-             ? "the account has no purchase orders"
-             : "no Active purchase order has a line that fits the seller, "
-               "currency, billing period and category";
+  // Explain lists (or counts) every purchase order of the account.
+  const bool none = explanation.compact()
+                        ? explanation.purchase_order_outcomes().empty()
+                        : explanation.purchase_orders().empty();
+  return none ? "the account has no purchase orders"
+              : "no Active purchase order has a line that fits the seller, "
+                "currency, billing period and category";
 }
 
 }  // namespace core

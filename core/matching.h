@@ -54,13 +54,37 @@ struct MatchResult {
 // Returns the line `input` goes to, or an unmatched result.
 MatchResult Match(const AccountState& state, const MatchInput& input);
 
-// Returns why `input` went to `result` (which must be Match's answer): every
-// purchase order of the account with its outcome; for those that passed the
-// purchase-order filters, each line that fit the period and category with
-// its outcome, and counts of the lines left out by period or type.
+// The lines an explanation names among those that lost.
+inline constexpr int kMaxRunnersUp = 5;
+
+enum class ExplainDetail {
+  // The selected purchase order with its selected line, the runners-up and
+  // the counts: what an invoice event keeps (well under 1 KB in an account
+  // at the limits).
+  kCompact,
+  // Also every purchase order with each line considered.
+  kFull,
+};
+
+// Returns why `input` went to `result` (which must be Match's answer): the
+// best kMaxRunnersUp lines that fit and lost, with why; every purchase
+// order counted by outcome; and, in full, every purchase order of the
+// account with its outcome and, for those that passed the purchase-order
+// filters, each line that fit the period and category with its outcome and
+// counts of the lines left out by period or type.
 // The event keeps the facts, not the sentence: see ExplanationSummary.
 v1::MatchExplanation Explain(const AccountState& state, const MatchInput& input,
-                             const MatchResult& result);
+                             const MatchResult& result,
+                             ExplainDetail detail = ExplainDetail::kFull);
+
+// The match input of a validated invoice; it points into `invoice`.
+MatchInput MatchInputOf(const v1::InvoiceData& invoice);
+
+// The full explanation of `invoice` as it was recorded on `before`, the
+// account's state just before it: matching is deterministic, so this is
+// what the decision saw.
+v1::MatchExplanation ExplainRecorded(const AccountState& before,
+                                     const v1::InvoiceData& invoice);
 
 // Returns the explanation in one sentence: `explanation.summary()` if it
 // has one (invoices recorded by earlier servers), else the sentence

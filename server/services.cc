@@ -19,6 +19,7 @@
 #include "base/thread_name.h"
 #include "core/decide.h"
 #include "core/errors.h"
+#include "core/matching.h"
 #include "core/proto_time.h"
 #include "server/log.h"
 #include "server/log_tail.h"
@@ -548,6 +549,47 @@ const LoggedEvent* FindEvent(const ExecuteResult& result,
 
 }  // namespace
 
+namespace {
+
+// An invoice as RecordInvoice and GetInvoice answer it in `view` (default
+// BASIC). An invoice event keeps the compact explanation (core::Explain);
+// the FULL view adds every purchase order's candidates again, rebuilt from
+// the account's state just before the invoice: from the log (it costs what
+// the account's history costs) or, for a preview (position 0, nothing
+// logged), from the state it was decided on, which is the current one.
+absl::StatusOr<v1::Invoice> AnswerInvoice(
+    Ledger* ledger, const std::string& account_id,
+    const std::vector<LoggedEvent>& events, v1::InvoiceView view) {
+  ASSIGN_OR_RETURN(v1::Invoice out,
+                   convert::RecordedInvoiceOf(account_id, events, view,
+                                              v1::INVOICE_VIEW_BASIC));
+  if (view != v1::INVOICE_VIEW_FULL) return out;
+  const LoggedEvent* record = nullptr;
+  for (const LoggedEvent& e : events) {
+    if (e.event.has_invoice_recorded()) record = &e;
+  }
+  if (record == nullptr ||
+      !record->event.invoice_recorded().explanation().compact()) {
+    return out;  // A credit memo, or an explanation logged in full.
+  }
+  core::AccountState before;
+  if (record->position == 0) {
+    RETURN_IF_ERROR(ledger->Read(account_id, [&](const core::AccountState& s) {
+      before.purchase_orders = s.purchase_orders;
+    }));
+  } else {
+    ASSIGN_OR_RETURN(before,
+                     ledger->AccountAt(account_id, record->position - 1));
+  }
+  const v1::MatchExplanation full =
+      core::ExplainRecorded(before, record->event.invoice_recorded().invoice());
+  *out.mutable_association()->mutable_explanation()->mutable_purchase_orders() =
+      full.purchase_orders();
+  return out;
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordInvoice(
     grpc::CallbackServerContext* context, const v1::RecordInvoiceRequest* request,
     v1::Invoice* response) {
@@ -575,9 +617,8 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordInvoice(
       ctx_, context, account_id, request->request_id(),
       core::RecordInvoice{*std::move(data)},
       {request->GetDescriptor(), "invoice"}, response,
-      [account_id, view](const ExecuteResult& result) {
-        return convert::RecordedInvoiceOf(account_id, result.events, view,
-                                          v1::INVOICE_VIEW_FULL);
+      [ledger = ctx_->ledger(), account_id, view](const ExecuteResult& result) {
+        return AnswerInvoice(ledger, account_id, result.events, view);
       },
       ExecuteOptions{.validate_only = request->validate_only()});
 }
@@ -703,6 +744,11 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::BatchRecordInvoices(
                                  " bytes in all; this batch is ", bytes));
   } else if (!v1::InvoiceView_IsValid(request->view())) {
     malformed = core::InvalidField("view", "must be an InvoiceView");
+  } else if (request->view() == v1::INVOICE_VIEW_FULL) {
+    // Each item's would be rebuilt from its account's log.
+    malformed = core::InvalidField(
+        "view",
+        "a batch answers BASIC; GetInvoice answers one invoice in FULL");
   }
   if (!malformed.ok()) {
     if (!request->validate_only()) {
@@ -777,8 +823,8 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::GetInvoice(
     ASSIGN_OR_RETURN(ExecuteResult record,
                      ctx_->ledger()->ReadRecord(request->account_id(),
                                                 entry->recorded_version));
-    return convert::RecordedInvoiceOf(request->account_id(), record.events,
-                                      request->view(), v1::INVOICE_VIEW_FULL);
+    return AnswerInvoice(ctx_->ledger(), request->account_id(), record.events,
+                         request->view());
   }));
 }
 

@@ -18,6 +18,7 @@ struct InvoiceFlags {
   std::vector<std::string> bill_from;
   int line_number = 0;
   bool dry_run = false;
+  bool full = false;
 };
 
 void PrintInvoice(const v1::Invoice& inv) {
@@ -46,6 +47,30 @@ void PrintInvoice(const v1::Invoice& inv) {
   }
   if (!a.explanation().summary().empty()) {
     std::printf("\nwhy: %s\n", a.explanation().summary().c_str());
+    const v1::InvoiceExplanation& why = a.explanation();
+    if (why.runners_up_size() > 0) {
+      std::vector<std::vector<std::string>> runners = {
+          {"RUNNER-UP", "LINE", "LOST BY"}};
+      for (const v1::RunnerUp& r : why.runners_up()) {
+        runners.push_back({r.purchase_order_id(), absl::StrCat(r.line_number()),
+                           EnumShort(v1::CandidateOutcome_descriptor(),
+                                     r.outcome(), "CANDIDATE_OUTCOME_")});
+      }
+      PrintTable(runners);
+    }
+    std::vector<std::string> counts;
+    for (const v1::OutcomeCount& c : why.purchase_order_outcomes()) {
+      counts.push_back(
+          absl::StrCat(c.count(), " ",
+                       EnumShort(v1::CandidateOutcome_descriptor(), c.outcome(),
+                                 "CANDIDATE_OUTCOME_")));
+    }
+    if (!counts.empty()) {
+      std::printf("purchase orders: %s; fitting lines: %d%s\n",
+                  absl::StrJoin(counts, ", ").c_str(), why.fitting_lines(),
+                  why.purchase_orders().empty() ? " (--full lists each)" : "");
+    }
+    if (why.purchase_orders().empty()) return;
     std::vector<std::vector<std::string>> rows = {
         {"PURCHASE ORDER", "OUTCOME", "LINES"}};
     for (const auto& c : a.explanation().purchase_orders()) {
@@ -101,6 +126,7 @@ int Record(Session& s, const InvoiceFlags& f) {
     }
     inv->set_purchase_order_id(f.po_id);
   }
+  if (f.full) req.set_view(v1::INVOICE_VIEW_FULL);
   v1::Invoice out;
   grpc::ClientContext ctx;
   s.Prepare(&ctx);
@@ -111,6 +137,7 @@ int Get(Session& s, const InvoiceFlags& f) {
   v1::GetInvoiceRequest req;
   req.set_account_id(s.account());
   req.set_invoice_id(f.id);
+  if (f.full) req.set_view(v1::INVOICE_VIEW_FULL);
   v1::Invoice out;
   grpc::ClientContext ctx;
   s.Prepare(&ctx);
@@ -170,10 +197,16 @@ void AddInvoiceCommands(CLI::App* app, Run* run) {
   c->add_option("--request-id", f->request_id);
   c->add_flag("--dry-run", f->dry_run,
               "Show where it would go (match preview); record nothing");
+  c->add_flag("--full", f->full,
+              "Explain with every purchase order and line considered "
+              "(rebuilt from the log)");
   OnRun(c, run, with(Record));
   AddImportCommand(invoice, run);
   c = invoice->add_subcommand("get", "Show an invoice");
   c->add_option("id", f->id)->required();
+  c->add_flag("--full", f->full,
+              "Explain with every purchase order and line considered "
+              "(rebuilt from the log)");
   OnRun(c, run, with(Get));
 
   CLI::App* marketplace =

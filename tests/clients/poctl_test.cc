@@ -93,7 +93,12 @@ TEST_F(PoctlTest, InvoiceWithExplanationAndJsonOutput) {
                      " --category monthly-usage --period 2026-03 --amount 250");
   ASSERT_EQ(table.exit_code, 0) << table.out;
   EXPECT_THAT(table.out, HasSubstr("purchase order      PO-1"));
-  EXPECT_THAT(table.out, HasSubstr("PO-1            SELECTED  1:SELECTED"));
+  EXPECT_THAT(table.out,
+              HasSubstr("purchase orders: 1 SELECTED; fitting lines: 1"
+                        " (--full lists each)"));
+  Result full = Run("invoice get INV-1 --full");
+  ASSERT_EQ(full.exit_code, 0) << full.out;
+  EXPECT_THAT(full.out, HasSubstr("PO-1            SELECTED  1:SELECTED"));
   Result json = Run("-o json invoice get INV-1");
   ASSERT_EQ(json.exit_code, 0);
   v1::Invoice inv;

@@ -13,6 +13,7 @@
 #include "core/account.h"
 #include "core/commands.h"
 #include "core/decide.h"
+#include "core/matching.h"
 #include "gtest/gtest.h"
 
 namespace poledger {
@@ -119,6 +120,20 @@ class Account {
     absl::StatusOr<Decision> d = Run(command, now);
     EXPECT_TRUE(d.ok()) << d.status();
     return d.ok() ? *std::move(d) : Decision{};
+  }
+
+  // Like Must for an invoice, with the event's explanation in full (as
+  // GetInvoice's FULL view rebuilds it) instead of the compact form logged.
+  Decision MustExplained(const RecordInvoice& invoice,
+                         absl::Time now = At(2026, 2, 1)) {
+    const AccountState before = state_;
+    Decision d = Must(invoice, now);
+    for (v1::AccountEvent& e : d.events) {
+      if (!e.has_invoice_recorded()) continue;
+      v1::InvoiceRecorded* r = e.mutable_invoice_recorded();
+      *r->mutable_explanation() = ExplainRecorded(before, r->invoice());
+    }
+    return d;
   }
 
   const AccountState& state() const { return state_; }

@@ -1,8 +1,10 @@
 // Invoice matching, rule by rule, with its explanation.
+#include "core/matching.h"
+
 #include <string>
 
+#include "absl/strings/str_format.h"
 #include "core/errors.h"
-#include "core/matching.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/core/core_test_util.h"
@@ -49,7 +51,7 @@ v1::CandidateOutcome LineOutcome(const v1::InvoiceRecorded& e,
 
 TEST(MatchingTest, NoPurchaseOrdersRecordsWithoutOne) {
   Account account;
-  Decision d = account.Must(Invoice("inv-1", 10));
+  Decision d = account.MustExplained(Invoice("inv-1", 10));
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.purchase_order_id(), "");
   EXPECT_EQ(e.unmatched_reason(), v1::UNMATCHED_REASON_NO_PURCHASE_ORDERS);
@@ -64,8 +66,8 @@ TEST(MatchingTest, SuspendedAndExpiredPurchaseOrdersAreSkipped) {
                       Header("2025-01", "2025-12")));
   account.Must(Tick{});
   ASSERT_EQ(account.po("expired").status, v1::PURCHASE_ORDER_STATUS_EXPIRED);
-  Decision d = account.Must(Invoice("inv", 10, v1::INVOICE_CATEGORY_MONTHLY_USAGE,
-                                    "2025-06"));
+  Decision d = account.MustExplained(
+      Invoice("inv", 10, v1::INVOICE_CATEGORY_MONTHLY_USAGE, "2025-06"));
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.purchase_order_id(), "");
   EXPECT_EQ(e.unmatched_reason(), v1::UNMATCHED_REASON_NO_CANDIDATE);
@@ -81,7 +83,7 @@ TEST(MatchingTest, BillFromAndCurrencyFilter) {
   account.Must(Create("eur", {Line(1, kMonthly)},
                       Header("2026-01", "2026-12", kAws, "EUR")));
   account.Must(Create("usd", {Line(1, kMonthly)}));
-  Decision d = account.Must(Invoice("inv", 10));
+  Decision d = account.MustExplained(Invoice("inv", 10));
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.purchase_order_id(), "usd");
   EXPECT_EQ(CandidateOf(e, "emea")->outcome(),
@@ -105,7 +107,7 @@ TEST(MatchingTest, EmeaTaxRegistrationNumbersFilter) {
   RecordInvoice fr = Invoice("fr", 10, v1::INVOICE_CATEGORY_MONTHLY_USAGE,
                              "2026-03", kEmea, "EUR");
   fr.invoice.set_tax_registration_number("FR999");
-  v1::InvoiceRecorded e = InvoiceEvent(account.Must(fr));
+  v1::InvoiceRecorded e = InvoiceEvent(account.MustExplained(fr));
   EXPECT_EQ(e.purchase_order_id(), "any");
   EXPECT_EQ(CandidateOf(e, "de")->outcome(),
             v1::CANDIDATE_OUTCOME_TAX_REGISTRATION_MISMATCH);
@@ -121,7 +123,7 @@ TEST(MatchingTest, BillingPeriodMustFallInTheLineWindow) {
                              Line(2, kMonthly, 10, "2026-04", "2026-06")}));
   EXPECT_EQ(MatchOf(account, Invoice("a", 1, v1::INVOICE_CATEGORY_MONTHLY_USAGE,
                                      "2026-03")).line, 1);
-  Decision d = account.Must(
+  Decision d = account.MustExplained(
       Invoice("b", 1, v1::INVOICE_CATEGORY_MONTHLY_USAGE, "2026-04"));
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.line_number(), 2);
@@ -135,7 +137,7 @@ TEST(MatchingTest, TypeMustFitTheCategory) {
   Account account;
   account.Must(Create("po", {Line(1, v1::LINE_ITEM_TYPE_AWS_SUBSCRIPTION_PURCHASE),
                              Line(2, v1::LINE_ITEM_TYPE_AWS_PROFESSIONAL_SERVICES_AND_TRAINING)}));
-  Decision d = account.Must(Invoice("usage", 1));
+  Decision d = account.MustExplained(Invoice("usage", 1));
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.purchase_order_id(), "");
   EXPECT_EQ(CandidateOf(e, "po")->lines_wrong_type(), 2);
@@ -153,7 +155,7 @@ TEST(MatchingTest, MostSpecificTypeWinsEvenAcrossPurchaseOrders) {
   Account account;
   account.Must(Create("specific", {Line(1, kMonthly)}));
   account.Must(Create("general", {Line(1, kAll)}));  // More recent.
-  Decision d = account.Must(Invoice("inv", 10));
+  Decision d = account.MustExplained(Invoice("inv", 10));
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.purchase_order_id(), "specific");
   EXPECT_EQ(LineOutcome(e, "general", 1), v1::CANDIDATE_OUTCOME_LESS_SPECIFIC_TYPE);
@@ -171,7 +173,7 @@ TEST(MatchingTest, MarketplaceSpecificityAndPurchaseOrderId) {
   EXPECT_EQ(MatchOf(account, named).po, "mine");
   // Without the PO id the transaction line does not count: blanket beats ALL.
   RecordInvoice anonymous = Invoice("anon", 1, v1::INVOICE_CATEGORY_MARKETPLACE);
-  Decision d = account.Must(anonymous);
+  Decision d = account.MustExplained(anonymous);
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.purchase_order_id(), "blanket");
   EXPECT_EQ(CandidateOf(e, "mine")->lines_wrong_type(), 1);
@@ -183,7 +185,7 @@ TEST(MatchingTest, EnoughBalanceBeatsOutOfBalance) {
   account.Must(Create("small", {Line(1, kMonthly, 100)}));
   account.Must(Create("big", {Line(1, kMonthly, 10000)}));
   account.Must(Create("newest-small", {Line(1, kMonthly, 50)}));
-  Decision d = account.Must(Invoice("inv", 500));
+  Decision d = account.MustExplained(Invoice("inv", 500));
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.purchase_order_id(), "big");
   EXPECT_EQ(LineOutcome(e, "newest-small", 1), v1::CANDIDATE_OUTCOME_OUT_OF_BALANCE);
@@ -203,7 +205,7 @@ TEST(MatchingTest, OutOfBalanceStillMatchesAndGoesNegative) {
   Account account;
   account.Must(Create("po", {Line(1, kMonthly, 100)}));
   EXPECT_EQ(MatchOf(account, Invoice("a", 80)).po, "po");
-  Decision d = account.Must(Invoice("b", 80));
+  Decision d = account.MustExplained(Invoice("b", 80));
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.purchase_order_id(), "po");
   EXPECT_EQ(e.line_balance_after_micros(), Units(-60));
@@ -215,7 +217,7 @@ TEST(MatchingTest, MostRecentlyUpdatedThenLowestIdThenLowestLine) {
   account.Must(Create("b", {Line(2, kMonthly), Line(1, kMonthly)}));
   account.Must(Create("a", {Line(1, kMonthly)}));
   // "a" is newer.
-  Decision d = account.Must(Invoice("first", 1));
+  Decision d = account.MustExplained(Invoice("first", 1));
   v1::InvoiceRecorded e = InvoiceEvent(d);
   EXPECT_EQ(e.purchase_order_id(), "a");
   EXPECT_EQ(LineOutcome(e, "b", 1), v1::CANDIDATE_OUTCOME_OLDER_UPDATE);
@@ -223,7 +225,7 @@ TEST(MatchingTest, MostRecentlyUpdatedThenLowestIdThenLowestLine) {
   v1::PurchaseOrderHeader touch;
   touch.set_description("touched");
   account.Must(UpdatePurchaseOrder{"b", touch, {"description"}});
-  d = account.Must(Invoice("second", 1));
+  d = account.MustExplained(Invoice("second", 1));
   e = InvoiceEvent(d);
   EXPECT_EQ(e.purchase_order_id(), "b");
   EXPECT_EQ(e.line_number(), 1);
@@ -257,7 +259,7 @@ TEST(MatchingTest, ExplanationListsEveryPurchaseOrder) {
   for (const char* id : {"p1", "p2", "p3"}) {
     account.Must(Create(id, {Line(1, kMonthly), Line(2, kAll)}));
   }
-  Decision d = account.Must(Invoice("inv", 1));
+  Decision d = account.MustExplained(Invoice("inv", 1));
   v1::InvoiceRecorded e = InvoiceEvent(d);
   ASSERT_EQ(e.explanation().purchase_orders_size(), 3);
   EXPECT_EQ(e.purchase_order_id(), "p3");
@@ -277,12 +279,13 @@ TEST(MatchingTest, ExplanationListsEveryPurchaseOrder) {
 
 TEST(MatchingTest, ExplanationSummaryOfEveryOutcome) {
   Account account;
-  v1::InvoiceRecorded none = InvoiceEvent(account.Must(Invoice("a", 10)));
+  v1::InvoiceRecorded none =
+      InvoiceEvent(account.MustExplained(Invoice("a", 10)));
   EXPECT_EQ(ExplanationSummary(none.explanation()),
             "the account has no purchase orders");
 
   account.Must(Create("po", {Line(1, kMonthly, 100)}));
-  Decision over = account.Must(Invoice("b", 150));
+  Decision over = account.MustExplained(Invoice("b", 150));
   v1::InvoiceRecorded e = InvoiceEvent(over);
   ASSERT_EQ(e.purchase_order_id(), "po");
   EXPECT_FALSE(e.explanation().selected_line_covers());
@@ -292,7 +295,7 @@ TEST(MatchingTest, ExplanationSummaryOfEveryOutcome) {
             "covers the amount; ties go to the most recently updated purchase "
             "order, then the lowest purchase order id and line number");
 
-  v1::InvoiceRecorded unmatched = InvoiceEvent(account.Must(Invoice(
+  v1::InvoiceRecorded unmatched = InvoiceEvent(account.MustExplained(Invoice(
       "c", 10, v1::INVOICE_CATEGORY_MONTHLY_USAGE, "2026-03", kAws, "EUR")));
   ASSERT_EQ(unmatched.purchase_order_id(), "");
   EXPECT_EQ(ExplanationSummary(unmatched.explanation()),
@@ -305,12 +308,85 @@ TEST(MatchingTest, ExplanationSummaryOfEveryOutcome) {
   EXPECT_EQ(ExplanationSummary(stored), "as it was written");
 }
 
+// The log keeps a compact explanation: in an account at the limits (100
+// purchase orders of 100 lines, every line fitting) an invoice event stays
+// under 1 KB, with the best lines that lost in the rules' order, and the
+// counts; the full one is rebuilt from the state before the invoice and
+// agrees with it.
+TEST(MatchingTest, TheLogKeepsACompactExplanation) {
+  Account account;
+  for (int p = 0; p < 100; ++p) {
+    std::vector<v1::LineItemDefinition> lines;
+    for (int n = 1; n <= 100; ++n) {
+      lines.push_back(Line(n, n == 1 ? kMonthly : kAll));
+    }
+    account.Must(Create(absl::StrFormat("po-%03d", p), lines));
+  }
+  const AccountState before = account.state();
+  Decision d = account.Must(Invoice("inv", 1));
+  ASSERT_EQ(d.events.size(), 1u);
+  EXPECT_LE(d.events[0].ByteSizeLong(), 1024u);
+  const v1::InvoiceRecorded e = InvoiceEvent(d);
+  const v1::MatchExplanation& compact = e.explanation();
+  EXPECT_TRUE(compact.compact());
+  // The most recently created wins; the next most recent lose to it.
+  EXPECT_EQ(e.purchase_order_id(), "po-099");
+  EXPECT_EQ(e.line_number(), 1);
+  ASSERT_EQ(compact.purchase_orders_size(), 1);
+  EXPECT_EQ(compact.purchase_orders(0).purchase_order_id(), "po-099");
+  ASSERT_EQ(compact.purchase_orders(0).lines_size(), 1);
+  EXPECT_EQ(compact.purchase_orders(0).lines(0).outcome(),
+            v1::CANDIDATE_OUTCOME_SELECTED);
+  ASSERT_EQ(compact.runners_up_size(), kMaxRunnersUp);
+  for (int i = 0; i < kMaxRunnersUp; ++i) {
+    EXPECT_EQ(compact.runners_up(i).purchase_order_id(),
+              absl::StrFormat("po-%03d", 98 - i));
+    EXPECT_EQ(compact.runners_up(i).line_number(), 1);
+    EXPECT_EQ(compact.runners_up(i).outcome(),
+              v1::CANDIDATE_OUTCOME_OLDER_UPDATE);
+  }
+  ASSERT_EQ(compact.purchase_order_outcomes_size(), 2);
+  EXPECT_EQ(compact.purchase_order_outcomes(0).outcome(),
+            v1::CANDIDATE_OUTCOME_SELECTED);
+  EXPECT_EQ(compact.purchase_order_outcomes(0).count(), 1);
+  EXPECT_EQ(compact.purchase_order_outcomes(1).outcome(),
+            v1::CANDIDATE_OUTCOME_LOST_TO_OTHER_PURCHASE_ORDER);
+  EXPECT_EQ(compact.purchase_order_outcomes(1).count(), 99);
+  EXPECT_EQ(compact.fitting_lines(), 100 * 100);
+
+  // The full explanation, rebuilt: the same decision, every purchase order.
+  const v1::MatchExplanation full = ExplainRecorded(before, e.invoice());
+  EXPECT_FALSE(full.compact());
+  EXPECT_EQ(full.purchase_orders_size(), 100);
+  EXPECT_GT(full.ByteSizeLong(), 40u * 1000);
+  v1::MatchExplanation trimmed = full;
+  trimmed.clear_purchase_orders();
+  trimmed.set_compact(true);
+  v1::MatchExplanation compact_rest = compact;
+  compact_rest.clear_purchase_orders();
+  EXPECT_EQ(trimmed.SerializeAsString(), compact_rest.SerializeAsString());
+  EXPECT_EQ(ExplanationSummary(full), ExplanationSummary(compact));
+
+  // Unmatched, with and without purchase orders: the sentence from counts.
+  const v1::InvoiceRecorded euro = InvoiceEvent(account.Must(Invoice(
+      "eur", 10, v1::INVOICE_CATEGORY_MONTHLY_USAGE, "2026-03", kAws, "EUR")));
+  EXPECT_TRUE(euro.explanation().compact());
+  EXPECT_EQ(ExplanationSummary(euro.explanation()),
+            "no Active purchase order has a line that fits the seller, "
+            "currency, billing period and category");
+  Account empty;
+  const v1::InvoiceRecorded none = InvoiceEvent(empty.Must(Invoice("a", 10)));
+  EXPECT_TRUE(none.explanation().compact());
+  EXPECT_EQ(ExplanationSummary(none.explanation()),
+            "the account has no purchase orders");
+}
+
 TEST(InvoiceTest, SameIdSameContentReturnsTheFirstResult) {
   Account account;
   account.Must(Create("po", {Line(1, kMonthly)}));
-  Decision first = account.Must(Invoice("inv", 10));
+  Decision first = account.MustExplained(Invoice("inv", 10));
   const uint64_t version = account.state().version;
-  Decision again = account.Must(Invoice("inv", 10));
+  Decision again = account.MustExplained(Invoice("inv", 10));
   EXPECT_TRUE(again.events.empty());
   EXPECT_EQ(again.duplicate_of_version, version);
   EXPECT_EQ(account.po("po").Balance(), Units(990));
@@ -365,7 +441,7 @@ TEST(CreditMemoTest, RestoresTheOriginalLineUpToTheInvoiceAmount) {
 TEST(CreditMemoTest, ReusedPurchaseOrderIdGetsNoCredit) {
   Account account;
   account.Must(Create("po", {Line(1, kMonthly, 1000)}));
-  account.Must(Invoice("inv", 300));
+  account.MustExplained(Invoice("inv", 300));
   account.Must(DeletePurchaseOrder{"po"});
   account.Must(Create("po", {Line(1, kMonthly, 1000)}));
   Decision d = account.Must(CreditMemo("cm", "inv", 300));
@@ -410,7 +486,7 @@ TEST(CreditMemoTest, LineRemovedAndAddedAgainGetsNoCredit) {
 TEST(CreditMemoTest, UpdatedLineKeepsItsCredits) {
   Account account;
   account.Must(Create("po", {Line(1, kMonthly, 1000)}));
-  account.Must(Invoice("inv", 300));
+  account.MustExplained(Invoice("inv", 300));
   v1::LineItemDefinition bigger = Line(1, kMonthly, 2000);
   account.Must(UpdateLineItem{"po", bigger, {"amount_micros"}});
   Decision d = account.Must(CreditMemo("cm", "inv", 100));

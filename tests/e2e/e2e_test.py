@@ -172,8 +172,17 @@ class EndToEndTest(unittest.TestCase):
             account_id=ACCOUNT, purchase_order_id="one-time"), timeout=10)
         inv = self.record("usage-2", 100)
         self.assertEqual(inv.association.purchase_order_id, "regular")
+        # The default answer counts the purchase orders by outcome; GetInvoice
+        # in FULL lists each one.
+        counts = {c.outcome: c.count
+                  for c in inv.association.explanation.purchase_order_outcomes}
+        self.assertEqual(counts, {events_pb2.CANDIDATE_OUTCOME_SELECTED: 1})
+        self.assertEqual(len(inv.association.explanation.purchase_orders), 0)
+        full = self.invoices.GetInvoice(invoices_pb2.GetInvoiceRequest(
+            account_id=ACCOUNT, invoice_id="usage-2",
+            view=invoices_pb2.INVOICE_VIEW_FULL), timeout=10)
         outcomes = {c.purchase_order_id: c.outcome
-                    for c in inv.association.explanation.purchase_orders}
+                    for c in full.association.explanation.purchase_orders}
         self.assertEqual(outcomes, {"regular": events_pb2.CANDIDATE_OUTCOME_SELECTED})
 
     def test_balance_alert_arrives_on_the_notification_stream(self):

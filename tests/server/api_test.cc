@@ -455,7 +455,17 @@ TEST_F(ApiTest, InvoicesAssociateExplainAndRetry) {
   EXPECT_TRUE(inv.association().associated());
   EXPECT_EQ(inv.association().purchase_order_id(), "usage");
   EXPECT_EQ(inv.association().line_balance_after().units(), 700);
-  ASSERT_EQ(inv.association().explanation().purchase_orders_size(), 2);
+  // The default (BASIC) view: what competed and the counts, not every
+  // purchase order's candidates.
+  const v1::InvoiceExplanation& why = inv.association().explanation();
+  EXPECT_EQ(why.purchase_orders_size(), 0);
+  ASSERT_EQ(why.runners_up_size(), 1);
+  EXPECT_EQ(why.runners_up(0).purchase_order_id(), "general");
+  EXPECT_EQ(why.runners_up(0).line_number(), 1);
+  EXPECT_EQ(why.runners_up(0).outcome(),
+            v1::CANDIDATE_OUTCOME_LESS_SPECIFIC_TYPE);
+  ASSERT_EQ(why.purchase_order_outcomes_size(), 2);
+  EXPECT_EQ(why.fitting_lines(), 2);
   // The log keeps the facts; the answer carries the sentence too.
   const std::string summary =
       "purchase order \"usage\" line 1: most specific fitting type "
@@ -495,6 +505,37 @@ TEST_F(ApiTest, InvoicesAssociateExplainAndRetry) {
     EXPECT_EQ(got.association().purchase_order_id(), "usage");
     EXPECT_EQ(got.amount().units(), 300);
     EXPECT_EQ(got.association().explanation().summary(), summary);
+    EXPECT_EQ(got.association().explanation().purchase_orders_size(), 0);
+  }
+  {
+    // FULL: every purchase order, rebuilt from the state before inv-1 (the
+    // credit memo since changed the balance; the explanation is as then).
+    grpc::ClientContext ctx;
+    v1::GetInvoiceRequest req;
+    req.set_account_id(kAccount);
+    req.set_invoice_id("inv-1");
+    req.set_view(v1::INVOICE_VIEW_FULL);
+    v1::Invoice got;
+    ASSERT_TRUE(invoices_->GetInvoice(&ctx, req, &got).ok());
+    const v1::InvoiceExplanation& full = got.association().explanation();
+    EXPECT_EQ(full.summary(), summary);
+    ASSERT_EQ(full.purchase_orders_size(), 2);
+    EXPECT_EQ(full.purchase_orders(0).purchase_order_id(), "general");
+    EXPECT_EQ(full.purchase_orders(0).outcome(),
+              v1::CANDIDATE_OUTCOME_LOST_TO_OTHER_PURCHASE_ORDER);
+    EXPECT_EQ(full.purchase_orders(1).purchase_order_id(), "usage");
+    EXPECT_EQ(full.purchase_orders(1).outcome(),
+              v1::CANDIDATE_OUTCOME_SELECTED);
+    EXPECT_EQ(full.runners_up_size(), 1);
+    // RecordInvoice answers FULL on request too.
+    v1::RecordInvoiceRequest record;
+    record.set_account_id(kAccount);
+    *record.mutable_invoice() = NewInvoice("inv-3", 5);
+    record.set_view(v1::INVOICE_VIEW_FULL);
+    grpc::ClientContext record_ctx;
+    v1::Invoice recorded;
+    ASSERT_TRUE(invoices_->RecordInvoice(&record_ctx, record, &recorded).ok());
+    EXPECT_EQ(recorded.association().explanation().purchase_orders_size(), 2);
   }
   {
     grpc::ClientContext ctx;
@@ -503,9 +544,10 @@ TEST_F(ApiTest, InvoicesAssociateExplainAndRetry) {
     req.set_purchase_order_id("usage");
     v1::ListPurchaseOrderInvoicesResponse resp;
     ASSERT_TRUE(pos_->ListPurchaseOrderInvoices(&ctx, req, &resp).ok());
-    ASSERT_EQ(resp.invoices_size(), 2);
+    ASSERT_EQ(resp.invoices_size(), 3);
     EXPECT_EQ(resp.invoices(0).invoice_id(), "inv-1");
     EXPECT_EQ(resp.invoices(1).invoice_id(), "cm-1");
+    EXPECT_EQ(resp.invoices(2).invoice_id(), "inv-3");
   }
 }
 
@@ -1110,15 +1152,33 @@ TEST_F(ApiTest, BatchRecordsAnyAccountsWithAResultEach) {
   EXPECT_EQ(again.results(2).error().code(),
             grpc::StatusCode::INVALID_ARGUMENT);
 
-  // The full view, on request; GetInvoice's default is full, with the alert.
+  // The full view, on request (GetInvoice), with the alert; a batch does
+  // not offer it (each item's would be rebuilt from its account's log).
   grpc::ClientContext get_ctx;
   v1::GetInvoiceRequest get;
   get.set_account_id(kAccount);
   get.set_invoice_id("inv-2");
+  get.set_view(v1::INVOICE_VIEW_FULL);
   v1::Invoice got;
   ASSERT_TRUE(invoices_->GetInvoice(&get_ctx, get, &got).ok());
   EXPECT_GT(got.association().explanation().purchase_orders_size(), 0);
   EXPECT_EQ(got.notifications_size(), 1);
+  {
+    v1::BatchRecordInvoicesRequest full = BillingBatch();
+    for (auto& item : *full.mutable_requests()) {
+      item.mutable_invoice()->set_invoice_id("full-" +
+                                             item.invoice().invoice_id());
+    }
+    full.set_view(v1::INVOICE_VIEW_FULL);
+    grpc::ClientContext full_ctx;
+    v1::BatchRecordInvoicesResponse refused;
+    const uint64_t before = store_head();
+    const grpc::Status s =
+        invoices_->BatchRecordInvoices(&full_ctx, full, &refused);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(DetailsOf(s).fields, ::testing::ElementsAre("view"));
+    EXPECT_EQ(store_head(), before);
+  }
 
   // And a restart answers the same.
   Restart();
@@ -1135,7 +1195,6 @@ TEST_F(ApiTest, APreviewEqualsTheRealCallAndWritesNothing) {
   const uint64_t head = store_head();
   v1::BatchRecordInvoicesRequest batch = BillingBatch();
   batch.set_validate_only(true);
-  batch.set_view(v1::INVOICE_VIEW_FULL);
   grpc::ClientContext preview_ctx;
   v1::BatchRecordInvoicesResponse preview;
   ASSERT_TRUE(
@@ -1146,6 +1205,7 @@ TEST_F(ApiTest, APreviewEqualsTheRealCallAndWritesNothing) {
   grpc::ClientContext one_ctx;
   v1::RecordInvoiceRequest one = Item(kAccount, NewInvoice("inv-1", 100));
   one.set_validate_only(true);
+  one.set_view(v1::INVOICE_VIEW_FULL);
   v1::Invoice one_preview;
   ASSERT_TRUE(invoices_->RecordInvoice(&one_ctx, one, &one_preview).ok());
   EXPECT_EQ(store_head(), head);
@@ -1178,10 +1238,20 @@ TEST_F(ApiTest, APreviewEqualsTheRealCallAndWritesNothing) {
     }
     EXPECT_EQ(p.DebugString(), r.DebugString()) << i;
   }
+  // The single preview, in FULL, equals the recorded invoice in FULL: the
+  // explanation the preview decided on is the one the log rebuilds.
   const v1::Invoice& recorded = real.results(0).invoice();
+  grpc::ClientContext get_ctx;
+  v1::GetInvoiceRequest get;
+  get.set_account_id(kAccount);
+  get.set_invoice_id(recorded.invoice_id());
+  get.set_view(v1::INVOICE_VIEW_FULL);
+  v1::Invoice got;
+  ASSERT_TRUE(invoices_->GetInvoice(&get_ctx, get, &got).ok());
+  EXPECT_EQ(got.position(), recorded.position());
   v1::Invoice expected = one_preview;
   expected.set_position(recorded.position());
-  EXPECT_EQ(expected.DebugString(), recorded.DebugString());
+  EXPECT_EQ(expected.DebugString(), got.DebugString());
 }
 
 TEST_F(ApiTest, AMalformedBatchIsRefusedWholeAndWritesNothing) {
