@@ -104,6 +104,21 @@ awk -v total="$seconds" '
     printf "invoices recorded: %d\n", h[NR]
     if (at10m != "") printf "RSS at 10M invoices: %.0f MiB\n", at10m
     printf "largest RSS: %.0f MiB\n", max
-    printf "second half: mean RSS %.0f MiB, largest deviation from it %.1f%%\n", mean, spread * 100
+    printf "second half: mean RSS %.0f MiB, largest deviation of a sample from it %.1f%%\n", mean, spread * 100
+    # The sawtooth of snapshots (entries leave memory as each is saved)
+    # averaged out: the second half in three windows.
+    lo = 0; hi = 0
+    for (w = 0; w < 3; ++w) {
+      wn = 0; ws = 0
+      for (i = 1; i <= NR; ++i) {
+        if (t[i] >= total / 2 + w * total / 6 && t[i] < total / 2 + (w + 1) * total / 6) { ++wn; ws += r[i] }
+      }
+      if (wn == 0) continue
+      m = ws / wn
+      printf "  %.1f-%.1f min: mean RSS %.0f MiB\n", (total / 2 + w * total / 6) / 60, (total / 2 + (w + 1) * total / 6) / 60, m
+      if (lo == 0 || m < lo) lo = m
+      if (m > hi) hi = m
+    }
+    if (lo > 0) printf "second half, window means: largest / smallest %.2f\n", hi / lo
   }' "$work/samples.txt"
 grep -E "^BatchRecordInvoices|^RecordInvoice" "$work/loadgen.txt" || true
