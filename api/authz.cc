@@ -233,52 +233,48 @@ absl::StatusOr<Authorizer> Authorizer::FromPolicy(
   return a;
 }
 
-absl::Status Authorizer::Check(absl::string_view identity,
-                               const google::protobuf::Descriptor* request,
-                               absl::string_view account) const {
+absl::Status Authorizer::CheckGrants(
+    absl::string_view identity, const google::protobuf::Descriptor* request,
+    const std::function<bool(const Grant&)>& covers,
+    absl::string_view where) const {
   const MethodRule* rule = RuleFor(request);
-  const std::string method =
-      rule != nullptr ? rule->method : request->full_name();
   if (allow_all_ && rule != nullptr) return absl::OkStatus();
   if (rule != nullptr) {
     auto it = grants_.find(identity);
     if (it != grants_.end()) {
       for (const Grant& g : it->second) {
-        if (g.access.count(rule->access) == 0) continue;
-        if (g.every_account ||
-            (!account.empty() && g.accounts.count(account) > 0)) {
+        if (g.access.count(rule->access) > 0 && covers(g)) {
           return absl::OkStatus();
         }
       }
     }
   }
-  return core::DomainError(
-      absl::StatusCode::kPermissionDenied, core::reason::kPermissionDenied,
-      absl::StrCat(core::Quote(identity), " may not call ", method, " on ",
-                   account.empty()
-                       ? std::string("every account")
-                       : absl::StrCat("account ", core::Quote(account))));
+  const std::string method =
+      rule != nullptr ? rule->method : request->full_name();
+  return core::DomainError(absl::StatusCode::kPermissionDenied,
+                           core::reason::kPermissionDenied,
+                           absl::StrCat(core::Quote(identity), " may not call ",
+                                        method, " on ", where));
+}
+
+absl::Status Authorizer::Check(absl::string_view identity,
+                               const google::protobuf::Descriptor* request,
+                               absl::string_view account) const {
+  return CheckGrants(
+      identity, request,
+      [account](const Grant& g) {
+        return g.every_account ||
+               (!account.empty() && g.accounts.count(account) > 0);
+      },
+      account.empty() ? std::string("every account")
+                      : absl::StrCat("account ", core::Quote(account)));
 }
 
 absl::Status Authorizer::CheckSomeAccount(
     absl::string_view identity,
     const google::protobuf::Descriptor* request) const {
-  const MethodRule* rule = RuleFor(request);
-  const std::string method =
-      rule != nullptr ? rule->method : request->full_name();
-  if (allow_all_ && rule != nullptr) return absl::OkStatus();
-  if (rule != nullptr) {
-    auto it = grants_.find(identity);
-    if (it != grants_.end()) {
-      for (const Grant& g : it->second) {
-        if (g.access.count(rule->access) > 0) return absl::OkStatus();
-      }
-    }
-  }
-  return core::DomainError(absl::StatusCode::kPermissionDenied,
-                           core::reason::kPermissionDenied,
-                           absl::StrCat(core::Quote(identity), " may not call ",
-                                        method, " on any account"));
+  return CheckGrants(
+      identity, request, [](const Grant&) { return true; }, "any account");
 }
 
 }  // namespace api

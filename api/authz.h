@@ -12,6 +12,7 @@
 #ifndef POLEDGER_API_AUTHZ_H_
 #define POLEDGER_API_AUTHZ_H_
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -87,6 +88,14 @@ class Authorizer {
     bool every_account = false;
     std::set<std::string, std::less<>> accounts;
   };
+  // OK if one of `identity`'s grants gives the method's access and
+  // `covers` it; otherwise PERMISSION_DENIED saying the method may not be
+  // called on `where`.
+  absl::Status CheckGrants(absl::string_view identity,
+                           const google::protobuf::Descriptor* request,
+                           const std::function<bool(const Grant&)>& covers,
+                           absl::string_view where) const;
+
   bool allow_all_ = false;
   std::map<std::string, std::vector<Grant>, std::less<>> grants_;
 };
