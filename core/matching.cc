@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "core/money.h"
 
@@ -156,8 +157,14 @@ MatchResult Match(const AccountState& state, const MatchInput& input) {
   return {};
 }
 
-v1::MatchExplanation Explain(const AccountState& state, const MatchInput& input,
-                             const MatchResult& result, ExplainDetail detail) {
+namespace {
+
+// Explain by a walk over every purchase order and line: the full form, and
+// the compact one for tests (ExplainCompactByWalk).
+v1::MatchExplanation ExplainByWalk(const AccountState& state,
+                                   const MatchInput& input,
+                                   const MatchResult& result,
+                                   ExplainDetail detail) {
   v1::MatchExplanation out;
   const bool full = detail == ExplainDetail::kFull;
   out.set_compact(!full);
@@ -300,6 +307,164 @@ v1::MatchExplanation Explain(const AccountState& state, const MatchInput& input,
     out.set_selected_line_covers(winner_covers);
   }
   return out;
+}
+
+// The outcome of a line that fit and lost to `result`'s (as the walk
+// decides it).
+v1::CandidateOutcome LoserOutcome(const MatchResult& result, int winner_rank,
+                                  bool winner_covers,
+                                  const PurchaseOrderState& po, int rank,
+                                  bool covers) {
+  if (rank > winner_rank) return v1::CANDIDATE_OUTCOME_LESS_SPECIFIC_TYPE;
+  if (winner_covers && !covers) return v1::CANDIDATE_OUTCOME_OUT_OF_BALANCE;
+  if (po.last_user_change < result.purchase_order->last_user_change) {
+    return v1::CANDIDATE_OUTCOME_OLDER_UPDATE;
+  }
+  if (&po != result.purchase_order) {
+    return v1::CANDIDATE_OUTCOME_HIGHER_PURCHASE_ORDER_ID;
+  }
+  return v1::CANDIDATE_OUTCOME_HIGHER_LINE_NUMBER;
+}
+
+// The compact form from Match's index, without walking every line: the
+// index's buckets hold exactly the fitting lines of each type, in the
+// tie-break order, so the runners-up are the first lines of the buckets in
+// rank order (covering ones first) and the counts are the buckets' sizes.
+v1::MatchExplanation ExplainCompact(const AccountState& state,
+                                    const MatchInput& input,
+                                    const MatchResult& result) {
+  v1::MatchExplanation out;
+  out.set_compact(true);
+  if (state.match_index.index == nullptr) {
+    state.match_index.index = std::make_shared<MatchIndex>();
+  }
+  MatchIndex& index = *state.match_index.index;
+  const TypeList list = TypesFor(input.category);
+  const bool check_tax = input.bill_from == kEmeaEntity;
+  const bool check_marketplace =
+      input.category == v1::INVOICE_CATEGORY_MARKETPLACE;
+  auto fits = [&](const MatchIndex::Entry& e) {
+    return (!check_tax || TaxRegistrationFits(*e.po, input)) &&
+           (!check_marketplace || MarketplaceFits(*e.po, *e.line, input));
+  };
+  const int winner_rank =
+      result.matched()
+          ? TypeRank(input.category, result.line->definition.type())
+          : -1;
+  const bool winner_covers =
+      result.matched() && Covers(*result.line, input.amount_micros);
+  // The purchase orders with a fitting line, and the fitting lines.
+  absl::flat_hash_set<const PurchaseOrderState*> with_fitting;
+  int32_t fitting = 0;
+  int runners = 0;
+  auto add_runner = [&](const MatchIndex::Entry& e, int rank, bool covers) {
+    v1::RunnerUp* r = out.add_runners_up();
+    r->set_purchase_order_id(e.po->id);
+    r->set_line_number(e.line->definition.line_number());
+    r->set_outcome(
+        LoserOutcome(result, winner_rank, winner_covers, *e.po, rank, covers));
+    ++runners;
+  };
+  for (int rank = 0; rank < list.size; ++rank) {
+    const std::vector<MatchIndex::Entry>& bucket =
+        index.Bucket(state, input, list.types[rank]);
+    const PurchaseOrderState* last = nullptr;
+    for (const MatchIndex::Entry& e : bucket) {
+      if (!fits(e)) continue;
+      ++fitting;
+      // A bucket lists each purchase order's lines together.
+      if (e.po != last) with_fitting.insert(last = e.po);
+    }
+    if (runners == kMaxRunnersUp || !result.matched()) continue;
+    // This rank's losers, best first: those that cover the amount, then the
+    // others, each in the bucket's order.
+    std::vector<const MatchIndex::Entry*> short_of_amount;
+    for (const MatchIndex::Entry& e : bucket) {
+      if (runners == kMaxRunnersUp) break;
+      if (e.line == result.line || !fits(e)) continue;
+      if (Covers(*e.line, input.amount_micros)) {
+        add_runner(e, rank, true);
+      } else if (short_of_amount.size() < static_cast<size_t>(kMaxRunnersUp)) {
+        short_of_amount.push_back(&e);
+      }
+    }
+    for (const MatchIndex::Entry* e : short_of_amount) {
+      if (runners == kMaxRunnersUp) break;
+      add_runner(*e, rank, false);
+    }
+  }
+  std::vector<int32_t> outcomes(v1::CandidateOutcome_ARRAYSIZE, 0);
+  for (const auto& [id, po] : state.purchase_orders) {
+    v1::CandidateOutcome outcome;
+    if (po.status != v1::PURCHASE_ORDER_STATUS_ACTIVE) {
+      outcome = v1::CANDIDATE_OUTCOME_NOT_ACTIVE;
+    } else if (std::find(po.header.bill_from().begin(),
+                         po.header.bill_from().end(),
+                         input.bill_from) == po.header.bill_from().end()) {
+      outcome = v1::CANDIDATE_OUTCOME_BILL_FROM_MISMATCH;
+    } else if (!TaxRegistrationFits(po, input)) {
+      outcome = v1::CANDIDATE_OUTCOME_TAX_REGISTRATION_MISMATCH;
+    } else if (po.header.currency_code() != input.currency_code) {
+      outcome = v1::CANDIDATE_OUTCOME_CURRENCY_MISMATCH;
+    } else if (&po == result.purchase_order) {
+      outcome = v1::CANDIDATE_OUTCOME_SELECTED;
+    } else if (with_fitting.contains(&po)) {
+      outcome = v1::CANDIDATE_OUTCOME_LOST_TO_OTHER_PURCHASE_ORDER;
+    } else {
+      outcome = v1::CANDIDATE_OUTCOME_NO_FITTING_LINE;
+    }
+    ++outcomes[outcome];
+  }
+  if (result.matched()) {
+    // The selected purchase order, with its selected line and the counts of
+    // its lines left out.
+    const PurchaseOrderState& po = *result.purchase_order;
+    int32_t outside_period = 0;
+    int32_t wrong_type = 0;
+    for (const auto& [n, line] : po.lines) {
+      if (line.start > input.billing_period ||
+          input.billing_period > line.end) {
+        ++outside_period;
+      } else if (TypeRank(input.category, line.definition.type()) < 0 ||
+                 !MarketplaceFits(po, line, input)) {
+        ++wrong_type;
+      }
+    }
+    v1::PurchaseOrderCandidate* c = out.add_purchase_orders();
+    c->set_purchase_order_id(po.id);
+    c->set_outcome(v1::CANDIDATE_OUTCOME_SELECTED);
+    v1::LineCandidate* lc = c->add_lines();
+    lc->set_line_number(result.line->definition.line_number());
+    lc->set_outcome(v1::CANDIDATE_OUTCOME_SELECTED);
+    c->set_lines_outside_period(outside_period);
+    c->set_lines_wrong_type(wrong_type);
+    out.set_selected_line_type(result.line->definition.type());
+    out.set_selected_line_covers(winner_covers);
+  }
+  for (int o = 0; o < static_cast<int>(outcomes.size()); ++o) {
+    if (outcomes[o] == 0) continue;
+    v1::OutcomeCount* count = out.add_purchase_order_outcomes();
+    count->set_outcome(static_cast<v1::CandidateOutcome>(o));
+    count->set_count(outcomes[o]);
+  }
+  out.set_fitting_lines(fitting);
+  return out;
+}
+
+}  // namespace
+
+v1::MatchExplanation Explain(const AccountState& state, const MatchInput& input,
+                             const MatchResult& result, ExplainDetail detail) {
+  if (detail == ExplainDetail::kCompact) {
+    return ExplainCompact(state, input, result);
+  }
+  return ExplainByWalk(state, input, result, detail);
+}
+
+v1::MatchExplanation ExplainCompactByWalk(const AccountState& state,
+                                          const MatchInput& input,
+                                          const MatchResult& result) {
+  return ExplainByWalk(state, input, result, ExplainDetail::kCompact);
 }
 
 MatchInput MatchInputOf(const v1::InvoiceData& invoice) {

@@ -10,8 +10,9 @@
 // (log order); the lowest PO id; the lowest line number.
 //
 // Match answers from an index kept in the AccountState (built lazily, reused
-// until a purchase order changes); Explain walks every purchase order and
-// line to say why each lost.
+// until a purchase order changes). Explain's full form walks every
+// purchase order and line to say why each lost; its compact form reads the
+// same index.
 //
 // Thread safety: Match may build the state's index, so calls on one state
 // need external synchronisation, like writes.
@@ -76,6 +77,13 @@ enum class ExplainDetail {
 v1::MatchExplanation Explain(const AccountState& state, const MatchInput& input,
                              const MatchResult& result,
                              ExplainDetail detail = ExplainDetail::kFull);
+
+// The compact form computed by a walk over every purchase order and line,
+// as the full form is: Explain(kCompact) reads Match's index instead, and
+// tests check that the two agree.
+v1::MatchExplanation ExplainCompactByWalk(const AccountState& state,
+                                          const MatchInput& input,
+                                          const MatchResult& result);
 
 // The match input of a validated invoice; it points into `invoice`.
 MatchInput MatchInputOf(const v1::InvoiceData& invoice);
