@@ -215,6 +215,8 @@ absl::Status Ledger::LoadAccount(Account* account) {
   absl::MutexLock apply_lock(&apply_mu_);
   absl::MutexLock state_lock(&account->state_mu);
   account->state = std::move(state);
+  // Its saved invoices were not loaded.
+  account->invoices_on_disk = part.has_value();
   if (replayed) {
     dirty_[account].insert(changed.begin(), changed.end());
   }
@@ -251,8 +253,10 @@ absl::Status Ledger::LoadInvoicesFor(
     // the entries found in memory.
     absl::MutexLock state_lock(&account->state_mu);
     account_id = account->state.account_id;
-    for (const std::string& id : read) {
-      if (!account->state.invoices.contains(id)) missing.insert(id);
+    if (account->invoices_on_disk) {
+      for (const std::string& id : read) {
+        if (!account->state.invoices.contains(id)) missing.insert(id);
+      }
     }
     account->pinned = std::move(read);
   }
@@ -357,6 +361,7 @@ void Ledger::EvictSavedInvoices() {
       for (const std::string& id : dirty->second) keep(id);
     }
     for (const std::string& id : account->pinned) keep(id);
+    if (kept.size() < invoices.size()) account->invoices_on_disk = true;
     dropped.swap(invoices);
     invoices.swap(kept);
     // `dropped` is freed after the locks are released.

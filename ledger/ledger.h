@@ -282,6 +282,10 @@ class Ledger {
     // The invoice entries the running (or last) command reads: eviction
     // keeps them, so that what it decided on is still there to apply to.
     std::vector<std::string> pinned ABSL_GUARDED_BY(state_mu);
+    // Whether some of its invoice entries may be on disk only (saved and
+    // dropped, or not loaded at a restart); until then a missing entry is
+    // no entry, and LoadInvoicesFor looks nothing up.
+    bool invoices_on_disk ABSL_GUARDED_BY(state_mu) = false;
     // Accounts listed at Open are loaded once, on first use (EnsureLoaded);
     // those created later start loaded.
     std::atomic<bool> loaded{false};
