@@ -119,7 +119,15 @@ std::multiset<std::string> ThreadNames() {
 TEST_F(LedgerTest, ItsThreadsCarryTheirNames) {
   Open(LedgerOptions{.snapshot_every_events = 0, .completion_threads = 2});
   ASSERT_OK(ledger_->Execute(Ctx(), Create("po", {})));
-  const std::multiset<std::string> names = ThreadNames();
+  // Each thread names itself as it starts: one not scheduled yet still has
+  // its creator's name (seen on a loaded machine), so wait for them.
+  std::multiset<std::string> names = ThreadNames();
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(10);
+       (names.count("pl-complete") < 2 || names.count("pl-commit") < 1) &&
+       absl::Now() < deadline;
+       names = ThreadNames()) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   EXPECT_EQ(names.count("pl-complete"), 2u);
   EXPECT_EQ(names.count("pl-commit"), 1u);
 }
