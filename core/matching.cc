@@ -159,6 +159,18 @@ MatchResult Match(const AccountState& state, const MatchInput& input) {
 
 namespace {
 
+// Adds the purchase orders counted by outcome (indexed by the enum's value)
+// to `out`, in the enum's order.
+void AddOutcomeCounts(const std::vector<int32_t>& outcomes,
+                      v1::MatchExplanation& out) {
+  for (int o = 0; o < static_cast<int>(outcomes.size()); ++o) {
+    if (outcomes[o] == 0) continue;
+    v1::OutcomeCount* count = out.add_purchase_order_outcomes();
+    count->set_outcome(static_cast<v1::CandidateOutcome>(o));
+    count->set_count(outcomes[o]);
+  }
+}
+
 // Explain by a walk over every purchase order and line: the full form, and
 // the compact one for tests (ExplainCompactByWalk).
 v1::MatchExplanation ExplainByWalk(const AccountState& state,
@@ -295,12 +307,7 @@ v1::MatchExplanation ExplainByWalk(const AccountState& state,
     r->set_line_number(l.line_number);
     r->set_outcome(l.outcome);
   }
-  for (int o = 0; o < static_cast<int>(outcomes.size()); ++o) {
-    if (outcomes[o] == 0) continue;
-    v1::OutcomeCount* count = out.add_purchase_order_outcomes();
-    count->set_outcome(static_cast<v1::CandidateOutcome>(o));
-    count->set_count(outcomes[o]);
-  }
+  AddOutcomeCounts(outcomes, out);
   out.set_fitting_lines(fitting);
   if (result.matched()) {
     out.set_selected_line_type(result.line->definition.type());
@@ -441,12 +448,7 @@ v1::MatchExplanation ExplainCompact(const AccountState& state,
     out.set_selected_line_type(result.line->definition.type());
     out.set_selected_line_covers(winner_covers);
   }
-  for (int o = 0; o < static_cast<int>(outcomes.size()); ++o) {
-    if (outcomes[o] == 0) continue;
-    v1::OutcomeCount* count = out.add_purchase_order_outcomes();
-    count->set_outcome(static_cast<v1::CandidateOutcome>(o));
-    count->set_count(outcomes[o]);
-  }
+  AddOutcomeCounts(outcomes, out);
   out.set_fitting_lines(fitting);
   return out;
 }
