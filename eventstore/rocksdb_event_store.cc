@@ -161,6 +161,10 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
   db_options.enable_write_thread_adaptive_yield = false;
   db_options.memtable_insert_with_hint_prefix_extractor =
       std::make_shared<InsertHintPrefix>();
+  // A Bloom filter over the memtable's whole keys: the lookup of a key that
+  // is not there (a new invoice's id) no longer walks the skip list.
+  db_options.memtable_whole_key_filtering = true;
+  db_options.memtable_prefix_bloom_size_ratio = 0.02;
   if (options.env != nullptr) db_options.env = options.env;
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
