@@ -25,6 +25,10 @@ google::rpc::Status ToRpcStatus(const absl::Status& status) {
   }
   info.set_reason(reason);
   info.set_domain(kErrorDomain);
+  core::ForEachMetadata(
+      status, [&](absl::string_view key, absl::string_view value) {
+        (*info.mutable_metadata())[std::string(key)] = core::SafeMessage(value);
+      });
   details.add_details()->PackFrom(info);
   const std::string field = core::FieldOf(status);
   if (!field.empty()) {

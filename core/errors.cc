@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -138,6 +139,23 @@ std::string SafeMessage(absl::string_view message, size_t max_bytes) {
 std::string ReasonOf(const absl::Status& status) {
   auto payload = status.GetPayload(kReasonPayload);
   return payload.has_value() ? std::string(*payload) : std::string();
+}
+
+absl::Status WithMetadata(absl::Status status, absl::string_view key,
+                          absl::string_view value) {
+  status.SetPayload(absl::StrCat(kMetadataPayloadPrefix, key),
+                    absl::Cord(value));
+  return status;
+}
+
+void ForEachMetadata(
+    const absl::Status& status,
+    const std::function<void(absl::string_view, absl::string_view)>& visit) {
+  status.ForEachPayload([&](absl::string_view url, const absl::Cord& value) {
+    if (absl::StartsWith(url, kMetadataPayloadPrefix)) {
+      visit(url.substr(kMetadataPayloadPrefix.size()), std::string(value));
+    }
+  });
 }
 
 std::string FieldOf(const absl::Status& status) {

@@ -15,6 +15,7 @@
 #ifndef POLEDGER_CORE_ERRORS_H_
 #define POLEDGER_CORE_ERRORS_H_
 
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -25,6 +26,9 @@ namespace core {
 
 inline constexpr absl::string_view kReasonPayload = "type.poledger.dev/reason";
 inline constexpr absl::string_view kFieldPayload = "type.poledger.dev/field";
+// Followed by the metadata entry's key.
+inline constexpr absl::string_view kMetadataPayloadPrefix =
+    "type.poledger.dev/metadata/";
 
 // Every stable reason (google.rpc.ErrorInfo.reason) the server sends:
 // clients branch on these, and README lists each with its code. Errors
@@ -70,6 +74,10 @@ inline constexpr absl::string_view kRequestIdConflict = "REQUEST_ID_CONFLICT";
 // without the right to the method on the account.
 inline constexpr absl::string_view kUnauthenticated = "UNAUTHENTICATED";
 inline constexpr absl::string_view kPermissionDenied = "PERMISSION_DENIED";
+// Scale-out: an account of another shard (metadata "owning_shard"); a
+// write sent to a read replica (metadata "leader").
+inline constexpr absl::string_view kWrongShard = "WRONG_SHARD";
+inline constexpr absl::string_view kReadOnlyReplica = "READ_ONLY_REPLICA";
 }  // namespace reason
 
 // Returns INVALID_ARGUMENT "field: why" with reason INVALID_FIELD (or
@@ -80,6 +88,16 @@ absl::Status InvalidField(absl::string_view field, absl::string_view why,
 // Returns a status of `code` with `reason_code` attached.
 absl::Status DomainError(absl::StatusCode code, absl::string_view reason_code,
                          absl::string_view message);
+
+// Returns `status` with `key`: `value` attached (google.rpc.ErrorInfo's
+// metadata).
+absl::Status WithMetadata(absl::Status status, absl::string_view key,
+                          absl::string_view value);
+
+// Calls `visit(key, value)` for each metadata entry attached to `status`.
+void ForEachMetadata(
+    const absl::Status& status,
+    const std::function<void(absl::string_view, absl::string_view)>& visit);
 
 // Returns `value` quoted for a message: in double quotes, at most its first
 // 32 characters, each that is not printable escaped (\xNN for a byte that

@@ -13,6 +13,7 @@
 #include "base/status_macros.h"
 #include "base/thread_name.h"
 #include "core/decide.h"
+#include "core/errors.h"
 #include "eventstore/rocksdb_event_store.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -182,6 +183,14 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   ctx.stream_queue_records = static_cast<size_t>(options.stream_queue_records);
   ctx.start_time = absl::Now();
   ctx.version = "0.1.0";
+  if (!options.shard.empty()) {
+    absl::StatusOr<core::Shard> shard = core::ParseShard(options.shard);
+    if (!shard.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", shard.status().message()));
+    }
+    ctx.shard = *shard;
+  }
   std::shared_ptr<grpc::ServerCredentials> credentials =
       grpc::InsecureServerCredentials();
   if (!options.tls_cert.empty()) {
@@ -331,6 +340,17 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   absl::StatusOr<std::unique_ptr<Ledger>> ledger =
       Ledger::Open(impl->store.get(), impl->clock.get(), ledger_options);
   if (!ledger.ok()) return fail(ledger.status());
+  // A data directory of another shard (or of a server before the split)
+  // is not served as this one: its accounts would answer from two places.
+  for (const std::string& account : (*ledger)->AccountIds()) {
+    if (!ctx.shard.Owns(account)) {
+      return fail(absl::FailedPreconditionError(absl::StrCat(
+          "the log at ", options.data_dir, " holds account ",
+          core::Quote(account), " of shard ",
+          core::ShardOf(account, ctx.shard.count), " of ", ctx.shard.count,
+          ", not of --shard=", ctx.shard.ToString())));
+    }
+  }
   impl->ledger = std::move(*ledger);
   // One tick a second: each stream's heartbeat is due within a second of
   // its interval.

@@ -80,6 +80,10 @@ struct ServerOptions {
   // If set, serves Prometheus metrics at http://ADDRESS/metrics.
   std::string metrics_listen;
 
+  // "I/N": serve only the accounts of shard I of N (see core/shard.h);
+  // empty: one shard of one.
+  std::string shard;
+
   // Unary calls slower than this are logged.
   absl::Duration slow_call = absl::Seconds(1);
 };

@@ -114,6 +114,10 @@ int main(int argc, char** argv) {
                  "format or .json; re-read on SIGHUP)");
   app.add_flag("--authz-allow-all", options.authz_allow_all,
                "With TLS and no policy: every identity may do everything");
+  app.add_option("--shard", options.shard,
+                 "I/N: serve only the accounts of shard I of N "
+                 "(crc32(account id) mod N); calls for other accounts are "
+                 "refused with WRONG_SHARD");
   app.add_option("--verify-on-open", options.verify_on_open,
                  "What opening the log checks: 'mark' (the records after the "
                  "verified-through mark) or 'full' (every record)")

@@ -34,6 +34,39 @@ grpc::Status NotReady() {
       "the server is still loading its event log; retry shortly"));
 }
 
+absl::Status CheckAccountRouting(const ServiceContext& ctx,
+                                 const grpc::ServerContextBase* context,
+                                 const std::string& account_id) {
+  auto header = context->client_metadata().find(kAccountHeader);
+  if (header != context->client_metadata().end() &&
+      absl::string_view(header->second.data(), header->second.size()) !=
+          account_id) {
+    return core::InvalidField(
+        "account_id",
+        absl::StrCat("differs from the ", kAccountHeader, " header (",
+                     core::Quote(absl::string_view(header->second.data(),
+                                                   header->second.size())),
+                     ")"));
+  }
+  if (!ctx.shard.Owns(account_id)) {
+    const uint32_t owner = core::ShardOf(account_id, ctx.shard.count);
+    return core::WithMetadata(
+        core::WithMetadata(
+            core::DomainError(
+                absl::StatusCode::kFailedPrecondition,
+                core::reason::kWrongShard,
+                absl::StrCat("account ", core::Quote(account_id),
+                             " belongs to shard ", owner, " of ",
+                             ctx.shard.count, ", not to this server's shard ",
+                             ctx.shard.index, ": send it there (", kShardHeader,
+                             ": ", owner, ", or the header ", kAccountHeader,
+                             " through the proxy)")),
+            "owning_shard", absl::StrCat(owner)),
+        "shard_count", absl::StrCat(ctx.shard.count));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> Authorize(
     const ServiceContext& ctx, const grpc::ServerContextBase* context,
     const google::protobuf::Message& request) {
@@ -51,6 +84,8 @@ absl::StatusOr<std::string> Authorize(
       field->type() == google::protobuf::FieldDescriptor::TYPE_STRING) {
     account = request.GetReflection()->GetString(request, field);
   }
+  if (!account.empty())
+    RETURN_IF_ERROR(CheckAccountRouting(ctx, context, account));
   // A batch's items name their own accounts: each is checked as it is
   // taken; the call needs the access on some account.
   absl::Status allowed =
@@ -767,6 +802,8 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::BatchRecordInvoices(
   for (int i = 0; i < request->requests_size(); ++i) {
     const v1::RecordInvoiceRequest& item = request->requests(i);
     absl::Status valid = ValidateAccountId(item.account_id());
+    if (valid.ok())
+      valid = CheckAccountRouting(*ctx_, context, item.account_id());
     if (valid.ok()) {
       valid = authorizer->Check(
           identity, v1::RecordInvoiceRequest::descriptor(), item.account_id());
@@ -1058,6 +1095,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
   }
   response->set_authorization(ctx_->authorization);
   response->set_caller_identity(IdentityOf(context));
+  response->set_shard_index(ctx_->shard.index);
+  response->set_shard_count(ctx_->shard.count);
   return Reply(context, grpc::Status::OK);
 }
 

@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "api/authz.h"
+#include "core/shard.h"
 #include "ledger/clock.h"
 #include "ledger/ledger.h"
 #include "poledger/v1/invoices.grpc.pb.h"
@@ -36,6 +37,12 @@ inline constexpr int kMaxPageSize = 1000;
 grpc::Status NotReady();
 
 // What every service shares.
+// Request metadata: the account a call is about (routed on by the proxy;
+// when present it must equal the body's account_id), and the shard a call
+// that is not about one account is addressed to.
+inline constexpr char kAccountHeader[] = "x-poledger-account";
+inline constexpr char kShardHeader[] = "x-poledger-shard";
+
 struct ServiceContext {
   // Null until the ledger has loaded; calls meanwhile get UNAVAILABLE.
   std::atomic<Ledger*> ready_ledger{nullptr};
@@ -59,6 +66,9 @@ struct ServiceContext {
   // Writes a verified backup of the log to a new directory (set by the
   // server over its RocksDB store).
   std::function<absl::StatusOr<LogHead>(const std::string&)> backup;
+
+  // The accounts this server serves; calls for others are WRONG_SHARD.
+  core::Shard shard;
 
   // Security. With TLS every call needs an identity (a verified client
   // certificate); `authorization` is GetServerInfo's word for the mode.

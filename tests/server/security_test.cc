@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "api/authz.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
@@ -25,7 +26,6 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
-#include "api/authz.h"
 #include "ledger/ledger.h"
 #include "poledger/v1/invoices.grpc.pb.h"
 #include "poledger/v1/log.grpc.pb.h"
@@ -33,6 +33,7 @@
 #include "server/server.h"
 #include "tests/eventstore/store_test_util.h"
 #include "tests/testing/command.h"
+#include "tests/testing/generic_call.h"
 #include "tests/testing/purchase_orders.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/status_matchers.h"
@@ -145,73 +146,6 @@ const std::vector<Caller>& Callers() {
   return *callers;
 }
 
-// A request for `method` about `account`: its account_id set (if it has
-// one), nothing else, so that no allowed call writes anything either.
-std::string RequestBytes(const google::protobuf::MethodDescriptor* method,
-                         const std::string& account) {
-  std::unique_ptr<google::protobuf::Message> request(
-      google::protobuf::MessageFactory::generated_factory()
-          ->GetPrototype(method->input_type())
-          ->New());
-  if (const auto* f = method->input_type()->FindFieldByName("account_id")) {
-    request->GetReflection()->SetString(request.get(), f, account);
-  }
-  return request->SerializeAsString();
-}
-
-// Calls `method` with `request` through the generic stub. A stream that
-// sends its first message counts as OK (then it is cancelled).
-grpc::StatusCode Call(grpc::Channel* channel,
-                      const google::protobuf::MethodDescriptor* method,
-                      const std::string& request) {
-  grpc::GenericStub stub(channel->shared_from_this());
-  const std::string path =
-      absl::StrCat("/", method->service()->full_name(), "/", method->name());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  grpc::CompletionQueue cq;
-  grpc::Slice slice(request);
-  grpc::ByteBuffer in(&slice, 1);
-  grpc::ByteBuffer out;
-  grpc::Status status;
-  void* tag;
-  bool ok;
-  if (!method->server_streaming()) {
-    auto call = stub.PrepareUnaryCall(&ctx, path, in, &cq);
-    call->StartCall();
-    call->Finish(&out, &status, reinterpret_cast<void*>(1));
-    cq.Next(&tag, &ok);
-  } else {
-    auto call = stub.PrepareCall(&ctx, path, &cq);
-    call->StartCall(reinterpret_cast<void*>(1));
-    cq.Next(&tag, &ok);
-    bool got_message = false;
-    if (ok) {
-      call->Write(in, reinterpret_cast<void*>(2));
-      cq.Next(&tag, &ok);
-      call->WritesDone(reinterpret_cast<void*>(3));
-      cq.Next(&tag, &ok);
-      call->Read(&out, reinterpret_cast<void*>(4));
-      cq.Next(&tag, &ok);
-      got_message = ok;
-    }
-    if (got_message) ctx.TryCancel();
-    call->Finish(&status, reinterpret_cast<void*>(5));
-    while (cq.Next(&tag, &ok) && tag != reinterpret_cast<void*>(5)) {
-    }
-    if (got_message) {
-      cq.Shutdown();
-      while (cq.Next(&tag, &ok)) {
-      }
-      return grpc::StatusCode::OK;
-    }
-  }
-  cq.Shutdown();
-  while (cq.Next(&tag, &ok)) {
-  }
-  return status.error_code();
-}
-
 std::string ReasonOf(const grpc::Status& status) {
   google::rpc::Status rpc;
   if (!rpc.ParseFromString(status.error_details())) return "";
@@ -299,9 +233,10 @@ TEST_F(SecurityTest, EveryMethodByEveryCallerGivesItsExactCode) {
   for (const auto* method : methods) {
     const Kind kind = KindOf(method->name());
     for (const char* account : {kA, kB}) {
-      const std::string request = RequestBytes(method, account);
+      const std::string request = testing::RequestBytes(method, account);
       // What an allowed caller gets: root's answer to the same request.
-      const grpc::StatusCode allowed = Call(root.get(), method, request);
+      const grpc::StatusCode allowed =
+          testing::CallGeneric(root.get(), method, request).error_code();
       EXPECT_NE(allowed, grpc::StatusCode::PERMISSION_DENIED) << method->name();
       EXPECT_NE(allowed, grpc::StatusCode::UNAUTHENTICATED) << method->name();
       EXPECT_NE(allowed, grpc::StatusCode::UNAVAILABLE) << method->name();
@@ -325,7 +260,8 @@ TEST_F(SecurityTest, EveryMethodByEveryCallerGivesItsExactCode) {
           want = grpc::StatusCode::PERMISSION_DENIED;
         }
         const grpc::StatusCode got =
-            Call(channels[c.name].get(), method, request);
+            testing::CallGeneric(channels[c.name].get(), method, request)
+                .error_code();
         ++calls;
         ++by_code[got];
         EXPECT_EQ(got, want)
