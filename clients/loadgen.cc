@@ -105,6 +105,22 @@ std::atomic<int64_t> answer_bytes{0};
 // Issues one request; calls done(ok) when it completes.
 using Issue = std::function<void(int64_t seq, std::function<void(bool)> done)>;
 
+// Whether a request message is about one account (has account_id).
+template <typename R, typename = void>
+struct HasAccount : std::false_type {};
+template <typename R>
+struct HasAccount<R, std::void_t<decltype(std::declval<R>().account_id())>>
+    : std::true_type {};
+
+// Sets the header a proxy in front of shards routes on: the request's
+// account, as the body has it.
+template <typename Request>
+void Route(grpc::ClientContext* ctx, const Request& request) {
+  if constexpr (HasAccount<Request>::value) {
+    ctx->AddMetadata("x-poledger-account", request.account_id());
+  }
+}
+
 // Starts one call with `request`: `call(context, request, response,
 // on_done)` is the stub's async method. The context and messages live until
 // the call ends; then done(ok) runs.
@@ -112,6 +128,7 @@ template <typename Response, typename Request, typename Call>
 void Send(std::unique_ptr<Request> request, std::function<void(bool)> done,
           Call call) {
   auto* ctx = new grpc::ClientContext;
+  Route(ctx, *request);
   Request* req = request.release();
   auto* resp = new Response;
   call(ctx, req, resp, [=](grpc::Status s) {
@@ -320,6 +337,7 @@ int Main(int argc, char** argv) {
                                    100)
                : LoadPurchaseOrder("base");
       v1::PurchaseOrder out;
+      Route(&ctx, req);
       s = pos->CreatePurchaseOrder(&ctx, req, &out);
     }
     if (s.ok() && wanted("get-invoice")) {
@@ -328,6 +346,7 @@ int Main(int argc, char** argv) {
       invoice_req.set_account_id(account(a));
       FillLoadInvoice("base", a, invoice_req.mutable_invoice());
       v1::Invoice recorded;
+      Route(&invoice_ctx, invoice_req);
       s = invoice_stubs[0]->RecordInvoice(&invoice_ctx, invoice_req, &recorded);
     }
     if (!s.ok()) {

@@ -228,6 +228,9 @@ int Run(const Options& options) {
     v1::SubscribeNotificationsRequest req;
     req.set_account_id(options.account);
     req.set_after_position(checkpoint);
+    if (!options.account.empty()) {
+      ctx.AddMetadata("x-poledger-account", options.account);
+    }
     auto reader = stub->SubscribeNotifications(&ctx, req);
     // Cancels the stream when a stop signal arrives.
     std::atomic<bool> done{false};

@@ -79,6 +79,8 @@ int main(int argc, char** argv) {
     poledger::v1::SubscribeNotificationsRequest request;
     request.set_account_id(account);
     request.set_after_position(after);
+    // A proxy in front of shards routes on it.
+    ctx.AddMetadata("x-poledger-account", account);
     auto stream = stub->SubscribeNotifications(&ctx, request);
     poledger::v1::SubscribeNotificationsResponse item;
     while (stream->Read(&item)) {

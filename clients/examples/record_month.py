@@ -67,7 +67,9 @@ def main():
                                        units=args.units_per_day)))
         try:
             # The service config sets the deadline and retries UNAVAILABLE.
-            invoice = stub.RecordInvoice(request)
+            # A proxy in front of shards routes on x-poledger-account.
+            invoice = stub.RecordInvoice(
+                request, metadata=[("x-poledger-account", args.account)])
         except grpc.RpcError as e:
             failed += 1
             print(f"{invoice_id}: {e.code().name}: {e.details()}")

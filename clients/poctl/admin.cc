@@ -14,22 +14,24 @@ namespace {
 int Info(Session& s) {
   v1::GetServerInfoResponse out;
   grpc::ClientContext ctx;
-  s.Prepare(&ctx);
+  s.PrepareForShard(&ctx);
   grpc::Status status =
       s.admin().GetServerInfo(&ctx, v1::GetServerInfoRequest(), &out);
   if (!status.ok()) return Report(status);
   return Print(s, out, [&] {
-    PrintTable({{"version", out.version()},
-                {"head", absl::StrCat(out.head_position())},
-                {"uptime", absl::StrCat(out.uptime().seconds(), "s")},
-                {"clock", out.clock()}});
+    PrintTable(
+        {{"version", out.version()},
+         {"head", absl::StrCat(out.head_position())},
+         {"uptime", absl::StrCat(out.uptime().seconds(), "s")},
+         {"clock", out.clock()},
+         {"shard", absl::StrCat(out.shard_index(), "/", out.shard_count())}});
   });
 }
 
 int Snapshot(Session& s) {
   v1::CreateSnapshotResponse out;
   grpc::ClientContext ctx;
-  s.Prepare(&ctx);
+  s.PrepareForShard(&ctx);
   grpc::Status status =
       s.admin().CreateSnapshot(&ctx, v1::CreateSnapshotRequest(), &out);
   if (!status.ok()) return Report(status);
@@ -45,7 +47,7 @@ int Backup(Session& s, const std::string& dir) {
   req.set_directory(dir);
   v1::CreateBackupResponse out;
   grpc::ClientContext ctx;
-  s.Prepare(&ctx);
+  s.PrepareForShard(&ctx);
   grpc::Status status = s.admin().CreateBackup(&ctx, req, &out);
   if (!status.ok()) return Report(status);
   return Print(s, out, [&] {
@@ -60,7 +62,7 @@ int Backup(Session& s, const std::string& dir) {
 int Health(Session& s) {
   grpc::health::v1::HealthCheckResponse out;
   grpc::ClientContext ctx;
-  s.Prepare(&ctx);
+  s.PrepareForShard(&ctx);
   grpc::Status status =
       s.health().Check(&ctx, grpc::health::v1::HealthCheckRequest(), &out);
   if (!status.ok()) return Report(status);

@@ -22,11 +22,13 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "clients/poctl/session.h"
+#include "core/shard.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/rpc/error_details.pb.h"
 
@@ -244,6 +246,18 @@ std::string ReasonOf(const google::rpc::Status& status) {
   return CodeName(static_cast<grpc::StatusCode>(status.code()));
 }
 
+std::string MetadataOf(const google::rpc::Status& status,
+                       const std::string& key) {
+  for (const auto& any : status.details()) {
+    google::rpc::ErrorInfo info;
+    if (any.UnpackTo(&info)) {
+      auto it = info.metadata().find(key);
+      return it == info.metadata().end() ? "" : it->second;
+    }
+  }
+  return "";
+}
+
 // What happened to the items so far.
 struct Summary {
   int recorded = 0;
@@ -284,30 +298,64 @@ int Import(Session& s, const ImportFlags& f) {
     }
   }
   const bool progress = f.progress && isatty(STDERR_FILENO) && !s.json();
+  // Through a proxy in front of shards, each batch goes to one shard: the
+  // items are split by their account's shard (in file order within each).
+  // The number of shards is learnt from the first items refused with
+  // WRONG_SHARD (their details name it), which are then sent again.
+  uint32_t shards = 1;
   Summary summary;
-  v1::BatchRecordInvoicesResponse all;
   for (size_t first = 0; first < rows.size(); first += f.batch_size) {
     const size_t end = std::min(rows.size(), first + f.batch_size);
-    v1::BatchRecordInvoicesRequest batch;
-    batch.set_validate_only(f.dry_run);
-    for (size_t i = first; i < end; ++i)
-      *batch.add_requests() = rows[i].request;
-    v1::BatchRecordInvoicesResponse out;
-    grpc::ClientContext ctx;
-    s.Prepare(&ctx);
-    const grpc::Status status =
-        s.invoices().BatchRecordInvoices(&ctx, batch, &out);
-    if (!status.ok()) {
-      if (progress) std::fprintf(stderr, "\n");
-      std::fprintf(stderr,
-                   "stopped at line %d after %d of %zu items (%d recorded); "
-                   "items are idempotent: run the import again\n",
-                   rows[first].line, summary.sent, rows.size(),
-                   summary.recorded);
-      return Report(status);
+    // The result of each row of [first, end), in file order.
+    std::vector<v1::RecordInvoiceResult> results(end - first);
+    std::vector<size_t> pending;
+    for (size_t i = first; i < end; ++i) pending.push_back(i);
+    for (int attempt = 0; !pending.empty() && attempt < 3; ++attempt) {
+      std::map<uint32_t, std::vector<size_t>> by_shard;
+      for (size_t i : pending) {
+        by_shard[core::ShardOf(rows[i].request.account_id(), shards)].push_back(
+            i);
+      }
+      pending.clear();
+      const uint32_t asked_of = shards;
+      for (const auto& [shard, items] : by_shard) {
+        v1::BatchRecordInvoicesRequest batch;
+        batch.set_validate_only(f.dry_run);
+        for (size_t i : items) *batch.add_requests() = rows[i].request;
+        v1::BatchRecordInvoicesResponse out;
+        grpc::ClientContext ctx;
+        s.PrepareForShard(&ctx, asked_of > 1 ? absl::StrCat(shard) : "");
+        grpc::Status status =
+            s.invoices().BatchRecordInvoices(&ctx, batch, &out);
+        if (status.ok() && out.results_size() != batch.requests_size()) {
+          status = grpc::Status(grpc::StatusCode::INTERNAL,
+                                "the server answered another number of items");
+        }
+        if (!status.ok()) {
+          if (progress) std::fprintf(stderr, "\n");
+          std::fprintf(stderr,
+                       "stopped at line %d after %d of %zu items (%d "
+                       "recorded); items are idempotent: run the import "
+                       "again\n",
+                       rows[items[0]].line, summary.sent, rows.size(),
+                       summary.recorded);
+          return Report(status);
+        }
+        for (size_t k = 0; k < items.size(); ++k) {
+          v1::RecordInvoiceResult* r = out.mutable_results(k);
+          uint32_t count = 0;
+          if (r->has_error() && ReasonOf(r->error()) == "WRONG_SHARD" &&
+              absl::SimpleAtoi(MetadataOf(r->error(), "shard_count"), &count) &&
+              count > 1 && count != asked_of) {
+            shards = count;
+            pending.push_back(items[k]);
+          }
+          results[items[k] - first] = std::move(*r);
+        }
+      }
     }
-    for (int k = 0; k < out.results_size(); ++k) {
-      const v1::RecordInvoiceResult& r = out.results(k);
+    for (size_t k = 0; k < results.size(); ++k) {
+      const v1::RecordInvoiceResult& r = results[k];
       const Row& row = rows[first + k];
       if (r.has_error()) {
         const std::string reason = ReasonOf(r.error());
@@ -335,7 +383,7 @@ int Import(Session& s, const ImportFlags& f) {
                     Json(r, true).c_str());
       }
     }
-    summary.sent += out.results_size();
+    summary.sent += static_cast<int>(results.size());
     if (progress) ShowProgress(summary, rows.size());
   }
   if (progress) std::fprintf(stderr, "\n");

@@ -40,6 +40,8 @@ int Main(int argc, char** argv) {
   g.server = env_server != nullptr ? env_server : "127.0.0.1:50051";
   const char* env_account = std::getenv("POLEDGER_ACCOUNT");
   if (env_account != nullptr) g.account = env_account;
+  const char* env_shard = std::getenv("POLEDGER_SHARD");
+  if (env_shard != nullptr) g.shard = env_shard;
 
   CLI::App app(
       "poctl: manage purchase orders, invoices and the event log of a "
@@ -48,6 +50,9 @@ int Main(int argc, char** argv) {
   app.add_option("--server", g.server, "host:port ($POLEDGER_SERVER)")
       ->capture_default_str();
   app.add_option("--account", g.account, "Account id ($POLEDGER_ACCOUNT)");
+  app.add_option("--shard", g.shard,
+                 "Through a proxy: the shard (0..N-1) of calls about no one "
+                 "account (admin, the whole log) ($POLEDGER_SHARD)");
   app.add_option("--timeout", g.timeout, "Seconds per call")
       ->capture_default_str();
   app.add_option("--output,-o", g.output, "table or json")

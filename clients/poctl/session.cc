@@ -39,6 +39,21 @@ void Session::Prepare(grpc::ClientContext* context, bool streaming) const {
                           std::chrono::milliseconds(
                               static_cast<int64_t>(globals_.timeout * 1000)));
   }
+  if (!globals_.account.empty()) {
+    context->AddMetadata("x-poledger-account", globals_.account);
+  }
+  if (!globals_.shard.empty()) {
+    context->AddMetadata("x-poledger-shard", globals_.shard);
+  }
+}
+
+void Session::PrepareForShard(grpc::ClientContext* context,
+                              const std::string& shard) const {
+  context->set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(globals_.timeout * 1000)));
+  const std::string& to = shard.empty() ? globals_.shard : shard;
+  if (!to.empty()) context->AddMetadata("x-poledger-shard", to);
 }
 
 void OnRun(CLI::App* command, Run* run, Run body, bool needs_account) {

@@ -30,6 +30,9 @@ namespace poctl {
 struct Globals {
   std::string server;
   std::string account;
+  // The shard a call that is about no one account goes to through a proxy
+  // (x-poledger-shard); empty: shard 0.
+  std::string shard;
   double timeout = 10;
   std::string output = "table";
   ClientTls tls;
@@ -45,8 +48,13 @@ class Session {
   bool json() const { return globals_.output == "json"; }
 
   // Sets the call deadline (--timeout; none for a stream, which runs until
-  // the user stops it).
+  // the user stops it) and the routing headers: x-poledger-account (the
+  // session's account, if any) and x-poledger-shard (--shard, if given).
   void Prepare(grpc::ClientContext* context, bool streaming = false) const;
+  // As Prepare, for a call addressed to one shard (`shard`, else --shard),
+  // not to an account: admin calls, a batch of one shard's items.
+  void PrepareForShard(grpc::ClientContext* context,
+                       const std::string& shard = "") const;
 
   v1::PurchaseOrderService::Stub& purchase_orders() { return *pos_; }
   v1::InvoiceService::Stub& invoices() { return *invoices_; }
