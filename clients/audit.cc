@@ -11,7 +11,9 @@
 #include "absl/time/time.h"
 #include "api/convert.h"
 #include "base/status_macros.h"
+#include "core/errors.h"
 #include "core/money.h"
+#include "core/shard.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "ledger/clock.h"
@@ -104,7 +106,8 @@ absl::StatusOr<std::shared_ptr<RocksDbEventStore>> OpenDataDir(
 
 absl::StatusOr<VerifyReport> Verify(
     const EventStore& store,
-    const std::function<void(uint64_t, uint64_t)>& progress) {
+    const std::function<void(uint64_t, uint64_t)>& progress,
+    const core::Shard* shard) {
   VerifyReport report;
   const uint64_t total = store.Head().position;
   uint64_t next = 1;
@@ -143,6 +146,17 @@ absl::StatusOr<VerifyReport> Verify(
       }
       report.head = LogHead{r.position, r.hash};
       ++report.records;
+      if (shard != nullptr) {
+        const std::string account = AccountOfStream(r.stream_id);
+        if (!shard->Owns(account)) {
+          if (report.foreign_records++ == 0) {
+            report.first_foreign = absl::StrCat(
+                "position ", r.position, ": account ", core::Quote(account),
+                " of shard ", core::ShardOf(account, shard->count), " of ",
+                shard->count);
+          }
+        }
+      }
     }
     next = batch->back().position + 1;
     if (progress) progress(report.records, total);

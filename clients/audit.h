@@ -22,6 +22,10 @@
 #include "eventstore/rocksdb_event_store.h"
 
 namespace poledger {
+namespace core {
+struct Shard;
+}  // namespace core
+
 namespace audit {
 
 // Opens `data_dir` read-only as a secondary instance (safe while a server
@@ -37,14 +41,20 @@ struct VerifyReport {
   // position (first_broken) fails.
   std::string problem;
   uint64_t first_broken = 0;
+  // With a shard to check against: records of accounts another shard owns,
+  // and the first of them ("position N: account \"A\" of shard S").
+  uint64_t foreign_records = 0;
+  std::string first_foreign;
 };
 
 // Walks the whole log checking each record's hash, the chain links between
 // records and that positions have no gap. `progress(done, total)` is called
 // now and then.
+// With `shard`, also checks that every record's account belongs to it.
 absl::StatusOr<VerifyReport> Verify(
     const EventStore& store,
-    const std::function<void(uint64_t, uint64_t)>& progress = nullptr);
+    const std::function<void(uint64_t, uint64_t)>& progress = nullptr,
+    const core::Shard* shard = nullptr);
 
 // Returns "" if the intact log has a record at `position` whose hash is
 // `digest_hex` (as GetLogDigest reported it then), else why not: the log

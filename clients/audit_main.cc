@@ -8,6 +8,11 @@
 //                          (--position=N | --time=RFC3339)
 //   poledger-audit history --data-dir=DIR --account=A --po=P
 //
+// Behind shards, --data-dir and --server take every shard's (comma-
+// separated, shard 0 first): verify and check-snapshot check each (verify
+// also that every record's account belongs to its shard); the others read
+// the shard that holds --account.
+//
 // DIR may be a running server's data directory: it is opened as a RocksDB
 // secondary instance, read-only. Instead of --data-dir, --server=HOST:PORT
 // reads a running server's log through EventLogService (records' hashes
@@ -32,6 +37,7 @@
 #include "clients/audit.h"
 #include "clients/channel.h"
 #include "clients/remote_event_store.h"
+#include "core/shard.h"
 #include "ledger/ledger.h"
 
 namespace {
@@ -46,7 +52,7 @@ int Fail(const absl::Status& status) {
 int main(int argc, char** argv) {
   CLI::App app("poledger-audit: verify, replay and export a poledger event log");
   app.require_subcommand(1);
-  std::string data_dir;
+  std::vector<std::string> data_dirs;
   std::string account;
   std::string po;
   std::vector<std::string> types;
@@ -55,14 +61,18 @@ int main(int argc, char** argv) {
   uint64_t position = 0;
   std::string time;
 
-  std::string server;
+  std::vector<std::string> servers;
   poledger::ClientTls tls;
   auto source = [&](CLI::App* c) {
-    auto* dir = c->add_option("--data-dir", data_dir,
+    auto* dir = c->add_option("--data-dir", data_dirs,
                               "Server data directory (offline; safe while "
-                              "the server runs)");
-    auto* srv = c->add_option("--server", server,
-                              "Or a running server (online, host:port)");
+                              "the server runs); behind shards, every "
+                              "shard's, comma-separated, shard 0 first")
+                    ->delimiter(',');
+    auto* srv = c->add_option("--server", servers,
+                              "Or a running server (online, host:port), or "
+                              "every shard's")
+                    ->delimiter(',');
     dir->excludes(srv);
     poledger::AddTlsOptions(c, &tls);
   };
@@ -78,8 +88,9 @@ int main(int argc, char** argv) {
       "check-snapshot",
       "Compare the state loaded from the snapshot plus the log after it with "
       "the state rebuilt from the whole log");
-  check_snapshot->add_option("--data-dir", data_dir,
-                             "Server data directory (safe while the server runs)")
+  check_snapshot
+      ->add_option("--data-dir", data_dirs,
+                   "Server data directory (safe while the server runs)")
       ->required();
 
   CLI::App* export_cmd = app.add_subcommand(
@@ -116,28 +127,54 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  if (data_dir.empty() == server.empty()) {
+  if (data_dirs.empty() == servers.empty()) {
     std::fprintf(stderr, "give --data-dir or --server\n");
     return 2;
   }
-  absl::StatusOr<std::shared_ptr<poledger::EventStore>> store;
-  std::shared_ptr<poledger::RocksDbEventStore> local_store;
-  if (!server.empty()) {
+  // One log, or each shard's (shard I is the I-th).
+  std::vector<std::shared_ptr<poledger::EventStore>> stores;
+  std::vector<std::shared_ptr<poledger::RocksDbEventStore>> local_stores;
+  if (!servers.empty()) {
     auto credentials = poledger::ClientCredentials(tls);
     if (!credentials.ok()) {
       std::fprintf(stderr, "%s\n",
                    std::string(credentials.status().message()).c_str());
       return 2;
     }
-    store = std::shared_ptr<poledger::EventStore>(
-        std::make_shared<poledger::RemoteEventStore>(
-            poledger::NewClientChannel(server, *std::move(credentials))));
+    for (const std::string& server : servers) {
+      stores.push_back(std::make_shared<poledger::RemoteEventStore>(
+          poledger::NewClientChannel(server, *credentials)));
+      local_stores.push_back(nullptr);
+    }
   } else {
-    auto local = poledger::audit::OpenDataDir(data_dir);
-    if (!local.ok()) return Fail(local.status());
-    local_store = *local;
-    store = std::shared_ptr<poledger::EventStore>(*std::move(local));
+    for (const std::string& dir : data_dirs) {
+      auto local = poledger::audit::OpenDataDir(dir);
+      if (!local.ok()) return Fail(local.status());
+      local_stores.push_back(*local);
+      stores.push_back(*std::move(local));
+    }
   }
+  const uint32_t shards = static_cast<uint32_t>(stores.size());
+  if (shards > poledger::core::kMaxShards) {
+    std::fprintf(stderr, "at most %u shards\n", poledger::core::kMaxShards);
+    return 2;
+  }
+  // An account's commands read the shard that holds it.
+  size_t only = 0;
+  if (shards > 1 && !check_snapshot->parsed() && !verify->parsed()) {
+    if (account.empty()) {
+      std::fprintf(stderr,
+                   "with several shards, export needs --account (or give "
+                   "one shard's log: positions are each shard's own)\n");
+      return 2;
+    }
+    only = poledger::core::ShardOf(account, shards);
+  }
+  const std::shared_ptr<poledger::EventStore> store = stores[only];
+  // Heads each shard's part of the output when there are several.
+  auto heading = [&](size_t i) {
+    if (shards > 1) std::printf("shard %zu of %u:\n", i, shards);
+  };
 
   // A bad --expect is bad usage.
   std::vector<std::pair<uint64_t, std::string>> pinned;
@@ -152,75 +189,102 @@ int main(int argc, char** argv) {
     }
     pinned.emplace_back(at, absl::AsciiStrToLower(e.substr(colon + 1)));
   }
+  if (!pinned.empty() && shards > 1) {
+    std::fprintf(stderr, "--expect: with one shard's log at a time\n");
+    return 2;
+  }
 
   if (check_snapshot->parsed()) {
-    auto report = poledger::audit::CheckSnapshot(**store);
-    if (!report.ok()) return Fail(report.status());
-    std::printf("snapshot position: %llu\nhead: %llu\naccounts: %llu\nparts: %llu\n",
-                static_cast<unsigned long long>(report->snapshot_position),
-                static_cast<unsigned long long>(report->head),
-                static_cast<unsigned long long>(report->accounts),
-                static_cast<unsigned long long>(report->parts));
-    for (const std::string& p : report->problems) {
-      std::printf("DIFFERS: %s\n", p.c_str());
+    bool differs = false;
+    for (size_t i = 0; i < stores.size(); ++i) {
+      heading(i);
+      auto report = poledger::audit::CheckSnapshot(*stores[i]);
+      if (!report.ok()) return Fail(report.status());
+      std::printf(
+          "snapshot position: %llu\nhead: %llu\naccounts: %llu\nparts: %llu\n",
+          static_cast<unsigned long long>(report->snapshot_position),
+          static_cast<unsigned long long>(report->head),
+          static_cast<unsigned long long>(report->accounts),
+          static_cast<unsigned long long>(report->parts));
+      for (const std::string& p : report->problems) {
+        std::printf("DIFFERS: %s\n", p.c_str());
+      }
+      differs = differs || !report->problems.empty();
     }
-    if (!report->problems.empty()) return 1;
+    if (differs) return 1;
     std::printf("OK\n");
     return 0;
   }
 
   if (verify->parsed()) {
     const bool tty = isatty(STDERR_FILENO);
-    auto report = poledger::audit::Verify(
-        **store, [tty](uint64_t done, uint64_t total) {
-          if (!tty || total == 0) return;
-          const int width = 40;
-          const int filled = static_cast<int>(width * done / total);
-          std::fprintf(stderr, "\r[%s%s] %llu/%llu", std::string(filled, '#').c_str(),
-                       std::string(width - filled, ' ').c_str(),
-                       static_cast<unsigned long long>(done),
-                       static_cast<unsigned long long>(total));
-        });
-    if (tty) std::fprintf(stderr, "\n");
-    if (!report.ok()) return Fail(report.status());
-    std::printf("records: %llu\nhead: %llu\ndigest: %s\n",
-                static_cast<unsigned long long>(report->records),
-                static_cast<unsigned long long>(report->head.position),
-                poledger::HashToHex(report->head.hash).c_str());
-    if (!report->problem.empty()) {
-      std::printf("BROKEN at position %llu: %s\n",
-                  static_cast<unsigned long long>(report->first_broken),
-                  report->problem.c_str());
-      return 1;
-    }
-    bool pins_hold = true;
-    for (const auto& [at, digest] : pinned) {
-      const std::string why =
-          poledger::audit::CheckPinnedDigest(**store, *report, at, digest);
-      if (why.empty()) {
-        std::printf("pinned %llu: matches\n", static_cast<unsigned long long>(at));
-      } else {
-        std::printf("PINNED DIGEST MISMATCH: %s\n", why.c_str());
-        pins_hold = false;
+    bool fine = true;
+    for (size_t i = 0; i < stores.size(); ++i) {
+      heading(i);
+      const poledger::core::Shard shard{static_cast<uint32_t>(i), shards};
+      auto report = poledger::audit::Verify(
+          *stores[i],
+          [tty](uint64_t done, uint64_t total) {
+            if (!tty || total == 0) return;
+            const int width = 40;
+            const int filled = static_cast<int>(width * done / total);
+            std::fprintf(stderr, "\r[%s%s] %llu/%llu",
+                         std::string(filled, '#').c_str(),
+                         std::string(width - filled, ' ').c_str(),
+                         static_cast<unsigned long long>(done),
+                         static_cast<unsigned long long>(total));
+          },
+          shards > 1 ? &shard : nullptr);
+      if (tty) std::fprintf(stderr, "\n");
+      if (!report.ok()) return Fail(report.status());
+      std::printf("records: %llu\nhead: %llu\ndigest: %s\n",
+                  static_cast<unsigned long long>(report->records),
+                  static_cast<unsigned long long>(report->head.position),
+                  poledger::HashToHex(report->head.hash).c_str());
+      if (!report->problem.empty()) {
+        std::printf("BROKEN at position %llu: %s\n",
+                    static_cast<unsigned long long>(report->first_broken),
+                    report->problem.c_str());
+        return 1;
       }
-    }
-    // The mark a server trusts at open must name a record of this log.
-    bool mark_holds = true;
-    if (local_store != nullptr) {
-      const absl::Status mark = local_store->CheckVerifiedMark();
-      if (mark.ok()) {
-        // On stderr: the online answer (through a server) has no mark to
-        // show, and stdout is the same either way.
-        if (const uint64_t at = local_store->VerifiedMarkPosition(); at > 0) {
-          std::fprintf(stderr, "verified-through mark: %llu (holds)\n",
-                       static_cast<unsigned long long>(at));
+      if (report->foreign_records > 0) {
+        std::printf(
+            "WRONG SHARD: %llu records of other shards' accounts, "
+            "the first at %s\n",
+            static_cast<unsigned long long>(report->foreign_records),
+            report->first_foreign.c_str());
+        fine = false;
+      }
+      for (const auto& [at, digest] : pinned) {
+        const std::string why =
+            poledger::audit::CheckPinnedDigest(*stores[i], *report, at, digest);
+        if (why.empty()) {
+          std::printf("pinned %llu: matches\n",
+                      static_cast<unsigned long long>(at));
+        } else {
+          std::printf("PINNED DIGEST MISMATCH: %s\n", why.c_str());
+          fine = false;
         }
-      } else {
-        std::printf("MARK DIFFERS: %s\n", std::string(mark.message()).c_str());
-        mark_holds = false;
+      }
+      // The mark a server trusts at open must name a record of this log.
+      if (local_stores[i] != nullptr) {
+        const absl::Status mark = local_stores[i]->CheckVerifiedMark();
+        if (mark.ok()) {
+          // On stderr: the online answer (through a server) has no mark to
+          // show, and stdout is the same either way.
+          if (const uint64_t at = local_stores[i]->VerifiedMarkPosition();
+              at > 0) {
+            std::fprintf(stderr, "verified-through mark: %llu (holds)\n",
+                         static_cast<unsigned long long>(at));
+          }
+        } else {
+          std::printf("MARK DIFFERS: %s\n",
+                      std::string(mark.message()).c_str());
+          fine = false;
+        }
       }
     }
-    if (!pins_hold || !mark_holds) return 1;
+    if (!fine) return 1;
     std::printf("OK\n");
     return 0;
   }
@@ -231,7 +295,7 @@ int main(int argc, char** argv) {
     filter.event_types = types;
     filter.from_position = from;
     filter.to_position = to;
-    auto written = poledger::audit::Export(**store, filter, std::cout);
+    auto written = poledger::audit::Export(*store, filter, std::cout);
     std::cout.flush();
     if (!written.ok()) return Fail(written.status());
     std::fprintf(stderr, "%llu events\n", static_cast<unsigned long long>(*written));
@@ -246,15 +310,16 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "--time: %s\n", error.c_str());
         return 2;
       }
-      auto found = poledger::AccountPositionAt(**store, account, t);
+      auto found = poledger::AccountPositionAt(*store, account, t);
       if (!found.ok()) return Fail(found.status());
       at = *found;
     } else if (at_position->count() == 0) {
-      at = (*store)->Head().position;
+      at = store->Head().position;
     }
-    absl::Status s = poledger::audit::Replay(**store, account, po, at, std::cout);
+    absl::Status s =
+        poledger::audit::Replay(*store, account, po, at, std::cout);
     return s.ok() ? 0 : Fail(s);
   }
-  absl::Status s = poledger::audit::History(**store, account, po, std::cout);
+  absl::Status s = poledger::audit::History(*store, account, po, std::cout);
   return s.ok() ? 0 : Fail(s);
 }

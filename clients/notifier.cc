@@ -6,6 +6,10 @@
 //       [--checkpoint=./notifier.checkpoint] [--smtp-user=U]
 //       [--smtp-password-env=VAR] [--smtp-tls=none|try|required]
 //
+// Behind shards, --server lists every shard's address (shard 0 first): it
+// follows each shard's log with its own checkpoint (--checkpoint.I), or
+// with --account only the account's shard.
+//
 // It subscribes to NotificationService.SubscribeNotifications after the
 // position in its checkpoint file and, for each notification with
 // recipients, sends one mail (a stable Message-ID per notification) and only
@@ -39,6 +43,7 @@
 #include "clients/channel.h"
 #include "clients/format.h"
 #include "core/money.h"
+#include "core/shard.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "poledger/v1/log.grpc.pb.h"
@@ -51,7 +56,8 @@ std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop = true; }
 
 struct Options {
-  std::string server = "127.0.0.1:50051";
+  // One server, or each shard's (shard 0 first).
+  std::vector<std::string> servers = {"127.0.0.1:50051"};
   std::string account;
   std::string smtp_url;
   std::string from;
@@ -208,18 +214,21 @@ void Backoff(absl::Duration d) {
   while (!g_stop && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
 }
 
-int Run(const Options& options) {
-  uint64_t checkpoint = LoadCheckpoint(options.checkpoint);
+// Mails the notifications of one server (one shard's log) from the position
+// in `checkpoint_path`; returns the exit status.
+int Follow(const Options& options, const std::string& server,
+           const std::string& checkpoint_path) {
+  uint64_t checkpoint = LoadCheckpoint(checkpoint_path);
   uint64_t sent = 0, skipped = 0;
-  std::fprintf(stderr, "poledger-notifier: from position %llu\n",
-               static_cast<unsigned long long>(checkpoint));
+  std::fprintf(stderr, "poledger-notifier: %s from position %llu\n",
+               server.c_str(), static_cast<unsigned long long>(checkpoint));
   auto credentials = ClientCredentials(options.tls);
   if (!credentials.ok()) {
     std::fprintf(stderr, "poledger-notifier: %s\n",
                  std::string(credentials.status().message()).c_str());
     return 2;
   }
-  auto channel = NewClientChannel(options.server, *std::move(credentials));
+  auto channel = NewClientChannel(server, *std::move(credentials));
   auto stub = v1::NotificationService::NewStub(channel);
   absl::Duration delay = absl::Milliseconds(options.retry_initial_ms);
   const absl::Duration max_delay = absl::Milliseconds(options.retry_max_ms);
@@ -270,8 +279,9 @@ int Run(const Options& options) {
                      mail.to.size());
       }
       checkpoint = n.position();
-      if (!SaveCheckpoint(options.checkpoint, checkpoint)) {
-        std::fprintf(stderr, "cannot write checkpoint %s\n", options.checkpoint.c_str());
+      if (!SaveCheckpoint(checkpoint_path, checkpoint)) {
+        std::fprintf(stderr, "cannot write checkpoint %s\n",
+                     checkpoint_path.c_str());
         done = true;
         canceller.join();
         return 1;
@@ -290,12 +300,43 @@ int Run(const Options& options) {
     Backoff(delay);
     delay = std::min(delay * 2, max_delay);
   }
-  std::fprintf(stderr,
-               "poledger-notifier: stopped at position %llu; %llu sent, %llu "
-               "skipped without recipients\n",
-               static_cast<unsigned long long>(checkpoint),
-               static_cast<unsigned long long>(sent),
-               static_cast<unsigned long long>(skipped));
+  std::fprintf(
+      stderr,
+      "poledger-notifier: %s stopped at position %llu; %llu sent, %llu "
+      "skipped without recipients\n",
+      server.c_str(), static_cast<unsigned long long>(checkpoint),
+      static_cast<unsigned long long>(sent),
+      static_cast<unsigned long long>(skipped));
+  return 0;
+}
+
+// Follows every server given (each shard has its own log and positions, so
+// its own checkpoint: --checkpoint with ".<shard>" appended when there are
+// several), or with --account only the shard that holds the account.
+int Run(const Options& options) {
+  const size_t n = options.servers.size();
+  std::vector<size_t> shards;
+  if (n > 1 && !options.account.empty()) {
+    shards.push_back(core::ShardOf(options.account, static_cast<uint32_t>(n)));
+  } else {
+    for (size_t i = 0; i < n; ++i) shards.push_back(i);
+  }
+  std::vector<int> codes(n, 0);
+  std::vector<std::thread> followers;
+  for (size_t i : shards) {
+    const std::string checkpoint =
+        n == 1 ? options.checkpoint : absl::StrCat(options.checkpoint, ".", i);
+    followers.emplace_back([&, i, checkpoint] {
+      codes[i] = Follow(options, options.servers[i], checkpoint);
+      // One shard's follower failing (its checkpoint cannot be written)
+      // stops the others: the operator sees it, and none runs ahead alone.
+      if (codes[i] != 0) g_stop = true;
+    });
+  }
+  for (std::thread& t : followers) t.join();
+  for (int code : codes) {
+    if (code != 0) return code;
+  }
   return 0;
 }
 
@@ -305,7 +346,10 @@ int Run(const Options& options) {
 int main(int argc, char** argv) {
   poledger::Options options;
   CLI::App app("poledger-notifier: e-mail poledger notifications over SMTP");
-  app.add_option("--server", options.server, "poledger server host:port")
+  app.add_option("--server", options.servers,
+                 "poledger server host:port; behind shards, every shard's, "
+                 "comma-separated, shard 0 first")
+      ->delimiter(',')
       ->capture_default_str();
   app.add_option("--account", options.account, "Only this account's notifications");
   poledger::AddTlsOptions(&app, &options.tls);

@@ -29,6 +29,8 @@ import zlib
 import grpc
 
 import e2e_test
+import notifier_test
+from aiosmtpd.controller import Controller
 from google.rpc import error_details_pb2
 from google.rpc import status_pb2
 from poledger.v1 import invoices_pb2
@@ -517,6 +519,76 @@ class ClusterTest(unittest.TestCase):
         r = run("--shard=2", "-o", "json", "admin", "info")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertRegex(r.stdout, r'"shard_index": 2')
+
+
+    def test_the_auditor_verifies_every_shard(self):
+        audit = os.environ["POLEDGER_AUDIT"]
+        accounts = ["acct-%d" % k for k in range(9)]
+        for a in accounts:
+            self.pos.CreatePurchaseOrder(create_request(a, "po"), timeout=10)
+        servers = [s.address for s in self.cluster.shards]
+        dirs = [os.path.join(s.dir, "data") for s in self.cluster.shards]
+        for source in ("--server=" + ",".join(servers),
+                       "--data-dir=" + ",".join(dirs)):
+            r = subprocess.run([audit, "verify", source], capture_output=True,
+                               text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            for i in range(SHARDS):
+                self.assertIn("shard %d of 3:\nrecords: %d\n" % (
+                    i, sum(shard_of(a) == i for a in accounts)), r.stdout)
+            self.assertTrue(r.stdout.endswith("OK\n"), r.stdout)
+        # Listed in another order, the shards hold accounts not theirs.
+        r = subprocess.run(
+            [audit, "verify", "--server=" + ",".join(reversed(servers))],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("WRONG SHARD: ", r.stdout)
+        # An account's export reads the shard that holds it.
+        r = subprocess.run([audit, "export", "--server=" + ",".join(servers),
+                            "--account=acct-4"], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(r.stdout.splitlines()), 1)
+        self.assertIn("acct-4", r.stdout)
+        r = subprocess.run([audit, "export", "--server=" + ",".join(servers)],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 2, r.stderr)
+
+    def test_the_notifier_follows_every_shard(self):
+        mailbox = notifier_test.Mailbox()
+        smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+        smtp.start()
+        checkpoint = os.path.join(self.cluster.root, "notifier.checkpoint")
+        log = open(os.path.join(self.cluster.root, "notifier.log"), "w")
+        notifier = subprocess.Popen(
+            [os.environ["POLEDGER_NOTIFIER"],
+             "--server=" + ",".join(s.address for s in self.cluster.shards),
+             "--smtp-url=smtp://127.0.0.1:%d" % smtp.port,
+             "--from=poledger@example.com", "--checkpoint=" + checkpoint,
+             "--retry-initial-ms=50"], stderr=log)
+        try:
+            # One alert on each shard: 1000 USD lines, 300 USD invoiced.
+            accounts = [accounts_of(i, 1)[0] for i in range(SHARDS)]
+            for a in accounts:
+                self.pos.CreatePurchaseOrder(create_request(a, "po"), timeout=10)
+                self.invoices.RecordInvoice(invoice_request(a, "inv", 300),
+                                            timeout=10)
+            messages = mailbox.wait_for(SHARDS)
+            self.assertEqual(len(messages), SHARDS)
+            bodies = "".join(m.get_payload() for _, m in messages)
+            for a in accounts:
+                self.assertIn("Account: %s" % a, bodies)
+        finally:
+            notifier.send_signal(signal.SIGTERM)
+            code = notifier.wait(timeout=30)
+            smtp.stop()
+            log.close()
+        self.assertEqual(code, 0)
+        # Each shard's log has its own positions, and its own checkpoint.
+        for i in range(SHARDS):
+            with open("%s.%d" % (checkpoint, i)) as f:
+                self.assertGreater(int(f.read()), 0)
+        self.assertFalse(os.path.exists(checkpoint))
 
 
 if __name__ == "__main__":
