@@ -118,6 +118,11 @@ absl::Status CheckSecurityOptions(const ServerOptions& options) {
           "--authz-policy needs TLS: without client certificates no caller "
           "has an identity");
     }
+    if (!options.trusted_proxy_identities.empty()) {
+      return absl::InvalidArgumentError(
+          "--trusted-proxy-identity needs TLS: without client certificates "
+          "no proxy can be told from anyone else");
+    }
     return absl::OkStatus();
   }
   if (options.insecure_plaintext) {
@@ -199,6 +204,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
                                         options.tls_client_ca}));
     credentials = impl->tls->credentials();
     ctx.require_identity = true;
+    ctx.trusted_proxies = options.trusted_proxy_identities;
     if (options.authz_allow_all) {
       ctx.authorization = "allow-all";
     } else {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -66,6 +67,10 @@ struct ServerOptions {
   // every call.
   std::string authz_policy;
   bool authz_allow_all = false;
+  // Client identities of proxies (HAProxy) that verify their callers'
+  // certificates and forward them (x-poledger-client-cert): their calls
+  // are their callers'. With TLS only.
+  std::vector<std::string> trusted_proxy_identities;
 
   // If set, a second, plaintext listener that serves only grpc.health.v1
   // (the same status as the API's), for probes that cannot speak mutual TLS

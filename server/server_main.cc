@@ -112,6 +112,12 @@ int main(int argc, char** argv) {
   app.add_option("--authz-policy", options.authz_policy,
                  "Authorization policy (poledger.v1.AuthorizationPolicy, text "
                  "format or .json; re-read on SIGHUP)");
+  app.add_option("--trusted-proxy-identity", options.trusted_proxy_identities,
+                 "Identity of a proxy in front of this server (HAProxy) that "
+                 "verifies its callers' certificates and forwards them in "
+                 "x-poledger-client-cert: its calls are its callers' "
+                 "(comma-separated for several)")
+      ->delimiter(',');
   app.add_flag("--authz-allow-all", options.authz_allow_all,
                "With TLS and no policy: every identity may do everything");
   app.add_option("--shard", options.shard,

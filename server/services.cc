@@ -34,6 +34,25 @@ grpc::Status NotReady() {
       "the server is still loading its event log; retry shortly"));
 }
 
+std::string CallerIdentity(const ServiceContext& ctx,
+                           const grpc::ServerContextBase* context) {
+  std::string identity = IdentityOf(context);
+  if (identity.empty() ||
+      std::find(ctx.trusted_proxies.begin(), ctx.trusted_proxies.end(),
+                identity) == ctx.trusted_proxies.end()) {
+    return identity;
+  }
+  auto header = context->client_metadata().find(kForwardedCertHeader);
+  std::string der;
+  if (header == context->client_metadata().end() ||
+      !absl::Base64Unescape(
+          absl::string_view(header->second.data(), header->second.size()),
+          &der)) {
+    return "";  // The proxy's caller presented no certificate.
+  }
+  return IdentityOfDer(der);
+}
+
 absl::Status CheckAccountRouting(const ServiceContext& ctx,
                                  const grpc::ServerContextBase* context,
                                  const std::string& account_id) {
@@ -71,7 +90,8 @@ absl::StatusOr<std::string> Authorize(
     const ServiceContext& ctx, const grpc::ServerContextBase* context,
     const google::protobuf::Message& request) {
   // A plaintext server has no client certificates to read.
-  std::string identity = ctx.require_identity ? IdentityOf(context) : "";
+  std::string identity =
+      ctx.require_identity ? CallerIdentity(ctx, context) : "";
   if (identity.empty() && ctx.require_identity) {
     return core::DomainError(
         absl::StatusCode::kUnauthenticated, core::reason::kUnauthenticated,
@@ -110,7 +130,7 @@ std::optional<grpc::Status> Denied(const ServiceContext& ctx,
           rule != nullptr ? rule->method : request.GetDescriptor()->name(),
           ": ", absl::StatusCodeToString(identity.status().code())),
       {{"code", absl::StatusCodeToString(identity.status().code())},
-       {"identity", IdentityOf(context)},
+       {"identity", CallerIdentity(ctx, context)},
        {"method", rule != nullptr ? rule->method : ""},
        {"peer", context->peer()}});
   return ToGrpcStatus(identity.status());
@@ -151,7 +171,7 @@ RequestContext ContextOf(const ServiceContext& service,
   ctx.account_id = account_id;
   ctx.request_id = request_id;
   // Who did it: the caller's identity, never a value the caller sends.
-  if (service.require_identity) ctx.actor = IdentityOf(context);
+  if (service.require_identity) ctx.actor = CallerIdentity(service, context);
   if (ctx.actor.empty()) ctx.actor = "anonymous";
   ctx.correlation_id = Metadata(context, "x-correlation-id");
   return ctx;
@@ -795,7 +815,7 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::BatchRecordInvoices(
   auto* batch = new InvoiceBatch(request, response, reactor);
   const std::shared_ptr<const api::Authorizer> authorizer = ctx_->authorizer();
   const std::string identity =
-      ctx_->require_identity ? IdentityOf(context) : "";
+      ctx_->require_identity ? CallerIdentity(*ctx_, context) : "";
   // Items by account, in request order within each.
   std::map<std::string, std::vector<int>> groups;
   std::map<std::string, std::vector<core::Command>> commands;
@@ -1094,7 +1114,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
     response->set_open_streams(tail->subscribers());
   }
   response->set_authorization(ctx_->authorization);
-  response->set_caller_identity(IdentityOf(context));
+  response->set_caller_identity(CallerIdentity(*ctx_, context));
   response->set_shard_index(ctx_->shard.index);
   response->set_shard_count(ctx_->shard.count);
   return Reply(context, grpc::Status::OK);

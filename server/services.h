@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -42,6 +43,9 @@ grpc::Status NotReady();
 // that is not about one account is addressed to.
 inline constexpr char kAccountHeader[] = "x-poledger-account";
 inline constexpr char kShardHeader[] = "x-poledger-shard";
+// Set by a trusted proxy (see ServiceContext::trusted_proxies): its
+// caller's verified client certificate, DER in base64.
+inline constexpr char kForwardedCertHeader[] = "x-poledger-client-cert";
 
 struct ServiceContext {
   // Null until the ledger has loaded; calls meanwhile get UNAVAILABLE.
@@ -73,6 +77,10 @@ struct ServiceContext {
   // Security. With TLS every call needs an identity (a verified client
   // certificate); `authorization` is GetServerInfo's word for the mode.
   bool require_identity = false;
+  // Identities of proxies (HAProxy in front of shards) that verified their
+  // caller's certificate and forward it in kForwardedCertHeader: a call
+  // from one of them is its caller's. Anyone else's header is ignored.
+  std::vector<std::string> trusted_proxies;
   std::string authorization = "development";
   // Who may do what; replaced whole when the policy is reloaded.
   std::shared_ptr<const api::Authorizer> authorizer() const {
@@ -96,6 +104,11 @@ struct ServiceContext {
 // PERMISSION_DENIED (reason PERMISSION_DENIED) without the right. Decided
 // before anything is read or written, so a refusal tells nothing about the
 // account.
+// Who is calling: the verified client certificate's identity, or for a
+// trusted proxy the certificate it forwards ("" without one).
+std::string CallerIdentity(const ServiceContext& ctx,
+                           const grpc::ServerContextBase* context);
+
 absl::StatusOr<std::string> Authorize(const ServiceContext& ctx,
                                       const grpc::ServerContextBase* context,
                                       const google::protobuf::Message& request);

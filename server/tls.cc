@@ -181,13 +181,10 @@ absl::Status ServerTls::Reload() {
   return Stage();
 }
 
-std::string IdentityOfPem(const std::string& pem) {
-  Bio bio = MemBio(pem);
-  Cert cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (cert == nullptr) {
-    ERR_clear_error();
-    return "";
-  }
+namespace {
+
+// The identity in `cert`: its first URI SAN, else its subject CN.
+std::string IdentityOfCert(const Cert& cert) {
   std::string identity;
   auto* names = static_cast<GENERAL_NAMES*>(
       X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr));
@@ -217,6 +214,29 @@ std::string IdentityOfPem(const std::string& pem) {
   }
   ERR_clear_error();
   return identity;
+}
+
+}  // namespace
+
+std::string IdentityOfPem(const std::string& pem) {
+  Bio bio = MemBio(pem);
+  Cert cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (cert == nullptr) {
+    ERR_clear_error();
+    return "";
+  }
+  return IdentityOfCert(cert);
+}
+
+std::string IdentityOfDer(absl::string_view der) {
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(der.data());
+  Cert cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (cert == nullptr ||
+      p != reinterpret_cast<const unsigned char*>(der.data()) + der.size()) {
+    ERR_clear_error();
+    return "";
+  }
+  return IdentityOfCert(cert);
 }
 
 std::string IdentityOf(const grpc::ServerContextBase* context) {

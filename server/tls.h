@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_context.h"
@@ -65,6 +66,8 @@ std::string IdentityOf(const grpc::ServerContextBase* context);
 
 // The identity in a PEM certificate (as IdentityOf), "" if none.
 std::string IdentityOfPem(const std::string& pem);
+// The same of a DER certificate; "" if `der` is not exactly one.
+std::string IdentityOfDer(absl::string_view der);
 
 }  // namespace poledger
 

@@ -13,6 +13,19 @@
 #                        (/stats, /metrics), if given
 #   --check-interval=T   how often each shard's gRPC health is checked
 #                        (default 2s)
+#   --tls-cert=PEM       mutual TLS on --listen: the proxy's server
+#                        certificate chain and key in one PEM file, and
+#   --tls-client-ca=CA   the CA bundle of the callers' certificates
+#   --backend-cert=PEM   TLS to the shards: the proxy's client certificate
+#                        and key (one PEM file; its identity is the shards'
+#                        --trusted-proxy-identity), and
+#   --backend-ca=CA      the CA bundle that signs the shards' certificates
+#   --dns                resolve the shards' names at run time (Kubernetes:
+#                        a shard's pod may start after the proxy, or move)
+#
+# With TLS the proxy verifies each caller's certificate and forwards it to
+# the shard in x-poledger-client-cert (any such header from the caller is
+# removed first): the shard authorizes the caller, not the proxy.
 #
 # Routing (the same rule as core/shard.h):
 #   x-poledger-account: ID  -> shard crc32(ID) mod N (every account-scoped
@@ -39,18 +52,51 @@ set -euo pipefail
 listen="127.0.0.1:50051"
 stats=""
 interval="2s"
+tls_cert=""
+tls_ca=""
+backend_cert=""
+backend_ca=""
+dns=0
 addresses=()
 for arg in "$@"; do
   case "$arg" in
     --listen=*) listen="${arg#*=}" ;;
     --stats-listen=*) stats="${arg#*=}" ;;
     --check-interval=*) interval="${arg#*=}" ;;
+    --tls-cert=*) tls_cert="${arg#*=}" ;;
+    --tls-client-ca=*) tls_ca="${arg#*=}" ;;
+    --backend-cert=*) backend_cert="${arg#*=}" ;;
+    --backend-ca=*) backend_ca="${arg#*=}" ;;
+    --dns) dns=1 ;;
     -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     -*) echo "haproxy-config.sh: unknown option $arg" >&2; exit 2 ;;
     *) addresses+=("$arg") ;;
   esac
 done
 n=${#addresses[@]}
+if [[ -z "$tls_cert" && -n "$tls_ca" || -n "$tls_cert" && -z "$tls_ca" ]]; then
+  echo "haproxy-config.sh: --tls-cert and --tls-client-ca go together" >&2
+  exit 2
+fi
+if [[ -z "$backend_cert" && -n "$backend_ca" || -n "$backend_cert" && -z "$backend_ca" ]]; then
+  echo "haproxy-config.sh: --backend-cert and --backend-ca go together" >&2
+  exit 2
+fi
+bind_tls=""
+if [[ -n "$tls_cert" ]]; then
+  # Callers without a certificate get through to the shard, which answers
+  # UNAUTHENTICATED as it would to them directly; a certificate that does
+  # not verify ends the handshake here.
+  bind_tls=" ssl crt $tls_cert ca-file $tls_ca verify optional alpn h2"
+fi
+server_tls=""
+if [[ -n "$backend_cert" ]]; then
+  server_tls=" ssl crt $backend_cert ca-file $backend_ca verify required alpn h2 check-ssl check-alpn h2"
+fi
+server_dns=""
+if [[ "$dns" == 1 ]]; then
+  server_dns=" resolvers dns init-addr last,libc,none"
+fi
 if (( n < 1 )); then
   echo "haproxy-config.sh: give each shard's address, shard 0 first" >&2
   exit 2
@@ -87,7 +133,16 @@ defaults
   timeout http-request 10s
 
 frontend grpc
-  bind $listen proto h2
+  bind $listen proto h2$bind_tls
+  # Only the proxy says which certificate a caller presented.
+  http-request del-header x-poledger-client-cert
+EOF
+if [[ -n "$tls_cert" ]]; then
+  cat <<EOF
+  http-request set-header x-poledger-client-cert %[ssl_c_der,base64] if { ssl_c_used }
+EOF
+fi
+cat <<EOF
   acl has_account req.hdr(x-poledger-account) -m found
   acl has_shard req.hdr(x-poledger-shard) -m found
   acl known_shard req.hdr(x-poledger-shard) -m str$shards
@@ -97,6 +152,14 @@ frontend grpc
   use_backend shard%[var(txn.shard)] if { var(txn.shard) -m found }
   default_backend shard0
 EOF
+if [[ "$dns" == 1 ]]; then
+  cat <<EOF
+
+resolvers dns
+  parse-resolv-conf
+  hold valid 10s
+EOF
+fi
 if [[ -n "$stats" ]]; then
   cat <<EOF
 
@@ -117,6 +180,6 @@ backend shard$i
   default-server inter $interval fall 2 rise 1
   # A shard that is down answers as a gRPC server would: UNAVAILABLE.
   http-error status 503 hdr grpc-status 14 hdr grpc-message "poledger shard $i of $n is unavailable (down, or still loading its log)"
-  server shard$i ${addresses[$i]} proto h2 check
+  server shard$i ${addresses[$i]} proto h2 check$server_tls$server_dns
 EOF
 done

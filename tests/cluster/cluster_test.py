@@ -104,8 +104,9 @@ class Shard:
     """poledger-server --shard=I/N on 127.0.0.1: a fixed port once chosen,
     so that a restart comes back where HAProxy expects it."""
 
-    def __init__(self, index, root):
+    def __init__(self, index, root, extra=()):
         self.index = index
+        self.extra = list(extra)
         self.dir = os.path.join(root, "shard-%d" % index)
         os.makedirs(self.dir)
         self.port = free_port()
@@ -120,7 +121,8 @@ class Shard:
             [os.environ["POLEDGER_SERVER"], "--listen=" + self.address,
              "--data-dir=" + os.path.join(self.dir, "data"),
              "--shard=%d/%d" % (self.index, SHARDS),
-             "--clock=manual:2026-02-01T00:00:00Z", "--heartbeat-seconds=0.5"],
+             "--clock=manual:2026-02-01T00:00:00Z", "--heartbeat-seconds=0.5"]
+            + self.extra,
             stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -161,18 +163,27 @@ class Cluster:
     """SHARDS shards and HAProxy in front, configured by the project's
     generator."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        """With `tls` (a Certificates), mutual TLS everywhere: callers to
+        the proxy, the proxy to the shards (its certificate trusted to
+        forward its callers')."""
         self.root = tempfile.mkdtemp(prefix="poledger-cluster-")
         self.shards = []
         self.haproxy = None
+        self.tls = tls
+        server_args, proxy_args = [], []
+        if tls is not None:
+            server_args = tls.server_args(self.root)
+            proxy_args = tls.proxy_args()
         try:
-            self.shards = [Shard(i, self.root) for i in range(SHARDS)]
+            self.shards = [Shard(i, self.root, server_args)
+                           for i in range(SHARDS)]
             self.port = free_port()
             self.address = "127.0.0.1:%d" % self.port
             config = subprocess.run(
                 ["bash", os.environ["POLEDGER_HAPROXY_CONFIG"],
                  "--listen=" + self.address, "--check-interval=200ms"] +
-                [s.address for s in self.shards],
+                proxy_args + [s.address for s in self.shards],
                 check=True, capture_output=True, text=True).stdout
             path = os.path.join(self.root, "haproxy.cfg")
             with open(path, "w") as f:
@@ -186,14 +197,20 @@ class Cluster:
             self.close()
             raise
 
-    def channel(self, shard=None):
+    def _channel(self, address, who):
+        if self.tls is None:
+            return grpc.insecure_channel(address)
+        return grpc.secure_channel(address, self.tls.credentials(who))
+
+    def channel(self, shard=None, who="admin"):
         """A channel to the proxy that routes as poledger's clients do;
-        calls about no account go to `shard`."""
-        return grpc.intercept_channel(grpc.insecure_channel(self.address),
+        calls about no account go to `shard`. With TLS, as `who` (a
+        certificate's name; None presents none)."""
+        return grpc.intercept_channel(self._channel(self.address, who),
                                       Routing(shard))
 
-    def direct(self, index):
-        return grpc.insecure_channel(self.shards[index].address)
+    def direct(self, index, who="admin"):
+        return self._channel(self.shards[index].address, who)
 
     def head(self, index):
         with self.direct(index) as ch:
@@ -213,7 +230,7 @@ class Cluster:
                 if time.time() > deadline:
                     raise
                 time.sleep(0.05)
-        with grpc.insecure_channel(self.address) as ch:
+        with self._channel(self.address, "admin") as ch:
             admin = log_pb2_grpc.AdminServiceStub(ch)
             for i in indexes:
                 while True:
@@ -243,6 +260,70 @@ class Cluster:
             codes.append(s.stop())
         shutil.rmtree(self.root, ignore_errors=True)
         return codes
+
+
+def spiffe(name):
+    return "spiffe://poledger.test/" + name
+
+
+class Certificates:
+    """Certificates made by tests/testing/make_certs.sh (the openssl
+    command), and the policy the TLS cluster runs with: the proxy's own
+    identity has no rights at all."""
+
+    NAMES = ("haproxy", "purchaser-a", "viewer-a", "admin")
+
+    def __init__(self, accounts):
+        self.dir = tempfile.mkdtemp(prefix="poledger-cluster-certs-")
+        subprocess.run(["bash", os.environ["POLEDGER_MAKE_CERTS"], self.dir] +
+                       list(self.NAMES), check=True, capture_output=True)
+        # HAProxy takes a certificate and its key in one file.
+        for name, out in (("server", "proxy-server.pem"),
+                          ("haproxy", "proxy-client.pem")):
+            with open(self.path(out), "w") as f:
+                f.write(self.read(name + ".pem").decode())
+                f.write(self.read(name + ".key").decode())
+        self.policy = self.path("policy.textproto")
+        with open(self.policy, "w") as f:
+            for a in accounts:
+                f.write('bindings { identity: "%s" role: ROLE_PURCHASER '
+                        'accounts: "%s" }\n' % (spiffe("purchaser-a"), a))
+                f.write('bindings { identity: "%s" role: ROLE_VIEWER '
+                        'accounts: "%s" }\n' % (spiffe("viewer-a"), a))
+            f.write('bindings { identity: "%s" role: ROLE_ADMIN '
+                    'accounts: "*" }\n' % spiffe("admin"))
+            f.write('bindings { identity: "%s" role: ROLE_AUDITOR '
+                    'accounts: "*" }\n' % spiffe("admin"))
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def read(self, name):
+        with open(self.path(name), "rb") as f:
+            return f.read()
+
+    def credentials(self, who):
+        if who is None:
+            return grpc.ssl_channel_credentials(self.read("ca.pem"))
+        return grpc.ssl_channel_credentials(
+            self.read("ca.pem"), self.read(who + ".key"),
+            self.read(who + ".pem"))
+
+    def server_args(self, root):
+        return ["--tls-cert=" + self.path("server.pem"),
+                "--tls-key=" + self.path("server.key"),
+                "--tls-client-ca=" + self.path("ca.pem"),
+                "--authz-policy=" + self.policy,
+                "--trusted-proxy-identity=" + spiffe("haproxy")]
+
+    def proxy_args(self):
+        return ["--tls-cert=" + self.path("proxy-server.pem"),
+                "--tls-client-ca=" + self.path("ca.pem"),
+                "--backend-cert=" + self.path("proxy-client.pem"),
+                "--backend-ca=" + self.path("ca.pem")]
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class ProxiedServer:
@@ -589,6 +670,79 @@ class ClusterTest(unittest.TestCase):
             with open("%s.%d" % (checkpoint, i)) as f:
                 self.assertGreater(int(f.read()), 0)
         self.assertFalse(os.path.exists(checkpoint))
+
+
+class TlsClusterTest(unittest.TestCase):
+    """Mutual TLS through the proxy: the shard authorizes the caller whose
+    certificate the proxy verified and forwarded, never the proxy, and a
+    forwarded-certificate header from anyone else counts for nothing."""
+
+    def setUp(self):
+        self.accounts = [accounts_of(i, 1)[0] for i in range(SHARDS)]
+        self.certs = Certificates(self.accounts)
+        self.cluster = Cluster(self.certs)
+
+    def tearDown(self):
+        output = "".join("".join(s.output) for s in self.cluster.shards)
+        self.assertEqual(self.cluster.close(), [0] * SHARDS, output)
+        self.certs.close()
+
+    def stubs(self, who):
+        ch = self.cluster.channel(who=who)
+        self.addCleanup(ch.close)
+        return po_grpc.PurchaseOrderServiceStub(ch)
+
+    def test_each_caller_is_authorized_as_itself_through_the_proxy(self):
+        purchaser, viewer = self.stubs("purchaser-a"), self.stubs("viewer-a")
+        for a in self.accounts:
+            purchaser.CreatePurchaseOrder(create_request(a, "po"), timeout=10)
+            viewer.GetPurchaseOrder(po_pb2.GetPurchaseOrderRequest(
+                account_id=a, purchase_order_id="po"), timeout=10)
+        with self.assertRaises(grpc.RpcError) as ctx:
+            viewer.CreatePurchaseOrder(create_request(self.accounts[0], "po-2"),
+                                       timeout=10)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        # No certificate: the proxy lets the call through and the shard
+        # refuses it; the proxy's own identity is never used.
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.stubs(None).GetPurchaseOrder(po_pb2.GetPurchaseOrderRequest(
+                account_id=self.accounts[0], purchase_order_id="po"), timeout=10)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        # The log names the caller.
+        for i, a in enumerate(self.accounts):
+            with self.cluster.direct(i) as ch:
+                events = log_pb2_grpc.EventLogServiceStub(ch).ReadEvents(
+                    log_pb2.ReadEventsRequest(page_size=100), timeout=10).events
+            self.assertEqual([e.actor for e in events], [spiffe("purchaser-a")])
+        ch = self.cluster.channel(shard=1, who="admin")
+        info = log_pb2_grpc.AdminServiceStub(ch).GetServerInfo(
+            log_pb2.GetServerInfoRequest(), timeout=10)
+        ch.close()
+        self.assertEqual((info.caller_identity, info.shard_index),
+                         (spiffe("admin"), 1))
+
+    def test_a_forwarded_certificate_counts_only_from_the_proxy(self):
+        import base64
+        import ssl
+        forged = base64.b64encode(ssl.PEM_cert_to_DER_cert(
+            self.certs.read("purchaser-a.pem").decode())).decode()
+        request = create_request(self.accounts[0], "po")
+        # Through the proxy: replaced by the caller's own certificate.
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.stubs("viewer-a").CreatePurchaseOrder(
+                request, metadata=[("x-poledger-client-cert", forged)],
+                timeout=10)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        # Straight to the shard: the header of a caller that is not the
+        # proxy is ignored.
+        shard = shard_of(self.accounts[0])
+        with self.cluster.direct(shard, who="viewer-a") as ch:
+            with self.assertRaises(grpc.RpcError) as ctx:
+                po_grpc.PurchaseOrderServiceStub(ch).CreatePurchaseOrder(
+                    request, metadata=[("x-poledger-client-cert", forged)],
+                    timeout=10)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        self.assertEqual(self.cluster.head(shard), 0)
 
 
 if __name__ == "__main__":
