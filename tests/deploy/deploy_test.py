@@ -114,6 +114,102 @@ class KubernetesTest(unittest.TestCase):
         self.assertIn(sts["spec"]["serviceName"], names)
 
 
+class ClusterManifestsTest(unittest.TestCase):
+    """deploy/cluster/kubernetes: shards as a StatefulSet (ordinal = shard
+    index) and HAProxy whose configuration is the generator's output."""
+
+    def setUp(self):
+        self.docs = {}
+        base = os.path.join(ROOT, "deploy/cluster/kubernetes")
+        for name in ("shards.yaml", "haproxy.yaml"):
+            with open(os.path.join(base, name)) as f:
+                for doc in yaml.safe_load_all(f):
+                    if doc:
+                        self.docs[(doc["kind"], doc["metadata"]["name"])] = doc
+        with open(os.path.join(base, "haproxy.yaml")) as f:
+            self.haproxy_text = f.read()
+
+    def test_the_ordinal_is_the_shard(self):
+        sts = self.docs[("StatefulSet", "poledger-shard")]
+        n = sts["spec"]["replicas"]
+        (container,) = sts["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        self.assertEqual(env["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"],
+                         "metadata.labels['apps.kubernetes.io/pod-index']")
+        self.assertEqual(env["POLEDGER_SHARD"]["value"], "$(POD_INDEX)/%d" % n)
+        config = self.docs[("ConfigMap", "poledger-shard")]
+        help_text = subprocess.run(
+            [os.path.join(BUILD, "server/poledger-server"), "--help"],
+            capture_output=True, text=True).stdout
+        for flag in [k for k in config["data"] if k.startswith("POLEDGER_")] + [
+                "POLEDGER_SHARD"]:
+            name = "--" + flag[len("POLEDGER_"):].lower().replace("_", "-")
+            self.assertIn(name, help_text, flag)
+        self.assertIn("POLEDGER_TRUSTED_PROXY_IDENTITY", config["data"])
+        (claim,) = sts["spec"]["volumeClaimTemplates"]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        self.assertEqual(mounts[claim["metadata"]["name"]], "/var/lib/poledger")
+
+    def test_haproxy_routes_to_every_shard_as_generated(self):
+        sts = self.docs[("StatefulSet", "poledger-shard")]
+        n = sts["spec"]["replicas"]
+        config = self.docs[("ConfigMap", "poledger-haproxy")]["data"]["haproxy.cfg"]
+        command = re.search(r"#   bash (deploy/cluster/haproxy-config.sh .*)",
+                            self.haproxy_text).group(1)
+        args = command.split()
+        generated = subprocess.run(["bash", os.path.join(ROOT, args[0])] +
+                                   args[1:], capture_output=True, text=True,
+                                   check=True).stdout
+        self.assertEqual(config, generated)
+        addresses = [a for a in args[1:] if not a.startswith("--")]
+        self.assertEqual(addresses, [
+            "%s-%d.%s:50051" % (sts["metadata"]["name"], i,
+                                sts["spec"]["serviceName"]) for i in range(n)])
+        self.assertIn("mod(%d)" % n, config)
+        # The shards trust the identity the proxy's client certificate has.
+        trusted = self.docs[("ConfigMap", "poledger-shard")]["data"][
+            "POLEDGER_TRUSTED_PROXY_IDENTITY"]
+        self.assertIn(trusted, self.haproxy_text)
+        # The proxy's Service selects its pods; its pods mount the config.
+        deployment = self.docs[("Deployment", "poledger-haproxy")]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        service = self.docs[("Service", "poledger")]
+        for k, v in service["spec"]["selector"].items():
+            self.assertEqual(labels.get(k), v)
+        volumes = {v["name"]: v for v in
+                   deployment["spec"]["template"]["spec"]["volumes"]}
+        self.assertEqual(volumes["config"]["configMap"]["name"],
+                         "poledger-haproxy")
+
+    def test_haproxy_accepts_the_configuration(self):
+        haproxy = shutil.which("haproxy") or (
+            "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+        if haproxy is None:
+            self.skipTest("haproxy is not installed")
+        config = self.docs[("ConfigMap", "poledger-haproxy")]["data"]["haproxy.cfg"]
+        with tempfile.TemporaryDirectory() as d:
+            made = subprocess.run(
+                ["bash", os.path.join(ROOT, "tests/testing/make_certs.sh"), d,
+                 "proxy"], capture_output=True, text=True)
+            self.assertEqual(made.returncode, 0, made.stderr)
+            files = {
+                "proxy-server.pem": ("server.pem", "server.key"),
+                "proxy-client.pem": ("proxy.pem", "proxy.key"),
+                "client-ca.crt": ("ca.pem",),
+                "ca.crt": ("ca.pem",),
+            }
+            for out, parts in files.items():
+                with open(os.path.join(d, out), "w") as f:
+                    for part in parts:
+                        f.write(open(os.path.join(d, part)).read())
+            path = os.path.join(d, "haproxy.cfg")
+            with open(path, "w") as f:
+                f.write(config.replace("/etc/haproxy/tls/", d + "/"))
+            check = subprocess.run([haproxy, "-c", "-f", path],
+                                   capture_output=True, text=True)
+            self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+
 class DockerfileTest(unittest.TestCase):
     def test_stages_user_volume_health(self):
         text = open(os.path.join(ROOT, "deploy/Dockerfile")).read()
