@@ -201,7 +201,8 @@ class ClusterManifestsTest(unittest.TestCase):
             for out, parts in files.items():
                 with open(os.path.join(d, out), "w") as f:
                     for part in parts:
-                        f.write(open(os.path.join(d, part)).read())
+                        with open(os.path.join(d, part)) as source:
+                            f.write(source.read())
             path = os.path.join(d, "haproxy.cfg")
             with open(path, "w") as f:
                 f.write(config.replace("/etc/haproxy/tls/", d + "/"))
