@@ -74,10 +74,9 @@ inline constexpr absl::string_view kRequestIdConflict = "REQUEST_ID_CONFLICT";
 // without the right to the method on the account.
 inline constexpr absl::string_view kUnauthenticated = "UNAUTHENTICATED";
 inline constexpr absl::string_view kPermissionDenied = "PERMISSION_DENIED";
-// Scale-out: an account of another shard (metadata "owning_shard"); a
-// write sent to a read replica (metadata "leader").
+// Scale-out: an account of another shard (metadata "owning_shard" and
+// "shard_count").
 inline constexpr absl::string_view kWrongShard = "WRONG_SHARD";
-inline constexpr absl::string_view kReadOnlyReplica = "READ_ONLY_REPLICA";
 }  // namespace reason
 
 // Returns INVALID_ARGUMENT "field: why" with reason INVALID_FIELD (or
