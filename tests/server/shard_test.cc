@@ -229,6 +229,13 @@ TEST_F(ShardTest, ADataDirectoryOfAnotherShardIsNotServed) {
   EXPECT_THAT(PoledgerServer::Start(options),
               testing::StatusIs(absl::StatusCode::kInvalidArgument,
                                 HasSubstr("--shard: must be I/N")));
+  // Trusting a proxy needs client certificates to tell it from anyone.
+  options.shard = "";
+  options.trusted_proxy_identities = {"spiffe://poledger.test/haproxy"};
+  EXPECT_THAT(
+      PoledgerServer::Start(options),
+      testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                        HasSubstr("--trusted-proxy-identity needs TLS")));
   // Its own shard, and no shards at all, serve it.
   Start("1/3");
   Start("");
