@@ -123,6 +123,22 @@ std::optional<grpc::Status> Denied(const ServiceContext& ctx,
   absl::StatusOr<std::string> identity = Authorize(ctx, context, request);
   if (identity.ok()) return std::nullopt;
   const api::MethodRule* rule = api::RuleFor(request.GetDescriptor());
+  const absl::StatusCode code = identity.status().code();
+  if (code != absl::StatusCode::kUnauthenticated &&
+      code != absl::StatusCode::kPermissionDenied) {
+    // Sent to the wrong shard, or a header that disagrees with the body: a
+    // client's routing mistake, not a security event.
+    log::Info("call_misrouted",
+              absl::StrCat("refused ",
+                           rule != nullptr ? rule->method
+                                           : request.GetDescriptor()->name(),
+                           ": ", identity.status().message()),
+              {{"code", absl::StatusCodeToString(code)},
+               {"reason", core::ReasonOf(identity.status())},
+               {"method", rule != nullptr ? rule->method : ""},
+               {"peer", context->peer()}});
+    return ToGrpcStatus(identity.status());
+  }
   log::Warning(
       "call_refused",
       absl::StrCat(
