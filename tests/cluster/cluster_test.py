@@ -508,38 +508,57 @@ class ClusterTest(unittest.TestCase):
                         outcomes[(shard_of(account), e.code().name)] += 1
                     time.sleep(0.01)
 
+        def count(shard, outcome):
+            with lock:
+                return outcomes[(shard, outcome)]
+
+        def until(predicate, what, timeout=20):
+            # Polls: how soon the callers of a dead shard hear UNAVAILABLE
+            # depends on the proxy's health checks and connection retries
+            # (about a second each), longer on a loaded machine.
+            deadline = time.time() + timeout
+            while not predicate():
+                if time.time() > deadline:
+                    with lock:
+                        self.fail("%s: %s" % (what, dict(outcomes)))
+                time.sleep(0.05)
+
         threads = [threading.Thread(target=writer, args=(a,))
                    for accounts in by_shard.values() for a in accounts]
         for t in threads:
             t.start()
-        time.sleep(0.5)
-        self.cluster.shards[1].kill()
-        # While it is down: its accounts are UNAVAILABLE, the others work.
-        time.sleep(1.0)
-        for a in by_shard[1]:
-            with self.assertRaises(grpc.RpcError) as ctx:
-                self.pos.GetPurchaseOrder(po_pb2.GetPurchaseOrderRequest(
-                    account_id=a, purchase_order_id="po"), timeout=5)
-            self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAVAILABLE)
-        for i in (0, 2):
-            for a in by_shard[i]:
-                self.pos.GetPurchaseOrder(po_pb2.GetPurchaseOrderRequest(
-                    account_id=a, purchase_order_id="po"), timeout=5)
-        with lock:
-            ok_down = {i: outcomes[(i, "ok")] for i in range(SHARDS)}
-        time.sleep(0.5)
-        with lock:
+        ok_down = collections.Counter()
+        try:
+            until(lambda: all(count(i, "ok") > 0 for i in range(SHARDS)),
+                  "every shard takes writes")
+            self.cluster.shards[1].kill()
+            # While it is down: its accounts are UNAVAILABLE, the others work.
+            until(lambda: count(1, "UNAVAILABLE") > 0,
+                  "shard 1's writers hear UNAVAILABLE")
+            for a in by_shard[1]:
+                with self.assertRaises(grpc.RpcError) as ctx:
+                    self.pos.GetPurchaseOrder(po_pb2.GetPurchaseOrderRequest(
+                        account_id=a, purchase_order_id="po"), timeout=5)
+                self.assertEqual(ctx.exception.code(),
+                                 grpc.StatusCode.UNAVAILABLE)
             for i in (0, 2):
-                self.assertGreater(outcomes[(i, "ok")], ok_down[i])
-            self.assertGreater(outcomes[(1, "UNAVAILABLE")], 0)
-        self.cluster.shards[1].start()
-        self.cluster.wait_until_up([1])
-        time.sleep(0.5)
-        stop.set()
-        for t in threads:
-            t.join()
-        with lock:
-            self.assertGreater(outcomes[(1, "ok")], ok_down[1])
+                for a in by_shard[i]:
+                    self.pos.GetPurchaseOrder(po_pb2.GetPurchaseOrderRequest(
+                        account_id=a, purchase_order_id="po"), timeout=5)
+            ok_down = {i: count(i, "ok") for i in range(SHARDS)}
+            until(lambda: all(count(i, "ok") > ok_down[i] for i in (0, 2)),
+                  "shards 0 and 2 take writes while shard 1 is down")
+        finally:
+            if self.cluster.shards[1].proc.poll() is not None:
+                self.cluster.shards[1].start()
+            try:
+                self.cluster.wait_until_up([1])
+                until(lambda: count(1, "ok") > ok_down[1],
+                      "shard 1 takes writes again after its restart")
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join()
         # Every acknowledged invoice is there, once; nothing else was written.
         for accounts in by_shard.values():
             for a in accounts:
