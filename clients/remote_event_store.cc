@@ -143,6 +143,9 @@ LogHead RemoteEventStore::Head() const {
 absl::StatusOr<AppendResult> RemoteEventStore::Append(const AppendRequest&) {
   return absl::UnimplementedError("the remote log is read-only");
 }
+absl::Status RemoteEventStore::Replicate(const std::vector<RecordedEvent>&) {
+  return absl::UnimplementedError("the remote log is read-only");
+}
 uint64_t RemoteEventStore::StreamVersion(const std::string&) const { return 0; }
 uint64_t RemoteEventStore::WaitForPosition(uint64_t, absl::Time) const {
   return Head().position;

@@ -23,6 +23,7 @@ class RemoteEventStore final : public EventStore {
   explicit RemoteEventStore(std::shared_ptr<grpc::Channel> channel);
 
   absl::StatusOr<AppendResult> Append(const AppendRequest&) override;
+  absl::Status Replicate(const std::vector<RecordedEvent>&) override;
   absl::StatusOr<std::vector<RecordedEvent>> ReadForward(
       uint64_t from, size_t limit) const override;
   absl::StatusOr<std::vector<RecordedEvent>> ReadBackward(

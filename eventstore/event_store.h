@@ -195,6 +195,24 @@ class EventStore {
     done(Append(request));
   }
 
+  // Appends `records`, copied from another log (a replica following its
+  // leader's), with their positions, stream versions, metadata and hashes
+  // unchanged: the first at the position after the head and linked to it,
+  // each carrying the hash its fields give and the next version of its
+  // stream. Atomic and durable, like Append. Rebuilds the request index of
+  // the copied appends (record_format::RebuildRequestEntries), so a replica
+  // that becomes the leader still answers a retried request id with its
+  // first result.
+  // Errors (nothing is written; the store stays usable):
+  //   FAILED_PRECONDITION: the first record is not at the position after
+  //     the head (a gap or an overlap).
+  //   DATA_LOSS, naming the position: a record does not link to the one
+  //     before it (the logs diverge), its hash does not match its fields,
+  //     or it is not the next version of its stream.
+  //   INVALID_ARGUMENT: a field over the append limits.
+  //   Anything else as for Append.
+  virtual absl::Status Replicate(const std::vector<RecordedEvent>& records) = 0;
+
   // Returns up to `limit` records with position >= `from`, ascending.
   virtual absl::StatusOr<std::vector<RecordedEvent>> ReadForward(
       uint64_t from, size_t limit) const = 0;

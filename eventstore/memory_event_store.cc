@@ -46,6 +46,38 @@ absl::StatusOr<AppendResult> InMemoryEventStore::Append(
   return result;
 }
 
+absl::Status InMemoryEventStore::Replicate(
+    const std::vector<RecordedEvent>& records) {
+  absl::MutexLock lock(&mu_);
+  if (closed_) return absl::UnavailableError("event store is closed");
+  LogHead head;
+  if (!log_.empty()) head = LogHead{log_.back().position, log_.back().hash};
+  record_format::BatchPlanner planner(
+      head, [this](const std::string& id) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        auto it = streams_.find(id);
+        return it == streams_.end() ? uint64_t{0} : it->second.size();
+      });
+  ASSIGN_OR_RETURN(std::vector<record_format::PlannedRecord> planned,
+                   planner.Copy(records));
+  // A run of the head's request id that these records continue.
+  std::vector<RecordedEvent> earlier;
+  if (!records.empty() && !records.front().request_id.empty()) {
+    for (size_t p = log_.size();
+         p > 0 && log_[p - 1].request_id == records.front().request_id; --p) {
+      earlier.insert(earlier.begin(), log_[p - 1]);
+    }
+  }
+  for (auto& [id, entry] :
+       record_format::RebuildRequestEntries(earlier, records)) {
+    requests_[id] = std::move(entry);
+  }
+  for (record_format::PlannedRecord& r : planned) {
+    streams_[r.event.stream_id].push_back(r.event.position);
+    log_.push_back(std::move(r.event));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<RecordedEvent>> InMemoryEventStore::ReadForward(
     uint64_t from, size_t limit) const {
   absl::MutexLock lock(&mu_);

@@ -25,6 +25,7 @@ class InMemoryEventStore final : public EventStore {
   InMemoryEventStore() = default;
 
   absl::StatusOr<AppendResult> Append(const AppendRequest& request) override;
+  absl::Status Replicate(const std::vector<RecordedEvent>& records) override;
   absl::StatusOr<std::vector<RecordedEvent>> ReadForward(
       uint64_t from, size_t limit) const override;
   absl::StatusOr<std::vector<RecordedEvent>> ReadBackward(

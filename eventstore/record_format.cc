@@ -540,5 +540,112 @@ absl::StatusOr<std::vector<PlannedRecord>> BatchPlanner::Plan(
   return records;
 }
 
+absl::StatusOr<std::vector<PlannedRecord>> BatchPlanner::Copy(
+    const std::vector<RecordedEvent>& records) {
+  if (records.empty()) return std::vector<PlannedRecord>();
+  if (records.front().position != head_.position + 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "copied records start at position ", records.front().position,
+        ", the log's next position is ", head_.position + 1));
+  }
+  std::vector<PlannedRecord> planned;
+  planned.reserve(records.size());
+  absl::flat_hash_map<std::string, uint64_t> versions;
+  LogHead head = head_;
+  for (const RecordedEvent& r : records) {
+    const std::string at = absl::StrCat("record ", r.position);
+    RETURN_IF_ERROR(
+        CheckField(at + " stream_id", r.stream_id, kMaxStreamIdBytes, true));
+    RETURN_IF_ERROR(
+        CheckField(at + " event_type", r.event_type, kMaxEventTypeBytes, true));
+    RETURN_IF_ERROR(
+        CheckField(at + " payload", r.payload, kMaxPayloadBytes, false));
+    for (const std::string* field :
+         {&r.event_id, &r.request_id, &r.correlation_id, &r.actor}) {
+      RETURN_IF_ERROR(
+          CheckField(at + " metadata", *field, kMaxMetadataFieldBytes, false));
+    }
+    if (r.position != head.position + 1) {
+      return absl::DataLossError(absl::StrCat(
+          "copied record at position ", r.position, " follows position ",
+          head.position, ": the copy has a gap"));
+    }
+    if (r.prev_hash != head.hash) {
+      return absl::DataLossError(absl::StrCat(
+          "copied record at position ", r.position,
+          " does not link to the log: its previous hash differs from the "
+          "hash of position ",
+          head.position));
+    }
+    std::string value = EncodeValue(r);
+    if (HashOf(absl::string_view(value).substr(kHashedOffset)) != r.hash) {
+      return absl::DataLossError(
+          absl::StrCat("copied record at position ", r.position,
+                       ": its hash does not match its content"));
+    }
+    auto [it, inserted] = versions.try_emplace(r.stream_id, 0);
+    if (inserted) it->second = VersionOf(r.stream_id);
+    if (r.stream_version != it->second + 1) {
+      return absl::DataLossError(
+          absl::StrCat("copied record at position ", r.position, " is version ",
+                       r.stream_version, " of stream \"", r.stream_id,
+                       "\", expected ", it->second + 1));
+    }
+    it->second = r.stream_version;
+    head = LogHead{r.position, r.hash};
+    planned.push_back({r, std::move(value)});
+  }
+  for (auto& [stream_id, version] : versions) {
+    planned_versions_[stream_id] = version;
+  }
+  head_ = head;
+  return planned;
+}
+
+std::vector<std::pair<std::string, RequestEntry>> RebuildRequestEntries(
+    const std::vector<RecordedEvent>& earlier,
+    const std::vector<RecordedEvent>& records) {
+  std::vector<std::pair<std::string, RequestEntry>> entries;
+  std::vector<const RecordedEvent*> all;
+  all.reserve(earlier.size() + records.size());
+  for (const RecordedEvent& r : earlier) all.push_back(&r);
+  for (const RecordedEvent& r : records) all.push_back(&r);
+  size_t i = 0;
+  while (i < all.size()) {
+    const std::string& id = all[i]->request_id;
+    size_t end = i + 1;
+    while (end < all.size() && all[end]->request_id == id) ++end;
+    if (!id.empty()) {
+      // One append: its streams in the order they first appear.
+      AppendRequest request;
+      for (size_t k = i; k < end; ++k) {
+        const RecordedEvent& r = *all[k];
+        StreamAppend* stream = nullptr;
+        for (StreamAppend& s : request.streams) {
+          if (s.stream_id == r.stream_id) stream = &s;
+        }
+        if (stream == nullptr) {
+          stream = &request.streams.emplace_back();
+          stream->stream_id = r.stream_id;
+          stream->expected_version =
+              ExpectedVersion::Exact(r.stream_version - 1);
+        }
+        stream->events.push_back({r.event_type, r.payload, r.event_id});
+      }
+      RequestEntry entry;
+      entry.content_digest = RequestContentDigest(request);
+      entry.result.first_position = all[i]->position;
+      entry.result.last_position = all[end - 1]->position;
+      for (const StreamAppend& s : request.streams) {
+        entry.result.stream_versions.push_back(s.expected_version.version() +
+                                               s.events.size());
+      }
+      entries.emplace_back(id, std::move(entry));
+    }
+    i = end;
+  }
+  return entries;
+}
+
 }  // namespace record_format
 }  // namespace poledger

@@ -36,12 +36,13 @@
 #include <cstdint>
 #include <functional>
 #include <string>
-#include "absl/strings/string_view.h"
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "eventstore/event_store.h"
 
 namespace poledger {
@@ -141,6 +142,16 @@ inline Hash IdempotencyDigest(const AppendRequest& request) {
 // malformed (see EventStore::Append).
 absl::Status ValidateAppendRequest(const AppendRequest& request);
 
+// The request entries of copied records (EventStore::Replicate): each run
+// of consecutive records that carry one non-empty request id is one append
+// (a request id commits once), and its digest is RequestContentDigest of
+// that append with exact expected versions, as the ledger appends. `earlier`
+// holds the records just before `records` of a run that `records` continues
+// (empty if none). Returns (request id, entry) pairs in log order.
+std::vector<std::pair<std::string, RequestEntry>> RebuildRequestEntries(
+    const std::vector<RecordedEvent>& earlier,
+    const std::vector<RecordedEvent>& records);
+
 // A planned record and its encoded record_value.
 struct PlannedRecord {
   RecordedEvent event;
@@ -164,6 +175,16 @@ class BatchPlanner {
   // REQUIRES: ValidateAppendRequest(request).ok().
   absl::StatusOr<std::vector<PlannedRecord>> Plan(const AppendRequest& request,
                                                   AppendResult* result);
+
+  // Plans records copied from another log after every plan so far, keeping
+  // their positions and hashes. Errors (nothing changes):
+  // FAILED_PRECONDITION unless the first is at the position after the head;
+  // DATA_LOSS naming the position for a record that does not link to the
+  // one before it, whose hash does not match its fields, or that is not the
+  // next version of its stream; INVALID_ARGUMENT for a field over the
+  // append limits.
+  absl::StatusOr<std::vector<PlannedRecord>> Copy(
+      const std::vector<RecordedEvent>& records);
 
   // The head and stream versions after every successful plan.
   const LogHead& head() const { return head_; }

@@ -124,6 +124,8 @@ struct RocksDbEventStore::Writer {
   Writer* children[kWakeFanout] = {};
   // Set when an earlier writer of the same group carries the same request.
   Writer* duplicate_of = nullptr;
+  // Replicate: the copied records (and no request).
+  const std::vector<RecordedEvent>* copied = nullptr;
 
   std::atomic<State> state{State::kWaiting};
   sem_t wakeup;
@@ -414,6 +416,62 @@ absl::StatusOr<AppendResult> RocksDbEventStore::Append(
   return std::move(w.result);
 }
 
+absl::Status RocksDbEventStore::Replicate(
+    const std::vector<RecordedEvent>& records) {
+  if (options_.read_only) {
+    return absl::FailedPreconditionError("event store is open read-only");
+  }
+  if (records.empty()) return absl::OkStatus();
+  // One copy per group: a copy that continues the previous one's request
+  // finds it committed.
+  absl::MutexLock replicate_lock(&replicate_mu_);
+  Writer w(nullptr, Hash{});
+  w.copied = &records;
+  if (!Enqueue(&w) && w.Wait() == Writer::State::kDone) {
+    w.WakeChildren();
+    return w.result.status();
+  }
+  Lead(&w);
+  return w.result.status();
+}
+
+absl::Status RocksDbEventStore::PlanCopy(
+    rf::BatchPlanner& planner, const std::vector<RecordedEvent>& records,
+    rocksdb::WriteBatch& batch) {
+  const LogHead head = planner.head();
+  ASSIGN_OR_RETURN(std::vector<rf::PlannedRecord> planned,
+                   planner.Copy(records));
+  // The head's append, if these records continue it (its request entry
+  // grows to cover them).
+  std::vector<RecordedEvent> earlier;
+  const std::string& first_request = records.front().request_id;
+  if (!first_request.empty() && head.position > 0) {
+    std::string stored;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(),
+                                 rf::RequestKey(first_request), &stored);
+    if (s.ok()) {
+      ASSIGN_OR_RETURN(rf::RequestEntry entry, rf::DecodeRequestValue(stored));
+      if (entry.result.last_position == head.position) {
+        ASSIGN_OR_RETURN(
+            earlier,
+            ReadRange(entry.result.first_position, head.position,
+                      head.position - entry.result.first_position + 1));
+      }
+    } else if (!s.IsNotFound()) {
+      return FromRocks(s, "reading the request index");
+    }
+  }
+  for (const rf::PlannedRecord& r : planned) {
+    batch.Put(rf::LogKey(r.event.position), r.value);
+    batch.Put(rf::StreamKey(r.event.stream_id, r.event.stream_version),
+              rf::EncodeFixed64(r.event.position));
+  }
+  for (const auto& [id, entry] : rf::RebuildRequestEntries(earlier, records)) {
+    batch.Put(rf::RequestKey(id), rf::EncodeRequestValue(entry));
+  }
+  return absl::OkStatus();
+}
+
 void RocksDbEventStore::AppendAsync(AppendRequest request, AppendCallback done) {
   if (options_.read_only) {
     done(absl::FailedPreconditionError("event store is open read-only"));
@@ -554,6 +612,19 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
   absl::flat_hash_map<absl::string_view, Writer*> group_requests;
   std::vector<Writer*> planned;
   for (Writer* x : group) {
+    if (x->copied != nullptr) {
+      if (absl::Status copy = PlanCopy(planner, *x->copied, batch);
+          !copy.ok()) {
+        x->result = copy;
+      } else {
+        AppendResult copied;
+        copied.first_position = x->copied->front().position;
+        copied.last_position = x->copied->back().position;
+        x->result = std::move(copied);
+        planned.push_back(x);
+      }
+      continue;
+    }
     const std::string& request_id = x->request->metadata.request_id;
     if (!request_id.empty()) {
       auto seen = group_requests.find(request_id);

@@ -28,11 +28,15 @@
 
 namespace rocksdb {
 class DB;
+class WriteBatch;
 class Snapshot;
 class Env;
 }  // namespace rocksdb
 
 namespace poledger {
+namespace record_format {
+class BatchPlanner;
+}  // namespace record_format
 
 // What one group commit wrote (for metrics).
 struct CommitStats {
@@ -124,6 +128,7 @@ class RocksDbEventStore final : public EventStore {
 
   absl::StatusOr<AppendResult> Append(const AppendRequest& request) override;
   void AppendAsync(AppendRequest request, AppendCallback done) override;
+  absl::Status Replicate(const std::vector<RecordedEvent>& records) override;
   absl::StatusOr<std::vector<RecordedEvent>> ReadForward(
       uint64_t from, size_t limit) const override;
   absl::StatusOr<std::vector<RecordedEvent>> ReadBackward(
@@ -199,6 +204,12 @@ class RocksDbEventStore final : public EventStore {
   // Plans, writes and publishes `group` (a prefix of writers_).
   void CommitGroup(const std::vector<Writer*>& group)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Plans a Replicate's records after `planner`'s and adds them, with
+  // their request entries, to `batch`.
+  absl::Status PlanCopy(record_format::BatchPlanner& planner,
+                        const std::vector<RecordedEvent>& records,
+                        rocksdb::WriteBatch& batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The position of the saved snapshot as seen by `view` (nullptr: now).
   absl::StatusOr<uint64_t> SavedSnapshotPosition(
       const rocksdb::Snapshot* view) const;
@@ -233,6 +244,8 @@ class RocksDbEventStore final : public EventStore {
   // Sticky: once a write or sync failed, every later append fails with it.
   absl::Status background_error_ ABSL_GUARDED_BY(mu_);
 
+  // Serialises Replicate calls.
+  absl::Mutex replicate_mu_;
   // Serialises SaveSnapshotParts calls.
   absl::Mutex snapshot_mu_;
   OpenCheck open_check_;

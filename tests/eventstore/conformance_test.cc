@@ -628,6 +628,153 @@ TEST_P(ConformanceTest, SnapshotPartsReadStopsAtTheVisitorsError) {
   EXPECT_EQ(calls, 1);
 }
 
+// A leader's log for the replication tests: single and multi-stream appends,
+// with and without request ids, across two streams.
+void FillLeader(EventStore& leader) {
+  for (int i = 0; i < 3; ++i) {
+    AppendRequest one =
+        OneEvent("a", ExpectedVersion::Exact(leader.StreamVersion("a")),
+                 absl::StrCat("a", i));
+    if (i == 1) one.metadata.request_id = "req-one";
+    ASSERT_OK(leader.Append(one));
+  }
+  AppendRequest both;
+  both.metadata.request_id = "req-both";
+  both.metadata.actor = "someone";
+  both.metadata.timestamp = absl::FromUnixSeconds(1700000000);
+  both.streams.push_back(
+      {"b", ExpectedVersion::NoStream(), {{"TestEvent", "b1", "e-b1"}}});
+  both.streams.push_back({"a",
+                          ExpectedVersion::Exact(3),
+                          {{"TestEvent", "a3", ""}, {"TestEvent", "a4", ""}}});
+  ASSERT_OK(leader.Append(both));
+  ASSERT_OK(leader.Append(OneEvent("b", ExpectedVersion::Any(), "b2")));
+}
+
+TEST_P(ConformanceTest, ReplicatedRecordsKeepPositionsHashesAndRequests) {
+  InMemoryEventStore leader;
+  FillLeader(leader);
+  auto records = leader.ReadForward(1, 100);
+  ASSERT_OK(records);
+  ASSERT_EQ(records->size(), 7u);
+  // In three copies, the second ending inside the two-stream append.
+  const std::vector<std::vector<RecordedEvent>> parts = {
+      {records->begin(), records->begin() + 2},
+      {records->begin() + 2, records->begin() + 5},
+      {records->begin() + 5, records->end()}};
+  for (const auto& part : parts) ASSERT_OK(store_->Replicate(part));
+  EXPECT_EQ(ReadAll(), *records);
+  EXPECT_EQ(store_->Head().position, leader.Head().position);
+  EXPECT_EQ(store_->Head().hash, leader.Head().hash);
+  EXPECT_EQ(store_->StreamVersion("a"), 5u);
+  EXPECT_EQ(store_->StreamVersion("b"), 2u);
+  auto b = store_->ReadStream("b", 1, 10);
+  ASSERT_OK(b);
+  ASSERT_EQ(b->size(), 2u);
+  EXPECT_EQ((*b)[0].position, 4u);
+  // The request index travels with the log: a retry after a failover gets
+  // the first result, with different content a conflict.
+  for (const char* id : {"req-one", "req-both"}) {
+    auto here = store_->FindRequest(id);
+    auto there = leader.FindRequest(id);
+    ASSERT_OK(here);
+    ASSERT_OK(there);
+    ASSERT_TRUE(here->has_value()) << id;
+    EXPECT_EQ((*here)->first_position, (*there)->first_position) << id;
+    EXPECT_EQ((*here)->last_position, (*there)->last_position) << id;
+    EXPECT_EQ((*here)->stream_versions, (*there)->stream_versions) << id;
+  }
+  AppendRequest retry = OneEvent("a", ExpectedVersion::Exact(1), "a1");
+  retry.metadata.request_id = "req-one";
+  absl::StatusOr<AppendResult> again = store_->Append(retry);
+  ASSERT_OK(again);
+  EXPECT_TRUE(again->deduplicated);
+  EXPECT_EQ(again->first_position, 2u);
+  retry.streams[0].events[0].payload = "other";
+  EXPECT_THAT(store_->Append(retry),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+  // And the copy goes on as a log of its own.
+  EXPECT_EQ(
+      MustAppend(OneEvent("a", ExpectedVersion::Exact(5), "a5")).first_position,
+      8u);
+}
+
+TEST_P(ConformanceTest,
+       ReplicateRefusesGapsForgeriesAndDivergenceAndWritesNothing) {
+  InMemoryEventStore leader;
+  FillLeader(leader);
+  auto records = leader.ReadForward(1, 100);
+  ASSERT_OK(records);
+  ASSERT_OK(store_->Replicate({(*records)[0], (*records)[1]}));
+  const LogHead head = store_->Head();
+
+  // A gap, an overlap.
+  EXPECT_THAT(store_->Replicate({(*records)[3]}),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("next position is 3")));
+  EXPECT_THAT(store_->Replicate({(*records)[1]}),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  // A gap inside the copy.
+  EXPECT_THAT(store_->Replicate({(*records)[2], (*records)[4]}),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("gap")));
+  // A changed payload, a changed hash.
+  RecordedEvent forged = (*records)[2];
+  forged.payload = "changed";
+  EXPECT_THAT(store_->Replicate({forged}),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("position 3: its hash does not match")));
+  forged = (*records)[2];
+  forged.hash[0] ^= 1;
+  EXPECT_THAT(store_->Replicate({forged}),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 3")));
+  // A record of another log at the right position: the logs diverge.
+  InMemoryEventStore other;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_OK(other.Append(
+        OneEvent("a", ExpectedVersion::Any(), absl::StrCat("other", i))));
+  }
+  auto theirs = other.ReadForward(3, 1);
+  ASSERT_OK(theirs);
+  EXPECT_THAT(store_->Replicate(*theirs),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("position 3 does not link")));
+  // A record that skips a version of its stream (its hash recomputed).
+  RecordedEvent skipped = (*records)[2];
+  skipped.stream_version = 7;
+  skipped.hash = record_format::ComputeRecordHash(skipped);
+  EXPECT_THAT(store_->Replicate({skipped}),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("version 7")));
+  // An oversized field.
+  RecordedEvent big = (*records)[2];
+  big.payload.assign(kMaxPayloadBytes + 1, 'x');
+  big.hash = record_format::ComputeRecordHash(big);
+  EXPECT_THAT(
+      store_->Replicate({big}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("payload")));
+
+  EXPECT_EQ(store_->Head().position, head.position);
+  EXPECT_EQ(store_->Head().hash, head.hash);
+  EXPECT_EQ(ReadAll().size(), 2u);
+  // Still usable: the right records copy.
+  ASSERT_OK(store_->Replicate({records->begin() + 2, records->end()}));
+  EXPECT_EQ(ReadAll(), *records);
+}
+
+TEST_P(ConformanceTest, ReplicateWakesWaitingReaders) {
+  InMemoryEventStore leader;
+  FillLeader(leader);
+  auto records = leader.ReadForward(1, 100);
+  ASSERT_OK(records);
+  std::atomic<uint64_t> seen{0};
+  std::thread waiter([&] {
+    seen = store_->WaitForPosition(0, absl::Now() + absl::Seconds(30));
+  });
+  absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_OK(store_->Replicate(*records));
+  waiter.join();
+  EXPECT_EQ(seen.load(), 7u);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     AllStores, ConformanceTest,
     ::testing::Values(
