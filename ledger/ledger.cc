@@ -110,6 +110,7 @@ absl::Status Ledger::Load() {
     if (account != nullptr) return;
     account = std::make_unique<Account>();
     account->state.account_id = std::string(account_id);
+    account->installed = false;
     listed_.push_back(account.get());
   };
   // The accounts of the snapshot: its top-level parts (the store skips the
@@ -176,45 +177,60 @@ absl::Status Ledger::LoadAccount(Account* account) {
     ASSIGN_OR_RETURN(state, core::FromSnapshot(a));
   }
   // Then its events after the part. No command of this account has run
-  // since Open, so these are all it has: the state at applied_through_.
+  // since Open, so these are all it has, but for records a replica copies
+  // meanwhile (ApplyReplicated): those up to applied_through_ are replayed
+  // below, under apply_mu_, and the later ones applied once it is installed.
   absl::flat_hash_set<std::string> changed;
   bool replayed = false;
-  for (;;) {
-    ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
-                     store_->ReadStream(StreamOf(id), state.version + 1, 4096));
-    if (records.empty()) break;
-    for (const RecordedEvent& record : records) {
-      if (record.stream_version != state.version + 1) {
-        return absl::DataLossError(
-            absl::StrCat("event at position ", record.position, " is version ",
-                         record.stream_version, " of ", record.stream_id,
-                         ", expected ", state.version + 1));
-      }
-      ASSIGN_OR_RETURN(LoggedEvent logged, Decode(record));
-      std::vector<std::string> touched = core::InvoicesChangedBy(logged.event);
-      // A credit memo changes its original, which may be saved on its own.
-      for (size_t k = 1; k < touched.size(); ++k) {
-        if (state.invoices.contains(touched[k])) continue;
-        ASSIGN_OR_RETURN(std::optional<v1::InvoiceSnapshot> saved,
-                         ReadSavedInvoice(id, touched[k]));
-        if (saved.has_value()) {
-          RETURN_IF_ERROR(core::AddInvoiceSnapshot(state, *saved));
+  auto replay = [&](uint64_t through) -> absl::Status {
+    for (;;) {
+      ASSIGN_OR_RETURN(
+          std::vector<RecordedEvent> records,
+          store_->ReadStream(StreamOf(id), state.version + 1, 4096));
+      if (records.empty()) return absl::OkStatus();
+      for (const RecordedEvent& record : records) {
+        if (record.position > through) return absl::OkStatus();
+        if (record.stream_version != state.version + 1) {
+          return absl::DataLossError(
+              absl::StrCat("event at position ", record.position,
+                           " is version ", record.stream_version, " of ",
+                           record.stream_id, ", expected ", state.version + 1));
         }
+        ASSIGN_OR_RETURN(LoggedEvent logged, Decode(record));
+        std::vector<std::string> touched =
+            core::InvoicesChangedBy(logged.event);
+        // A credit memo changes its original, which may be saved on its own.
+        for (size_t k = 1; k < touched.size(); ++k) {
+          if (state.invoices.contains(touched[k])) continue;
+          ASSIGN_OR_RETURN(std::optional<v1::InvoiceSnapshot> saved,
+                           ReadSavedInvoice(id, touched[k]));
+          if (saved.has_value()) {
+            RETURN_IF_ERROR(core::AddInvoiceSnapshot(state, *saved));
+          }
+        }
+        absl::Status applied = core::Apply(state, logged.event);
+        if (!applied.ok()) {
+          return absl::DataLossError(absl::StrCat(
+              "event at position ", record.position, ": ", applied.message()));
+        }
+        for (std::string& invoice : touched) changed.insert(std::move(invoice));
+        replayed = true;
       }
-      absl::Status applied = core::Apply(state, logged.event);
-      if (!applied.ok()) {
-        return absl::DataLossError(absl::StrCat(
-            "event at position ", record.position, ": ", applied.message()));
-      }
-      for (std::string& invoice : touched) changed.insert(std::move(invoice));
-      replayed = true;
     }
+  };
+  uint64_t applied;
+  {
+    absl::MutexLock apply_lock(&apply_mu_);
+    applied = applied_through_;
   }
+  RETURN_IF_ERROR(replay(applied));
   // The replayed entries are not in the saved snapshot: the next one saves
   // them (and keeps them in memory until then).
   absl::MutexLock apply_lock(&apply_mu_);
+  RETURN_IF_ERROR(replay(applied_through_));
   absl::MutexLock state_lock(&account->state_mu);
   account->state = std::move(state);
+  account->installed = true;
   // Its saved invoices were not loaded.
   account->invoices_on_disk = part.has_value();
   if (replayed) {
@@ -750,19 +766,79 @@ void Ledger::OnAppended(std::shared_ptr<Appended> a,
   }
 }
 
+void Ledger::SaveIntoCutLocked(Account* account) {
+  if (cut_ == nullptr) return;
+  // A snapshot in progress that has not saved this account yet saves it
+  // now, as it is at the snapshot's position.
+  absl::MutexLock cut_lock(&cut_->mu);
+  auto unsaved = cut_->unsaved.find(account);
+  if (unsaved != cut_->unsaved.end()) {
+    AppendParts(*account, unsaved->second, cut_->copied);
+    cut_->unsaved.erase(unsaved);
+  }
+}
+
+absl::Status Ledger::ApplyReplicated(
+    const std::vector<RecordedEvent>& records) {
+  if (records.empty()) return absl::OkStatus();
+  struct Item {
+    Account* account;
+    uint64_t position;
+    LoggedEvent logged;
+  };
+  std::vector<Item> items;
+  items.reserve(records.size());
+  for (const RecordedEvent& record : records) {
+    const std::string account_id = AccountOfStream(record.stream_id);
+    if (account_id.empty()) continue;
+    ASSIGN_OR_RETURN(LoggedEvent logged, Decode(record));
+    items.push_back(
+        {FindOrCreate(account_id), record.position, std::move(logged)});
+  }
+  {
+    absl::MutexLock lock(&apply_mu_);
+    if (records.front().position != applied_through_ + 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "replicated records start at position ", records.front().position,
+          ", the ledger has applied the log through ", applied_through_));
+    }
+    for (Item& item : items) {
+      Account* account = item.account;
+      absl::MutexLock state_lock(&account->state_mu);
+      // Not loaded yet: its load reads these records from the log.
+      if (!account->installed) continue;
+      SaveIntoCutLocked(account);
+      std::vector<std::string> touched =
+          core::InvoicesChangedBy(item.logged.event);
+      if (account->invoices_on_disk) {
+        for (const std::string& invoice : touched) {
+          if (account->state.invoices.contains(invoice)) continue;
+          ASSIGN_OR_RETURN(
+              std::optional<v1::InvoiceSnapshot> saved,
+              ReadSavedInvoice(account->state.account_id, invoice));
+          if (saved.has_value()) {
+            RETURN_IF_ERROR(core::AddInvoiceSnapshot(account->state, *saved));
+          }
+        }
+      }
+      absl::Status applied = core::Apply(account->state, item.logged.event);
+      MarkChanged(account, item.logged.event);
+      if (!applied.ok()) {
+        return absl::DataLossError(
+            absl::StrCat("replicated event at position ", item.position,
+                         " does not apply: ", applied.message()));
+      }
+    }
+    applied_through_ = records.back().position;
+  }
+  MaybeSnapshot(records.back().position);
+  return absl::OkStatus();
+}
+
 void Ledger::ApplyLocked(Appended& a) {
   Account* account = a.account;
   absl::MutexLock state_lock(&account->state_mu);
-  if (cut_ != nullptr) {
-    // A snapshot in progress that has not saved this account yet saves it
-    // now, as it is at the snapshot's position.
-    absl::MutexLock cut_lock(&cut_->mu);
-    auto unsaved = cut_->unsaved.find(account);
-    if (unsaved != cut_->unsaved.end()) {
-      AppendParts(*account, unsaved->second, cut_->copied);
-      cut_->unsaved.erase(unsaved);
-    }
-  }
+  SaveIntoCutLocked(account);
   absl::Status applied;
   for (const v1::AccountEvent& e : *a.events) {
     applied = core::Apply(account->state, e);

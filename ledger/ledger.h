@@ -256,6 +256,14 @@ class Ledger {
     return snapshot_info_;
   }
 
+  // Applies records that a replica copied into the store
+  // (EventStore::Replicate): the log's next records after those applied,
+  // already durable. Accounts not loaded yet read them at their load.
+  // Errors: FAILED_PRECONDITION if they are not the next records;
+  // DATA_LOSS if one does not decode or apply (the replica must stop: its
+  // state no longer follows the log).
+  absl::Status ApplyReplicated(const std::vector<RecordedEvent>& records);
+
   // Decodes a record's payload as an account event; DATA_LOSS if it is not.
   static absl::StatusOr<LoggedEvent> Decode(const RecordedEvent& record);
 
@@ -286,6 +294,10 @@ class Ledger {
     // dropped, or not loaded at a restart); until then a missing entry is
     // no entry, and LoadInvoicesFor looks nothing up.
     bool invoices_on_disk ABSL_GUARDED_BY(state_mu) = false;
+    // Whether `state` holds the account (set under apply_mu_ too): false
+    // for an account listed at Open until LoadAccount installs its state;
+    // records copied by a replica meanwhile are left to that load.
+    bool installed ABSL_GUARDED_BY(state_mu) = true;
     // Accounts listed at Open are loaded once, on first use (EnsureLoaded);
     // those created later start loaded.
     std::atomic<bool> loaded{false};
@@ -341,6 +353,10 @@ class Ledger {
   // Applies one command's events to its account (copying the account into
   // a snapshot in progress first, if that one has not saved it yet).
   void ApplyLocked(Appended& appended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // If a snapshot in progress has not saved `account` yet, saves it now, as
+  // it is (the state at the snapshot's position).
+  void SaveIntoCutLocked(Account* account)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_, account->state_mu);
   // Sets the results of the commands that decided events (or repeat one
   // of the batch) from a.events, which it takes over, logged from
   // `first_position` (0: a preview, not logged).
