@@ -25,7 +25,9 @@ bool HashFromHex(const std::string& hex, Hash* out) {
   return true;
 }
 
-absl::StatusOr<RecordedEvent> ToRecord(const v1::Event& e) {
+}  // namespace
+
+absl::StatusOr<RecordedEvent> RecordFromEvent(const v1::Event& e) {
   RecordedEvent r;
   r.position = e.position();
   r.stream_id = e.stream_id();
@@ -51,8 +53,6 @@ absl::StatusOr<RecordedEvent> ToRecord(const v1::Event& e) {
   return r;
 }
 
-}  // namespace
-
 RemoteEventStore::RemoteEventStore(std::shared_ptr<grpc::Channel> channel)
     : stub_(v1::EventLogService::NewStub(std::move(channel))) {}
 
@@ -70,7 +70,7 @@ absl::StatusOr<std::vector<RecordedEvent>> RemoteEventStore::Read(
     grpc::Status s = stub_->ReadEvents(&ctx, req, &resp);
     if (!s.ok()) return FromGrpc(s);
     for (const v1::Event& e : resp.events()) {
-      absl::StatusOr<RecordedEvent> r = ToRecord(e);
+      absl::StatusOr<RecordedEvent> r = RecordFromEvent(e);
       if (!r.ok()) return r.status();
       if (account_id.empty() && !out.empty() && r->prev_hash != out.back().hash) {
         return absl::DataLossError(

@@ -17,6 +17,12 @@
 
 namespace poledger {
 
+// The record an Event of the API carries, its hash checked against its
+// fields (DATA_LOSS naming the position if it does not match or is
+// malformed). The payload is re-encoded: its bytes, and so the hash, are
+// the original's as long as the message has no unknown fields.
+absl::StatusOr<RecordedEvent> RecordFromEvent(const v1::Event& event);
+
 class RemoteEventStore final : public EventStore {
  public:
   // Reads through `channel` (see clients/channel.h).

@@ -77,6 +77,8 @@ inline constexpr absl::string_view kPermissionDenied = "PERMISSION_DENIED";
 // Scale-out: an account of another shard (metadata "owning_shard" and
 // "shard_count").
 inline constexpr absl::string_view kWrongShard = "WRONG_SHARD";
+// A write sent to a read replica (metadata "leader": its leader's address).
+inline constexpr absl::string_view kReadOnlyReplica = "READ_ONLY_REPLICA";
 }  // namespace reason
 
 // Returns INVALID_ARGUMENT "field: why" with reason INVALID_FIELD (or

@@ -69,6 +69,24 @@ class LiveCollectable final : public prometheus::Collectable {
         scheduler_lag_(Gauge("poledger_scheduler_lag_seconds",
                              "How far the clock is past the oldest expiry or "
                              "reminder still due (0: none overdue)")),
+        replication_lag_events_(
+            prometheus::BuildGauge()
+                .Name("poledger_replication_lag_events")
+                .Help("A read replica: records its leader has that it has "
+                      "not copied yet")
+                .Register(*registry_)),
+        replication_lag_seconds_(
+            prometheus::BuildGauge()
+                .Name("poledger_replication_lag_seconds")
+                .Help("A read replica: seconds since it last held its "
+                      "leader's head (0 while it does)")
+                .Register(*registry_)),
+        replication_following_(
+            prometheus::BuildGauge()
+                .Name("poledger_replication_following")
+                .Help("A read replica: 1 while a stream from its leader is "
+                      "open")
+                .Register(*registry_)),
         purchase_orders_(prometheus::BuildGauge()
                              .Name("poledger_purchase_orders")
                              .Help("Purchase orders by status")
@@ -100,6 +118,14 @@ class LiveCollectable final : public prometheus::Collectable {
     slowest_stream_lag_.Set(static_cast<double>(v.slowest_stream_lag_events));
     accounts_loaded_.Set(v.accounts_loaded ? 1 : 0);
     invoices_in_memory_.Set(static_cast<double>(v.invoices_in_memory));
+    if (!v.replication_leader.empty()) {
+      const std::map<std::string, std::string> leader = {
+          {"leader", v.replication_leader}};
+      replication_lag_events_.Add(leader).Set(
+          static_cast<double>(v.replication_lag_events));
+      replication_lag_seconds_.Add(leader).Set(v.replication_lag_seconds);
+      replication_following_.Add(leader).Set(v.replication_following ? 1 : 0);
+    }
     for (const auto& [method, n] : v.open_streams_by_method) {
       streams_by_method_.Add({{"method", method}}).Set(static_cast<double>(n));
     }
@@ -135,6 +161,9 @@ class LiveCollectable final : public prometheus::Collectable {
   prometheus::Gauge& accounts_loaded_;
   prometheus::Gauge& invoices_in_memory_;
   prometheus::Gauge& scheduler_lag_;
+  prometheus::Family<prometheus::Gauge>& replication_lag_events_;
+  prometheus::Family<prometheus::Gauge>& replication_lag_seconds_;
+  prometheus::Family<prometheus::Gauge>& replication_following_;
   prometheus::Family<prometheus::Gauge>& purchase_orders_;
   prometheus::Family<prometheus::Gauge>& streams_by_method_;
   mutable absl::Mutex mu_;

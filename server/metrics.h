@@ -42,6 +42,12 @@ struct LiveValues {
   double scheduler_lag_seconds = 0;
   // Invoice entries the ledger holds in memory (Ledger::InvoicesInMemory).
   uint64_t invoices_in_memory = 0;
+  // A read replica's leader ("" on a leader: no replication samples), how
+  // far behind it is, and whether a stream from the leader is open.
+  std::string replication_leader;
+  uint64_t replication_lag_events = 0;
+  double replication_lag_seconds = 0;
+  bool replication_following = false;
 };
 
 class ServerMetrics {

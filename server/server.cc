@@ -12,6 +12,7 @@
 #include "api/authz.h"
 #include "base/status_macros.h"
 #include "base/thread_name.h"
+#include "clients/channel.h"
 #include "core/decide.h"
 #include "core/errors.h"
 #include "eventstore/rocksdb_event_store.h"
@@ -24,6 +25,7 @@
 #include "ledger/clock.h"
 #include "ledger/ledger.h"
 #include "server/call_log.h"
+#include "server/follower.h"
 #include "server/log.h"
 #include "server/log_tail.h"
 #include "server/metrics.h"
@@ -41,6 +43,8 @@ struct PoledgerServer::Impl {
   ManualClock* manual_clock = nullptr;
   std::unique_ptr<RocksDbEventStore> store;
   std::unique_ptr<Ledger> ledger;
+  // A read replica's: destroyed before the ledger and the store it feeds.
+  std::unique_ptr<Follower> follower;
   std::unique_ptr<LogTail> tail;
   ServiceContext context;
   absl::Notification shutting_down;
@@ -195,6 +199,18 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
           absl::StrCat("--", shard.status().message()));
     }
     ctx.shard = *shard;
+  }
+  std::shared_ptr<grpc::Channel> leader_channel;
+  if (!options.follow.empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> to_leader =
+        ClientCredentials({options.follow_tls_ca, options.follow_tls_cert,
+                           options.follow_tls_key});
+    if (!to_leader.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--follow-", to_leader.status().message()));
+    }
+    leader_channel = NewClientChannel(options.follow, *to_leader);
+    ctx.leader = options.follow;
   }
   std::shared_ptr<grpc::ServerCredentials> credentials =
       grpc::InsecureServerCredentials();
@@ -366,7 +382,18 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   ctx.tail.store(impl->tail.get(), std::memory_order_release);
   ctx.ready_ledger.store(impl->ledger.get(), std::memory_order_release);
 
-  if (impl->manual_clock == nullptr) {
+  if (leader_channel != nullptr) {
+    // A replica: its leader's log brings every change, the leader's
+    // scheduler's ticks included.
+    FollowerOptions follow;
+    follow.leader = options.follow;
+    follow.channel = std::move(leader_channel);
+    follow.on_fatal = options.on_fatal;
+    impl->follower = std::make_unique<Follower>(
+        impl->store.get(), impl->ledger.get(), std::move(follow));
+    Follower* follower = impl->follower.get();
+    ctx.replication = [follower] { return follower->status(); };
+  } else if (impl->manual_clock == nullptr) {
     Impl* raw = impl.get();
     impl->scheduler = std::thread([raw] {
       SetCurrentThreadName("pl-scheduler");
@@ -424,6 +451,13 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       v.open_streams = raw->tail->subscribers();
       v.slowest_stream_lag_events = raw->tail->MaxLag();
       v.accounts_loaded = raw->ledger->AllLoaded();
+      if (raw->follower != nullptr) {
+        const ReplicationStatus r = raw->follower->status();
+        v.replication_leader = r.leader;
+        v.replication_lag_events = r.lag_events;
+        v.replication_lag_seconds = absl::ToDoubleSeconds(r.lag);
+        v.replication_following = r.state == "following";
+      }
       v.open_streams_by_method["EventLogService.SubscribeEvents"] =
           static_cast<uint64_t>(raw->context.open_event_streams.load());
       v.open_streams_by_method["NotificationService.SubscribeNotifications"] =
@@ -445,6 +479,7 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
   // No scrape after this: it reads the ledger and the store.
   if (impl_->metrics != nullptr) impl_->metrics->StopServing();
   impl_->shutting_down.Notify();
+  if (impl_->follower != nullptr) impl_->follower->Stop();
   // Streams end at once with UNAVAILABLE (resume after their last
   // position); unary calls finish, or are cancelled after the grace period.
   if (impl_->tail != nullptr) impl_->tail->Stop();

@@ -6,6 +6,7 @@
 #ifndef POLEDGER_SERVER_SERVER_H_
 #define POLEDGER_SERVER_SERVER_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -88,6 +89,19 @@ struct ServerOptions {
   // "I/N": serve only the accounts of shard I of N (see core/shard.h);
   // empty: one shard of one.
   std::string shard;
+
+  // A read replica: the leader's address, whose log it copies (see
+  // server/follower.h); writes are refused (READ_ONLY_REPLICA). TLS to the
+  // leader as a client has it (all empty: plaintext); the identity needs
+  // the leader's log access.
+  std::string follow;
+  std::string follow_tls_ca;
+  std::string follow_tls_cert;
+  std::string follow_tls_key;
+  // Called once if the replica cannot go on (its leader's log differs from
+  // its own: DATA_LOSS naming the first differing position); the caller
+  // should shut the server down. Default: only the error log.
+  std::function<void(const absl::Status&)> on_fatal;
 
   // Unary calls slower than this are logged.
   absl::Duration slow_call = absl::Seconds(1);

@@ -9,7 +9,9 @@
 // closed. Nothing acknowledged is lost: every acknowledged append is already
 // synced.
 #include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <cstdio>
 #include <memory>
@@ -124,6 +126,18 @@ int main(int argc, char** argv) {
                  "I/N: serve only the accounts of shard I of N "
                  "(crc32(account id) mod N); calls for other accounts are "
                  "refused with WRONG_SHARD");
+  app.add_option("--follow", options.follow,
+                 "LEADER_ADDRESS: run as a read replica of that server: copy "
+                 "its log (each record's hash and chain link checked), serve "
+                 "every read and stream, refuse writes (READ_ONLY_REPLICA)");
+  app.add_option("--follow-tls-ca", options.follow_tls_ca,
+                 "With --follow over TLS: the CA bundle that signs the "
+                 "leader's certificate");
+  app.add_option("--follow-tls-cert", options.follow_tls_cert,
+                 "With --follow over TLS: this replica's client certificate "
+                 "(an identity with the leader's log access)");
+  app.add_option("--follow-tls-key", options.follow_tls_key,
+                 "With --follow over TLS: the key of --follow-tls-cert");
   app.add_option("--verify-on-open", options.verify_on_open,
                  "What opening the log checks: 'mark' (the records after the "
                  "verified-through mark) or 'full' (every record)")
@@ -207,6 +221,13 @@ int main(int argc, char** argv) {
                        {"data_dir", options.data_dir},
                        {"tls", !options.tls_cert.empty()},
                        {"verify_on_open", options.verify_on_open}});
+  // A replica that cannot go on (its leader's log differs) stops the
+  // server, which exits with status 1.
+  std::atomic<bool> failed{false};
+  options.on_fatal = [&failed](const absl::Status&) {
+    failed = true;
+    kill(getpid(), SIGTERM);
+  };
   auto server = poledger::PoledgerServer::Start(options);
   if (!server.ok()) {
     poledger::log::Error(
@@ -265,5 +286,5 @@ int main(int argc, char** argv) {
   (*server)->Wait();
   server->reset();
   poledger::log::Info("server_stopped", "poledger-server stopped");
-  return 0;
+  return failed ? 1 : 0;
 }

@@ -86,6 +86,22 @@ absl::Status CheckAccountRouting(const ServiceContext& ctx,
   return absl::OkStatus();
 }
 
+namespace {
+
+// Whether the method taking `request` writes to the log, or decides as a
+// write would (dry runs, the manual clock): a replica refuses these.
+bool ChangesTheLog(const google::protobuf::Descriptor* request) {
+  if (request == v1::SetTimeRequest::descriptor() ||
+      request == v1::AdvanceTimeRequest::descriptor()) {
+    return true;
+  }
+  const api::MethodRule* rule = api::RuleFor(request);
+  return rule != nullptr && (rule->access == api::Access::kPurchase ||
+                             rule->access == api::Access::kBill);
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> Authorize(
     const ServiceContext& ctx, const grpc::ServerContextBase* context,
     const google::protobuf::Message& request) {
@@ -114,6 +130,15 @@ absl::StatusOr<std::string> Authorize(
                                                request.GetDescriptor())
           : ctx.authorizer()->Check(identity, request.GetDescriptor(), account);
   if (!allowed.ok()) return allowed;
+  if (!ctx.leader.empty() && ChangesTheLog(request.GetDescriptor())) {
+    return core::WithMetadata(
+        core::DomainError(
+            absl::StatusCode::kFailedPrecondition,
+            core::reason::kReadOnlyReplica,
+            absl::StrCat("this server is a read replica of ", ctx.leader,
+                         ": send writes (and dry runs) to the leader")),
+        "leader", ctx.leader);
+  }
   return identity;
 }
 
@@ -1133,6 +1158,19 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
   response->set_caller_identity(CallerIdentity(*ctx_, context));
   response->set_shard_index(ctx_->shard.index);
   response->set_shard_count(ctx_->shard.count);
+  if (ctx_->replication) {
+    const ReplicationStatus r = ctx_->replication();
+    v1::Replication* out = response->mutable_replication();
+    out->set_leader(r.leader);
+    out->set_state(r.state);
+    out->set_leader_head_position(r.leader_head);
+    out->set_lag_events(r.lag_events);
+    const absl::Duration lag = r.lag;
+    out->mutable_lag()->set_seconds(absl::ToInt64Seconds(lag));
+    out->mutable_lag()->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(
+        lag - absl::Seconds(absl::ToInt64Seconds(lag)))));
+    out->set_last_error(r.last_error);
+  }
   return Reply(context, grpc::Status::OK);
 }
 

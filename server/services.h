@@ -24,6 +24,7 @@
 #include "poledger/v1/invoices.grpc.pb.h"
 #include "poledger/v1/log.grpc.pb.h"
 #include "poledger/v1/purchase_orders.grpc.pb.h"
+#include "server/follower.h"
 
 namespace poledger {
 
@@ -73,6 +74,10 @@ struct ServiceContext {
 
   // The accounts this server serves; calls for others are WRONG_SHARD.
   core::Shard shard;
+  // A read replica's leader ("" on a leader): writes are READ_ONLY_REPLICA.
+  std::string leader;
+  // A read replica's status (set with its follower).
+  std::function<ReplicationStatus()> replication;
 
   // Security. With TLS every call needs an identity (a verified client
   // certificate); `authorization` is GetServerInfo's word for the mode.

@@ -1,0 +1,305 @@
+#include "server/follower.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "base/thread_name.h"
+#include "clients/remote_event_store.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+#include "ledger/ledger.h"
+#include "poledger/v1/log.grpc.pb.h"
+#include "server/log.h"
+
+namespace poledger {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(what, ": ", s.error_message()));
+}
+
+// Records queued ahead of the store, in batches.
+constexpr size_t kQueueBatches = 4;
+constexpr absl::Duration kFirstRetry = absl::Milliseconds(100);
+constexpr absl::Duration kLastRetry = absl::Seconds(2);
+
+}  // namespace
+
+Follower::Follower(EventStore* store, Ledger* ledger, FollowerOptions options)
+    : store_(store), ledger_(ledger), options_(std::move(options)) {
+  apply_thread_ = std::thread([this] {
+    SetCurrentThreadName("pl-replicate");
+    ApplyLoop();
+  });
+  session_thread_ = std::thread([this] {
+    SetCurrentThreadName("pl-follow");
+    absl::Duration retry = kFirstRetry;
+    std::string last_logged;
+    while (!stopping()) {
+      const absl::Time started = absl::Now();
+      absl::Status ended = Session();
+      if (stopping()) break;
+      {
+        absl::MutexLock lock(&mu_);
+        if (!fatal_.ok()) break;
+      }
+      if (ended.code() == absl::StatusCode::kDataLoss) {
+        Fail(ended);
+        break;
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        state_ = "connecting";
+        last_error_ = ended.ToString();
+      }
+      if (ended.ToString() != last_logged) {
+        last_logged = ended.ToString();
+        log::Warning("replication_interrupted",
+                     absl::StrCat("following ", options_.leader, ": ",
+                                  last_logged, "; retrying"),
+                     {{"leader", options_.leader}});
+      }
+      // A session that ran a while was fine: start the backoff over.
+      if (absl::Now() - started > absl::Seconds(10)) retry = kFirstRetry;
+      stop_.WaitForNotificationWithTimeout(retry);
+      retry = std::min(retry * 2, kLastRetry);
+    }
+  });
+}
+
+Follower::~Follower() { Stop(); }
+
+void Follower::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stop_.HasBeenNotified()) stop_.Notify();
+    if (stream_ != nullptr) stream_->TryCancel();
+  }
+  if (session_thread_.joinable()) session_thread_.join();
+  if (apply_thread_.joinable()) apply_thread_.join();
+}
+
+ReplicationStatus Follower::status() const {
+  ReplicationStatus s;
+  s.leader = options_.leader;
+  const uint64_t head = store_->Head().position;
+  absl::MutexLock lock(&mu_);
+  s.state = state_;
+  s.leader_head = std::max(leader_head_, head);
+  s.lag_events = s.leader_head - head;
+  if (s.lag_events > 0 || state_ != "following") {
+    s.lag = absl::Now() - caught_up_at_;
+  }
+  s.last_error = last_error_;
+  return s;
+}
+
+void Follower::Fail(const absl::Status& status) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!fatal_.ok()) return;
+    fatal_ = status;
+    state_ = "stopped";
+    last_error_ = status.ToString();
+    if (stream_ != nullptr) stream_->TryCancel();
+  }
+  log::Error("replication_stopped",
+             absl::StrCat("stopped following ", options_.leader, ": ",
+                          status.ToString()),
+             {{"leader", options_.leader},
+              {"code", absl::StatusCodeToString(status.code())}});
+  if (options_.on_fatal) options_.on_fatal(status);
+}
+
+absl::Status Follower::CheckAgreement() {
+  const LogHead mine = store_->Head();
+  if (mine.position == 0) return absl::OkStatus();
+  auto stub = v1::EventLogService::NewStub(options_.channel);
+  auto leader_hash = [&](uint64_t position) -> absl::StatusOr<std::string> {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(10));
+    v1::GetLogDigestRequest request;
+    request.set_at_position(position);
+    v1::GetLogDigestResponse response;
+    grpc::Status s = stub->GetLogDigest(&context, request, &response);
+    if (!s.ok()) return FromGrpc(s, "the leader's log digest");
+    if (position == 0) {
+      absl::MutexLock lock(&mu_);
+      leader_head_ = std::max(leader_head_, response.head_position());
+      return absl::StrCat(response.head_position());
+    }
+    return response.chain_hash();
+  };
+  auto differs = [&](uint64_t position) -> absl::StatusOr<bool> {
+    ASSIGN_OR_RETURN(std::vector<RecordedEvent> ours,
+                     store_->ReadForward(position, 1));
+    if (ours.empty()) {
+      return absl::DataLossError(
+          absl::StrCat("this replica has no record at position ", position));
+    }
+    ASSIGN_OR_RETURN(std::string theirs, leader_hash(position));
+    return HashToHex(ours.front().hash) != theirs;
+  };
+  ASSIGN_OR_RETURN(std::string head_text, leader_hash(0));
+  const uint64_t leader_head = std::stoull(head_text);
+  const uint64_t common = std::min(leader_head, mine.position);
+  uint64_t first = common + 1;  // The leader's log is shorter.
+  bool differ = false;
+  if (common > 0) {
+    ASSIGN_OR_RETURN(differ, differs(common));
+  }
+  if (differ) {
+    // The first differing position: logs that agree at a position agree
+    // before it (each hash covers the one before).
+    uint64_t lo = 1, hi = common;
+    while (lo < hi) {
+      const uint64_t mid = lo + (hi - lo) / 2;
+      ASSIGN_OR_RETURN(bool d, differs(mid));
+      if (d) {
+        hi = mid;
+      } else {
+        lo = mid + 1;
+      }
+    }
+    first = lo;
+  } else if (leader_head >= mine.position) {
+    return absl::OkStatus();
+  }
+  return absl::DataLossError(absl::StrCat(
+      "the leader's log differs from this replica's from position ", first,
+      " (leader head ", leader_head, ", replica head ", mine.position,
+      "): a replica follows only the log it was copied from"));
+}
+
+void Follower::WaitUntilApplied() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](Follower* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
+        return (f->queue_.empty() && !f->applying_) || f->stopping() ||
+               !f->fatal_.ok();
+      },
+      this));
+}
+
+absl::Status Follower::Session() {
+  RETURN_IF_ERROR(CheckAgreement());
+  // Resume after the store's head, once what an earlier session queued is
+  // stored.
+  WaitUntilApplied();
+  const uint64_t from = store_->Head().position;
+  auto stub = v1::EventLogService::NewStub(options_.channel);
+  grpc::ClientContext context;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping() || !fatal_.ok()) return absl::CancelledError("stopping");
+    stream_ = &context;
+  }
+  v1::SubscribeEventsRequest request;
+  request.set_after_position(from);
+  std::unique_ptr<grpc::ClientReader<v1::SubscribeEventsResponse>> reader =
+      stub->SubscribeEvents(&context, request);
+  uint64_t expected = from + 1;
+  absl::Status ended;
+  v1::SubscribeEventsResponse message;
+  while (ended.ok() && reader->Read(&message)) {
+    uint64_t heard = 0;
+    if (message.has_event()) {
+      absl::StatusOr<RecordedEvent> record = RecordFromEvent(message.event());
+      if (!record.ok()) {
+        ended = record.status();
+        break;
+      }
+      if (record->position != expected) {
+        ended = absl::InternalError(absl::StrCat("the leader sent position ",
+                                                 record->position, " where ",
+                                                 expected, " was next"));
+        break;
+      }
+      ++expected;
+      heard = record->position;
+      absl::MutexLock lock(&mu_);
+      state_ = "following";
+      leader_head_ = std::max(leader_head_, heard);
+      queue_.push_back(*std::move(record));
+      // Backpressure: the stream waits while the store is behind.
+      mu_.Await(absl::Condition(
+          +[](Follower* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
+            return f->queue_.size() <
+                       kQueueBatches * f->options_.batch_records ||
+                   f->stopping() || !f->fatal_.ok();
+          },
+          this));
+      continue;
+    }
+    if (message.has_caught_up()) heard = message.caught_up().head_position();
+    if (message.has_heartbeat()) heard = message.heartbeat().head_position();
+    absl::MutexLock lock(&mu_);
+    state_ = "following";
+    leader_head_ = std::max(leader_head_, heard);
+    if (queue_.empty() && !applying_ &&
+        store_->Head().position >= leader_head_) {
+      caught_up_at_ = absl::Now();
+    }
+  }
+  if (ended.ok()) {
+    // The stream ended: the leader stopped, or the connection broke.
+    grpc::Status finished = reader->Finish();
+    ended = finished.ok()
+                ? absl::UnavailableError("the leader ended the stream")
+                : FromGrpc(finished, "the leader's stream");
+  } else {
+    context.TryCancel();
+    (void)reader->Finish();
+  }
+  absl::MutexLock lock(&mu_);
+  stream_ = nullptr;
+  return ended;
+}
+
+void Follower::ApplyLoop() {
+  for (;;) {
+    std::vector<RecordedEvent> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Follower* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
+            return !f->queue_.empty() || f->stopping() || !f->fatal_.ok();
+          },
+          this));
+      // Stopping: what is queued and not stored is copied again next time.
+      if (stopping() || !fatal_.ok()) return;
+      const size_t n = std::min(queue_.size(), options_.batch_records);
+      batch.reserve(n);
+      for (size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      applying_ = true;
+    }
+    absl::Status applied = store_->Replicate(batch);
+    if (applied.ok()) applied = ledger_->ApplyReplicated(batch);
+    {
+      absl::MutexLock lock(&mu_);
+      applying_ = false;
+      if (applied.ok() && queue_.empty() &&
+          batch.back().position >= leader_head_) {
+        caught_up_at_ = absl::Now();
+      }
+    }
+    if (!applied.ok()) {
+      if (stopping()) return;
+      // The store refused the copy (the logs diverge) or the ledger could
+      // not apply it: the replica cannot go on.
+      Fail(applied);
+      return;
+    }
+  }
+}
+
+}  // namespace poledger
