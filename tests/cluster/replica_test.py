@@ -1,0 +1,387 @@
+"""Read replicas: poledger-server --follow, started by the test on 127.0.0.1.
+
+A replica started while writers load its leader reaches the leader's head
+with an equal digest and the same records, and answers reads and streams;
+writes to it are READ_ONLY_REPLICA naming the leader, and change nothing;
+kill -9 of the replica, then of the leader, under writers, then both back:
+equal logs, every acknowledged invoice on both; a replica pointed at a
+leader whose log differs stops with DATA_LOSS naming the first differing
+position, and its own log is unchanged.
+
+Environment: POLEDGER_SERVER, PYTHONPATH (generated stubs and tests/e2e).
+"""
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import grpc
+from google.protobuf import duration_pb2
+
+from cluster_test import create_request, error_info, free_port, invoice_request
+from poledger.v1 import invoices_pb2
+from poledger.v1 import invoices_pb2_grpc
+from poledger.v1 import log_pb2
+from poledger.v1 import log_pb2_grpc
+from poledger.v1 import purchase_orders_pb2 as po_pb2
+from poledger.v1 import purchase_orders_pb2_grpc as po_grpc
+
+CLOCK = "--clock=manual:2026-02-01T00:00:00Z"
+
+
+class Node:
+    """poledger-server on 127.0.0.1, on a port fixed once chosen so that a
+    restart comes back where its peers expect it."""
+
+    def __init__(self, root, name, extra=()):
+        self.dir = os.path.join(root, name)
+        self.extra = list(extra)
+        self.address = "127.0.0.1:%d" % free_port()
+        self.proc = None
+        self.output = []
+
+    def argv(self):
+        return [os.environ["POLEDGER_SERVER"], "--listen=" + self.address,
+                "--data-dir=" + os.path.join(self.dir, "data"), CLOCK,
+                "--heartbeat-seconds=0.5"] + self.extra
+
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+        self.output = []
+        self.proc = subprocess.Popen(self.argv(), stderr=subprocess.PIPE,
+                                     text=True)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if "serving" in line and "listening on" in line:
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        self.kill()
+        raise RuntimeError("%s did not start: %s" %
+                           (self.dir, "".join(self.output)))
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            self.output.append(line)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stderr.close()
+        self.proc = None
+
+    def stop(self):
+        """SIGTERM; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stderr.close()
+        code, self.proc = self.proc.returncode, None
+        return code
+
+    def channel(self):
+        return grpc.insecure_channel(self.address)
+
+    def info(self):
+        with self.channel() as ch:
+            return log_pb2_grpc.AdminServiceStub(ch).GetServerInfo(
+                log_pb2.GetServerInfoRequest(), timeout=10)
+
+    def digest(self, at=0):
+        with self.channel() as ch:
+            d = log_pb2_grpc.EventLogServiceStub(ch).GetLogDigest(
+                log_pb2.GetLogDigestRequest(at_position=at), timeout=10)
+            return d.head_position, d.chain_hash
+
+    def records(self):
+        """Every record: (position, stream, version, type, hash, prev)."""
+        out, token = [], ""
+        with self.channel() as ch:
+            stub = log_pb2_grpc.EventLogServiceStub(ch)
+            while True:
+                page = stub.ReadEvents(log_pb2.ReadEventsRequest(
+                    page_size=1000, page_token=token), timeout=30)
+                out += [(e.position, e.stream_id, e.stream_version,
+                         e.event_type, e.hash, e.prev_hash)
+                        for e in page.events]
+                token = page.next_page_token
+                if not token:
+                    return out
+
+
+class Writers:
+    """Threads recording invoices on the leader's accounts, retrying on
+    errors; what was acknowledged, by account."""
+
+    def __init__(self, node, accounts):
+        self.node = node
+        self.accounts = accounts
+        self.acknowledged = collections.defaultdict(list)
+        self.errors = collections.Counter()
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        with node.channel() as ch:
+            stub = po_grpc.PurchaseOrderServiceStub(ch)
+            for a in accounts:
+                stub.CreatePurchaseOrder(create_request(a, "po", 10 ** 7),
+                                         timeout=10)
+        self.threads = [threading.Thread(target=self._run, args=(a,))
+                        for a in accounts for _ in range(2)]
+        self.counter = collections.Counter()
+        for t in self.threads:
+            t.start()
+
+    def _run(self, account):
+        channel = self.node.channel()
+        stub = invoices_pb2_grpc.InvoiceServiceStub(channel)
+        while not self.stop_event.is_set():
+            with self.lock:
+                self.counter[account] += 1
+                invoice_id = "inv-%d" % self.counter[account]
+            try:
+                stub.RecordInvoice(invoice_request(account, invoice_id, 1),
+                                   timeout=5)
+                with self.lock:
+                    self.acknowledged[account].append(invoice_id)
+            except grpc.RpcError as e:
+                with self.lock:
+                    self.errors[e.code().name] += 1
+                time.sleep(0.02)
+        channel.close()
+
+    def total(self):
+        with self.lock:
+            return sum(len(v) for v in self.acknowledged.values())
+
+    def stop(self):
+        self.stop_event.set()
+        for t in self.threads:
+            t.join()
+
+
+def until(predicate, what, timeout=60):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except grpc.RpcError:
+            pass
+        if time.time() > deadline:
+            raise AssertionError("timed out: " + what)
+        time.sleep(0.05)
+
+
+class ReplicaTest(unittest.TestCase):
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="poledger-replica-")
+        self.leader = Node(self.root, "leader").start()
+        self.replica = Node(self.root, "replica",
+                            ["--follow=" + self.leader.address])
+        self.writers = None
+
+    def tearDown(self):
+        if self.writers is not None:
+            self.writers.stop()
+        codes = [self.replica.stop(), self.leader.stop()]
+        output = "".join(self.leader.output + self.replica.output)
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.assertEqual([c for c in codes if c not in (None, 0)], [], output)
+
+    def assert_same_logs(self):
+        """The replica holds the leader's log: equal heads and digests, the
+        same records, and every acknowledged invoice on both."""
+        until(lambda: self.replica.digest() == self.leader.digest(),
+              "the replica reaches the leader's head")
+        head, chain = self.leader.digest()
+        self.assertGreater(head, 0)
+        self.assertEqual(self.replica.digest(), (head, chain))
+        self.assertEqual(self.replica.records(), self.leader.records())
+        if self.writers is None:
+            return
+        for node in (self.leader, self.replica):
+            with node.channel() as ch:
+                invoices = invoices_pb2_grpc.InvoiceServiceStub(ch)
+                pos = po_grpc.PurchaseOrderServiceStub(ch)
+                for a, ids in self.writers.acknowledged.items():
+                    for invoice_id in ids:
+                        invoices.GetInvoice(invoices_pb2.GetInvoiceRequest(
+                            account_id=a, invoice_id=invoice_id), timeout=10)
+                    po = pos.GetPurchaseOrder(po_pb2.GetPurchaseOrderRequest(
+                        account_id=a, purchase_order_id="po"), timeout=10)
+                    # Each invoice spends 1; a timed-out attempt may have
+                    # been recorded too, an acknowledged one must be.
+                    spent = 10 ** 7 - po.line_items[0].balance.units
+                    self.assertGreaterEqual(spent, len(ids), a)
+
+    def test_a_replica_under_write_load_reaches_the_leaders_head(self):
+        self.writers = Writers(self.leader, ["acct-%d" % k for k in range(4)])
+        until(lambda: self.writers.total() > 200, "writes on the leader")
+        # Started under load: it catches up, then follows live.
+        self.replica.start()
+        until(lambda: self.replica.info().replication.state == "following",
+              "the replica follows")
+        time.sleep(1.0)
+        self.writers.stop()
+        self.assert_same_logs()
+        info = self.replica.info()
+        self.assertEqual(info.replication.leader, self.leader.address)
+        until(lambda: self.replica.info().replication.lag_events == 0 and
+              self.replica.info().replication.lag.ToNanoseconds() == 0,
+              "no lag once caught up")
+        self.assertEqual(self.replica.info().replication.leader_head_position,
+                         self.leader.info().head_position)
+        self.assertFalse(self.leader.info().HasField("replication"))
+        # The replica's streams: catch-up, then a live record copied from
+        # the leader.
+        with self.replica.channel() as ch:
+            stream = log_pb2_grpc.EventLogServiceStub(ch).SubscribeEvents(
+                log_pb2.SubscribeEventsRequest(account_id="acct-1"),
+                timeout=30)
+            for m in stream:
+                if m.HasField("caught_up"):
+                    break
+            with self.leader.channel() as lch:
+                invoices_pb2_grpc.InvoiceServiceStub(lch).RecordInvoice(
+                    invoice_request("acct-1", "live", 1), timeout=10)
+            for m in stream:
+                if m.HasField("event"):
+                    self.assertEqual(m.event.event_type, "invoice_recorded")
+                    self.assertEqual(m.event.account_id, "acct-1")
+                    break
+            stream.cancel()
+
+    def test_writes_to_a_replica_are_refused_naming_the_leader(self):
+        with self.leader.channel() as ch:
+            po_grpc.PurchaseOrderServiceStub(ch).CreatePurchaseOrder(
+                create_request("acct-1", "po"), timeout=10)
+        self.replica.start()
+        self.assert_same_logs()
+        before = (self.leader.digest(), self.replica.digest())
+        with self.replica.channel() as ch:
+            pos = po_grpc.PurchaseOrderServiceStub(ch)
+            invoices = invoices_pb2_grpc.InvoiceServiceStub(ch)
+            admin = log_pb2_grpc.AdminServiceStub(ch)
+            dry_run = invoice_request("acct-1", "inv", 1)
+            dry_run.validate_only = True
+            calls = [
+                lambda: pos.CreatePurchaseOrder(
+                    create_request("acct-2", "po"), timeout=10),
+                lambda: invoices.RecordInvoice(
+                    invoice_request("acct-1", "inv", 1), timeout=10),
+                lambda: invoices.RecordInvoice(dry_run, timeout=10),
+                lambda: invoices.BatchRecordInvoices(
+                    invoices_pb2.BatchRecordInvoicesRequest(
+                        requests=[invoice_request("acct-1", "inv", 1)]),
+                    timeout=10),
+                lambda: admin.AdvanceTime(
+                    log_pb2.AdvanceTimeRequest(
+                        duration=duration_pb2.Duration(seconds=86400)),
+                    timeout=10),
+            ]
+            for call in calls:
+                with self.assertRaises(grpc.RpcError) as ctx:
+                    call()
+                self.assertEqual(ctx.exception.code(),
+                                 grpc.StatusCode.FAILED_PRECONDITION)
+                reason, metadata, _ = error_info(ctx.exception)
+                self.assertEqual(reason, "READ_ONLY_REPLICA")
+                self.assertEqual(metadata, {"leader": self.leader.address})
+            # Reads answer.
+            po = pos.GetPurchaseOrder(po_pb2.GetPurchaseOrderRequest(
+                account_id="acct-1", purchase_order_id="po"), timeout=10)
+            self.assertEqual(po.purchase_order_id, "po")
+        self.assertEqual((self.leader.digest(), self.replica.digest()), before)
+
+    def test_kill_9_of_the_replica_then_of_the_leader_loses_nothing(self):
+        self.replica.start()
+        self.writers = Writers(self.leader, ["acct-%d" % k for k in range(4)])
+
+        def more_writes(n):
+            target = self.writers.total() + n
+            until(lambda: self.writers.total() >= target, "more writes")
+
+        more_writes(150)
+        self.replica.kill()
+        more_writes(150)
+        self.replica.start()
+        more_writes(150)
+        self.leader.kill()
+        # The replica waits for its leader meanwhile, and still reads.
+        until(lambda: self.replica.info().replication.state == "connecting",
+              "the replica notices")
+        self.assertTrue(self.replica.running())
+        self.leader.start()
+        more_writes(150)
+        self.writers.stop()
+        self.assert_same_logs()
+        self.assertGreater(self.replica.info().head_position, 600)
+
+    def test_a_replica_of_a_leader_whose_log_differs_is_refused(self):
+        with self.leader.channel() as ch:
+            stub = po_grpc.PurchaseOrderServiceStub(ch)
+            for k in range(3):
+                stub.CreatePurchaseOrder(create_request("acct-%d" % k, "po"),
+                                         timeout=10)
+        self.leader.stop()
+        # Another leader with the same first 3 records, then its own.
+        other = Node(self.root, "other")
+        shutil.copytree(self.leader.dir, other.dir)
+        other.start()
+        self.leader.start()
+        with other.channel() as ch:
+            po_grpc.PurchaseOrderServiceStub(ch).CreatePurchaseOrder(
+                create_request("acct-other", "po"), timeout=10)
+        with self.leader.channel() as ch:
+            stub = po_grpc.PurchaseOrderServiceStub(ch)
+            for k in range(3, 6):
+                stub.CreatePurchaseOrder(create_request("acct-%d" % k, "po"),
+                                         timeout=10)
+        self.replica.start()
+        self.assert_same_logs()
+        self.replica.stop()
+        # Pointed at the other leader: it stops, naming position 4.
+        self.replica.extra = ["--follow=" + other.address]
+        self.replica.start()
+        try:
+            self.replica.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.fail("the replica kept following a diverging leader")
+        self.assertEqual(self.replica.proc.returncode, 1)
+        time.sleep(0.2)
+        output = "".join(self.replica.output)
+        self.assertIn("DATA_LOSS", output)
+        self.assertIn("differs from this replica's from position 4", output)
+        self.replica.proc.stderr.close()
+        self.replica.proc = None
+        # Its log is as it was: back on its own leader, equal again.
+        self.replica.extra = ["--follow=" + self.leader.address]
+        self.replica.start()
+        self.assert_same_logs()
+        self.assertEqual(other.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
