@@ -1,6 +1,8 @@
 // poctl admin ...: the server's own state.
 #include <cstdio>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
@@ -19,12 +21,24 @@ int Info(Session& s) {
       s.admin().GetServerInfo(&ctx, v1::GetServerInfoRequest(), &out);
   if (!status.ok()) return Report(status);
   return Print(s, out, [&] {
-    PrintTable(
-        {{"version", out.version()},
-         {"head", absl::StrCat(out.head_position())},
-         {"uptime", absl::StrCat(out.uptime().seconds(), "s")},
-         {"clock", out.clock()},
-         {"shard", absl::StrCat(out.shard_index(), "/", out.shard_count())}});
+    std::vector<std::vector<std::string>> rows = {
+        {"version", out.version()},
+        {"head", absl::StrCat(out.head_position())},
+        {"uptime", absl::StrCat(out.uptime().seconds(), "s")},
+        {"clock", out.clock()},
+        {"shard", absl::StrCat(out.shard_index(), "/", out.shard_count())}};
+    if (out.has_replication()) {
+      const v1::Replication& r = out.replication();
+      const double lag =
+          static_cast<double>(r.lag().seconds()) + r.lag().nanos() / 1e9;
+      rows.push_back({"replica of", r.leader()});
+      rows.push_back({"replication", r.state()});
+      rows.push_back({"lag", absl::StrCat(r.lag_events(), " records, ",
+                                          absl::SixDigits(lag), "s")});
+      if (!r.last_error().empty())
+        rows.push_back({"last error", r.last_error()});
+    }
+    PrintTable(rows);
   });
 }
 
