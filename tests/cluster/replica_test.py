@@ -24,7 +24,8 @@ import unittest
 import grpc
 from google.protobuf import duration_pb2
 
-from cluster_test import create_request, error_info, free_port, invoice_request
+from cluster_test import (create_request, error_info, free_port,
+                          invoice_request, spiffe)
 from poledger.v1 import invoices_pb2
 from poledger.v1 import invoices_pb2_grpc
 from poledger.v1 import log_pb2
@@ -100,7 +101,11 @@ class Node:
         code, self.proc = self.proc.returncode, None
         return code
 
+    credentials = None  # Set for TLS: the caller's channel credentials.
+
     def channel(self):
+        if self.credentials is not None:
+            return grpc.secure_channel(self.address, self.credentials)
         return grpc.insecure_channel(self.address)
 
     def info(self):
@@ -381,6 +386,102 @@ class ReplicaTest(unittest.TestCase):
         self.replica.start()
         self.assert_same_logs()
         self.assertEqual(other.stop(), 0)
+
+
+class TlsReplicaTest(unittest.TestCase):
+    """A TLS leader and a TLS replica: the replica is a client of its leader
+    with its own certificate, which needs the leader's log access."""
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="poledger-replica-tls-")
+        certs = os.path.join(self.root, "certs")
+        subprocess.run(["bash", os.environ["POLEDGER_MAKE_CERTS"], certs,
+                        "replica", "purchaser", "admin"],
+                       check=True, capture_output=True)
+        self.certs = certs
+        policy = os.path.join(certs, "policy.textproto")
+        with open(policy, "w") as f:
+            f.write('bindings { identity: "%s" role: ROLE_AUDITOR '
+                    'accounts: "*" }\n' % spiffe("replica"))
+            for role in ("ROLE_PURCHASER", "ROLE_BILLER"):
+                f.write('bindings { identity: "%s" role: %s '
+                        'accounts: "acct-1" }\n' % (spiffe("purchaser"), role))
+            f.write('bindings { identity: "%s" role: ROLE_ADMIN '
+                    'accounts: "*" }\n' % spiffe("admin"))
+            f.write('bindings { identity: "%s" role: ROLE_AUDITOR '
+                    'accounts: "*" }\n' % spiffe("admin"))
+        server = ["--tls-cert=" + self.path("server.pem"),
+                  "--tls-key=" + self.path("server.key"),
+                  "--tls-client-ca=" + self.path("ca.pem"),
+                  "--authz-policy=" + policy]
+        self.leader = Node(self.root, "leader", server)
+        self.leader.credentials = self.creds("admin")
+        self.leader.start()
+        self.server_args = server
+        self.nodes = [self.leader]
+
+    def path(self, name):
+        return os.path.join(self.certs, name)
+
+    def creds(self, who):
+        def read(name):
+            with open(self.path(name), "rb") as f:
+                return f.read()
+        return grpc.ssl_channel_credentials(read("ca.pem"), read(who + ".key"),
+                                            read(who + ".pem"))
+
+    def replica(self, name, who):
+        node = Node(self.root, name, self.server_args + [
+            "--follow=" + self.leader.address,
+            "--follow-tls-ca=" + self.path("ca.pem"),
+            "--follow-tls-cert=" + self.path(who + ".pem"),
+            "--follow-tls-key=" + self.path(who + ".key")])
+        node.credentials = self.creds("admin")
+        self.nodes.append(node)
+        return node.start()
+
+    def tearDown(self):
+        codes = [n.stop() for n in self.nodes]
+        output = "".join(o for n in self.nodes for o in n.output)
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.assertEqual([c for c in codes if c not in (None, 0)], [], output)
+
+    def test_a_replica_follows_over_mutual_tls_as_its_own_identity(self):
+        purchaser = self.creds("purchaser")
+        with grpc.secure_channel(self.leader.address, purchaser) as ch:
+            po_grpc.PurchaseOrderServiceStub(ch).CreatePurchaseOrder(
+                create_request("acct-1", "po"), timeout=10)
+            invoices_pb2_grpc.InvoiceServiceStub(ch).RecordInvoice(
+                invoice_request("acct-1", "inv-1", 5), timeout=10)
+        replica = self.replica("replica", "replica")
+        until(lambda: replica.digest() == self.leader.digest(),
+              "the replica copies over TLS")
+        self.assertEqual(replica.digest()[0], 2)
+        with grpc.secure_channel(replica.address, purchaser) as ch:
+            with self.assertRaises(grpc.RpcError) as ctx:
+                invoices_pb2_grpc.InvoiceServiceStub(ch).RecordInvoice(
+                    invoice_request("acct-1", "inv-2", 5), timeout=10)
+            self.assertEqual(ctx.exception.code(),
+                             grpc.StatusCode.FAILED_PRECONDITION)
+            self.assertEqual(error_info(ctx.exception)[0], "READ_ONLY_REPLICA")
+            inv = invoices_pb2_grpc.InvoiceServiceStub(ch).GetInvoice(
+                invoices_pb2.GetInvoiceRequest(account_id="acct-1",
+                                               invoice_id="inv-1"), timeout=10)
+            self.assertEqual(inv.invoice_id, "inv-1")
+
+    def test_a_replica_without_the_leaders_log_access_copies_nothing(self):
+        with grpc.secure_channel(self.leader.address,
+                                 self.creds("purchaser")) as ch:
+            po_grpc.PurchaseOrderServiceStub(ch).CreatePurchaseOrder(
+                create_request("acct-1", "po"), timeout=10)
+        # The purchaser's certificate has no log access on the leader.
+        replica = self.replica("replica", "purchaser")
+        until(lambda: "PERMISSION_DENIED" in
+              replica.info().replication.last_error, "the leader refuses it")
+        info = replica.info()
+        self.assertEqual(info.head_position, 0)
+        self.assertEqual(info.replication.state, "connecting")
+        self.assertTrue(replica.running())
 
 
 if __name__ == "__main__":
