@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 import grpc
 from google.protobuf import duration_pb2
@@ -203,8 +204,11 @@ class ReplicaTest(unittest.TestCase):
     def setUp(self):
         self.root = tempfile.mkdtemp(prefix="poledger-replica-")
         self.leader = Node(self.root, "leader").start()
+        self.metrics_port = free_port()
         self.replica = Node(self.root, "replica",
-                            ["--follow=" + self.leader.address])
+                            ["--follow=" + self.leader.address,
+                             "--metrics-listen=127.0.0.1:%d" %
+                             self.metrics_port])
         self.writers = None
 
     def tearDown(self):
@@ -259,6 +263,14 @@ class ReplicaTest(unittest.TestCase):
         self.assertEqual(self.replica.info().replication.leader_head_position,
                          self.leader.info().head_position)
         self.assertFalse(self.leader.info().HasField("replication"))
+        # And in the metrics, labelled with the leader.
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" %
+                                    self.metrics_port, timeout=10) as r:
+            metrics = r.read().decode()
+        label = '{leader="%s"}' % self.leader.address
+        self.assertIn("poledger_replication_following%s 1" % label, metrics)
+        self.assertIn("poledger_replication_lag_events%s 0" % label, metrics)
+        self.assertIn("poledger_replication_lag_seconds%s 0" % label, metrics)
         # The replica's streams: catch-up, then a live record copied from
         # the leader.
         with self.replica.channel() as ch:
