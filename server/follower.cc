@@ -78,7 +78,7 @@ void Follower::Stop() {
   {
     absl::MutexLock lock(&mu_);
     if (!stop_.HasBeenNotified()) stop_.Notify();
-    if (stream_ != nullptr) stream_->TryCancel();
+    if (call_ != nullptr) call_->TryCancel();
   }
   if (session_thread_.joinable()) session_thread_.join();
   if (apply_thread_.joinable()) apply_thread_.join();
@@ -106,7 +106,7 @@ void Follower::Fail(const absl::Status& status) {
     fatal_ = status;
     state_ = "stopped";
     last_error_ = status.ToString();
-    if (stream_ != nullptr) stream_->TryCancel();
+    if (call_ != nullptr) call_->TryCancel();
   }
   log::Error("replication_stopped",
              absl::StrCat("stopped following ", options_.leader, ": ",
@@ -127,7 +127,16 @@ absl::Status Follower::CheckAgreement() {
     v1::GetLogDigestRequest request;
     request.set_at_position(position);
     v1::GetLogDigestResponse response;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping()) return absl::CancelledError("stopping");
+      call_ = &context;
+    }
     grpc::Status s = stub->GetLogDigest(&context, request, &response);
+    {
+      absl::MutexLock lock(&mu_);
+      call_ = nullptr;
+    }
     if (!s.ok()) return FromGrpc(s, "the leader's log digest");
     if (position == 0) {
       absl::MutexLock lock(&mu_);
@@ -198,7 +207,7 @@ absl::Status Follower::Session() {
   {
     absl::MutexLock lock(&mu_);
     if (stopping() || !fatal_.ok()) return absl::CancelledError("stopping");
-    stream_ = &context;
+    call_ = &context;
   }
   v1::SubscribeEventsRequest request;
   request.set_after_position(from);
@@ -258,7 +267,7 @@ absl::Status Follower::Session() {
     (void)reader->Finish();
   }
   absl::MutexLock lock(&mu_);
-  stream_ = nullptr;
+  call_ = nullptr;
   return ended;
 }
 

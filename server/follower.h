@@ -98,7 +98,8 @@ class Follower {
   bool applying_ ABSL_GUARDED_BY(mu_) = false;
   // Set when the follower stops for good.
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
-  grpc::ClientContext* stream_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // The call to the leader in progress (Stop and Fail cancel it).
+  grpc::ClientContext* call_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::string state_ ABSL_GUARDED_BY(mu_) = "connecting";
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   uint64_t leader_head_ ABSL_GUARDED_BY(mu_) = 0;

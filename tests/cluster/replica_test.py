@@ -333,6 +333,8 @@ class ReplicaTest(unittest.TestCase):
         self.assertEqual((self.leader.digest(), self.replica.digest()), before)
 
     def test_kill_9_of_the_replica_then_of_the_leader_loses_nothing(self):
+        # Snapshots on the replica while it copies, and a restart from one.
+        self.replica.extra.append("--snapshot-every-events=200")
         self.replica.start()
         self.writers = Writers(self.leader, ["acct-%d" % k for k in range(4)])
 
@@ -355,6 +357,7 @@ class ReplicaTest(unittest.TestCase):
         self.writers.stop()
         self.assert_same_logs()
         self.assertGreater(self.replica.info().head_position, 600)
+        self.assertIn("snapshot saved at position", "".join(self.replica.output))
 
     def test_a_replica_of_a_leader_whose_log_differs_is_refused(self):
         with self.leader.channel() as ch:
