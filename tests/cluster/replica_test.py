@@ -65,7 +65,8 @@ class Node:
                 break
             self.output.append(line)
             if "serving" in line and "listening on" in line:
-                threading.Thread(target=self._drain, daemon=True).start()
+                self.drain = threading.Thread(target=self._drain, daemon=True)
+                self.drain.start()
                 return self
         self.kill()
         raise RuntimeError("%s did not start: %s" %
@@ -390,7 +391,7 @@ class ReplicaTest(unittest.TestCase):
         except subprocess.TimeoutExpired:
             self.fail("the replica kept following a diverging leader")
         self.assertEqual(self.replica.proc.returncode, 1)
-        time.sleep(0.2)
+        self.replica.drain.join(timeout=30)
         output = "".join(self.replica.output)
         self.assertIn("DATA_LOSS", output)
         self.assertIn("differs from this replica's from position 4", output)
