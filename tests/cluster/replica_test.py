@@ -13,6 +13,7 @@ Environment: POLEDGER_SERVER, PYTHONPATH (generated stubs and tests/e2e).
 
 import collections
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -359,6 +360,21 @@ class ReplicaTest(unittest.TestCase):
         self.assert_same_logs()
         self.assertGreater(self.replica.info().head_position, 600)
         self.assertIn("snapshot saved at position", "".join(self.replica.output))
+
+    def test_a_replica_killed_again_and_again_mid_copy_and_mid_snapshot(self):
+        # Kill -9 at random moments while it copies and snapshots every 100
+        # records: each restart resumes after its head, from its snapshot.
+        self.replica.extra.append("--snapshot-every-events=100")
+        self.writers = Writers(self.leader, ["acct-%d" % k for k in range(4)])
+        rng = random.Random(int(os.environ.get("POLEDGER_REPLICA_SEED", "7")))
+        kills = int(os.environ.get("POLEDGER_REPLICA_KILLS", "6"))
+        for _ in range(kills):
+            self.replica.start()
+            time.sleep(rng.uniform(0.1, 0.6))
+            self.replica.kill()
+        self.replica.start()
+        self.writers.stop()
+        self.assert_same_logs()
 
     def test_a_replica_of_a_leader_whose_log_differs_is_refused(self):
         with self.leader.channel() as ch:
