@@ -1,5 +1,6 @@
 #include "api/convert.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -23,6 +24,26 @@ absl::StatusOr<int64_t> MicrosOf(const v1::Money& money,
         absl::StrCat("is ", money.currency_code(), "; expected ", currency));
   }
   return core::MicrosFromUnitsNanos(money.units(), money.nanos(), field);
+}
+
+v1::SpendForecast ForecastOf(const core::SpendForecast& f,
+                             absl::string_view currency) {
+  v1::SpendForecast out;
+  switch (f.outlook) {
+    case core::SpendForecast::Outlook::kNoSpend:
+      out.set_outlook(v1::SpendForecast::OUTLOOK_NO_SPEND);
+      break;
+    case core::SpendForecast::Outlook::kRunsOut:
+      out.set_outlook(v1::SpendForecast::OUTLOOK_RUNS_OUT);
+      out.set_runs_out_month(f.runs_out.ToString());
+      break;
+    case core::SpendForecast::Outlook::kLastsTheTerm:
+      out.set_outlook(v1::SpendForecast::OUTLOOK_LASTS_THE_TERM);
+      break;
+  }
+  *out.mutable_burn_rate() = MoneyOf(f.burn_rate, currency);
+  out.set_months_averaged(f.months_averaged);
+  return out;
 }
 
 v1::Money MoneyOf(int64_t micros, absl::string_view currency) {
@@ -133,6 +154,9 @@ v1::PurchaseOrder ToApi(const std::string& account_id,
     }
     *l->mutable_total_value() = MoneyOf(line.total_value, currency);
     *l->mutable_balance() = MoneyOf(line.balance(), currency);
+    if (std::optional<core::SpendForecast> f = core::ForecastLine(line)) {
+      *l->mutable_forecast() = ForecastOf(*f, currency);
+    }
   }
   out.set_status(po.status);
   *out.mutable_value() = MoneyOf(po.Value(), currency);
@@ -141,6 +165,9 @@ v1::PurchaseOrder ToApi(const std::string& account_id,
   *out.mutable_update_time() = core::ToProtoTime(po.update_time);
   out.set_version(po.version);
   out.set_line_item_count(static_cast<int32_t>(po.lines.size()));
+  if (std::optional<core::SpendForecast> f = core::ForecastPurchaseOrder(po)) {
+    *out.mutable_forecast() = ForecastOf(*f, currency);
+  }
   return out;
 }
 

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "core/account.h"
 #include "core/commands.h"
+#include "core/forecast.h"
 #include "eventstore/event_store.h"
 #include "ledger/ledger.h"
 #include "poledger/v1/invoices.pb.h"
@@ -27,6 +28,10 @@ absl::StatusOr<int64_t> MicrosOf(const v1::Money& money,
                                  absl::string_view currency,
                                  absl::string_view field);
 v1::Money MoneyOf(int64_t micros, absl::string_view currency);
+
+// The API form of a spend forecast, in `currency`.
+v1::SpendForecast ForecastOf(const core::SpendForecast& forecast,
+                             absl::string_view currency);
 
 // API purchase order -> command. `field` prefixes error fields
 // ("purchase_order").

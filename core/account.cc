@@ -51,6 +51,20 @@ void SetReminders(PurchaseOrderState& po,
 }
 
 // Re-arms every fired threshold the line's balance is back at or above.
+// Adds `micros` to the line's net amount of `billing_period`.
+absl::Status AddToMonth(LineItemState& line, absl::string_view billing_period,
+                        int64_t micros) {
+  absl::StatusOr<YearMonth> month =
+      YearMonth::Parse(billing_period, "billing_period");
+  if (!month.ok()) return Inconsistent(month.status().message());
+  int64_t& total = line.invoiced_by_month[*month];
+  if (__builtin_add_overflow(total, micros, &total)) {
+    return Inconsistent("a line's monthly total out of range");
+  }
+  if (total == 0) line.invoiced_by_month.erase(*month);
+  return absl::OkStatus();
+}
+
 void RearmThresholds(LineItemState& line) {
   const __int128 balance = line.balance();
   line.fired_thresholds.erase(
@@ -222,6 +236,7 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
                        FindLine(*po, e.line_item().line_number()));
       ASSIGN_OR_RETURN(LineItemState updated, MakeLine(e.line_item()));
       updated.invoiced = line->invoiced;
+      updated.invoiced_by_month = std::move(line->invoiced_by_month);
       updated.fired_thresholds = line->fired_thresholds;
       updated.created_version = line->created_version;
       RearmThresholds(updated);
@@ -249,6 +264,8 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
                          FindPo(state, e.purchase_order_id()));
         ASSIGN_OR_RETURN(LineItemState * line, FindLine(*po, e.line_number()));
         line->invoiced += e.invoice().amount_micros();
+        RETURN_IF_ERROR(AddToMonth(*line, e.invoice().billing_period(),
+                                   e.invoice().amount_micros()));
         po->version = version;
         entry.purchase_order_id = po->id;
         entry.purchase_order_created_version = po->created_version;
@@ -274,6 +291,8 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
                          FindPo(state, e.purchase_order_id()));
         ASSIGN_OR_RETURN(LineItemState * line, FindLine(*po, e.line_number()));
         line->invoiced -= e.credit_memo().amount_micros();
+        RETURN_IF_ERROR(AddToMonth(*line, e.credit_memo().billing_period(),
+                                   -e.credit_memo().amount_micros()));
         RearmThresholds(*line);
         po->version = version;
         entry.purchase_order_id = po->id;
@@ -398,6 +417,11 @@ v1::AccountSnapshot ToSnapshot(const AccountState& state,
       *l->mutable_definition() = line.definition;
       l->set_total_value_micros(line.total_value);
       l->set_invoiced_micros(line.invoiced);
+      for (const auto& [month, micros] : line.invoiced_by_month) {
+        v1::MonthAmount* m = l->add_invoiced_by_month();
+        m->set_month(month.ToString());
+        m->set_micros(micros);
+      }
       l->set_created_version(line.created_version);
       for (int32_t t : line.fired_thresholds) l->add_fired_thresholds(t);
     }
@@ -446,6 +470,16 @@ absl::StatusOr<AccountState> FromSnapshot(const v1::AccountSnapshot& snapshot) {
                          ": total value does not match its definition"));
       }
       line.invoiced = l.invoiced_micros();
+      for (const v1::MonthAmount& m : l.invoiced_by_month()) {
+        absl::StatusOr<YearMonth> month =
+            YearMonth::Parse(m.month(), "invoiced_by_month");
+        if (!month.ok()) {
+          return absl::DataLossError(absl::StrCat(
+              "snapshot of purchase order ", Quote(po.id), " line ",
+              l.definition().line_number(), ": ", month.status().message()));
+        }
+        line.invoiced_by_month[*month] = m.micros();
+      }
       line.created_version = l.created_version();
       line.fired_thresholds.assign(l.fired_thresholds().begin(),
                                    l.fired_thresholds().end());

@@ -42,6 +42,9 @@ struct LineItemState {
   YearMonth end;
   int64_t total_value = 0;  // amount x quantity + tax, micros.
   int64_t invoiced = 0;     // Invoices minus credit memos, micros.
+  // The same by billing period (each document's own), for the spend
+  // forecast (core/forecast.h); months that net to zero are dropped.
+  std::map<YearMonth, int64_t> invoiced_by_month;
   // Thresholds (percent) crossed and not yet re-armed, ascending.
   std::vector<int32_t> fired_thresholds;
   // Account version of the event that added the line: tells it apart from

@@ -37,6 +37,22 @@ struct PoFlags {
   }
 };
 
+// "167.00/month, runs out 2026-07" (or "lasts the term", "no spend yet");
+// "" without a forecast.
+std::string FormatForecast(const v1::SpendForecast& f) {
+  switch (f.outlook()) {
+    case v1::SpendForecast::OUTLOOK_NO_SPEND:
+      return "no spend yet";
+    case v1::SpendForecast::OUTLOOK_RUNS_OUT:
+      return absl::StrCat(FormatMoney(f.burn_rate()), "/month, runs out ",
+                          f.runs_out_month());
+    case v1::SpendForecast::OUTLOOK_LASTS_THE_TERM:
+      return absl::StrCat(FormatMoney(f.burn_rate()), "/month, lasts the term");
+    default:
+      return "";
+  }
+}
+
 void PrintPurchaseOrder(const v1::PurchaseOrder& po) {
   PrintTable(
       {{"purchase order", po.purchase_order_id()},
@@ -47,20 +63,23 @@ void PrintPurchaseOrder(const v1::PurchaseOrder& po) {
         absl::StrCat(po.effective_month(), " .. ", po.expiration_month())},
        {"value", FormatMoney(po.value())},
        {"balance", FormatMoney(po.balance())},
+       {"forecast", po.has_forecast() ? FormatForecast(po.forecast())
+                                      : "no balance-tracked line"},
        {"contacts", absl::StrJoin(po.contacts(), ", ",
                                   [](std::string* out, const v1::Contact& c) {
                                     out->append(c.email());
                                   })},
        {"version", absl::StrCat(po.version())}});
   std::vector<std::vector<std::string>> lines = {
-      {"LINE", "TYPE", "MONTHS", "TRACKING", "TOTAL", "BALANCE"}};
+      {"LINE", "TYPE", "MONTHS", "TRACKING", "TOTAL", "BALANCE", "FORECAST"}};
   for (const v1::LineItem& l : po.line_items()) {
     lines.push_back(
         {absl::StrCat(l.line_number()),
          EnumShort(v1::LineItemType_descriptor(), l.type(), "LINE_ITEM_TYPE_"),
          absl::StrCat(l.start_month(), "..", l.end_month()),
          l.balance_tracking() ? "on" : "off", FormatMoney(l.total_value()),
-         FormatMoney(l.balance())});
+         FormatMoney(l.balance()),
+         l.has_forecast() ? FormatForecast(l.forecast()) : "-"});
   }
   if (po.line_items_size() > 0) {
     std::printf("\n");

@@ -185,6 +185,34 @@ class EndToEndTest(unittest.TestCase):
                     for c in full.association.explanation.purchase_orders}
         self.assertEqual(outcomes, {"regular": events_pb2.CANDIDATE_OUTCOME_SELECTED})
 
+    def test_spend_forecast(self):
+        self.create(new_po("po", 1000))
+        got = self.pos.GetPurchaseOrder(po_pb2.GetPurchaseOrderRequest(
+            account_id=ACCOUNT, purchase_order_id="po"), timeout=10)
+        self.assertEqual(got.forecast.outlook,
+                         po_pb2.SpendForecast.OUTLOOK_NO_SPEND)
+        for period, amount in (("2026-01", 100), ("2026-02", 150),
+                               ("2026-03", 250)):
+            self.invoices.RecordInvoice(invoices_pb2.RecordInvoiceRequest(
+                account_id=ACCOUNT, invoice=invoices_pb2.Invoice(
+                    invoice_id="inv-" + period, bill_from=AWS,
+                    category=T.INVOICE_CATEGORY_MONTHLY_USAGE,
+                    billing_period=period, amount=money(amount))), timeout=10)
+        got = self.pos.GetPurchaseOrder(po_pb2.GetPurchaseOrderRequest(
+            account_id=ACCOUNT, purchase_order_id="po"), timeout=10)
+        # 500 left at 166.666666 a month after March: July.
+        expected = po_pb2.SpendForecast(
+            outlook=po_pb2.SpendForecast.OUTLOOK_RUNS_OUT,
+            burn_rate=T.Money(currency_code="USD", units=166,
+                              nanos=666666000),
+            months_averaged=3, runs_out_month="2026-07")
+        self.assertEqual(got.line_items[0].forecast, expected)
+        self.assertEqual(got.forecast, expected)
+        listed = self.pos.ListPurchaseOrders(po_pb2.ListPurchaseOrdersRequest(
+            account_id=ACCOUNT, view=po_pb2.PURCHASE_ORDER_VIEW_BASIC),
+            timeout=10)
+        self.assertEqual(listed.purchase_orders[0].forecast, expected)
+
     def test_balance_alert_arrives_on_the_notification_stream(self):
         self.create(new_po("po", 1000))
         stream = self.notifications.SubscribeNotifications(
