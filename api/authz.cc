@@ -4,7 +4,9 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/algorithm/container.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/errors.h"
@@ -131,6 +133,28 @@ absl::Status Validate(const v1::AuthorizationPolicy& policy) {
       }
     }
   }
+  std::set<std::string> hashes;
+  for (int i = 0; i < policy.tokens_size(); ++i) {
+    const v1::BearerToken& t = policy.tokens(i);
+    const std::string at = absl::StrCat("tokens[", i, "]");
+    if (t.identity().empty() || t.identity().size() > 1024) {
+      return core::InvalidField(absl::StrCat(at, ".identity"),
+                                "must be 1 to 1024 characters");
+    }
+    const bool hex =
+        t.sha256().size() == 64 && absl::c_all_of(t.sha256(), [](char c) {
+          return absl::ascii_isdigit(c) || (c >= 'a' && c <= 'f');
+        });
+    if (!hex) {
+      return core::InvalidField(
+          absl::StrCat(at, ".sha256"),
+          "must be the token's SHA-256 as 64 lowercase hex digits");
+    }
+    if (!hashes.insert(t.sha256()).second) {
+      return core::InvalidField(absl::StrCat(at, ".sha256"),
+                                "is the hash of an earlier token");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -230,7 +254,15 @@ absl::StatusOr<Authorizer> Authorizer::FromPolicy(
     }
     a.grants_[b.identity()].push_back(std::move(grant));
   }
+  for (const v1::BearerToken& t : policy.tokens()) {
+    a.token_identities_[t.sha256()] = t.identity();
+  }
   return a;
+}
+
+std::string Authorizer::IdentityOfTokenHash(absl::string_view sha256) const {
+  auto it = token_identities_.find(sha256);
+  return it != token_identities_.end() ? it->second : "";
 }
 
 absl::Status Authorizer::CheckGrants(

@@ -69,6 +69,10 @@ class Authorizer {
 
   bool allows_all() const { return allow_all_; }
 
+  // The identity of the bearer token whose SHA-256 (lowercase hex) is
+  // `sha256`; "" if the policy has no such token.
+  std::string IdentityOfTokenHash(absl::string_view sha256) const;
+
   // OK if `identity` may call the method that takes `request` on
   // `account` ("" for a call about every account). Otherwise
   // PERMISSION_DENIED with reason PERMISSION_DENIED naming the method and
@@ -98,6 +102,7 @@ class Authorizer {
 
   bool allow_all_ = false;
   std::map<std::string, std::vector<Grant>, std::less<>> grants_;
+  std::map<std::string, std::string, std::less<>> token_identities_;
 };
 
 }  // namespace api

@@ -5,6 +5,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -24,8 +25,10 @@
 #include "grpcpp/server_builder.h"
 #include "ledger/clock.h"
 #include "ledger/ledger.h"
+#include "openssl/rand.h"
 #include "server/call_log.h"
 #include "server/follower.h"
+#include "server/http_gateway.h"
 #include "server/log.h"
 #include "server/log_tail.h"
 #include "server/metrics.h"
@@ -57,6 +60,8 @@ struct PoledgerServer::Impl {
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<grpc::Server> health_server;
   std::unique_ptr<ServerTls> tls;
+  // Calls into `server` on its in-process channel: stopped before it.
+  std::unique_ptr<HttpGateway> http;
   int port = 0;
   int health_port = 0;
 
@@ -92,6 +97,17 @@ absl::StatusOr<std::optional<absl::Time>> ParseClockFlag(
 
 namespace {
 
+// 32 random bytes, hex: the HTTP gateway's secret.
+std::string RandomSecret() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+    log::Error("random_failed", "RAND_bytes failed");
+    std::abort();
+  }
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes)));
+}
+
 bool IsLoopback(const std::string& listen) {
   std::string host = listen.substr(0, listen.rfind(':'));
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
@@ -110,6 +126,14 @@ absl::Status CheckSecurityOptions(const ServerOptions& options) {
         "mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together");
   }
   if (tls_files == 0) {
+    if (!options.http_listen.empty() && !IsLoopback(options.http_listen) &&
+        !options.insecure_plaintext) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "refusing to serve HTTP on ", options.http_listen,
+          " without TLS: give the TLS flags (the HTTP listener uses them too), "
+          "listen on loopback, or pass --insecure-plaintext to accept the "
+          "risk"));
+    }
     if (!IsLoopback(options.listen) && !options.insecure_plaintext) {
       return absl::InvalidArgumentError(absl::StrCat(
           "refusing to listen on ", options.listen,
@@ -153,6 +177,9 @@ PoledgerServer::~PoledgerServer() {
 
 int PoledgerServer::port() const { return impl_->port; }
 int PoledgerServer::health_port() const { return impl_->health_port; }
+int PoledgerServer::http_port() const {
+  return impl_->http != nullptr ? impl_->http->port() : 0;
+}
 int PoledgerServer::metrics_port() const {
   return impl_->metrics != nullptr ? impl_->metrics->port() : 0;
 }
@@ -308,7 +335,9 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
 
   // From here on a failure must stop the listening server.
   auto fail = [&](absl::Status s) {
+    if (impl->http != nullptr) impl->http->Stop();
     impl->server->Shutdown();
+    if (impl->http != nullptr) impl->http->Wait();
     impl->server->Wait();
     if (impl->health_server != nullptr) {
       impl->health_server->Shutdown();
@@ -316,6 +345,24 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     }
     return s;
   };
+  if (!options.http_listen.empty()) {
+    HttpGatewayOptions http;
+    http.listen = options.http_listen;
+    http.tls = {options.tls_cert, options.tls_key, options.tls_client_ca};
+    http.require_identity = ctx.require_identity;
+    http.authorizer = [&ctx] { return ctx.authorizer(); };
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(options.max_message_bytes);
+    args.SetMaxSendMessageSize(options.max_message_bytes);
+    http.channel = impl->server->InProcessChannel(args);
+    http.secret = RandomSecret();
+    http.max_body_bytes = static_cast<size_t>(options.max_message_bytes);
+    ctx.gateway_secret = http.secret;
+    absl::StatusOr<std::unique_ptr<HttpGateway>> gateway =
+        HttpGateway::Start(std::move(http));
+    if (!gateway.ok()) return fail(gateway.status());
+    impl->http = std::move(*gateway);
+  }
   RocksDbEventStoreOptions store_options;
   store_options.path = options.data_dir;
   store_options.verify_from_mark = options.verify_on_open != "full";
@@ -479,6 +526,7 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
   // No scrape after this: it reads the ledger and the store.
   if (impl_->metrics != nullptr) impl_->metrics->StopServing();
   impl_->shutting_down.Notify();
+  if (impl_->http != nullptr) impl_->http->Stop();
   if (impl_->follower != nullptr) impl_->follower->Stop();
   // Streams end at once with UNAVAILABLE (resume after their last
   // position); unary calls finish, or are cancelled after the grace period.
@@ -486,6 +534,8 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
   impl_->server->Shutdown(std::chrono::system_clock::now() +
                           absl::ToChronoMilliseconds(grace));
   if (impl_->health_server != nullptr) impl_->health_server->Shutdown();
+  // Its streams ended with the server's.
+  if (impl_->http != nullptr) impl_->http->Wait();
   if (impl_->scheduler.joinable()) impl_->scheduler.join();
   impl_->store->Close();
   impl_->shut_down.Notify();

@@ -78,6 +78,11 @@ struct ServerOptions {
   // (Kubernetes gRPC probes, container health checks).
   std::string health_listen;
 
+  // If set, serves the HTTP/JSON API and the web console here
+  // (server/http_gateway.h): HTTPS with the TLS files above when they are
+  // given, else plain HTTP (on loopback, or with insecure_plaintext).
+  std::string http_listen;
+
   // What the open checks: "mark" (the records after the verified-through
   // mark, which snapshots and a clean stop move to the head) or "full"
   // (every record's hash and chain link).
@@ -126,6 +131,8 @@ class PoledgerServer {
   int health_port() const;
   // The metrics listener's port (0 without one).
   int metrics_port() const;
+  // The HTTP/JSON listener's port (0 without one).
+  int http_port() const;
   Ledger* ledger() const;
   // Records the open checked, and from which position.
   uint64_t open_checked_records() const;

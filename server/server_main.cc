@@ -146,6 +146,9 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-listen", options.metrics_listen,
                  "Serve Prometheus metrics at http://ADDRESS/metrics (e.g. "
                  "127.0.0.1:9464)");
+  app.add_option("--http-listen", options.http_listen,
+                 "Also serve the HTTP/JSON API and the web console here (e.g. "
+                 "127.0.0.1:8080): HTTPS with the TLS flags, else HTTP");
   app.add_option("--health-listen", options.health_listen,
                  "Also serve grpc.health.v1 alone, in plaintext, here (for "
                  "probes that cannot present a client certificate)");
@@ -251,6 +254,16 @@ int main(int argc, char** argv) {
     poledger::log::Info("metrics_listening",
                         absl::StrCat("metrics on http://", metrics_host, ":",
                                      (*server)->metrics_port(), "/metrics"));
+  }
+  if ((*server)->http_port() != 0) {
+    const std::string http_host =
+        options.http_listen.substr(0, options.http_listen.rfind(':'));
+    poledger::log::Info(
+        "http_listening",
+        absl::StrCat("HTTP/JSON API and console on ",
+                     options.tls_cert.empty() ? "http" : "https", "://",
+                     http_host, ":", (*server)->http_port(), "/console/"),
+        {{"address", absl::StrCat(http_host, ":", (*server)->http_port())}});
   }
   if ((*server)->health_port() != 0) {
     const std::string health_host =

@@ -21,6 +21,7 @@
 #include "core/errors.h"
 #include "core/matching.h"
 #include "core/proto_time.h"
+#include "openssl/crypto.h"
 #include "server/log.h"
 #include "server/log_tail.h"
 #include "server/status_mapping.h"
@@ -34,8 +35,32 @@ grpc::Status NotReady() {
       "the server is still loading its event log; retry shortly"));
 }
 
+namespace {
+
+// The identity the HTTP gateway vouches for, if the call is the gateway's.
+std::optional<std::string> GatewayIdentity(
+    const ServiceContext& ctx, const grpc::ServerContextBase* context) {
+  if (ctx.gateway_secret.empty()) return std::nullopt;
+  const auto& metadata = context->client_metadata();
+  auto secret = metadata.find(kGatewaySecretHeader);
+  if (secret == metadata.end() ||
+      secret->second.size() != ctx.gateway_secret.size() ||
+      CRYPTO_memcmp(secret->second.data(), ctx.gateway_secret.data(),
+                    ctx.gateway_secret.size()) != 0) {
+    return std::nullopt;
+  }
+  auto identity = metadata.find(kGatewayIdentityHeader);
+  if (identity == metadata.end()) return std::string();
+  return std::string(identity->second.data(), identity->second.size());
+}
+
+}  // namespace
+
 std::string CallerIdentity(const ServiceContext& ctx,
                            const grpc::ServerContextBase* context) {
+  if (std::optional<std::string> via_gateway = GatewayIdentity(ctx, context)) {
+    return *std::move(via_gateway);
+  }
   std::string identity = IdentityOf(context);
   if (identity.empty() ||
       std::find(ctx.trusted_proxies.begin(), ctx.trusted_proxies.end(),

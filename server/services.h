@@ -47,6 +47,11 @@ inline constexpr char kShardHeader[] = "x-poledger-shard";
 // Set by a trusted proxy (see ServiceContext::trusted_proxies): its
 // caller's verified client certificate, DER in base64.
 inline constexpr char kForwardedCertHeader[] = "x-poledger-client-cert";
+// The HTTP/JSON gateway's calls on the in-process channel: the identity it
+// authenticated, trusted only with the gateway's secret (random per
+// process, never on the network).
+inline constexpr char kGatewaySecretHeader[] = "x-poledger-gateway-secret";
+inline constexpr char kGatewayIdentityHeader[] = "x-poledger-gateway-identity";
 
 struct ServiceContext {
   // Null until the ledger has loaded; calls meanwhile get UNAVAILABLE.
@@ -87,6 +92,9 @@ struct ServiceContext {
   // from one of them is its caller's. Anyone else's header is ignored.
   std::vector<std::string> trusted_proxies;
   std::string authorization = "development";
+  // The HTTP gateway's secret ("" without a gateway): a call carrying it in
+  // kGatewaySecretHeader is kGatewayIdentityHeader's.
+  std::string gateway_secret;
   // Who may do what; replaced whole when the policy is reloaded.
   std::shared_ptr<const api::Authorizer> authorizer() const {
     absl::MutexLock lock(&authz_mu);

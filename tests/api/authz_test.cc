@@ -62,7 +62,7 @@ TEST(PolicyTest, TextAndJsonFormsParse) {
 
 TEST(PolicyTest, BadPoliciesNameWhatIsWrong) {
   struct Case {
-    const char* text;
+    std::string text;
     const char* says;
   } cases[] = {
       {"bindings { identity: \"a\" role: ROLE_CHIEF accounts: \"*\" }",
@@ -76,6 +76,15 @@ TEST(PolicyTest, BadPoliciesNameWhatIsWrong) {
        "bindings[0].accounts[0]"},
       {"bindings { identity: \"a\" role: ROLE_VIEWER accounts: \"\" }",
        "bindings[0].accounts[0]"},
+      {"tokens { sha256: \"" + std::string(64, 'a') + "\" }",
+       "tokens[0].identity"},
+      {"tokens { identity: \"a\" sha256: \"secret\" }", "tokens[0].sha256"},
+      {"tokens { identity: \"a\" sha256: \"" + std::string(64, 'A') + "\" }",
+       "tokens[0].sha256"},
+      {"tokens { identity: \"a\" sha256: \"" + std::string(64, 'a') +
+           "\" } tokens { identity: \"b\" sha256: \"" + std::string(64, 'a') +
+           "\" }",
+       "tokens[1].sha256"},
   };
   for (const Case& c : cases) {
     auto p = ParsePolicy(c.text, false);
@@ -84,6 +93,22 @@ TEST(PolicyTest, BadPoliciesNameWhatIsWrong) {
   }
   EXPECT_EQ(LoadPolicy("/nonexistent/policy").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST(AuthorizerTest, BearerTokensAreKnownByTheirHashesOnly) {
+  const std::string hash(64, 'c');
+  auto policy = ParsePolicy(
+      "bindings { identity: \"v\" role: ROLE_VIEWER accounts: \"a\" }"
+      "tokens { identity: \"v\" sha256: \"" +
+          hash + "\" }",
+      false);
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  auto authz = Authorizer::FromPolicy(*policy);
+  ASSERT_TRUE(authz.ok());
+  EXPECT_EQ(authz->IdentityOfTokenHash(hash), "v");
+  EXPECT_EQ(authz->IdentityOfTokenHash(std::string(64, 'd')), "");
+  EXPECT_EQ(authz->IdentityOfTokenHash(""), "");
+  EXPECT_EQ(Authorizer::AllowAll().IdentityOfTokenHash(hash), "");
 }
 
 TEST(AuthorizerTest, RolesGrantTheirMethodsOnTheirAccounts) {
