@@ -211,10 +211,10 @@ struct HttpGateway::Impl {
     if (method == nullptr ||
         !absl::StartsWith(method->service()->full_name(), "poledger.v1.") ||
         method->client_streaming()) {
-      res.status = 404;
       ReplyError(res, grpc::UNIMPLEMENTED,
                  absl::StrCat("no method ", path,
                               ": POST to /poledger.v1.SERVICE/METHOD"));
+      res.status = 404;
       return;
     }
     const std::string content_type = req.get_header_value("Content-Type");

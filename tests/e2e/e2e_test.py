@@ -41,9 +41,12 @@ T = types_pb2
 
 class Server:
     """poledger-server as a child process on 127.0.0.1, port picked by the
-    kernel, stopped with SIGTERM (SIGKILL after 20 s)."""
+    kernel, stopped with SIGTERM (SIGKILL after 20 s). With --http-listen
+    in `extra`, http_port is the HTTP listener's; with TLS flags, give the
+    client's `credentials`."""
 
-    def __init__(self, clock="manual:2026-02-01T00:00:00Z", extra=()):
+    def __init__(self, clock="manual:2026-02-01T00:00:00Z", extra=(),
+                 credentials=None):
         self.dir = tempfile.mkdtemp(prefix="poledger-e2e-")
         self.proc = subprocess.Popen(
             [os.environ["POLEDGER_SERVER"], "--listen=127.0.0.1:0",
@@ -51,6 +54,7 @@ class Server:
              "--clock=" + clock, "--heartbeat-seconds=0.5"] + list(extra),
             stderr=subprocess.PIPE, text=True)
         self.output = []
+        self.http_port = None
         port = None
         deadline = time.time() + 30
         while port is None and time.time() < deadline:
@@ -58,6 +62,9 @@ class Server:
             if not line:
                 break
             self.output.append(line)
+            m = re.search(r"console on https?://127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.http_port = int(m.group(1))
             m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
             if m:
                 port = int(m.group(1))
@@ -67,7 +74,10 @@ class Server:
         # Keep draining stderr so the server never blocks on it.
         threading.Thread(target=self._drain, daemon=True).start()
         self.address = "127.0.0.1:%d" % port
-        self.channel = grpc.insecure_channel(self.address)
+        if credentials is None:
+            self.channel = grpc.insecure_channel(self.address)
+        else:
+            self.channel = grpc.secure_channel(self.address, credentials)
         grpc.channel_ready_future(self.channel).result(timeout=30)
 
     def _drain(self):
