@@ -1,6 +1,7 @@
 #include "ledger/ledger.h"
 
 #include <algorithm>
+#include <deque>
 #include <memory>
 #include <utility>
 
@@ -992,6 +993,55 @@ absl::StatusOr<core::AccountState> RebuildAccountAt(
     }
   }
   return state;
+}
+
+absl::StatusOr<PurchaseOrderHistory> PurchaseOrderChanges(
+    const EventStore& store, const std::string& account_id,
+    const std::string& purchase_order_id, size_t limit) {
+  RETURN_IF_ERROR(ValidateAccountId(account_id));
+  core::AccountState state;
+  state.account_id = account_id;
+  std::deque<PurchaseOrderChange> changes;
+  bool truncated = false;
+  bool existed = false;
+  uint64_t next_version = 1;
+  for (;;) {
+    ASSIGN_OR_RETURN(
+        std::vector<RecordedEvent> records,
+        store.ReadStream(StreamOf(account_id), next_version, 1024));
+    if (records.empty()) break;
+    for (const RecordedEvent& r : records) {
+      ASSIGN_OR_RETURN(LoggedEvent logged, Ledger::Decode(r));
+      absl::Status applied = core::Apply(state, logged.event);
+      if (!applied.ok()) {
+        return absl::DataLossError(absl::StrCat(
+            "event at position ", r.position, ": ", applied.message()));
+      }
+      next_version = r.stream_version + 1;
+      // The purchase order's version is that of the last event that
+      // touched it; a deletion takes it out of the state.
+      auto it = state.purchase_orders.find(purchase_order_id);
+      const bool exists = it != state.purchase_orders.end();
+      if ((exists && it->second.version == r.stream_version) ||
+          (existed && !exists)) {
+        if (changes.size() == limit) {
+          changes.pop_front();
+          truncated = true;
+        }
+        changes.push_back({r.position, r.timestamp, r.event_type, r.actor});
+      }
+      existed = exists;
+    }
+  }
+  if (changes.empty() && !truncated) {
+    return absl::NotFoundError(
+        absl::StrCat("purchase order ", core::Quote(purchase_order_id),
+                     " has no history in account ", core::Quote(account_id)));
+  }
+  PurchaseOrderHistory out;
+  out.changes.assign(changes.begin(), changes.end());
+  out.truncated = truncated;
+  return out;
 }
 
 absl::StatusOr<uint64_t> AccountPositionAt(const EventStore& store,

@@ -57,6 +57,27 @@ absl::StatusOr<uint64_t> AccountPositionAt(const EventStore& store,
                                            const std::string& account_id,
                                            absl::Time time);
 
+// An event that changed one purchase order (see PurchaseOrderChanges).
+struct PurchaseOrderChange {
+  uint64_t position = 0;
+  absl::Time time;
+  std::string event_type;
+  std::string actor;
+};
+
+// The events of the account that changed `purchase_order_id` (each one
+// after which the purchase order differs: created, edited, an invoice
+// matched to it, deleted...), oldest first: the last `limit` of them, and
+// whether older ones were left out. NOT_FOUND if none ever did. DATA_LOSS
+// as RebuildAccountAt.
+struct PurchaseOrderHistory {
+  std::vector<PurchaseOrderChange> changes;
+  bool truncated = false;
+};
+absl::StatusOr<PurchaseOrderHistory> PurchaseOrderChanges(
+    const EventStore& store, const std::string& account_id,
+    const std::string& purchase_order_id, size_t limit);
+
 // Who asks, for the log's metadata and idempotency.
 struct RequestContext {
   std::string account_id;

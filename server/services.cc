@@ -430,6 +430,62 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::GetPurchaseOrder(
                }));
 }
 
+grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::TestPermissions(
+    grpc::CallbackServerContext* context,
+    const v1::TestPermissionsRequest* request,
+    v1::TestPermissionsResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
+  const std::string identity =
+      ctx_->require_identity ? CallerIdentity(*ctx_, context) : "";
+  if (absl::Status s = ValidateAccountId(request->account_id()); !s.ok()) {
+    return Reply(context, ToGrpcStatus(s));
+  }
+  std::vector<const google::protobuf::MethodDescriptor*> methods;
+  const std::vector<const google::protobuf::MethodDescriptor*> all =
+      api::ApiMethods();
+  if (request->methods().empty()) {
+    methods = all;
+  }
+  for (int i = 0; i < request->methods_size(); ++i) {
+    const std::string& name = request->methods(i);
+    auto it = std::find_if(all.begin(), all.end(), [&](const auto* m) {
+      return absl::StrCat(m->service()->name(), ".", m->name()) == name;
+    });
+    if (it == all.end()) {
+      return Reply(
+          context,
+          ToGrpcStatus(core::InvalidField(
+              absl::StrCat("methods[", i, "]"),
+              absl::StrCat(core::Quote(name),
+                           " is not a poledger.v1 method such as "
+                           "\"PurchaseOrderService.GetPurchaseOrder\""))));
+    }
+    methods.push_back(*it);
+  }
+  const std::shared_ptr<const api::Authorizer> authorizer = ctx_->authorizer();
+  response->set_identity(identity);
+  for (const google::protobuf::MethodDescriptor* m : methods) {
+    absl::Status allowed =
+        m->input_type() == v1::BatchRecordInvoicesRequest::descriptor()
+            ? authorizer->Check(identity,
+                                v1::RecordInvoiceRequest::descriptor(),
+                                request->account_id())
+            : authorizer->Check(identity, m->input_type(),
+                                request->account_id());
+    // A replica takes no writes.
+    if (allowed.ok() && !ctx_->leader.empty() &&
+        ChangesTheLog(m->input_type())) {
+      allowed = absl::FailedPreconditionError("read replica");
+    }
+    if (allowed.ok()) {
+      response->add_methods(absl::StrCat(m->service()->name(), ".", m->name()));
+    }
+  }
+  return Reply(context, grpc::Status::OK);
+}
+
 grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::ListPurchaseOrders(
     grpc::CallbackServerContext* context,
     const v1::ListPurchaseOrdersRequest* request,
@@ -1129,6 +1185,37 @@ grpc::Status EventLogServiceImpl::GetPurchaseOrderAt(
     out.set_position(position);
     return out;
   });
+}
+
+grpc::Status EventLogServiceImpl::ListPurchaseOrderChanges(
+    grpc::ServerContext* context,
+    const v1::ListPurchaseOrderChangesRequest* request,
+    v1::ListPurchaseOrderChangesResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) return *denied;
+  return Unary(ctx_, response,
+               [&]() -> absl::StatusOr<v1::ListPurchaseOrderChangesResponse> {
+                 RETURN_IF_ERROR(ValidateAccountId(request->account_id()));
+                 RETURN_IF_ERROR(core::ValidatePurchaseOrderId(
+                     request->purchase_order_id(), "purchase_order_id"));
+                 absl::StatusOr<PurchaseOrderHistory> history =
+                     PurchaseOrderChanges(
+                         *ctx_->ledger()->store(), request->account_id(),
+                         request->purchase_order_id(), /*limit=*/1000);
+                 if (absl::IsNotFound(history.status())) {
+                   return NotFound(request->purchase_order_id());
+                 }
+                 if (!history.ok()) return history.status();
+                 v1::ListPurchaseOrderChangesResponse out;
+                 for (const PurchaseOrderChange& c : history->changes) {
+                   v1::PurchaseOrderChange* change = out.add_changes();
+                   change->set_position(c.position);
+                   *change->mutable_time() = core::ToProtoTime(c.time);
+                   change->set_event_type(c.event_type);
+                   change->set_actor(c.actor);
+                 }
+                 out.set_truncated(history->truncated);
+                 return out;
+               });
 }
 
 grpc::Status EventLogServiceImpl::GetLogDigest(

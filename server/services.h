@@ -166,6 +166,10 @@ class PurchaseOrderServiceImpl final : public v1::PurchaseOrderService::Callback
       grpc::CallbackServerContext* context,
       const v1::ListPurchaseOrderInvoicesRequest* request,
       v1::ListPurchaseOrderInvoicesResponse* response) override;
+  grpc::ServerUnaryReactor* TestPermissions(
+      grpc::CallbackServerContext* context,
+      const v1::TestPermissionsRequest* request,
+      v1::TestPermissionsResponse* response) override;
 
  private:
   ServiceContext* const ctx_;
@@ -229,6 +233,10 @@ class EventLogServiceImpl final
   grpc::Status GetPurchaseOrderAt(
       grpc::ServerContext* context, const v1::GetPurchaseOrderAtRequest* request,
       v1::GetPurchaseOrderAtResponse* response) override;
+  grpc::Status ListPurchaseOrderChanges(
+      grpc::ServerContext* context,
+      const v1::ListPurchaseOrderChangesRequest* request,
+      v1::ListPurchaseOrderChangesResponse* response) override;
   grpc::Status GetLogDigest(grpc::ServerContext* context,
                             const v1::GetLogDigestRequest* request,
                             v1::GetLogDigestResponse* response) override;

@@ -42,7 +42,7 @@ TEST(MethodRuleTest, EveryMethodOfEveryServiceHasOne) {
     ASSERT_NE(rule, nullptr) << m->full_name();
     EXPECT_EQ(rule->method, m->service()->name() + "." + m->name());
   }
-  EXPECT_EQ(methods.size(), 25u);
+  EXPECT_EQ(methods.size(), 27u);
 }
 
 TEST(PolicyTest, TextAndJsonFormsParse) {

@@ -233,6 +233,23 @@ class PlainHttpTest(unittest.TestCase):
                   dict(ref, position=str(head - 3)))
         self.both("/poledger.v1.EventLogService/GetLogDigest",
                   {"atPosition": str(head)})
+        changes = self.both(
+            "/poledger.v1.EventLogService/ListPurchaseOrderChanges", ref)
+        self.assertEqual(
+            [c["eventType"] for c in changes["changes"]],
+            ["purchase_order_created", "purchase_order_updated",
+             "line_item_added", "line_item_updated", "line_item_removed",
+             "invoice_recorded", "invoice_recorded", "invoice_recorded",
+             "line_item_added"])
+        # The marketplace transaction added a line (a change), then logged
+        # the transaction's id (not a change of the purchase order).
+        self.assertEqual(int(changes["changes"][-1]["position"]), head - 1)
+        allowed = self.both("/poledger.v1.PurchaseOrderService/TestPermissions",
+                            dict(a, methods=["PurchaseOrderService.GetPurchaseOrder",
+                                             "AdminService.SetTime"]))
+        self.assertEqual(allowed["methods"],
+                         ["PurchaseOrderService.GetPurchaseOrder",
+                          "AdminService.SetTime"])
         self.both("/poledger.v1.AdminService/GetServerInfo", {},
                   ignore=("uptime",))
         self.both("/poledger.v1.AdminService/CreateSnapshot", {})
@@ -509,6 +526,27 @@ class HttpsTest(unittest.TestCase):
         self.assertEqual(body["purchaseOrderId"], "po-1")
         status, body = self.create(viewer, "po-3")
         self.assertEqual((status, body["code"]), (403, 7))
+        asked = ["PurchaseOrderService.GetPurchaseOrder",
+                 "PurchaseOrderService.CreatePurchaseOrder",
+                 "InvoiceService.RecordInvoice",
+                 "EventLogService.ListPurchaseOrderChanges"]
+        for client, account, identity, methods in (
+                (viewer, ACCOUNT, "token:viewer", [asked[0], asked[3]]),
+                (by_token, ACCOUNT, "token:purchaser",
+                 [asked[0], asked[1], asked[3]]),
+                (by_cert, "999999999999", "spiffe://poledger.test/purchaser",
+                 [])):
+            status, body = client.call(
+                "/poledger.v1.PurchaseOrderService/TestPermissions",
+                {"accountId": account, "methods": asked})
+            self.assertEqual(status, 200, body)
+            self.assertEqual(body.get("identity"), identity)
+            self.assertEqual(body.get("methods", []), methods)
+        status, body = viewer.call(
+            "/poledger.v1.PurchaseOrderService/TestPermissions",
+            {"accountId": ACCOUNT, "methods": ["Nope.Nope"]})
+        self.assertEqual((status, body["code"]), (400, 3))
+        self.assertIn("methods[0]", json.dumps(body["details"]))
         head = grpc_call(self.server.channel,
                          "/poledger.v1.EventLogService/GetLogDigest", {})[1]
         self.assertEqual(self.last_actor(), "spiffe://poledger.test/purchaser")
