@@ -390,6 +390,12 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
       SSL_CTX_set_client_CA_list(
           &ctx, SSL_load_client_CA_file(files.client_ca.c_str()));
       SSL_CTX_set_verify(&ctx, SSL_VERIFY_PEER, nullptr);
+      // A resumed session keeps its verified certificate; without a context
+      // id OpenSSL refuses to resume once peers are verified, and browsers
+      // resume on every parallel connection.
+      static constexpr unsigned char kSessionContext[] = "poledger-http";
+      SSL_CTX_set_session_id_context(&ctx, kSessionContext,
+                                     sizeof(kSessionContext) - 1);
       return true;
     });
     if (!https->is_valid()) {
@@ -420,6 +426,9 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
                       std::string(asset.content_type).c_str());
     });
   }
+  http.Get("/favicon.ico", [](const httplib::Request&, httplib::Response& res) {
+    res.status = 204;
+  });
   http.Get("/", [](const httplib::Request&, httplib::Response& res) {
     res.set_redirect("/console/index.html");
   });
