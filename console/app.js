@@ -114,6 +114,13 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// Replaces el's children, skipping the null, undefined and false that
+// conditional parts leave.
+function put(el, ...children) {
+  el.replaceChildren(...children.flat().filter(
+    c => c !== null && c !== undefined && c !== false));
+}
+
 function main() {
   return document.getElementById("main");
 }
@@ -366,7 +373,7 @@ function notificationText(n) {
     text += " line " + n.lineNumber + " passed " + n.thresholdPercent + "% (" +
       moneyText(n.balance) + " left)";
   }
-  if (n.expirationDate) text += " expires " + n.expirationDate;
+  if (!n.thresholdPercent && n.expirationDate) text += " expires " + n.expirationDate;
   return text;
 }
 
@@ -408,7 +415,7 @@ async function route() {
       renderWelcome();
     }
   } catch (err) {
-    main().replaceChildren(h("h1", {}, "Not available"),
+    put(main(), h("h1", {}, "Not available"),
       h("p", {class: "bad"}, errorText(err)));
   }
   main().focus();
@@ -416,7 +423,7 @@ async function route() {
 
 function renderWelcome() {
   document.title = "poledger";
-  main().replaceChildren(
+  put(main(),
     h("h1", {}, "poledger console"),
     h("p", {}, "Enter an account id above (and a bearer token if your server " +
       "asks for one) to see its purchase orders."));
@@ -429,7 +436,7 @@ async function renderDashboard(account) {
   const text = h("input", {type: "search", name: "q", placeholder: "id, description, seller"});
   const counts = h("p", {class: "counts", id: "counts"});
   const table = h("div", {class: "table-wrap", id: "po-table"});
-  main().replaceChildren(
+  put(main(),
     h("h1", {}, "Purchase orders of ", account),
     h("div", {class: "toolbar"},
       field("Status", status), field("Search", text),
@@ -445,25 +452,26 @@ async function renderDashboard(account) {
       (!q || [po.purchaseOrderId, po.description || "", ...(po.billFrom || [])]
         .some(s => s.toLowerCase().includes(q))));
     const active = all.filter(po => po.status === "PURCHASE_ORDER_STATUS_ACTIVE").length;
-    counts.replaceChildren(h("strong", {}, active + " of " + ACTIVE_LIMIT + " active"),
-      " · " + all.length + " purchase orders · showing " + shown.length);
+    put(counts, h("strong", {}, active + " of " + ACTIVE_LIMIT + " active"),
+      " · " + all.length + (all.length === 1 ? " purchase order" : " purchase orders") +
+      " · showing " + shown.length);
     if (shown.length === 0) {
-      table.replaceChildren(h("p", {class: "muted"}, all.length ? "No purchase order matches." :
+      put(table, h("p", {class: "muted"}, all.length ? "No purchase order matches." :
         "No purchase orders yet."));
       return;
     }
-    table.replaceChildren(h("table", {},
+    put(table, h("table", {},
       h("caption", {class: "muted"}, "Purchase orders"),
       h("thead", {}, h("tr", {},
         h("th", {scope: "col"}, "Purchase order"), h("th", {scope: "col"}, "Status"),
-        h("th", {scope: "col", class: "num"}, "Value"), h("th", {scope: "col"}, "Balance"),
+        h("th", {scope: "col", class: "num optional"}, "Value"), h("th", {scope: "col"}, "Balance"),
         h("th", {scope: "col", class: "optional"}, "Months"),
         h("th", {scope: "col", class: "optional"}, "Forecast"))),
       h("tbody", {}, shown.map(po => h("tr", {"data-po": po.purchaseOrderId},
         h("td", {}, h("a", {href: accountHash(account, "/po/" + encodeURIComponent(po.purchaseOrderId))},
           po.purchaseOrderId), po.description ? h("div", {class: "muted"}, po.description) : null),
         h("td", {}, statusBadge(po.status)),
-        h("td", {class: "num"}, moneyText(po.value)),
+        h("td", {class: "num optional"}, moneyText(po.value)),
         h("td", {class: "bar-cell"}, balanceBar(po.value, po.balance, "Balance of " + po.purchaseOrderId)),
         h("td", {class: "optional"}, (po.effectiveMonth || "") + " – " + (po.expirationMonth || "")),
         h("td", {class: "optional"}, forecastText(po.forecast)))))));
@@ -533,7 +541,7 @@ function renderCreate(account) {
       showFormError(form, err);
     }
   });
-  main().replaceChildren(h("h1", {}, "New purchase order"), h("section", {}, form));
+  put(main(), h("h1", {}, "New purchase order"), h("section", {}, form));
 }
 
 async function renderPurchaseOrder(account, id) {
@@ -547,7 +555,7 @@ async function renderPurchaseOrder(account, id) {
   let po = await api("PurchaseOrderService/GetPurchaseOrder", {accountId: account, purchaseOrderId: id});
   const ref = {accountId: account, purchaseOrderId: id};
   const heading = h("h1", {});
-  main().replaceChildren(
+  put(main(),
     h("p", {}, h("a", {href: accountHash(account)}, "← Purchase orders of " + account)),
     heading,
     h("section", {"aria-labelledby": "h-summary"}, h("h2", {id: "h-summary"}, "Summary"), summary),
@@ -559,8 +567,8 @@ async function renderPurchaseOrder(account, id) {
     h("section", {"aria-labelledby": "h-history"}, h("h2", {id: "h-history"}, "History"), history));
 
   const drawSummary = () => {
-    heading.replaceChildren(id, " ", statusBadge(po.status));
-    summary.replaceChildren(h("dl", {class: "fields"},
+    put(heading, id, " ", statusBadge(po.status));
+    put(summary, h("dl", {class: "fields"},
       h("dt", {}, "Description"), h("dd", {}, po.description || "—"),
       h("dt", {}, "Status"), h("dd", {id: "po-status"}, statusName(po.status)),
       h("dt", {}, "Seller"), h("dd", {}, (po.billFrom || []).join(", ") || "—"),
@@ -580,7 +588,7 @@ async function renderPurchaseOrder(account, id) {
   const drawLines = () => {
     const canEdit = can("PurchaseOrderService.UpdateLineItem");
     const canRemove = can("PurchaseOrderService.RemoveLineItem");
-    lines.replaceChildren(h("div", {class: "table-wrap"}, h("table", {},
+    put(lines, h("div", {class: "table-wrap"}, h("table", {},
       h("thead", {}, h("tr", {},
         h("th", {scope: "col"}, "#"), h("th", {scope: "col"}, "Type"),
         h("th", {scope: "col", class: "optional"}, "Months"),
@@ -725,7 +733,7 @@ async function renderPurchaseOrder(account, id) {
       parts.push(form);
     }
     if (parts.length) {
-      actions.replaceChildren(h("section", {"aria-labelledby": "h-actions"},
+      put(actions, h("section", {"aria-labelledby": "h-actions"},
         h("h2", {id: "h-actions"}, "Change"), parts));
     }
   };
@@ -733,10 +741,10 @@ async function renderPurchaseOrder(account, id) {
   const loadInvoices = async () => {
     const list = await listAll("PurchaseOrderService/ListPurchaseOrderInvoices", ref, "invoices");
     if (!list.length) {
-      invoices.replaceChildren(h("p", {class: "muted"}, "No invoices yet."));
+      put(invoices, h("p", {class: "muted"}, "No invoices yet."));
       return;
     }
-    invoices.replaceChildren(h("div", {class: "table-wrap"}, h("table", {},
+    put(invoices, h("div", {class: "table-wrap"}, h("table", {},
       h("thead", {}, h("tr", {}, h("th", {scope: "col"}, "Invoice"), h("th", {scope: "col"}, "Period"),
         h("th", {scope: "col", class: "num"}, "Amount"), h("th", {scope: "col"}, "Line"),
         h("th", {scope: "col"}, "Why this line"))),
@@ -749,7 +757,7 @@ async function renderPurchaseOrder(account, id) {
 
   const loadNotes = async () => {
     const list = await listAll("NotificationService/ListNotifications", ref, "notifications");
-    notes.replaceChildren(list.length
+    put(notes, list.length
       ? h("ul", {}, list.map(n => h("li", {"data-notification": n.notificationId || ""},
         timeText(n.time), " · ", notificationText(n))))
       : h("p", {class: "muted"}, "No notifications."));
@@ -772,14 +780,14 @@ async function renderPurchaseOrder(account, id) {
       try {
         const at = await api("EventLogService/GetPurchaseOrderAt", Object.assign({}, ref, {position: c.position}));
         const p = at.purchaseOrder;
-        snapshot.replaceChildren(h("dl", {class: "fields", "data-position": c.position},
+        put(snapshot, h("dl", {class: "fields", "data-position": c.position},
           h("dt", {}, "Status"), h("dd", {class: "history-status"}, statusName(p.status)),
           h("dt", {}, "Value"), h("dd", {}, moneyText(p.value)),
           h("dt", {}, "Balance"), h("dd", {class: "history-balance"}, moneyText(p.balance)),
           h("dt", {}, "Lines"), h("dd", {}, (p.lineItems || []).map(l =>
             h("div", {}, "#" + l.lineNumber + " " + moneyText(l.balance) + " left of " + moneyText(l.totalValue || l.amount))))));
       } catch (err) {
-        snapshot.replaceChildren(h("p", {class: "muted"}, errorText(err)));
+        put(snapshot, h("p", {class: "muted"}, errorText(err)));
       }
     };
     let timer = null;
@@ -787,7 +795,7 @@ async function renderPurchaseOrder(account, id) {
       clearTimeout(timer);
       timer = setTimeout(show, 120);
     });
-    history.replaceChildren(
+    put(history, 
       field("See this purchase order as it was after each change", slider), label,
       answer.truncated ? h("p", {class: "muted"}, "Only the last 1,000 changes are shown.") : null,
       snapshot);
@@ -821,7 +829,7 @@ function explanation(account, inv) {
       const full = await api("InvoiceService/GetInvoice",
         {accountId: account, invoiceId: inv.invoiceId, view: "INVOICE_VIEW_FULL"});
       const ex = (full.association || {}).explanation || {};
-      box.replaceChildren(
+      put(box, 
         h("p", {}, ex.summary || ""),
         h("ul", {}, (ex.purchaseOrders || []).map(c => h("li", {},
           c.purchaseOrderId + ": " + (c.outcome || "").replace("CANDIDATE_OUTCOME_", "").replaceAll("_", " ").toLowerCase(),
@@ -869,13 +877,13 @@ function invoiceForm(account, po, after) {
   form.addEventListener("submit", async ev => {
     ev.preventDefault();
     clearFormErrors(form);
-    result.replaceChildren();
+    put(result, );
     const req = request();
     if (!req) return;
     try {
       const inv = await api("InvoiceService/RecordInvoice", Object.assign({validateOnly: true}, req));
       const a = inv.association || {};
-      result.replaceChildren(h("div", {class: "preview"},
+      put(result, h("div", {class: "preview"},
         h("p", {}, a.associated
           ? "Would match " + a.purchaseOrderId + " line " + a.lineNumber + "; line balance after: " +
             moneyText(a.lineBalanceAfter) + ", purchase order balance after: " + moneyText(a.purchaseOrderBalanceAfter)
@@ -893,7 +901,7 @@ function invoiceForm(account, po, after) {
     if (!req || JSON.stringify(req) !== previewed) return;
     try {
       const inv = await api("InvoiceService/RecordInvoice", Object.assign({requestId: requestId()}, req));
-      result.replaceChildren(h("p", {class: "ok"}, "Recorded " + inv.invoiceId + " at position " + inv.position));
+      put(result, h("p", {class: "ok"}, "Recorded " + inv.invoiceId + " at position " + inv.position));
       recordButton.disabled = true;
       form.elements.id.value = "test-" + Date.now();
       await after();
@@ -905,7 +913,7 @@ function invoiceForm(account, po, after) {
 async function renderLog() {
   document.title = "Log · poledger";
   const box = h("div", {id: "log-status"}, "Checking…");
-  main().replaceChildren(h("h1", {}, "Event log"), h("section", {}, box));
+  put(main(), h("h1", {}, "Event log"), h("section", {}, box));
   const digest = await api("EventLogService/GetLogDigest", {});
   const head = Number(digest.headPosition || 0);
   // The chain links of the last 10,000 records: each record names the
@@ -928,7 +936,7 @@ async function renderLog() {
   }
   const last = events.length ? events[events.length - 1] : null;
   if (!broken && last && last.hash !== digest.chainHash) broken = last.position;
-  box.replaceChildren(h("dl", {class: "fields"},
+  put(box, h("dl", {class: "fields"},
     h("dt", {}, "Head position"), h("dd", {id: "log-head"}, String(head)),
     h("dt", {}, "Digest"), h("dd", {class: "mono", id: "log-digest"}, digest.chainHash || "—"),
     h("dt", {}, "Chain links"), h("dd", {id: "log-verify", class: broken ? "bad" : "ok"},
