@@ -14,6 +14,7 @@ packages=(
   python3 python3-grpcio python3-protobuf python3-aiosmtpd python3-yaml
   python3-prometheus-client haproxy
   postgresql-15 postgresql-client-15
+  libcpp-httplib-dev chromium chromium-driver python3-selenium
 )
 
 missing=()
