@@ -11,8 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "api/authz.h"
+#include "base/status_macros.h"
 #include "core/errors.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/dynamic_message.h"
@@ -25,6 +27,7 @@
 #include "grpcpp/impl/codegen/sync_stream.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "httplib.h"
+#include "openssl/err.h"
 #include "openssl/sha.h"
 #include "openssl/ssl.h"
 #include "openssl/x509.h"
@@ -164,10 +167,80 @@ void SetCommonHeaders(httplib::Response& res) {
                  "base-uri 'none'; form-action 'none'");
 }
 
+// Sets up a server context from the TLS files: false if one does not load.
+bool Configure(SSL_CTX* ctx, const TlsFiles& files) {
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  if (SSL_CTX_use_certificate_chain_file(ctx, files.cert.c_str()) != 1 ||
+      SSL_CTX_use_PrivateKey_file(ctx, files.key.c_str(), SSL_FILETYPE_PEM) !=
+          1 ||
+      SSL_CTX_check_private_key(ctx) != 1 ||
+      SSL_CTX_load_verify_locations(ctx, files.client_ca.c_str(), nullptr) !=
+          1) {
+    return false;
+  }
+  STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(files.client_ca.c_str());
+  if (names == nullptr) return false;
+  // Ask for a client certificate and verify one that is given; a caller
+  // without one may still send a bearer token.
+  SSL_CTX_set_client_CA_list(ctx, names);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  // A resumed session keeps its verified certificate; without a context id
+  // OpenSSL refuses to resume once peers are verified, and browsers resume
+  // on every parallel connection.
+  static constexpr unsigned char kSessionContext[] = "poledger-http";
+  SSL_CTX_set_session_id_context(ctx, kSessionContext,
+                                 sizeof(kSessionContext) - 1);
+  return true;
+}
+
+absl::StatusOr<SSL_CTX*> NewHttpsContext(const TlsFiles& files) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr) return absl::InternalError("SSL_CTX_new failed");
+  if (!Configure(ctx, files)) {
+    char error[256] = "";
+    ERR_error_string_n(ERR_get_error(), error, sizeof(error));
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the HTTPS certificate (", files.cert, "), key (", files.key,
+        ") or client CA (", files.client_ca, ") does not load: ", error));
+  }
+  return ctx;
+}
+
+// The HTTPS listener's certificates, replaceable at reload: every new
+// connection takes the current context at its ClientHello (before the
+// certificate is chosen or a client's verified); connections made before
+// keep theirs.
+class HttpsContexts {
+ public:
+  explicit HttpsContexts(SSL_CTX* ctx) : current_(ctx) {}
+  ~HttpsContexts() { SSL_CTX_free(current_); }
+
+  void Set(SSL_CTX* ctx) {
+    absl::MutexLock lock(&mu_);
+    std::swap(ctx, current_);
+    SSL_CTX_free(ctx);
+  }
+
+  static int OnClientHello(SSL* ssl, int*, void* arg) {
+    auto* self = static_cast<HttpsContexts*>(arg);
+    absl::MutexLock lock(&self->mu_);
+    SSL_set_SSL_CTX(ssl, self->current_);  // Takes its own reference.
+    return SSL_CLIENT_HELLO_SUCCESS;
+  }
+
+ private:
+  absl::Mutex mu_;
+  SSL_CTX* current_ ABSL_GUARDED_BY(mu_);
+};
+
 }  // namespace
 
 struct HttpGateway::Impl {
   HttpGatewayOptions options;
+  // Outlives the listener, whose connections call into it.
+  std::unique_ptr<HttpsContexts> contexts;
   std::unique_ptr<httplib::Server> http;
   std::thread thread;
   int port = 0;
@@ -374,30 +447,18 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
   impl->options = std::move(options);
   const HttpGatewayOptions& o = impl->options;
   if (!o.tls.cert.empty()) {
+    absl::StatusOr<SSL_CTX*> first = NewHttpsContext(o.tls);
+    if (!first.ok()) return first.status();
+    impl->contexts = std::make_unique<HttpsContexts>(*first);
     const TlsFiles files = o.tls;
-    auto https = std::make_unique<httplib::SSLServer>([files](SSL_CTX& ctx) {
-      SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
-      if (SSL_CTX_use_certificate_chain_file(&ctx, files.cert.c_str()) != 1 ||
-          SSL_CTX_use_PrivateKey_file(&ctx, files.key.c_str(),
-                                      SSL_FILETYPE_PEM) != 1 ||
-          SSL_CTX_check_private_key(&ctx) != 1 ||
-          SSL_CTX_load_verify_locations(&ctx, files.client_ca.c_str(),
-                                        nullptr) != 1) {
-        return false;
-      }
-      // Ask for a client certificate and verify one that is given; a
-      // caller without one may still send a bearer token.
-      SSL_CTX_set_client_CA_list(
-          &ctx, SSL_load_client_CA_file(files.client_ca.c_str()));
-      SSL_CTX_set_verify(&ctx, SSL_VERIFY_PEER, nullptr);
-      // A resumed session keeps its verified certificate; without a context
-      // id OpenSSL refuses to resume once peers are verified, and browsers
-      // resume on every parallel connection.
-      static constexpr unsigned char kSessionContext[] = "poledger-http";
-      SSL_CTX_set_session_id_context(&ctx, kSessionContext,
-                                     sizeof(kSessionContext) - 1);
-      return true;
-    });
+    HttpsContexts* contexts = impl->contexts.get();
+    auto https =
+        std::make_unique<httplib::SSLServer>([files, contexts](SSL_CTX& ctx) {
+          if (!Configure(&ctx, files)) return false;
+          SSL_CTX_set_client_hello_cb(&ctx, &HttpsContexts::OnClientHello,
+                                      contexts);
+          return true;
+        });
     if (!https->is_valid()) {
       return absl::InvalidArgumentError(
           "--http-listen: the TLS certificate, key or client CA does not load");
@@ -459,6 +520,13 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
   }
   impl->thread = std::thread([raw] { raw->http->listen_after_bind(); });
   return std::unique_ptr<HttpGateway>(new HttpGateway(std::move(impl)));
+}
+
+absl::Status HttpGateway::ReloadTls() {
+  if (impl_->contexts == nullptr) return absl::OkStatus();
+  ASSIGN_OR_RETURN(SSL_CTX * ctx, NewHttpsContext(impl_->options.tls));
+  impl_->contexts->Set(ctx);
+  return absl::OkStatus();
 }
 
 void HttpGateway::Stop() {

@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "api/authz.h"
@@ -66,6 +67,9 @@ class HttpGateway {
   ~HttpGateway();
 
   int port() const;
+  // Re-reads the TLS files for new connections; on error keeps the current
+  // ones and says why.
+  absl::Status ReloadTls();
   // Stops listening; requests in progress finish (streams end when the
   // gRPC server ends them). Wait joins the gateway's threads.
   void Stop();

@@ -548,6 +548,11 @@ absl::Status PoledgerServer::Reload() {
       errors.push_back(absl::StrCat("TLS files kept: ", s.message()));
     }
   }
+  if (impl_->http != nullptr) {
+    if (absl::Status s = impl_->http->ReloadTls(); !s.ok()) {
+      errors.push_back(absl::StrCat("HTTPS files kept: ", s.message()));
+    }
+  }
   if (!impl_->options.authz_policy.empty()) {
     absl::StatusOr<v1::AuthorizationPolicy> policy =
         api::LoadPolicy(impl_->options.authz_policy);

@@ -30,7 +30,8 @@ import unittest
 import grpc
 from google.protobuf import json_format
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (StaleElementReferenceException,
+                                        TimeoutException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -157,9 +158,28 @@ class ConsoleTest(unittest.TestCase):
     def finds(self, css):
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
+    def click(self, css):
+        """Clicks the first match, again if the page re-rendered it
+        meanwhile."""
+        for _ in range(20):
+            try:
+                self.find(css).click()
+                return
+            except StaleElementReferenceException:
+                time.sleep(0.1)
+        self.fail("could not click " + css)
+
     def text_of(self, css):
-        found = self.finds(css)
-        return found[0].text if found else ""
+        """The rendered text of the first match ("" if none), read in one
+        step: the page re-renders parts as data arrives."""
+        return self.driver.execute_script(
+            "const e = document.querySelector(arguments[0]);"
+            "return e ? e.innerText : '';", css)
+
+    def attr_of(self, css, name):
+        return self.driver.execute_script(
+            "const e = document.querySelector(arguments[0]);"
+            "return e ? e.getAttribute(arguments[1]) : null;", css, name)
 
     def sign_in(self, account, token):
         self.driver.get(self.base + "/")
@@ -221,7 +241,7 @@ class ConsoleTest(unittest.TestCase):
 
             # Create: a bad month is shown next to its field, and nothing
             # is written.
-            self.find("#new-po").click()
+            self.click("#new-po")
             form = self.wait(lambda: self.finds("#create-form"),
                              what="the create form")[0]
             before = self.digest()
@@ -231,7 +251,7 @@ class ConsoleTest(unittest.TestCase):
                              "contactEmail": "finance@example.com",
                              "lineAmount": "1000.00", "lineStart": "2026-01",
                              "lineEnd": "2026-12"})
-            self.find("#create-submit").click()
+            self.click("#create-submit")
             error = self.wait(
                 lambda: self.finds("#create-form .field-error"),
                 what="the field error")[0]
@@ -242,7 +262,7 @@ class ConsoleTest(unittest.TestCase):
             self.assertIn("not a valid month", error.text)
             self.assertEqual(self.digest(), before)
             self.fill(form, {"effective": "2026-01"})
-            self.find("#create-submit").click()
+            self.click("#create-submit")
             self.wait(lambda: "po-cloud" in self.text_of("h1"),
                       what="the purchase order's page")
             self.assertIn("active", self.text_of("h1"))
@@ -255,33 +275,33 @@ class ConsoleTest(unittest.TestCase):
                             "amount": "100"})
             self.assertFalse(self.find("#invoice-record").is_enabled())
             before = self.digest()
-            self.find("#invoice-preview").click()
+            self.click("#invoice-preview")
             preview = self.wait(
                 lambda: self.text_of("#invoice-preview-result"),
                 what="the preview")
             self.assertIn("Would match po-cloud line 1", preview)
             self.assertIn("900.00 USD", preview)
             self.assertEqual(self.digest(), before)
-            self.find("#invoice-record").click()
+            self.click("#invoice-record")
             self.wait(lambda: "Recorded inv-console-1" in
                       self.text_of("#invoice-preview-result"),
                       what="the recorded invoice")
             self.wait(lambda: self.finds(
                 "#po-invoices [data-invoice='inv-console-1']"),
                 what="the invoice in the list")
-            self.assertEqual(
-                self.find("#po-balance .bar").get_attribute("data-low"),
-                "false")
+            self.assertEqual(self.attr_of("#po-balance .bar", "data-low"),
+                             "false")
 
             # The dashboard, then an invoice from another client: the
             # notification and the new balance arrive without a reload.
-            self.find("#nav-orders").click()
-            row = self.wait(lambda: self.finds("[data-po='po-cloud']"),
-                            what="the dashboard row")[0]
+            self.click("#nav-orders")
+            self.wait(lambda: self.finds("[data-po='po-cloud']"),
+                      what="the dashboard row")
             self.assertIn("1 of 100 active", self.text_of("#counts"))
-            self.assertEqual(row.find_element(By.CSS_SELECTOR, ".bar")
-                             .get_attribute("data-low"), "false")
-            self.assertIn("900.00 USD left", row.text)
+            self.assertEqual(self.attr_of("[data-po='po-cloud'] .bar",
+                                          "data-low"), "false")
+            self.assertIn("900.00 USD left",
+                          self.text_of("[data-po='po-cloud']"))
             invoices_pb2_grpc.InvoiceServiceStub(self.biller).RecordInvoice(
                 invoices_pb2.RecordInvoiceRequest(
                     account_id=ACCOUNT, invoice=invoices_pb2.Invoice(
@@ -290,18 +310,18 @@ class ConsoleTest(unittest.TestCase):
                         amount=money(700))), timeout=10)
             self.wait(lambda: "passed 75%" in self.text_of("#toasts"),
                       what="the live notification")
-            self.wait(lambda: self.find("[data-po='po-cloud'] .bar")
-                      .get_attribute("data-low") == "true",
+            self.wait(lambda: self.attr_of("[data-po='po-cloud'] .bar",
+                                           "data-low") == "true",
                       what="the bar to turn to the alert colour")
             self.assertIn("200.00 USD left",
                           self.text_of("[data-po='po-cloud']"))
 
             # Status, then history at the first change, by keyboard.
-            self.find("[data-po='po-cloud'] a").click()
+            self.click("[data-po='po-cloud'] a")
             form = self.wait(lambda: self.finds("#status-form"),
                              what="the status form")[0]
             self.fill(form, {"status": "PURCHASE_ORDER_STATUS_SUSPENDED"})
-            self.find("#status-submit").click()
+            self.click("#status-submit")
             self.wait(lambda: self.text_of("#po-status") == "SUSPENDED",
                       what="the new status")
             self.assertIn("suspended", self.text_of("h1"))
@@ -332,7 +352,7 @@ class ConsoleTest(unittest.TestCase):
             self.wait(lambda: self.finds("[data-po='po-cloud']"),
                       what="the dashboard row")
             self.assertEqual(self.finds("#new-po"), [])
-            self.find("[data-po='po-cloud'] a").click()
+            self.click("[data-po='po-cloud'] a")
             self.wait(lambda: "po-cloud" in self.text_of("h1"),
                       what="the purchase order's page")
             self.wait(lambda: self.finds("#history-slider"),
@@ -391,7 +411,7 @@ class ConsoleTest(unittest.TestCase):
             self.sign_in(ACCOUNT, TOKENS["finance"])
             self.driver.set_window_size(390, 844)
             try:
-                self.find("[data-po='po-cloud'] a").click()
+                self.click("[data-po='po-cloud'] a")
                 self.wait(lambda: self.finds("#history-slider"),
                           what="the purchase order's page")
                 overflow = self.driver.execute_script(

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -457,17 +458,59 @@ class HttpsTest(unittest.TestCase):
                 return f.read()
         auditor = grpc.ssl_channel_credentials(
             read("ca.pem"), read("auditor.key"), read("auditor.pem"))
+        # The server's own copies, which a test may replace.
+        self.tls = tempfile.mkdtemp(prefix="poledger-https-tls-")
+        for name in ("server.pem", "server.key"):
+            shutil.copy(self.cert(name), self.tls)
         self.server = Server(
             extra=["--http-listen=127.0.0.1:0",
-                   "--tls-cert=" + self.cert("server.pem"),
-                   "--tls-key=" + self.cert("server.key"),
+                   "--tls-cert=" + os.path.join(self.tls, "server.pem"),
+                   "--tls-key=" + os.path.join(self.tls, "server.key"),
                    "--tls-client-ca=" + self.cert("ca.pem"),
                    "--authz-policy=" + self.policy],
             credentials=auditor)
         self.port = self.server.http_port
 
     def tearDown(self):
+        shutil.rmtree(self.tls, ignore_errors=True)
         self.assertEqual(self.server.stop(), 0, "".join(self.server.output))
+
+    def served_name(self):
+        """The subject CN of the certificate a new connection gets."""
+        with socket.create_connection(("127.0.0.1", self.port), 10) as raw:
+            with self.context().wrap_socket(raw,
+                                            server_hostname="127.0.0.1") as s:
+                subject = dict(x[0] for x in s.getpeercert()["subject"])
+                return subject["commonName"]
+
+    def test_sighup_rotates_the_https_certificate(self):
+        self.assertEqual(self.served_name(), "poledger-server")
+        for name in ("server.pem", "server.key"):
+            shutil.copy(self.cert(name.replace("server", "server2")),
+                        os.path.join(self.tls, name))
+        self.server.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while (self.served_name() != "poledger-server-rotated" and
+               time.time() < deadline):
+            time.sleep(0.1)
+        self.assertEqual(self.served_name(), "poledger-server-rotated")
+        # A file that does not load keeps the current certificate.
+        with open(os.path.join(self.tls, "server.pem"), "w") as f:
+            f.write("not a certificate\n")
+        self.server.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while (not any("HTTPS files kept" in line
+                       for line in self.server.output) and
+               time.time() < deadline):
+            time.sleep(0.1)
+        self.assertTrue(any("HTTPS files kept" in line
+                            for line in self.server.output))
+        self.assertEqual(self.served_name(), "poledger-server-rotated")
+        status, _ = Http(self.port, self.context(),
+                         token=self.PURCHASER_TOKEN).call(
+            "/poledger.v1.PurchaseOrderService/ListPurchaseOrders",
+            {"accountId": ACCOUNT})
+        self.assertEqual(status, 200)
 
     def last_actor(self):
         code, body = grpc_call(self.server.channel,
