@@ -603,6 +603,23 @@ class HttpsTest(unittest.TestCase):
         self.assertEqual(code, 0, body)
         return body["events"][-1]["actor"] if body.get("events") else None
 
+    def test_the_gateways_headers_from_outside_vouch_for_no_one(self):
+        forged = [("x-poledger-gateway-secret", "0" * 64),
+                  ("x-poledger-gateway-identity",
+                   "spiffe://poledger.test/admin")]
+        stub = self.server.channel.unary_unary(
+            "/poledger.v1.AdminService/GetServerInfo",
+            request_serializer=log_pb2.GetServerInfoRequest.SerializeToString,
+            response_deserializer=log_pb2.GetServerInfoResponse.FromString)
+        with self.assertRaises(grpc.RpcError) as err:
+            stub(log_pb2.GetServerInfoRequest(), metadata=forged, timeout=10)
+        self.assertEqual(err.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        self.assertIn("spiffe://poledger.test/auditor", err.exception.details())
+        status, _, _ = Http(self.port, self.context()).raw(
+            "POST", "/poledger.v1.AdminService/GetServerInfo", b"{}",
+            headers=dict((k, v) for k, v in forged))
+        self.assertEqual(status, 401)
+
     def test_plain_http_and_untrusted_certificates_are_refused(self):
         try:
             answer = Http(self.port).raw(
