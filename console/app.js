@@ -689,9 +689,12 @@ async function renderPurchaseOrder(account, id) {
       parts.push(form);
     }
     if (can("PurchaseOrderService.UpdatePurchaseOrder")) {
-      const form = h("form", {class: "grid", id: "edit-form"},
+      const first = (po.contacts || [])[0] || {};
+      const form = h("form", {class: "grid", id: "edit-form", novalidate: true},
         field("Description", h("input", {name: "description", value: po.description || "", "data-field": "purchase_order.description"})),
         field("Expiration month", h("input", {name: "expiration", value: po.expirationMonth, "data-field": "purchase_order.expiration_month"})),
+        field("Contact name", h("input", {name: "contactName", value: first.name || "", "data-field": "purchase_order.contacts"})),
+        field("Contact e-mail", h("input", {name: "contactEmail", type: "email", value: first.email || "", "data-field": "purchase_order.contacts[0].email"})),
         formError(),
         h("div", {class: "actions"}, h("button", {type: "submit", id: "edit-submit"}, "Save changes")));
       form.addEventListener("submit", async ev => {
@@ -707,11 +710,20 @@ async function renderPurchaseOrder(account, id) {
           change.expirationMonth = form.elements.expiration.value.trim();
           mask.push("expiration_month");
         }
+        const name = form.elements.contactName.value.trim();
+        const email = form.elements.contactEmail.value.trim();
+        if (name !== (first.name || "") || email !== (first.email || "")) {
+          // The first contact is edited here; the others are kept.
+          const rest = (po.contacts || []).slice(1);
+          change.contacts = (name || email ? [Object.assign({}, first, {name, email})] : []).concat(rest);
+          mask.push("contacts");
+        }
         if (!mask.length) return;
         try {
-          po = await api("PurchaseOrderService/UpdatePurchaseOrder", Object.assign({}, ref, {
+          // The purchase order's id travels inside purchaseOrder here.
+          po = await api("PurchaseOrderService/UpdatePurchaseOrder", {accountId: account,
             purchaseOrder: change, updateMask: mask.join(","), expectedVersion: po.version,
-            requestId: requestId()}));
+            requestId: requestId()});
           drawSummary();
           toast("Saved");
         } catch (err) { showFormError(form, err); }

@@ -325,14 +325,35 @@ class ConsoleTest(unittest.TestCase):
             self.wait(lambda: self.text_of("#po-status") == "SUSPENDED",
                       what="the new status")
             self.assertIn("suspended", self.text_of("h1"))
+
+            # Edit: an error next to the field it names, then the change.
+            form = self.find("#edit-form")
+            before = self.digest()
+            self.fill(form, {"contactEmail": "accounts-payable"})
+            self.click("#edit-submit")
+            error = self.wait(lambda: self.finds("#edit-form .field-error"),
+                              what="the e-mail's error")[0]
+            email = form.find_element(By.NAME, "contactEmail")
+            self.assertEqual(email.get_attribute("aria-describedby"),
+                             error.get_attribute("id"))
+            self.assertEqual(self.digest(), before)
+            self.fill(form, {"contactEmail": "ap@example.com",
+                             "description": "Cloud 2026, all services"})
+            self.click("#edit-submit")
+            self.wait(lambda: "ap@example.com" in self.text_of("#po-summary"),
+                      what="the new contact")
+            self.assertIn("Cloud 2026, all services",
+                          self.text_of("#po-summary"))
             self.driver.refresh()
             slider = self.wait(lambda: self.finds("#history-slider"),
                                what="the history slider")[0]
             self.wait(lambda: "SUSPENDED" in self.text_of(".history-status"),
                       what="the latest state")
-            self.assertIn("Change 4 of 4", self.text_of("#history-label"))
+            self.assertIn("purchase order updated",
+                          self.text_of("#history-label"))
+            self.assertIn("Change 5 of 5", self.text_of("#history-label"))
             slider.send_keys(Keys.HOME)
-            self.wait(lambda: "Change 1 of 4" in self.text_of("#history-label"),
+            self.wait(lambda: "Change 1 of 5" in self.text_of("#history-label"),
                       what="the first change")
             self.assertIn("purchase order created",
                           self.text_of("#history-label"))
