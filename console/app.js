@@ -53,15 +53,19 @@ class ApiError extends Error {
   }
 }
 
-function headers() {
+// The routing header names the account a call is about, so that a proxy
+// in front of shards can send it to the account's shard.
+function headers(account) {
   const out = {"Content-Type": "application/json"};
   if (session.token) out.Authorization = "Bearer " + session.token;
+  if (account) out["X-Poledger-Account"] = account;
   return out;
 }
 
 async function api(method, request) {
   const resp = await fetch("/poledger.v1." + method, {
-    method: "POST", headers: headers(), body: JSON.stringify(request || {}),
+    method: "POST", headers: headers((request || {}).accountId),
+    body: JSON.stringify(request || {}),
   });
   const text = await resp.text();
   let body;
@@ -329,7 +333,7 @@ function startLive(account) {
     while (!controller.signal.aborted) {
       try {
         const resp = await fetch("/poledger.v1.NotificationService/SubscribeNotifications", {
-          method: "POST", headers: headers(), signal: controller.signal,
+          method: "POST", headers: headers(account), signal: controller.signal,
           body: JSON.stringify({accountId: account, afterPosition: String(after)}),
         });
         if (!resp.ok) return;

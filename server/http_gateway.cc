@@ -270,10 +270,18 @@ struct HttpGateway::Impl {
         "\"Authorization: Bearer TOKEN\" header");
   }
 
-  // Marks a call as the gateway's, made for `identity`.
-  void Vouch(const std::string& identity, grpc::ClientContext* context) const {
+  // Marks a call as the gateway's, made for `identity`, with the routing
+  // headers the caller sent (a proxy routes HTTP calls by them, and the
+  // server checks them against the body, as over gRPC).
+  void Vouch(const httplib::Request& req, const std::string& identity,
+             grpc::ClientContext* context) const {
     context->AddMetadata(kGatewaySecretHeader, options.secret);
     context->AddMetadata(kGatewayIdentityHeader, identity);
+    for (const char* header : {kAccountHeader, kShardHeader}) {
+      if (req.has_header(header)) {
+        context->AddMetadata(header, req.get_header_value(header));
+      }
+    }
   }
 
   void Call(const httplib::Request& req, httplib::Response& res) const {
@@ -324,11 +332,11 @@ struct HttpGateway::Impl {
     const std::string rpc_path =
         absl::StrCat("/", method->service()->full_name(), "/", method->name());
     if (method->server_streaming()) {
-      Stream(method, rpc_path, *identity, ToByteBuffer(bytes), res);
+      Stream(req, method, rpc_path, *identity, ToByteBuffer(bytes), res);
       return;
     }
     grpc::ClientContext context;
-    Vouch(*identity, &context);
+    Vouch(req, *identity, &context);
     context.set_deadline(absl::ToChronoTime(absl::Now() + options.deadline));
     grpc::ByteBuffer response_bytes;
     const grpc::Status status =
@@ -356,9 +364,9 @@ struct HttpGateway::Impl {
   // A server-streaming call as server-sent events. The first message (or
   // the refusal) is awaited before answering, so a refused stream gets its
   // HTTP status; the streams send one at once (a caught-up marker).
-  void Stream(const pb::MethodDescriptor* method, const std::string& rpc_path,
-              const std::string& identity, grpc::ByteBuffer request,
-              httplib::Response& res) const {
+  void Stream(const httplib::Request& req, const pb::MethodDescriptor* method,
+              const std::string& rpc_path, const std::string& identity,
+              grpc::ByteBuffer request, httplib::Response& res) const {
     struct Call {
       grpc::ClientContext context;
       std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader;
@@ -368,7 +376,7 @@ struct HttpGateway::Impl {
       bool finished = false;
     };
     auto call = std::make_shared<Call>();
-    Vouch(identity, &call->context);
+    Vouch(req, identity, &call->context);
     call->prototype = pb::MessageFactory::generated_factory()->GetPrototype(
         method->output_type());
     call->reader.reset(

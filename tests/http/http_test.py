@@ -324,6 +324,19 @@ class PlainHttpTest(unittest.TestCase):
                          {"requests": [a] * 1001})
         self.assertEqual(body["code"], 3)
 
+    def test_routing_headers_reach_the_server(self):
+        path = "/poledger.v1.PurchaseOrderService/ListPurchaseOrders"
+        body = json.dumps({"accountId": ACCOUNT}).encode()
+        status, reply, _ = self.http.raw(
+            "POST", path, body, headers={"X-Poledger-Account": ACCOUNT})
+        self.assertEqual(status, 200, reply)
+        # As over gRPC: a header that disagrees with the body is refused.
+        status, reply, _ = self.http.raw(
+            "POST", path, body, headers={"X-Poledger-Account": "999999999999"})
+        reply = json.loads(reply)
+        self.assertEqual((status, reply["code"]), (400, 3))
+        self.assertIn("x-poledger-account", reply["message"])
+
     def test_bad_json_unknown_fields_and_wrong_types_are_400_and_write_nothing(self):
         before = self.digest()
         path = "/poledger.v1.PurchaseOrderService/CreatePurchaseOrder"
