@@ -28,20 +28,11 @@ absl::StatusOr<AppendResult> InMemoryEventStore::Append(
       return result;
     }
   }
-  LogHead head;
-  if (!log_.empty()) head = LogHead{log_.back().position, log_.back().hash};
-  record_format::BatchPlanner planner(
-      head, [this](const std::string& id) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        auto it = streams_.find(id);
-        return it == streams_.end() ? uint64_t{0} : it->second.size();
-      });
+  record_format::BatchPlanner planner = PlannerLocked();
   AppendResult result;
   ASSIGN_OR_RETURN(std::vector<record_format::PlannedRecord> records,
                    planner.Plan(request, &result));
-  for (record_format::PlannedRecord& r : records) {
-    streams_[r.event.stream_id].push_back(r.event.position);
-    log_.push_back(std::move(r.event));
-  }
+  StoreLocked(records);
   if (!request_id.empty()) requests_[request_id] = {digest, result};
   return result;
 }
@@ -50,13 +41,7 @@ absl::Status InMemoryEventStore::Replicate(
     const std::vector<RecordedEvent>& records) {
   absl::MutexLock lock(&mu_);
   if (closed_) return absl::UnavailableError("event store is closed");
-  LogHead head;
-  if (!log_.empty()) head = LogHead{log_.back().position, log_.back().hash};
-  record_format::BatchPlanner planner(
-      head, [this](const std::string& id) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        auto it = streams_.find(id);
-        return it == streams_.end() ? uint64_t{0} : it->second.size();
-      });
+  record_format::BatchPlanner planner = PlannerLocked();
   ASSIGN_OR_RETURN(std::vector<record_format::PlannedRecord> planned,
                    planner.Copy(records));
   // A run of the head's request id that these records continue.
@@ -71,11 +56,26 @@ absl::Status InMemoryEventStore::Replicate(
        record_format::RebuildRequestEntries(earlier, records)) {
     requests_[id] = std::move(entry);
   }
-  for (record_format::PlannedRecord& r : planned) {
+  StoreLocked(planned);
+  return absl::OkStatus();
+}
+
+record_format::BatchPlanner InMemoryEventStore::PlannerLocked() {
+  LogHead head;
+  if (!log_.empty()) head = LogHead{log_.back().position, log_.back().hash};
+  return record_format::BatchPlanner(
+      head, [this](const std::string& id) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        auto it = streams_.find(id);
+        return it == streams_.end() ? uint64_t{0} : it->second.size();
+      });
+}
+
+void InMemoryEventStore::StoreLocked(
+    std::vector<record_format::PlannedRecord>& records) {
+  for (record_format::PlannedRecord& r : records) {
     streams_[r.event.stream_id].push_back(r.event.position);
     log_.push_back(std::move(r.event));
   }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<RecordedEvent>> InMemoryEventStore::ReadForward(

@@ -48,6 +48,13 @@ class InMemoryEventStore final : public EventStore {
   void Close() override;
 
  private:
+  // A planner of records after the head, with the streams' versions.
+  record_format::BatchPlanner PlannerLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds planned records to the log and to their streams.
+  void StoreLocked(std::vector<record_format::PlannedRecord>& records)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   mutable absl::Mutex mu_;
   std::vector<RecordedEvent> log_ ABSL_GUARDED_BY(mu_);  // log_[p - 1].
   // Positions of each stream's records, by version - 1.
