@@ -24,34 +24,11 @@ if [[ ! -x "$build/clients/poledger-loadgen" || ! -x "$build/server/poledger-ser
   BUILD_DIR="$build" bash deploy/build.sh
 fi
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/lib.sh
+bench_workdir
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# start_shard NAME I N: a server for shard I of N; sets $address and $pid
-# (not in a subshell: the pids must reach the cleanup).
-start_shard() {
-  local port
-  port="$(free_port)"
-  "$build/server/poledger-server" --listen="127.0.0.1:$port" \
-    --data-dir="$work/$1" --shard="$2/$3" >"$work/$1.log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  for _ in $(seq 100); do
-    grep -q "serving" "$work/$1.log" 2>/dev/null && break
-    sleep 0.1
-  done
-  address="127.0.0.1:$port"
-}
+# start_shard NAME I N: a server for shard I of N; sets $address and $pid.
+start_shard() { start_server "$1" --shard="$2/$3"; }
 
 # start_proxy NAME ADDRESS...: HAProxy in front of the shards; sets
 # $address once it listens.

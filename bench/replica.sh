@@ -23,34 +23,9 @@ if [[ ! -x "$build/clients/poledger-loadgen" || ! -x "$build/server/poledger-ser
   BUILD_DIR="$build" bash deploy/build.sh
 fi
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/lib.sh
+bench_workdir
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# start NAME ARGS...: a server; sets $address and $pid.
-start() {
-  local name=$1 port
-  shift
-  port="$(free_port)"
-  "$build/server/poledger-server" --listen="127.0.0.1:$port" \
-    --data-dir="$work/$name" "$@" >"$work/$name.log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  for _ in $(seq 100); do
-    grep -q "serving" "$work/$name.log" 2>/dev/null && break
-    sleep 0.1
-  done
-  address="127.0.0.1:$port"
-}
 
 # sample LEADER REPLICA SECONDS OUT: both heads every 10 ms.
 sample() {
@@ -101,13 +76,13 @@ EOF
 run() {  # NAME LOADGEN_ARGS...
   local name=$1
   shift
-  start "$name-alone" --heartbeat-seconds=1
+  start_server "$name-alone" --heartbeat-seconds=1
   "$build/clients/poledger-loadgen" --server="$address" --seconds="$seconds" \
     --rounds=1 "$@" >"$work/$name-alone.txt"
   kill "$pid"
-  start "$name-leader" --heartbeat-seconds=1
+  start_server "$name-leader" --heartbeat-seconds=1
   local leader=$address
-  start "$name-replica" --follow="$leader" --heartbeat-seconds=1
+  start_server "$name-replica" --follow="$leader" --heartbeat-seconds=1
   local replica=$address
   sample "$leader" "$replica" "$((${seconds%.*} + 2))" "$work/$name.samples" &
   local sampler=$!

@@ -44,9 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+source bench/lib.sh  # free_port
 port="$(free_port)"
 metrics_port="$(free_port)"
 "$build/server/poledger-server" --listen="127.0.0.1:$port" \
