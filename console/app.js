@@ -5,10 +5,12 @@
 // with JSON). No framework and no build step. Every value from the server
 // reaches the page as text (textContent), never as markup.
 
-// The domain's limits (README, Limits) and the balance alert the bars show.
+// The domain's limits (README, Limits), and the balance alert a purchase
+// order without thresholds of its own has: a line's balance below 75% of
+// its value.
 const ACTIVE_LIMIT = 100;
 const LINE_LIMIT = 100;
-const LOW_AT_PERCENT_USED = 75;
+const DEFAULT_THRESHOLDS = [75];
 const STATUSES = ["ACTIVE", "SUSPENDED", "EXPIRED", "SUSPENDED_EXPIRED"];
 const LINE_TYPES = ["ALL", "AWS_MONTHLY_USAGE", "AWS_SUBSCRIPTION_PURCHASE",
   "AWS_MARKETPLACE_TRANSACTION", "AWS_MARKETPLACE_BLANKET_USAGE",
@@ -246,24 +248,31 @@ function amountInput(form, name) {
   return form.querySelector("[name='" + name + "']").value;
 }
 
-// Percent of `value` used (0-100, for drawing only; the money is exact).
-function usedPercent(value, balance) {
+// Percent of `value` left (for drawing only; the money is exact).
+function leftPercent(value, balance) {
   const v = nanosOf(value);
-  if (v <= 0n) return 0;
-  return Number(((v - nanosOf(balance)) * 10000n) / v) / 100;
+  if (v <= 0n) return 100;
+  return Number((nanosOf(balance) * 10000n) / v) / 100;
 }
 
-function balanceBar(value, balance, what) {
-  const used = usedPercent(value, balance);
-  const left = Math.max(0, Math.min(100, 100 - used));
-  const low = used >= LOW_AT_PERCENT_USED;
+// Whether the balance is below the highest alert threshold, exactly as the
+// server decides it: balance * 100 < value * threshold.
+function belowThreshold(value, balance, thresholds) {
+  const list = thresholds && thresholds.length ? thresholds : DEFAULT_THRESHOLDS;
+  const highest = BigInt(Math.max(...list));
+  return nanosOf(balance) * 100n < nanosOf(value) * highest;
+}
+
+function balanceBar(value, balance, what, thresholds) {
+  const left = Math.max(0, Math.min(100, leftPercent(value, balance)));
+  const low = belowThreshold(value, balance, thresholds);
   const fill = h("div", {class: "bar-fill"});
   fill.style.width = left.toFixed(1) + "%";
   return h("div", {class: "bar" + (low ? " low" : ""), "data-low": low ? "true" : "false"},
     h("div", {class: "bar-track", role: "meter", "aria-valuemin": 0,
               "aria-valuemax": 100, "aria-valuenow": Math.round(left),
               "aria-label": what + ": " + Math.round(left) + "% left" +
-                (low ? ", below the alert threshold" : "")}, fill),
+                (low ? ", below its alert threshold" : "")}, fill),
     h("div", {class: "bar-text"},
       moneyText(balance) + " left of " + moneyText(value) + " (" +
       Math.round(left) + "%)"));
@@ -278,6 +287,11 @@ function forecastText(f) {
     case "OUTLOOK_LASTS_THE_TERM": return "lasts the term at " + rate;
     default: return "—";
   }
+}
+
+function addressText(a) {
+  return [...(a.lines || []), a.postalCode, a.city, a.region, a.countryCode]
+    .filter(Boolean).join(", ");
 }
 
 function statusName(s) {
@@ -374,8 +388,8 @@ function notificationText(n) {
   const kind = (n.kind || "").replace("NOTIFICATION_KIND_", "").replaceAll("_", " ").toLowerCase();
   let text = kind + ": " + (n.purchaseOrderId || "");
   if (n.thresholdPercent) {
-    text += " line " + n.lineNumber + " passed " + n.thresholdPercent + "% (" +
-      moneyText(n.balance) + " left)";
+    text += " line " + n.lineNumber + " fell below " + n.thresholdPercent +
+      "% of its value (" + moneyText(n.balance) + " left)";
   }
   if (!n.thresholdPercent && n.expirationDate) text += " expires " + n.expirationDate;
   return text;
@@ -476,7 +490,7 @@ async function renderDashboard(account) {
           po.purchaseOrderId), po.description ? h("div", {class: "muted"}, po.description) : null),
         h("td", {}, statusBadge(po.status)),
         h("td", {class: "num optional"}, moneyText(po.value)),
-        h("td", {class: "bar-cell"}, balanceBar(po.value, po.balance, "Balance of " + po.purchaseOrderId)),
+        h("td", {class: "bar-cell"}, balanceBar(po.value, po.balance, "Balance of " + po.purchaseOrderId, po.balanceThresholds)),
         h("td", {class: "optional"}, (po.effectiveMonth || "") + " – " + (po.expirationMonth || "")),
         h("td", {class: "optional"}, forecastText(po.forecast)))))));
   };
@@ -578,11 +592,19 @@ async function renderPurchaseOrder(account, id) {
       h("dt", {}, "Seller"), h("dd", {}, (po.billFrom || []).join(", ") || "—"),
       h("dt", {}, "Months"), h("dd", {}, po.effectiveMonth + " – " + po.expirationMonth),
       h("dt", {}, "Value"), h("dd", {}, moneyText(po.value)),
-      h("dt", {}, "Balance"), h("dd", {id: "po-balance"}, balanceBar(po.value, po.balance, "Balance")),
+      h("dt", {}, "Balance"), h("dd", {id: "po-balance"}, balanceBar(po.value, po.balance, "Balance", po.balanceThresholds)),
       h("dt", {}, "Forecast"), h("dd", {}, forecastText(po.forecast)),
       h("dt", {}, "Contacts"), h("dd", {}, (po.contacts || []).map(c =>
         h("div", {}, [c.name, c.email, c.phone].filter(Boolean).join(" · "))).concat(
         (po.contacts || []).length ? [] : ["—"])),
+      h("dt", {}, "Alerts at"), h("dd", {}, (po.balanceThresholds || []).length
+        ? po.balanceThresholds.map(t => t + "% used").join(", ") : "the default thresholds"),
+      (po.tags || []).length ? [h("dt", {}, "Tags"), h("dd", {id: "po-tags"},
+        po.tags.map(t => t.key + (t.value ? "=" + t.value : "")).join(", "))] : null,
+      (po.taxRegistrationNumbers || []).length ? [h("dt", {}, "Tax registrations"),
+        h("dd", {}, po.taxRegistrationNumbers.join(", "))] : null,
+      po.billTo ? [h("dt", {}, "Bill to"), h("dd", {}, addressText(po.billTo))] : null,
+      po.shipTo ? [h("dt", {}, "Ship to"), h("dd", {}, addressText(po.shipTo))] : null,
       h("dt", {}, "Lines"), h("dd", {}, (po.lineItemCount || (po.lineItems || []).length) + " of " + LINE_LIMIT),
       h("dt", {}, "Version"), h("dd", {}, po.version || "—"),
       h("dt", {}, "Updated"), h("dd", {}, timeText(po.updateTime))));
@@ -604,7 +626,7 @@ async function renderPurchaseOrder(account, id) {
           line.description ? h("div", {class: "muted"}, line.description) : null),
         h("td", {class: "optional"}, line.startMonth + " – " + line.endMonth),
         h("td", {class: "num"}, moneyText(line.totalValue || line.amount)),
-        h("td", {}, line.balanceTracking ? balanceBar(line.totalValue || line.amount, line.balance, "Line " + line.lineNumber) : h("span", {class: "muted"}, "not tracked")),
+        h("td", {}, line.balanceTracking ? balanceBar(line.totalValue || line.amount, line.balance, "Line " + line.lineNumber, po.balanceThresholds) : h("span", {class: "muted"}, "not tracked")),
         h("td", {class: "optional"}, forecastText(line.forecast)),
         canEdit || canRemove ? h("td", {}, lineControls(line, canEdit, canRemove)) : null))))));
     if (can("PurchaseOrderService.AddLineItem")) lines.append(addLineForm());

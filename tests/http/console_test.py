@@ -307,13 +307,15 @@ class ConsoleTest(unittest.TestCase):
                     account_id=ACCOUNT, invoice=invoices_pb2.Invoice(
                         invoice_id="inv-grpc-1", bill_from=AWS,
                         category=1, billing_period="2026-02",
-                        amount=money(700))), timeout=10)
-            self.wait(lambda: "passed 75%" in self.text_of("#toasts"),
+                        amount=money(250))), timeout=10)
+            # 650 of 1,000 left: below the default threshold, 75% of the
+            # value.
+            self.wait(lambda: "fell below 75%" in self.text_of("#toasts"),
                       what="the live notification")
             self.wait(lambda: self.attr_of("[data-po='po-cloud'] .bar",
                                            "data-low") == "true",
                       what="the bar to turn to the alert colour")
-            self.assertIn("200.00 USD left",
+            self.assertIn("650.00 USD left",
                           self.text_of("[data-po='po-cloud']"))
 
             # Status, then history at the first change, by keyboard.
@@ -365,7 +367,7 @@ class ConsoleTest(unittest.TestCase):
             self.wait(lambda: self.text_of(".history-balance") ==
                       "900.00 USD", what="the state after the first invoice")
             notes = self.text_of("#po-notifications")
-            self.assertIn("passed 75%", notes)
+            self.assertIn("fell below 75%", notes)
 
     def test_2_a_viewer_sees_no_edit_controls_and_cannot_write(self):
         with self.evidence("viewer"):
@@ -432,6 +434,8 @@ class ConsoleTest(unittest.TestCase):
             self.sign_in(ACCOUNT, TOKENS["finance"])
             self.driver.set_window_size(390, 844)
             try:
+                self.wait(lambda: self.finds("[data-po='po-cloud']"),
+                          what="the dashboard row")
                 self.click("[data-po='po-cloud'] a")
                 self.wait(lambda: self.finds("#history-slider"),
                           what="the purchase order's page")
