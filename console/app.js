@@ -597,8 +597,9 @@ async function renderPurchaseOrder(account, id) {
       h("dt", {}, "Contacts"), h("dd", {}, (po.contacts || []).map(c =>
         h("div", {}, [c.name, c.email, c.phone].filter(Boolean).join(" · "))).concat(
         (po.contacts || []).length ? [] : ["—"])),
-      h("dt", {}, "Alerts at"), h("dd", {}, (po.balanceThresholds || []).length
-        ? po.balanceThresholds.map(t => t + "% used").join(", ") : "the default thresholds"),
+      h("dt", {}, "Alerts"), h("dd", {}, "when a line's balance falls below " +
+        ((po.balanceThresholds || []).length ? po.balanceThresholds : DEFAULT_THRESHOLDS)
+          .map(t => t + "%").join(", ") + " of its value"),
       (po.tags || []).length ? [h("dt", {}, "Tags"), h("dd", {id: "po-tags"},
         po.tags.map(t => t.key + (t.value ? "=" + t.value : "")).join(", "))] : null,
       (po.taxRegistrationNumbers || []).length ? [h("dt", {}, "Tax registrations"),
