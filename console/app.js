@@ -350,7 +350,10 @@ function startLive(account) {
           method: "POST", headers: headers(account), signal: controller.signal,
           body: JSON.stringify({accountId: account, afterPosition: String(after)}),
         });
-        if (!resp.ok) return;
+        // Refused: retrying would not help. Anything else (a restart) is
+        // retried below.
+        if (resp.status === 401 || resp.status === 403 || resp.status === 400) return;
+        if (!resp.ok) throw new Error("HTTP " + resp.status);
         const reader = resp.body.getReader();
         const decoder = new TextDecoder();
         let buffer = "";
