@@ -32,6 +32,7 @@
 #include "openssl/ssl.h"
 #include "openssl/x509.h"
 #include "server/console_assets.h"
+#include "server/log.h"
 #include "server/services.h"
 
 namespace poledger {
@@ -154,6 +155,29 @@ std::string IdentityOfPeer(const SSL* ssl) {
   }
   X509_free(cert);
   return identity;
+}
+
+std::string PeerOf(const httplib::Request& req) {
+  return absl::StrCat(req.remote_addr, ":", req.remote_port);
+}
+
+// A request the gateway answered itself, without a call: logged as the
+// server logs calls it refuses (never the body or the token).
+void LogRejected(const httplib::Request& req, int http_status,
+                 absl::string_view message) {
+  if (http_status == 401) {
+    log::Warning("http_refused",
+                 absl::StrCat("HTTP ", req.path, " refused: ", message),
+                 {{"code", "UNAUTHENTICATED"},
+                  {"path", req.path},
+                  {"peer", PeerOf(req)}});
+    return;
+  }
+  log::Info(
+      "http_rejected",
+      absl::StrCat("HTTP ", req.method, " ", req.path, ": ", http_status, " ",
+                   message),
+      {{"status", http_status}, {"path", req.path}, {"peer", PeerOf(req)}});
 }
 
 // Headers every answer carries: no caching of account data, no sniffing,
@@ -296,6 +320,7 @@ struct HttpGateway::Impl {
                  absl::StrCat("no method ", path,
                               ": POST to /poledger.v1.SERVICE/METHOD"));
       res.status = 404;
+      LogRejected(req, res.status, "no such method");
       return;
     }
     const std::string content_type = req.get_header_value("Content-Type");
@@ -304,12 +329,14 @@ struct HttpGateway::Impl {
                  absl::StrCat("Content-Type must be application/json, not \"",
                               content_type, "\""));
       res.status = 415;
+      LogRejected(req, res.status, "not JSON");
       return;
     }
     absl::StatusOr<std::string> identity = Authenticate(req);
     if (!identity.ok()) {
       ReplyError(res, grpc::UNAUTHENTICATED,
                  std::string(identity.status().message()));
+      LogRejected(req, res.status, identity.status().message());
       return;
     }
     std::unique_ptr<pb::Message> request(
@@ -325,6 +352,7 @@ struct HttpGateway::Impl {
           res, grpc::INVALID_ARGUMENT,
           absl::StrCat("the body is not a ", method->input_type()->full_name(),
                        " in JSON: ", std::string(parsed.message())));
+      LogRejected(req, res.status, "the body is not the request in JSON");
       return;
     }
     std::string bytes;

@@ -192,7 +192,8 @@ class ConsoleTest(unittest.TestCase):
         token_field.send_keys(token)
         # The keyboard submits the form.
         token_field.send_keys(Keys.ENTER)
-        self.wait(lambda: "of " in self.text_of("h1") or
+        # The dashboard has loaded once it counts its purchase orders.
+        self.wait(lambda: self.text_of("#counts") or
                   "Not available" in self.text_of("h1"),
                   what="the dashboard")
 

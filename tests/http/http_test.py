@@ -544,6 +544,15 @@ class HttpsTest(unittest.TestCase):
         wrong = Http(self.port, self.context(), token="not-a-token")
         status, body = self.create(wrong, "po-0")
         self.assertEqual((status, body["code"]), (401, 16))
+        # Logged as a refusal, without the token.
+        deadline = time.time() + 5
+        said = "refused: the bearer token is not one the policy knows"
+        while (not any(said in l for l in self.server.output) and
+               time.time() < deadline):
+            time.sleep(0.05)
+        self.assertTrue(any(said in l and "warning" in l
+                            for l in self.server.output))
+        self.assertFalse(any("not-a-token" in l for l in self.server.output))
         self.assertIsNone(self.last_actor_or_none())
 
         by_token = Http(self.port, self.context(), token=self.PURCHASER_TOKEN)
