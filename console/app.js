@@ -244,8 +244,13 @@ function parseMoney(text, currency) {
           nanos: sign * nanos};
 }
 
-function amountInput(form, name) {
-  return form.querySelector("[name='" + name + "']").value;
+// The amount in input `name` of `form` as Money; null, with the error shown
+// next to the input, if it is not one.
+function readAmount(form, name, currency) {
+  const input = form.elements[name];
+  const amount = parseMoney(input.value.trim(), currency);
+  if (!amount) placeFieldError(input, "an amount such as 1200.50");
+  return amount;
 }
 
 // Percent of `value` left (for drawing only; the money is exact).
@@ -539,11 +544,8 @@ function renderCreate(account) {
     clearFormErrors(form);
     const v = name => form.elements[name].value.trim();
     const currency = v("currency");
-    const amount = parseMoney(v("lineAmount"), currency);
-    if (!amount) {
-      placeFieldError(form.elements.lineAmount, "an amount such as 1200.50");
-      return;
-    }
+    const amount = readAmount(form, "lineAmount", currency);
+    if (!amount) return;
     const po = {
       purchaseOrderId: v("id"), description: v("description"),
       billFrom: v("billFrom") ? [v("billFrom")] : [], currencyCode: currency,
@@ -653,11 +655,8 @@ async function renderPurchaseOrder(account, id) {
     form.addEventListener("submit", async ev => {
       ev.preventDefault();
       clearFormErrors(form);
-      const amount = parseMoney(form.elements.amount.value.trim(), po.currencyCode);
-      if (!amount) {
-        placeFieldError(form.elements.amount, "an amount such as 1200.50");
-        return;
-      }
+      const amount = readAmount(form, "amount", po.currencyCode);
+      if (!amount) return;
       try {
         po = await api("PurchaseOrderService/UpdateLineItem", Object.assign({}, ref, {
           lineItem: {lineNumber: line.lineNumber, amount: amount}, updateMask: "amount",
@@ -681,11 +680,8 @@ async function renderPurchaseOrder(account, id) {
     form.addEventListener("submit", async ev => {
       ev.preventDefault();
       clearFormErrors(form);
-      const amount = parseMoney(form.elements.amount.value.trim(), po.currencyCode);
-      if (!amount) {
-        placeFieldError(form.elements.amount, "an amount such as 1200.50");
-        return;
-      }
+      const amount = readAmount(form, "amount", po.currencyCode);
+      if (!amount) return;
       try {
         po = await api("PurchaseOrderService/AddLineItem", Object.assign({}, ref, {
           lineItem: {lineNumber: parseInt(form.elements.number.value, 10) || 0,
@@ -903,11 +899,8 @@ function invoiceForm(account, po, after) {
   const result = form.querySelector("#invoice-preview-result");
   const recordButton = form.querySelector("#invoice-record");
   const request = () => {
-    const amount = parseMoney(form.elements.amount.value.trim(), po.currencyCode);
-    if (!amount) {
-      placeFieldError(form.elements.amount, "an amount such as 1200.50");
-      return null;
-    }
+    const amount = readAmount(form, "amount", po.currencyCode);
+    if (!amount) return null;
     return {accountId: account, invoice: {invoiceId: form.elements.id.value.trim(),
       billFrom: form.elements.billFrom.value.trim(), category: form.elements.category.value,
       billingPeriod: form.elements.period.value.trim(), amount: amount}};

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <utility>
 
@@ -970,28 +971,48 @@ std::vector<std::string> Ledger::AccountIds() {
   return ids;
 }
 
-absl::StatusOr<core::AccountState> RebuildAccountAt(
-    const EventStore& store, const std::string& account_id, uint64_t position) {
-  RETURN_IF_ERROR(ValidateAccountId(account_id));
-  core::AccountState state;
-  state.account_id = account_id;
+namespace {
+
+// Replays the account's events from its first, in order, into `state`:
+// stops before an event for which `stop_before` is true, and calls
+// `applied` after each one. DATA_LOSS if an event does not decode or apply.
+absl::Status ReplayAccount(
+    const EventStore& store, const std::string& account_id,
+    core::AccountState& state,
+    const std::function<bool(const RecordedEvent&)>& stop_before,
+    const std::function<void(const RecordedEvent&, const core::AccountState&)>&
+        applied) {
   uint64_t next_version = 1;
   for (;;) {
     ASSIGN_OR_RETURN(
         std::vector<RecordedEvent> records,
         store.ReadStream(StreamOf(account_id), next_version, 1024));
-    if (records.empty()) break;
+    if (records.empty()) return absl::OkStatus();
     for (const RecordedEvent& r : records) {
-      if (r.position > position) return state;
+      if (stop_before(r)) return absl::OkStatus();
       ASSIGN_OR_RETURN(LoggedEvent logged, Ledger::Decode(r));
-      absl::Status applied = core::Apply(state, logged.event);
-      if (!applied.ok()) {
+      absl::Status status = core::Apply(state, logged.event);
+      if (!status.ok()) {
         return absl::DataLossError(absl::StrCat(
-            "event at position ", r.position, ": ", applied.message()));
+            "event at position ", r.position, ": ", status.message()));
       }
       next_version = r.stream_version + 1;
+      applied(r, state);
     }
   }
+}
+
+}  // namespace
+
+absl::StatusOr<core::AccountState> RebuildAccountAt(
+    const EventStore& store, const std::string& account_id, uint64_t position) {
+  RETURN_IF_ERROR(ValidateAccountId(account_id));
+  core::AccountState state;
+  state.account_id = account_id;
+  RETURN_IF_ERROR(ReplayAccount(
+      store, account_id, state,
+      [position](const RecordedEvent& r) { return r.position > position; },
+      [](const RecordedEvent&, const core::AccountState&) {}));
   return state;
 }
 
@@ -1004,35 +1025,23 @@ absl::StatusOr<PurchaseOrderHistory> PurchaseOrderChanges(
   std::deque<PurchaseOrderChange> changes;
   bool truncated = false;
   bool existed = false;
-  uint64_t next_version = 1;
-  for (;;) {
-    ASSIGN_OR_RETURN(
-        std::vector<RecordedEvent> records,
-        store.ReadStream(StreamOf(account_id), next_version, 1024));
-    if (records.empty()) break;
-    for (const RecordedEvent& r : records) {
-      ASSIGN_OR_RETURN(LoggedEvent logged, Ledger::Decode(r));
-      absl::Status applied = core::Apply(state, logged.event);
-      if (!applied.ok()) {
-        return absl::DataLossError(absl::StrCat(
-            "event at position ", r.position, ": ", applied.message()));
-      }
-      next_version = r.stream_version + 1;
-      // The purchase order's version is that of the last event that
-      // touched it; a deletion takes it out of the state.
-      auto it = state.purchase_orders.find(purchase_order_id);
-      const bool exists = it != state.purchase_orders.end();
-      if ((exists && it->second.version == r.stream_version) ||
-          (existed && !exists)) {
-        if (changes.size() == limit) {
-          changes.pop_front();
-          truncated = true;
+  RETURN_IF_ERROR(ReplayAccount(
+      store, account_id, state, [](const RecordedEvent&) { return false; },
+      [&](const RecordedEvent& r, const core::AccountState& now) {
+        // The purchase order's version is that of the last event that
+        // touched it; a deletion takes it out of the state.
+        auto it = now.purchase_orders.find(purchase_order_id);
+        const bool exists = it != now.purchase_orders.end();
+        if ((exists && it->second.version == r.stream_version) ||
+            (existed && !exists)) {
+          if (changes.size() == limit) {
+            changes.pop_front();
+            truncated = true;
+          }
+          changes.push_back({r.position, r.timestamp, r.event_type, r.actor});
         }
-        changes.push_back({r.position, r.timestamp, r.event_type, r.actor});
-      }
-      existed = exists;
-    }
-  }
+        existed = exists;
+      }));
   if (changes.empty() && !truncated) {
     return absl::NotFoundError(
         absl::StrCat("purchase order ", core::Quote(purchase_order_id),
