@@ -215,14 +215,20 @@ void FillInvoice(const v1::InvoiceData& d, v1::Invoice* out) {
 absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
                                       const LoggedEvent& logged) {
   v1::Invoice out;
-  out.set_account_id(account_id);
-  out.set_position(logged.position);
-  *out.mutable_record_time() = core::ToProtoTime(logged.time);
-  v1::InvoiceAssociation* a = out.mutable_association();
+  RETURN_IF_ERROR(FillInvoiceOf(account_id, logged, &out));
+  return out;
+}
+
+absl::Status FillInvoiceOf(const std::string& account_id,
+                           const LoggedEvent& logged, v1::Invoice* out) {
+  out->set_account_id(account_id);
+  out->set_position(logged.position);
+  *out->mutable_record_time() = core::ToProtoTime(logged.time);
+  v1::InvoiceAssociation* a = out->mutable_association();
   if (logged.event.has_invoice_recorded()) {
     const v1::InvoiceRecorded& e = logged.event.invoice_recorded();
     const std::string& currency = e.invoice().currency_code();
-    FillInvoice(e.invoice(), &out);
+    FillInvoice(e.invoice(), out);
     a->set_associated(!e.purchase_order_id().empty());
     a->set_purchase_order_id(e.purchase_order_id());
     a->set_line_number(e.line_number());
@@ -242,12 +248,12 @@ absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
     *why->mutable_purchase_order_outcomes() =
         e.explanation().purchase_order_outcomes();
     why->set_fitting_lines(e.explanation().fitting_lines());
-    return out;
+    return absl::OkStatus();
   }
   if (logged.event.has_credit_memo_recorded()) {
     const v1::CreditMemoRecorded& e = logged.event.credit_memo_recorded();
     const std::string& currency = e.credit_memo().currency_code();
-    FillInvoice(e.credit_memo(), &out);
+    FillInvoice(e.credit_memo(), out);
     a->set_associated(!e.purchase_order_id().empty());
     a->set_purchase_order_id(e.purchase_order_id());
     a->set_line_number(e.line_number());
@@ -257,7 +263,7 @@ absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
       *a->mutable_purchase_order_balance_after() =
           MoneyOf(e.purchase_order_balance_after_micros(), currency);
     }
-    return out;
+    return absl::OkStatus();
   }
   return absl::InternalError(absl::StrCat("event at position ", logged.position,
                                           " is not an invoice"));
@@ -266,6 +272,17 @@ absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
 absl::StatusOr<v1::Invoice> RecordedInvoiceOf(
     const std::string& account_id, const std::vector<LoggedEvent>& events,
     v1::InvoiceView view, v1::InvoiceView default_view) {
+  v1::Invoice out;
+  RETURN_IF_ERROR(
+      FillRecordedInvoice(account_id, events, view, default_view, &out));
+  return out;
+}
+
+absl::Status FillRecordedInvoice(const std::string& account_id,
+                                 const std::vector<LoggedEvent>& events,
+                                 v1::InvoiceView view,
+                                 v1::InvoiceView default_view,
+                                 v1::Invoice* out) {
   const LoggedEvent* record = nullptr;
   for (const LoggedEvent& e : events) {
     if (e.event.has_invoice_recorded() || e.event.has_credit_memo_recorded()) {
@@ -276,18 +293,18 @@ absl::StatusOr<v1::Invoice> RecordedInvoiceOf(
   if (record == nullptr) {
     return absl::InternalError("recording an invoice logged no invoice");
   }
-  ASSIGN_OR_RETURN(v1::Invoice out, InvoiceOf(account_id, *record));
+  RETURN_IF_ERROR(FillInvoiceOf(account_id, *record, out));
   for (const LoggedEvent& e : events) {
     if (e.event.has_notification_raised()) {
-      *out.add_notifications() = NotificationOf(account_id, e.position, e.time,
-                                                e.event.notification_raised());
+      *out->add_notifications() = NotificationOf(account_id, e.position, e.time,
+                                                 e.event.notification_raised());
     }
   }
   if (view == v1::INVOICE_VIEW_UNSPECIFIED) view = default_view;
   if (view == v1::INVOICE_VIEW_BASIC) {
-    out.mutable_association()->mutable_explanation()->clear_purchase_orders();
+    out->mutable_association()->mutable_explanation()->clear_purchase_orders();
   }
-  return out;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record) {

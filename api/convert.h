@@ -55,6 +55,10 @@ absl::StatusOr<v1::InvoiceData> ToInvoiceData(const v1::Invoice& invoice,
 // A logged InvoiceRecorded or CreditMemoRecorded -> API invoice.
 absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
                                       const LoggedEvent& logged);
+// The same into `out` (which may live on an arena); `out` is only partly
+// set if this fails.
+absl::Status FillInvoiceOf(const std::string& account_id,
+                           const LoggedEvent& logged, v1::Invoice* out);
 
 // The invoice or credit memo that `events` (a command's, or a repeated
 // record's) recorded, with the notifications among them, in `view`
@@ -63,6 +67,12 @@ absl::StatusOr<v1::Invoice> InvoiceOf(const std::string& account_id,
 absl::StatusOr<v1::Invoice> RecordedInvoiceOf(
     const std::string& account_id, const std::vector<LoggedEvent>& events,
     v1::InvoiceView view, v1::InvoiceView default_view);
+// The same into `out`, as FillInvoiceOf.
+absl::Status FillRecordedInvoice(const std::string& account_id,
+                                 const std::vector<LoggedEvent>& events,
+                                 v1::InvoiceView view,
+                                 v1::InvoiceView default_view,
+                                 v1::Invoice* out);
 
 // A logged NotificationRaised -> API notification (amounts as Money).
 v1::Notification NotificationOf(const std::string& account_id,

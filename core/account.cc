@@ -438,8 +438,13 @@ v1::AccountSnapshot ToSnapshot(const AccountState& state,
     }
   }
   if (invoices == SnapshotInvoices::kInclude) {
-    for (const auto& [id, inv] : state.invoices) {
-      *out.add_invoices() = ToInvoiceSnapshot(id, inv);
+    std::vector<const AccountState::InvoiceMap::value_type*> sorted;
+    sorted.reserve(state.invoices.size());
+    for (const auto& entry : state.invoices) sorted.push_back(&entry);
+    std::sort(sorted.begin(), sorted.end(),
+              [](const auto* a, const auto* b) { return a->first < b->first; });
+    for (const auto* entry : sorted) {
+      *out.add_invoices() = ToInvoiceSnapshot(entry->first, entry->second);
     }
   }
   for (const auto& [id, tx] : state.marketplace_transactions) {

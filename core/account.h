@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "core/calendar.h"
@@ -135,13 +136,18 @@ struct AccountState {
   std::string account_id;
   uint64_t version = 0;  // Events applied: the account stream's version.
   std::map<std::string, PurchaseOrderState> purchase_orders;
-  // B-trees: sorted like std::map (snapshots list them by id), with fewer
-  // cache misses per lookup in an account of many invoices. Inserting
-  // invalidates iterators.
+  // Invoices by id, in a hash map: every invoice command looks its id up
+  // and every invoice event inserts one, so the lookup must not grow with
+  // the account (a B-tree of these large entries held three per node and
+  // cost several cache misses and string comparisons per lookup). Not
+  // ordered: ToSnapshot sorts. Inserting invalidates iterators and
+  // references.
   // Decide reads only the entries InvoicesReadBy names, so a holder of
   // many states may keep the others elsewhere (the Ledger keeps those saved
   // in a snapshot on disk) and add them back before deciding.
-  absl::btree_map<std::string, InvoiceEntry> invoices;
+  using InvoiceMap = absl::flat_hash_map<std::string, InvoiceEntry>;
+  InvoiceMap invoices;
+  // Sorted like std::map (snapshots list them by id).
   absl::btree_map<std::string, MarketplaceEntry> marketplace_transactions;
 
   // Returns the number of Active purchase orders.

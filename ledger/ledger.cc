@@ -364,14 +364,14 @@ void Ledger::EvictSavedInvoices() {
     }
   }
   for (Account* account : accounts) {
-    absl::btree_map<std::string, core::InvoiceEntry> dropped;
+    core::AccountState::InvoiceMap dropped;
     absl::MutexLock apply_lock(&apply_mu_);
     absl::MutexLock state_lock(&account->state_mu);
     auto& invoices = account->state.invoices;
     if (invoices.empty()) continue;
     // Those changed since the snapshot's cut stay until one saves them;
     // those pinned stay for the command that reads them.
-    absl::btree_map<std::string, core::InvoiceEntry> kept;
+    core::AccountState::InvoiceMap kept;
     auto keep = [&](const std::string& id) {
       if (auto it = invoices.find(id); it != invoices.end()) kept.insert(*it);
     };

@@ -843,15 +843,16 @@ class InvoiceBatch {
       return;
     }
     const v1::RecordInvoiceRequest& item = request_->requests(i);
-    absl::StatusOr<v1::Invoice> invoice =
-        convert::RecordedInvoiceOf(item.account_id(), result->events,
-                                   request_->view(), v1::INVOICE_VIEW_BASIC);
-    if (!invoice.ok()) {
-      Refuse(i, invoice.status());
+    // Built in place: the response may live on the call's arena.
+    v1::RecordInvoiceResult* out = response_->mutable_results(i);
+    if (absl::Status filled = convert::FillRecordedInvoice(
+            item.account_id(), result->events, request_->view(),
+            v1::INVOICE_VIEW_BASIC, out->mutable_invoice());
+        !filled.ok()) {
+      out->clear_invoice();
+      Refuse(i, filled);
       return;
     }
-    v1::RecordInvoiceResult* out = response_->mutable_results(i);
-    *out->mutable_invoice() = *std::move(invoice);
     out->set_already_recorded(result->duplicate);
   }
 

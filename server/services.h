@@ -24,6 +24,7 @@
 #include "poledger/v1/invoices.grpc.pb.h"
 #include "poledger/v1/log.grpc.pb.h"
 #include "poledger/v1/purchase_orders.grpc.pb.h"
+#include "server/arena_messages.h"
 #include "server/follower.h"
 
 namespace poledger {
@@ -177,7 +178,9 @@ class PurchaseOrderServiceImpl final : public v1::PurchaseOrderService::Callback
 
 class InvoiceServiceImpl final : public v1::InvoiceService::CallbackService {
  public:
-  explicit InvoiceServiceImpl(ServiceContext* ctx) : ctx_(ctx) {}
+  explicit InvoiceServiceImpl(ServiceContext* ctx) : ctx_(ctx) {
+    SetMessageAllocatorFor_BatchRecordInvoices(&batch_messages_);
+  }
 
   grpc::ServerUnaryReactor* RecordInvoice(grpc::CallbackServerContext* context,
                              const v1::RecordInvoiceRequest* request,
@@ -196,6 +199,9 @@ class InvoiceServiceImpl final : public v1::InvoiceService::CallbackService {
 
  private:
   ServiceContext* const ctx_;
+  // A batch's request and results live on an arena of the call's.
+  ArenaMessages<v1::BatchRecordInvoicesRequest, v1::BatchRecordInvoicesResponse>
+      batch_messages_;
 };
 
 // Streams run on the callback API (no thread each), unary methods on the
