@@ -250,6 +250,15 @@ TEST(PropertyTest, ReplayRebuildsTheStateAndBalancesAddUp) {
     absl::StatusOr<AccountState> restored = FromSnapshot(ToSnapshot(direct));
     ASSERT_TRUE(restored.ok()) << restored.status();
     ASSERT_EQ(Bytes(*restored), Bytes(direct));
+    // A snapshot lists the invoices by id, whatever order the state's hash
+    // map holds them in (the restored state inserted them in that order,
+    // the direct one in the log's).
+    const v1::AccountSnapshot whole = ToSnapshot(direct);
+    ASSERT_GT(whole.invoices_size(), 1);
+    for (int k = 1; k < whole.invoices_size(); ++k) {
+      ASSERT_LT(whole.invoices(k - 1).invoice_id(),
+                whole.invoices(k).invoice_id());
+    }
     // Rebuilt from parts saved incrementally: InvoicesChangedBy names every
     // invoice an event changes, or the parts fall behind the state.
     save_parts();
