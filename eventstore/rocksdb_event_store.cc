@@ -2,6 +2,7 @@
 
 #include <semaphore.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <limits>
@@ -900,9 +901,24 @@ absl::Status RocksDbEventStore::SaveSnapshotParts(
   ASSIGN_OR_RETURN(uint64_t saved, SavedSnapshotPosition(nullptr));
   RETURN_IF_ERROR(
       rf::ValidateSnapshotParts(position, Head().position, saved, parts));
-  rocksdb::WriteBatch batch;
+  // In key order: the memtable's skip list then inserts each part next to
+  // the one before (its remembered splice) instead of searching for its
+  // place. In the ledger's order (accounts and invoice ids from hash
+  // sets), those searches were most of a snapshot's cost.
+  std::vector<const SnapshotPart*> sorted;
+  sorted.reserve(parts.size());
+  size_t bytes = 64;
   for (const SnapshotPart& part : parts) {
-    batch.Put(rf::SnapshotKey(part.key), part.blob);
+    sorted.push_back(&part);
+    bytes += part.key.size() + part.blob.size() + 16;
+  }
+  std::sort(sorted.begin(), sorted.end(),
+            [](const SnapshotPart* a, const SnapshotPart* b) {
+              return a->key < b->key;
+            });
+  rocksdb::WriteBatch batch(bytes);
+  for (const SnapshotPart* part : sorted) {
+    batch.Put(rf::SnapshotKey(part->key), part->blob);
   }
   batch.Put(rf::MetaSnapshotKey(), rf::EncodeFixed64(position));
   // Every published record is synced and was sealed by this store: the
