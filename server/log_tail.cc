@@ -89,6 +89,18 @@ void LogTail::Run() {
     const absl::Time wake = std::min(next_tick, absl::Now() + kMaxWait);
     const uint64_t head = store_->WaitForPosition(position, wake);
     while (position < head) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopped_) return;
+        if (count_ == 0) {
+          // Nobody to offer these records to: skip them rather than read
+          // and decode the whole write rate. Register hands a new
+          // subscriber position_ under this lock, so it reads up to here
+          // from the store itself and gets every later record offered.
+          position_ = position = head;
+          break;
+        }
+      }
       absl::StatusOr<std::vector<RecordedEvent>> batch =
           store_->ReadForward(position + 1, kBatch);
       if (!batch.ok() || batch->empty()) {

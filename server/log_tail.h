@@ -2,7 +2,9 @@
 // each new record, read once, to the subscribers that want it: those of
 // the record's account and those of every account. Subscribers that want
 // nothing of a record cost the writers nothing; the writers never wait for
-// a subscriber. Every tick it lets each subscriber send a heartbeat.
+// a subscriber. With no subscriber it reads nothing and only moves its
+// position to the head. Every tick it lets each subscriber send a
+// heartbeat.
 //
 // A subscriber registers, learns the position P through which records were
 // offered before it joined, reads what it needs up to P from the store
