@@ -610,6 +610,10 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
                                                     : it->second;
                                        });
   rocksdb::WriteBatch batch;
+  // The stream index's entries (key, position), put after the records in
+  // key order: the memtable then inserts each next to the one before (the
+  // records' own keys ascend already). Each key is in the group once.
+  std::vector<std::pair<std::string, uint64_t>> stream_entries;
   absl::flat_hash_map<absl::string_view, Writer*> group_requests;
   std::vector<Writer*> planned;
   for (Writer* x : group) {
@@ -670,8 +674,9 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
     }
     for (const rf::PlannedRecord& r : *records) {
       batch.Put(rf::LogKey(r.event.position), r.value);
-      batch.Put(rf::StreamKey(r.event.stream_id, r.event.stream_version),
-                rf::EncodeFixed64(r.event.position));
+      stream_entries.emplace_back(
+          rf::StreamKey(r.event.stream_id, r.event.stream_version),
+          r.event.position);
     }
     if (!request_id.empty()) {
       batch.Put(rf::RequestKey(request_id),
@@ -680,6 +685,10 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
     }
     x->result = std::move(result);
     planned.push_back(x);
+  }
+  std::sort(stream_entries.begin(), stream_entries.end());
+  for (const auto& [key, position] : stream_entries) {
+    batch.Put(key, rf::EncodeFixed64(position));
   }
   if (!planned.empty()) {
     rocksdb::WriteOptions wo;
