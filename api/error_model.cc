@@ -3,6 +3,7 @@
 #include <cctype>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "core/errors.h"
 #include "google/rpc/error_details.pb.h"
 
@@ -30,6 +31,16 @@ google::rpc::Status ToRpcStatus(const absl::Status& status) {
         (*info.mutable_metadata())[std::string(key)] = core::SafeMessage(value);
       });
   details.add_details()->PackFrom(info);
+  auto delay = info.metadata().find(std::string(core::kRetryDelayMsKey));
+  int64_t delay_ms = 0;
+  if (delay != info.metadata().end() &&
+      absl::SimpleAtoi(delay->second, &delay_ms) && delay_ms > 0) {
+    google::rpc::RetryInfo retry;
+    retry.mutable_retry_delay()->set_seconds(delay_ms / 1000);
+    retry.mutable_retry_delay()->set_nanos(
+        static_cast<int32_t>(delay_ms % 1000) * 1000000);
+    details.add_details()->PackFrom(retry);
+  }
   const std::string field = core::FieldOf(status);
   if (!field.empty()) {
     google::rpc::BadRequest bad;

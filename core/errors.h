@@ -79,7 +79,18 @@ inline constexpr absl::string_view kPermissionDenied = "PERMISSION_DENIED";
 inline constexpr absl::string_view kWrongShard = "WRONG_SHARD";
 // A write sent to a read replica (metadata "leader": its leader's address).
 inline constexpr absl::string_view kReadOnlyReplica = "READ_ONLY_REPLICA";
+// Faults: the store cannot write (a full disk until space is freed,
+// another I/O error until restarted; the cause in the message, RetryInfo
+// attached); a stream's client certificate expired while it was open; an
+// identity holds as many open streams as --max-streams-per-identity allows.
+inline constexpr absl::string_view kStorageUnavailable = "STORAGE_UNAVAILABLE";
+inline constexpr absl::string_view kCertificateExpired = "CERTIFICATE_EXPIRED";
+inline constexpr absl::string_view kTooManyStreams = "TOO_MANY_STREAMS";
 }  // namespace reason
+
+// The metadata key that asks clients to wait before retrying: its value is
+// a number of milliseconds, sent as google.rpc.RetryInfo as well.
+inline constexpr absl::string_view kRetryDelayMsKey = "retry_delay_ms";
 
 // Returns INVALID_ARGUMENT "field: why" with reason INVALID_FIELD (or
 // `reason_code`) and the field attached.

@@ -1,6 +1,7 @@
 #include "eventstore/rocksdb_event_store.h"
 
 #include <semaphore.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <atomic>
@@ -17,6 +18,7 @@
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
+#include "rocksdb/listener.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice_transform.h"
 #include "rocksdb/table.h"
@@ -69,6 +71,14 @@ absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
     return absl::UnavailableError(message);
   }
   return absl::InternalError(message);
+}
+
+// The cause of a write failure, for metrics.
+std::string CauseOf(const rocksdb::Status& s) {
+  if (s.IsNoSpace()) return "no_space";
+  if (s.IsCorruption()) return "corruption";
+  if (s.IsIOError()) return "io_error";
+  return "other";
 }
 
 absl::string_view ToView(const rocksdb::Slice& s) {
@@ -132,6 +142,50 @@ struct RocksDbEventStore::Writer {
   sem_t wakeup;
 };
 
+// RocksDB's background errors (a flush or compaction that failed, a WAL
+// write) reach the store through this listener, which also turns off
+// RocksDB's own recovery: without an SstFileManager it never ends and
+// keeps DB::Resume busy, and the store resumes by itself (ResumeLoop).
+class RocksDbEventStore::ErrorListener final : public rocksdb::EventListener {
+ public:
+  void Attach(RocksDbEventStore* store) {
+    absl::MutexLock lock(&mu_);
+    store_ = store;
+  }
+
+  void OnBackgroundError(rocksdb::BackgroundErrorReason reason,
+                         rocksdb::Status* error) override {
+    if (error == nullptr || error->ok()) return;
+    const char* what = "a background write";
+    switch (reason) {
+      case rocksdb::BackgroundErrorReason::kFlush:
+        what = "flushing the memtable";
+        break;
+      case rocksdb::BackgroundErrorReason::kCompaction:
+        what = "compacting";
+        break;
+      case rocksdb::BackgroundErrorReason::kWriteCallback:
+      case rocksdb::BackgroundErrorReason::kMemTable:
+        what = "writing to the event log";
+        break;
+      default:
+        break;
+    }
+    absl::MutexLock lock(&mu_);
+    if (store_ != nullptr) store_->FailWrites(*error, what);
+  }
+
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason,
+                            rocksdb::Status, bool* auto_recovery) override {
+    *auto_recovery = false;
+  }
+
+ private:
+  // Held while calling the store, so Attach(nullptr) waits for a call.
+  absl::Mutex mu_;
+  RocksDbEventStore* store_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
 RocksDbEventStore::RocksDbEventStore(RocksDbEventStoreOptions options,
                                      std::unique_ptr<rocksdb::DB> db)
     : options_(std::move(options)), db_(std::move(db)) {}
@@ -143,6 +197,14 @@ RocksDbEventStore::~RocksDbEventStore() {
     stopping_ = true;
   }
   if (commit_thread_.joinable()) commit_thread_.join();
+  std::thread resume;
+  {
+    absl::MutexLock lock(&mu_);
+    resume_stopping_ = true;
+    resume = std::move(resume_thread_);
+  }
+  if (resume.joinable()) resume.join();
+  if (listener_ != nullptr) listener_->Attach(nullptr);
   db_->Close().PermitUncheckedError();
 }
 
@@ -169,6 +231,8 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
   db_options.memtable_whole_key_filtering = true;
   db_options.memtable_prefix_bloom_size_ratio = 0.02;
   if (options.env != nullptr) db_options.env = options.env;
+  auto listener = std::make_shared<ErrorListener>();
+  db_options.listeners.push_back(listener);
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   table.block_size = 16 * 1024;
@@ -211,6 +275,8 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
   }
   std::unique_ptr<RocksDbEventStore> store(
       new RocksDbEventStore(effective, std::unique_ptr<rocksdb::DB>(raw)));
+  store->listener_ = listener;
+  listener->Attach(store.get());
   RETURN_IF_ERROR(store->Recover());
   return store;
 }
@@ -349,6 +415,111 @@ absl::Status RocksDbEventStore::CheckVerifiedMark() const {
 bool RocksDbEventStore::write_failed() const {
   absl::MutexLock lock(&mu_);
   return !background_error_.ok();
+}
+
+WriteHealth RocksDbEventStore::write_health() const {
+  absl::MutexLock lock(&mu_);
+  WriteHealth h;
+  h.status = background_error_;
+  h.resumes_by_itself = resumable_;
+  h.failures = failures_;
+  h.recoveries = recoveries_;
+  h.failures_by_cause = failures_by_cause_;
+  return h;
+}
+
+void RocksDbEventStore::FailWritesLocked(const rocksdb::Status& error,
+                                         absl::string_view what) {
+  if (!background_error_.ok()) return;
+  ++failures_;
+  ++failures_by_cause_[CauseOf(error)];
+  resumable_ = error.IsNoSpace() && !options_.read_only;
+  const std::string message = absl::StrCat(
+      what, " failed (", error.ToString(), "): ",
+      resumable_ ? "the file system is full; writes resume by themselves "
+                   "once space is freed"
+                 : "the store refuses all writes until the server is "
+                   "restarted");
+  // Whatever RocksDB says, a write that cannot be made is UNAVAILABLE: the
+  // request was not applied, and may be retried elsewhere or later.
+  background_error_ = absl::UnavailableError(message);
+  if (resumable_ && !resume_thread_.joinable() && !resume_stopping_) {
+    resume_thread_ = std::thread([this] {
+      SetCurrentThreadName("pl-resume");
+      ResumeLoop();
+    });
+  }
+}
+
+void RocksDbEventStore::FailWrites(const rocksdb::Status& error,
+                                   absl::string_view what) {
+  {
+    absl::MutexLock lock(&mu_);
+    FailWritesLocked(error, what);
+  }
+  ReportWriteHealth();
+}
+
+void RocksDbEventStore::ReportWriteHealth() {
+  absl::MutexLock report(&report_mu_);
+  absl::Status now;
+  {
+    absl::MutexLock lock(&mu_);
+    now = background_error_;
+  }
+  if (now.ok() != reported_failed_) return;  // Nothing changed.
+  reported_failed_ = !now.ok();
+  if (options_.on_write_health) options_.on_write_health(now);
+}
+
+uint64_t RocksDbEventStore::FreeBytes() const {
+  struct statvfs fs;
+  if (statvfs(options_.path.c_str(), &fs) != 0) {
+    return std::numeric_limits<uint64_t>::max();  // Unknown: let it try.
+  }
+  return uint64_t{fs.f_bavail} * fs.f_frsize;
+}
+
+void RocksDbEventStore::ResumeLoop() {
+  // A try that fails (the flush finds no room yet) waits twice as long
+  // before the next, up to kMaxResumeBackoff intervals, unless the free
+  // space grows meanwhile.
+  constexpr int kMaxResumeBackoff = 16;
+  int backoff = 1;
+  uint64_t free_at_last_try = 0;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return resume_stopping_;
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&woken),
+                           options_.resume_interval * backoff);
+      if (resume_stopping_) return;
+      if (background_error_.ok() || !resumable_) {
+        backoff = 1;
+        continue;
+      }
+    }
+    const uint64_t free_bytes = FreeBytes();
+    if (free_bytes < kResumeMarginBytes) continue;
+    if (free_bytes > free_at_last_try + kResumeMarginBytes) backoff = 1;
+    free_at_last_try = free_bytes;
+    // Flushes the memtables and starts a new WAL: what a failed write
+    // left in the old WAL was never applied, and is never replayed.
+    if (!db_->Resume().ok()) {
+      backoff = std::min(backoff * 2, kMaxResumeBackoff);
+      continue;
+    }
+    backoff = 1;
+    {
+      absl::MutexLock lock(&mu_);
+      background_error_ = absl::OkStatus();
+      resumable_ = false;
+      ++recoveries_;
+    }
+    ReportWriteHealth();
+  }
 }
 
 uint64_t RocksDbEventStore::VerifiedMarkPosition() const {
@@ -534,10 +705,13 @@ void RocksDbEventStore::Lead(Writer* self) {
       absl::MutexLock lock(&queue_mu_);
       group.assign(writers_.begin(), writers_.end());
     }
+    bool report = false;
     {
       absl::MutexLock lock(&mu_);
       CommitGroup(group);
+      report = std::exchange(report_pending_, false);
     }
+    if (report) ReportWriteHealth();
     Writer* next = nullptr;
     {
       absl::MutexLock lock(&queue_mu_);
@@ -709,13 +883,8 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
       options_.on_commit(stats);
     }
     if (!s.ok()) {
-      background_error_ = FromRocks(
-          s, "writing to the event log failed; the store refuses all writes "
-             "until reopened");
-      if (background_error_.code() == absl::StatusCode::kNotFound ||
-          background_error_.code() == absl::StatusCode::kInvalidArgument) {
-        background_error_ = absl::InternalError(background_error_.message());
-      }
+      FailWritesLocked(s, "writing to the event log");
+      report_pending_ = true;
       for (Writer* x : planned) x->result = background_error_;
     } else {
       for (const auto& [stream_id, version] : planner.planned_versions()) {

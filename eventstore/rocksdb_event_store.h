@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -31,6 +32,7 @@ class DB;
 class WriteBatch;
 class Snapshot;
 class Env;
+class Status;
 }  // namespace rocksdb
 
 namespace poledger {
@@ -111,7 +113,43 @@ struct RocksDbEventStoreOptions {
   // the store. Tests pass one that injects I/O failures.
   // Default: nullptr
   rocksdb::Env* env = nullptr;
+
+  // Called when the store starts refusing writes (with the refusal) and
+  // when it takes them again (with OK), on a thread of the store's or of
+  // RocksDB's and under no lock of the store's: it may log and set health,
+  // and must not block on the store. Calls come in the order the changes
+  // happen and never twice in a row with the same outcome.
+  // Default: none
+  std::function<void(const absl::Status&)> on_write_health;
+
+  // After a full disk (ENOSPC on a write, a flush, a compaction or a
+  // snapshot) the store refuses writes and tries to resume (RocksDB's
+  // DB::Resume: flush the memtables, start a new WAL) this often once the
+  // file system has kResumeMarginBytes free, backing off up to 16 times
+  // this while tries fail and the free space does not grow: writes come
+  // back by themselves once space is freed, with no restart. Shorter
+  // notices freed space sooner; a try that fails costs a flush attempt. Other I/O errors (a failed
+  // sync, a failed read) are sticky: nobody knows what reached the disk,
+  // so only a restart (which replays the WAL) takes writes again.
+  // Default: 1 s
+  absl::Duration resume_interval = absl::Seconds(1);
 };
+
+// What the store knows of its own writability (for health and metrics).
+struct WriteHealth {
+  // OK, or the refusal every append gets now.
+  absl::Status status;
+  // Whether the refusal ends by itself once space is freed (a full disk).
+  bool resumes_by_itself = false;
+  // Times the store started refusing writes, and times it resumed.
+  uint64_t failures = 0;
+  uint64_t recoveries = 0;
+  // Failures by cause: "no_space", "io_error", "corruption", "other".
+  std::map<std::string, uint64_t> failures_by_cause;
+};
+
+// Free space below which a full store does not even try to resume.
+inline constexpr uint64_t kResumeMarginBytes = 1u << 20;
 
 class RocksDbEventStore final : public EventStore {
  public:
@@ -161,8 +199,9 @@ class RocksDbEventStore final : public EventStore {
   // The mark's position, 0 without one.
   uint64_t VerifiedMarkPosition() const;
 
-  // True once a write or sync failed (every later append fails).
+  // True while the store refuses writes (see resume_interval).
   bool write_failed() const;
+  WriteHealth write_health() const;
 
   // What Open checked: records from `from` to the head.
   struct OpenCheck {
@@ -182,6 +221,7 @@ class RocksDbEventStore final : public EventStore {
 
  private:
   struct Writer;
+  class ErrorListener;
 
   RocksDbEventStore(RocksDbEventStoreOptions options,
                     std::unique_ptr<rocksdb::DB> db);
@@ -201,6 +241,21 @@ class RocksDbEventStore final : public EventStore {
   // Asks the commit thread (started on first use) to lead.
   void RequestCommitThread();
   void CommitLoop();
+  // Starts refusing writes with `error` (a RocksDB failure while doing
+  // `what`), unless already refusing; starts the resume thread for a full
+  // disk. The caller then calls ReportWriteHealth, outside mu_.
+  void FailWritesLocked(const rocksdb::Status& error, absl::string_view what)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FailWritesLocked and ReportWriteHealth, for RocksDB's background errors.
+  void FailWrites(const rocksdb::Status& error, absl::string_view what);
+  // The resume thread: while the refusal is a full disk, tries DB::Resume
+  // every resume_interval once the file system has room.
+  void ResumeLoop();
+  // Free bytes of the file system holding the log (max when unknown).
+  uint64_t FreeBytes() const;
+  // Calls on_write_health with the current state if it changed since the
+  // last call.
+  void ReportWriteHealth();
   // Plans, writes and publishes `group` (a prefix of writers_).
   void CommitGroup(const std::vector<Writer*>& group)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -241,8 +296,22 @@ class RocksDbEventStore final : public EventStore {
   mutable absl::Mutex mu_;
   // Committed version of every stream.
   absl::flat_hash_map<std::string, uint64_t> versions_ ABSL_GUARDED_BY(mu_);
-  // Sticky: once a write or sync failed, every later append fails with it.
+  // While not OK every append fails with it: until a resume for a full
+  // disk (resumable_), until reopened for any other failure.
   absl::Status background_error_ ABSL_GUARDED_BY(mu_);
+  bool resumable_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by CommitGroup when it failed writes: report once mu_ is released.
+  bool report_pending_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t failures_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t recoveries_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, uint64_t> failures_by_cause_ ABSL_GUARDED_BY(mu_);
+  std::thread resume_thread_ ABSL_GUARDED_BY(mu_);
+  bool resume_stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Serialises on_write_health calls; the outcome last reported.
+  absl::Mutex report_mu_;
+  bool reported_failed_ ABSL_GUARDED_BY(report_mu_) = false;
+  // Forwards RocksDB's background errors (flushes, compactions) here.
+  std::shared_ptr<ErrorListener> listener_;
 
   // Serialises Replicate calls.
   absl::Mutex replicate_mu_;

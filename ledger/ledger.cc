@@ -731,6 +731,15 @@ void Ledger::OnAppended(std::shared_ptr<Appended> a,
           absl::StatusCode::kAlreadyExists, core::reason::kRequestIdConflict,
           absl::StrCat("request_id ", core::Quote(a->pending->ctx.request_id),
                        " was already used for a different request"));
+    } else if (error.code() == absl::StatusCode::kUnavailable) {
+      // The store refuses writes (a full disk, a failed sync): nothing was
+      // applied; the same request may be sent again once it writes.
+      error = core::WithMetadata(
+          core::DomainError(absl::StatusCode::kUnavailable,
+                            core::reason::kStorageUnavailable,
+                            absl::StrCat("the event log cannot be written: ",
+                                         error.message())),
+          core::kRetryDelayMsKey, "1000");
     }
     FailItems(*a, error);
     Finish(a->account, *a->pending, std::move(a->results));

@@ -39,8 +39,21 @@ class LiveCollectable final : public prometheus::Collectable {
         head_(Gauge("poledger_log_head_position",
                     "Position of the last record of the event log")),
         write_failed_(Gauge("poledger_eventstore_write_failed",
-                            "1 once a write or sync failed: the store refuses "
-                            "every append until reopened")),
+                            "1 while the store refuses every append: after a "
+                            "full disk until space is freed, after another "
+                            "I/O error until the server restarts")),
+        write_failures_(prometheus::BuildCounter()
+                            .Name("poledger_eventstore_write_failures_total")
+                            .Help("Times the store started refusing writes, "
+                                  "by cause (no_space, io_error, corruption, "
+                                  "other)")
+                            .Register(*registry_)),
+        write_resumes_(prometheus::BuildCounter()
+                           .Name("poledger_eventstore_write_resumes_total")
+                           .Help("Times the store took writes again by itself "
+                                 "after a full disk")
+                           .Register(*registry_)
+                           .Add({})),
         snapshot_position_(Gauge("poledger_snapshot_position",
                                  "Log position of the last saved snapshot")),
         snapshot_age_events_(Gauge("poledger_snapshot_age_events",
@@ -107,6 +120,12 @@ class LiveCollectable final : public prometheus::Collectable {
     const LiveValues v = live_();
     head_.Set(static_cast<double>(v.head_position));
     write_failed_.Set(v.write_failed ? 1 : 0);
+    for (const char* cause : {"no_space", "io_error", "corruption", "other"}) {
+      auto it = v.write_failures_by_cause.find(cause);
+      CountTo(write_failures_.Add({{"cause", cause}}),
+              it == v.write_failures_by_cause.end() ? 0 : it->second);
+    }
+    CountTo(write_resumes_, v.write_resumes);
     snapshot_position_.Set(static_cast<double>(v.snapshot_position));
     snapshot_age_events_.Set(
         static_cast<double>(v.head_position - v.snapshot_position));
@@ -140,6 +159,12 @@ class LiveCollectable final : public prometheus::Collectable {
   }
 
  private:
+  // Counters the server keeps itself, brought up to its count.
+  static void CountTo(prometheus::Counter& counter, uint64_t total) {
+    const double now = static_cast<double>(total);
+    if (now > counter.Value()) counter.Increment(now - counter.Value());
+  }
+
   prometheus::Gauge& Gauge(const char* name, const char* help) {
     return prometheus::BuildGauge()
         .Name(name)
@@ -151,6 +176,8 @@ class LiveCollectable final : public prometheus::Collectable {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Gauge& head_;
   prometheus::Gauge& write_failed_;
+  prometheus::Family<prometheus::Counter>& write_failures_;
+  prometheus::Counter& write_resumes_;
   prometheus::Gauge& snapshot_position_;
   prometheus::Gauge& snapshot_age_events_;
   prometheus::Gauge& snapshot_age_seconds_;

@@ -26,7 +26,11 @@ namespace poledger {
 // What a scrape reads from the server.
 struct LiveValues {
   uint64_t head_position = 0;
+  // 1 while the store refuses writes; the times it started to, by cause
+  // (WriteHealth), and the times it resumed by itself.
   bool write_failed = false;
+  std::map<std::string, uint64_t> write_failures_by_cause;
+  uint64_t write_resumes = 0;
   uint64_t snapshot_position = 0;
   double snapshot_age_seconds = 0;  // Since it was saved; 0 without one.
   double snapshot_duration_seconds = 0;

@@ -65,12 +65,52 @@ struct PoledgerServer::Impl {
   int port = 0;
   int health_port = 0;
 
-  // Sets the health status on every listener.
-  void SetServing(bool serving) {
+  // Health on every listener: SERVING once started, until shutdown, while
+  // the store takes writes (reads and streams go on meanwhile).
+  void SetReady(bool ready) {
+    absl::MutexLock lock(&health_mu);
+    ready_ = ready;
+    PublishHealthLocked();
+  }
+  void SetWritable(bool writable) {
+    absl::MutexLock lock(&health_mu);
+    writable_ = writable;
+    PublishHealthLocked();
+  }
+  void PublishHealthLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu) {
+    const bool serving = ready_ && writable_;
     server->GetHealthCheckService()->SetServingStatus(serving);
     if (health_server != nullptr) {
       health_server->GetHealthCheckService()->SetServingStatus(serving);
     }
+  }
+  absl::Mutex health_mu;
+  bool ready_ ABSL_GUARDED_BY(health_mu) = false;
+  bool writable_ ABSL_GUARDED_BY(health_mu) = true;
+  absl::Time write_failed_at ABSL_GUARDED_BY(health_mu);
+  // The store's on_write_health: one error line when writes stop, one
+  // when they resume, and health NOT_SERVING in between.
+  void OnWriteHealth(const absl::Status& s) {
+    absl::Duration refused;
+    {
+      absl::MutexLock lock(&health_mu);
+      if (!s.ok()) {
+        write_failed_at = absl::Now();
+      } else {
+        refused = absl::Now() - write_failed_at;
+      }
+    }
+    if (!s.ok()) {
+      log::Error("storage_failed",
+                 absl::StrCat("the event log refuses writes: ", s.message()),
+                 {{"cause", std::string(s.message())}});
+    } else {
+      log::Warning("storage_resumed",
+                   absl::StrCat("the event log takes writes again after ",
+                                absl::FormatDuration(refused)),
+                   {{"refused_seconds", absl::ToDoubleSeconds(refused)}});
+    }
+    SetWritable(s.ok());
   }
   std::thread scheduler;
   absl::Mutex shutdown_mu;
@@ -331,7 +371,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
           absl::StrCat("cannot listen on ", options.health_listen));
     }
   }
-  impl->SetServing(false);
+  impl->SetReady(false);
 
   // From here on a failure must stop the listening server.
   auto fail = [&](absl::Status s) {
@@ -372,6 +412,9 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       metrics->OnCommit(stats);
     };
   }
+  store_options.on_write_health = [raw = impl.get()](const absl::Status& s) {
+    raw->OnWriteHealth(s);
+  };
   absl::StatusOr<std::unique_ptr<RocksDbEventStore>> store =
       RocksDbEventStore::Open(store_options);
   if (!store.ok()) return fail(store.status());
@@ -462,7 +505,10 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     impl->metrics->SetLive([raw] {
       LiveValues v;
       v.head_position = raw->store->Head().position;
-      v.write_failed = raw->store->write_failed();
+      const WriteHealth health = raw->store->write_health();
+      v.write_failed = !health.status.ok();
+      v.write_failures_by_cause = health.failures_by_cause;
+      v.write_resumes = health.recoveries;
       const Ledger::SnapshotInfo snapshot = raw->ledger->last_snapshot();
       v.snapshot_position = snapshot.position;
       if (snapshot.position > 0) {
@@ -512,7 +558,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       return v;
     });
   }
-  impl->SetServing(true);
+  impl->SetReady(true);
   return std::unique_ptr<PoledgerServer>(new PoledgerServer(std::move(impl)));
 }
 
@@ -522,7 +568,7 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
     if (impl_->shutdown_started) return;
     impl_->shutdown_started = true;
   }
-  impl_->SetServing(false);
+  impl_->SetReady(false);
   // No scrape after this: it reads the ledger and the store.
   if (impl_->metrics != nullptr) impl_->metrics->StopServing();
   impl_->shutting_down.Notify();

@@ -3,9 +3,16 @@
 
 #include "eventstore/rocksdb_event_store.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 
 #include "absl/strings/str_cat.h"
 #include "eventstore/record_format.h"
@@ -16,6 +23,7 @@
 #include "rocksdb/file_system.h"
 #include "tests/eventstore/store_test_util.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/tmpfs.h"
 
 namespace poledger {
 namespace {
@@ -405,19 +413,37 @@ TEST_F(RocksDbEventStoreTest, FailedSyncMakesEveryLaterAppendFail) {
   std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
   RocksDbEventStoreOptions options = Options();
   options.env = env.get();
+  options.resume_interval = absl::Milliseconds(10);
+  std::atomic<int> reports{0};
+  options.on_write_health = [&](const absl::Status& s) {
+    EXPECT_FALSE(s.ok());  // Never resumes by itself.
+    ++reports;
+  };
   {
     auto store = MustOpen(options);
     ASSERT_OK(store->Append(OneEvent("a", ExpectedVersion::Any(), "ok")));
     fs->fail = true;
     auto failed = store->Append(OneEvent("a", ExpectedVersion::Any(), "lost?"));
-    EXPECT_FALSE(failed.ok());
+    EXPECT_THAT(failed, StatusIs(absl::StatusCode::kUnavailable,
+                                 HasSubstr("injected fsync failure")));
     EXPECT_EQ(store->Head().position, 1u);
     fs->fail = false;
+    absl::SleepFor(absl::Milliseconds(100));
     // Sticky: the disk works again, but nobody knows what reached it.
     EXPECT_THAT(store->Append(OneEvent("a", ExpectedVersion::Any(), "later")),
-                StatusIs(failed.status().code(), HasSubstr("refuses")));
+                StatusIs(absl::StatusCode::kUnavailable,
+                         HasSubstr("until the server is restarted")));
     EXPECT_EQ(store->Head().position, 1u);
+    const WriteHealth health = store->write_health();
+    EXPECT_FALSE(health.status.ok());
+    EXPECT_FALSE(health.resumes_by_itself);
+    EXPECT_EQ(health.failures, 1u);
+    EXPECT_EQ(health.failures_by_cause.at("io_error"), 1u);
+    EXPECT_EQ(health.recoveries, 0u);
+    // Reads go on.
+    EXPECT_OK(store->ReadForward(1, 10));
   }
+  EXPECT_EQ(reports.load(), 1);
   // After a reopen the acknowledged record is intact and the log is usable.
   auto store = MustOpen(options);
   ASSERT_GE(store->Head().position, 1u);
@@ -425,6 +451,83 @@ TEST_F(RocksDbEventStoreTest, FailedSyncMakesEveryLaterAppendFail) {
   ASSERT_OK(first);
   EXPECT_EQ((*first)[0].payload, "ok");
   ASSERT_OK(store->Append(OneEvent("a", ExpectedVersion::Any(), "after")));
+}
+
+// A full disk: every append is refused (UNAVAILABLE, saying so) while the
+// file system has no room, reads go on, and once space is freed the store
+// takes writes again by itself, with nothing acknowledged lost and the
+// chain whole after a reopen.
+TEST_F(RocksDbEventStoreTest, FullDiskRefusesWritesThenResumesOnceSpaceIsFreed) {
+  testing::Tmpfs fs(24u << 20);
+  if (!fs.ok()) GTEST_SKIP() << "mounting a tmpfs needs root";
+  ASSERT_TRUE(fs.Ballast("ballast", 12u << 20));
+  RocksDbEventStoreOptions options;
+  options.path = fs.path() + "/log";
+  options.resume_interval = absl::Milliseconds(20);
+  absl::Mutex mu;
+  std::vector<absl::Status> reports;
+  options.on_write_health = [&](const absl::Status& s) {
+    absl::MutexLock lock(&mu);
+    reports.push_back(s);
+  };
+  const std::string payload(64 << 10, 'p');
+  uint64_t acknowledged = 0;
+  {
+    auto store = MustOpen(options);
+    ASSERT_NE(store, nullptr);
+    absl::Status failed;
+    for (int i = 0; i < 1000 && failed.ok(); ++i) {
+      // Distinct bytes, so that compression does not make room.
+      auto r = store->Append(OneEvent(
+          absl::StrCat("s", i % 4), ExpectedVersion::Any(),
+          absl::StrCat(i, "-", std::string(payload.size(), 'a' + i % 26),
+                       random())));
+      if (r.ok()) {
+        acknowledged = r->last_position;
+      } else {
+        failed = r.status();
+      }
+    }
+    ASSERT_THAT(failed, StatusIs(absl::StatusCode::kUnavailable,
+                                 HasSubstr("No space left on device")));
+    EXPECT_THAT(failed.message(), HasSubstr("resume by themselves"));
+    EXPECT_EQ(store->Head().position, acknowledged);
+    WriteHealth health = store->write_health();
+    EXPECT_TRUE(health.resumes_by_itself);
+    EXPECT_EQ(health.failures_by_cause.at("no_space"), 1u);
+    // Still full: still refused, however long it waits.
+    absl::SleepFor(absl::Milliseconds(200));
+    EXPECT_THAT(store->Append(OneEvent("s0", ExpectedVersion::Any(), "x")),
+                StatusIs(absl::StatusCode::kUnavailable));
+    auto all = store->ReadForward(1, acknowledged + 10);
+    ASSERT_OK(all);
+    EXPECT_EQ(all->size(), acknowledged);
+
+    ASSERT_EQ(unlink((fs.path() + "/ballast").c_str()), 0);
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (store->write_failed() && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ASSERT_FALSE(store->write_failed()) << "writes did not resume";
+    auto after = store->Append(OneEvent("s0", ExpectedVersion::Any(), "after"));
+    ASSERT_OK(after);
+    EXPECT_EQ(after->first_position, acknowledged + 1);
+    acknowledged = after->last_position;
+    health = store->write_health();
+    EXPECT_EQ(health.failures, 1u);
+    EXPECT_EQ(health.recoveries, 1u);
+  }
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(reports.size(), 2u);
+    EXPECT_THAT(reports[0], StatusIs(absl::StatusCode::kUnavailable));
+    EXPECT_OK(reports[1]);
+  }
+  options.verify_from_mark = false;
+  auto store = MustOpen(options);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->Head().position, acknowledged);
+  ASSERT_OK(store->VerifyLog());
 }
 
 }  // namespace
