@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "base/thread_name.h"
+#include "eventstore/info_log.h"
 #include "eventstore/record_format.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
@@ -231,6 +232,17 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
   db_options.memtable_whole_key_filtering = true;
   db_options.memtable_prefix_bloom_size_ratio = 0.02;
   if (options.env != nullptr) db_options.env = options.env;
+  if (!options.read_only && options.secondary_path.empty()) {
+    // RocksDB's own LOG file aborts the process on the line after a write
+    // that found the disk full; ours drops the line instead.
+    std::error_code ignored;
+    if (options.create_if_missing) {
+      std::filesystem::create_directories(options.path, ignored);
+    }
+    if (std::filesystem::is_directory(options.path, ignored)) {
+      db_options.info_log = InfoLog::Open(options.path);
+    }
+  }
   auto listener = std::make_shared<ErrorListener>();
   db_options.listeners.push_back(listener);
   rocksdb::BlockBasedTableOptions table;

@@ -33,6 +33,7 @@
 #include "openssl/x509.h"
 #include "server/console_assets.h"
 #include "server/log.h"
+#include "server/log_limit.h"
 #include "server/services.h"
 
 namespace poledger {
@@ -166,15 +167,18 @@ std::string PeerOf(const httplib::Request& req) {
 void LogRejected(const httplib::Request& req, int http_status,
                  absl::string_view message) {
   if (http_status == 401) {
-    log::Warning("http_refused",
+    log::WriteLimited(log::Level::kWarning, "http_refused",
+                 absl::StrCat("http_refused|", req.path, "|", req.remote_addr),
                  absl::StrCat("HTTP ", req.path, " refused: ", message),
                  {{"code", "UNAUTHENTICATED"},
                   {"path", req.path},
                   {"peer", PeerOf(req)}});
     return;
   }
-  log::Info(
-      "http_rejected",
+  log::WriteLimited(
+      log::Level::kInfo, "http_rejected",
+      absl::StrCat("http_rejected|", http_status, "|", req.path, "|",
+                   req.remote_addr),
       absl::StrCat("HTTP ", req.method, " ", req.path, ": ", http_status, " ",
                    message),
       {{"status", http_status}, {"path", req.path}, {"peer", PeerOf(req)}});

@@ -54,6 +54,12 @@ class LiveCollectable final : public prometheus::Collectable {
                                  "after a full disk")
                            .Register(*registry_)
                            .Add({})),
+        log_suppressed_(prometheus::BuildCounter()
+                            .Name("poledger_log_lines_suppressed_total")
+                            .Help("Log lines left out by the repeat limit "
+                                  "(a few a second for each event, method, "
+                                  "code, reason and caller), by event")
+                            .Register(*registry_)),
         snapshot_position_(Gauge("poledger_snapshot_position",
                                  "Log position of the last saved snapshot")),
         snapshot_age_events_(Gauge("poledger_snapshot_age_events",
@@ -126,6 +132,9 @@ class LiveCollectable final : public prometheus::Collectable {
               it == v.write_failures_by_cause.end() ? 0 : it->second);
     }
     CountTo(write_resumes_, v.write_resumes);
+    for (const auto& [event, n] : v.log_lines_suppressed) {
+      CountTo(log_suppressed_.Add({{"event", event}}), n);
+    }
     snapshot_position_.Set(static_cast<double>(v.snapshot_position));
     snapshot_age_events_.Set(
         static_cast<double>(v.head_position - v.snapshot_position));
@@ -178,6 +187,7 @@ class LiveCollectable final : public prometheus::Collectable {
   prometheus::Gauge& write_failed_;
   prometheus::Family<prometheus::Counter>& write_failures_;
   prometheus::Counter& write_resumes_;
+  prometheus::Family<prometheus::Counter>& log_suppressed_;
   prometheus::Gauge& snapshot_position_;
   prometheus::Gauge& snapshot_age_events_;
   prometheus::Gauge& snapshot_age_seconds_;

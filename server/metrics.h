@@ -31,6 +31,8 @@ struct LiveValues {
   bool write_failed = false;
   std::map<std::string, uint64_t> write_failures_by_cause;
   uint64_t write_resumes = 0;
+  // Log lines left out by the repeat limit (log_limit.h), by event.
+  std::map<std::string, uint64_t> log_lines_suppressed;
   uint64_t snapshot_position = 0;
   double snapshot_age_seconds = 0;  // Since it was saved; 0 without one.
   double snapshot_duration_seconds = 0;

@@ -30,6 +30,7 @@
 #include "server/follower.h"
 #include "server/http_gateway.h"
 #include "server/log.h"
+#include "server/log_limit.h"
 #include "server/log_tail.h"
 #include "server/metrics.h"
 #include "server/parse_failure_interceptor.h"
@@ -509,6 +510,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       v.write_failed = !health.status.ok();
       v.write_failures_by_cause = health.failures_by_cause;
       v.write_resumes = health.recoveries;
+      v.log_lines_suppressed = log::SuppressedLines();
       const Ledger::SnapshotInfo snapshot = raw->ledger->last_snapshot();
       v.snapshot_position = snapshot.position;
       if (snapshot.position > 0) {

@@ -23,6 +23,7 @@
 #include "core/proto_time.h"
 #include "openssl/crypto.h"
 #include "server/log.h"
+#include "server/log_limit.h"
 #include "server/log_tail.h"
 #include "server/status_mapping.h"
 #include "server/tls.h"
@@ -178,7 +179,11 @@ std::optional<grpc::Status> Denied(const ServiceContext& ctx,
       code != absl::StatusCode::kPermissionDenied) {
     // Sent to the wrong shard, or a header that disagrees with the body: a
     // client's routing mistake, not a security event.
-    log::Info("call_misrouted",
+    log::WriteLimited(log::Level::kInfo, "call_misrouted",
+              absl::StrCat("call_misrouted|", rule != nullptr ? rule->method : "",
+                           "|", absl::StatusCodeToString(code), "|",
+                           core::ReasonOf(identity.status()), "|",
+                           log::PeerHost(context->peer())),
               absl::StrCat("refused ",
                            rule != nullptr ? rule->method
                                            : request.GetDescriptor()->name(),
@@ -189,14 +194,18 @@ std::optional<grpc::Status> Denied(const ServiceContext& ctx,
                {"peer", context->peer()}});
     return ToGrpcStatus(identity.status());
   }
-  log::Warning(
-      "call_refused",
+  const std::string caller = CallerIdentity(ctx, context);
+  log::WriteLimited(
+      log::Level::kWarning, "call_refused",
+      absl::StrCat("call_refused|", rule != nullptr ? rule->method : "", "|",
+                   absl::StatusCodeToString(identity.status().code()), "|",
+                   caller, "|", log::PeerHost(context->peer())),
       absl::StrCat(
           "refused ",
           rule != nullptr ? rule->method : request.GetDescriptor()->name(),
           ": ", absl::StatusCodeToString(identity.status().code())),
       {{"code", absl::StatusCodeToString(identity.status().code())},
-       {"identity", CallerIdentity(ctx, context)},
+       {"identity", caller},
        {"method", rule != nullptr ? rule->method : ""},
        {"peer", context->peer()}});
   return ToGrpcStatus(identity.status());
@@ -281,15 +290,28 @@ absl::StatusOr<v1::PurchaseOrder> CurrentPo(Ledger* ledger,
   return *std::move(out);
 }
 
+// Who a refusal is counted against in the log's repeat limit: the caller's
+// identity where there is one, and its host.
+std::string CallerKey(const ServiceContext& ctx,
+                      const grpc::ServerContextBase* context) {
+  return absl::StrCat(ctx.require_identity ? CallerIdentity(ctx, context) : "",
+                      "@", log::PeerHost(context->peer()));
+}
+
 // One log line for a write the server refused: code, reason, method,
-// account and request id (never the request's body).
+// account and request id (never the request's body), at most a few a
+// second for each method, code, reason and caller.
 void LogRefusedWrite(const absl::Status& status,
                      const google::protobuf::Descriptor* request,
                      const std::string& account_id,
-                     const std::string& request_id) {
+                     const std::string& request_id, const std::string& caller) {
   const api::MethodRule* rule = api::RuleFor(request);
   const std::string method = rule != nullptr ? rule->method : request->name();
-  log::Info("write_refused",
+  const std::string code = absl::StatusCodeToString(status.code());
+  const std::string reason = core::ReasonOf(status);
+  log::WriteLimited(log::Level::kInfo, "write_refused",
+            absl::StrCat("write_refused|", method, "|", code, "|", reason,
+                         "|", caller),
             absl::StrCat("refused ", method, ": ",
                          absl::StatusCodeToString(status.code())),
             {{"code", absl::StatusCodeToString(status.code())},
@@ -315,14 +337,15 @@ grpc::ServerUnaryReactor* ExecuteThen(
       ContextOf(*ctx, context, account_id, request_id), std::move(command),
       options,
       [reactor, response, shape, account_id, request_id,
-       preview = options.validate_only,
+       caller = CallerKey(*ctx, context), preview = options.validate_only,
        then = std::move(then)](absl::StatusOr<ExecuteResult> result) mutable {
         absl::StatusOr<Response> out =
             result.ok() ? then(*result) : absl::StatusOr<Response>(result.status());
         if (!out.ok()) {
           const absl::Status refused = api::InRequest(out.status(), shape);
           if (!preview) {
-            LogRefusedWrite(refused, shape.request, account_id, request_id);
+            LogRefusedWrite(refused, shape.request, account_id, request_id,
+                            caller);
           }
           reactor->Finish(ToGrpcStatus(refused));
           return;
@@ -356,7 +379,8 @@ grpc::ServerUnaryReactor* ExecuteBuiltForPo(
     absl::StatusOr<Command> cmd, api::RequestShape shape,
     v1::PurchaseOrder* response) {
   if (!cmd.ok()) {
-    LogRefusedWrite(cmd.status(), shape.request, account_id, request_id);
+    LogRefusedWrite(cmd.status(), shape.request, account_id, request_id,
+                    CallerKey(*ctx, context));
     return Reply(context, ToGrpcStatus(cmd.status()));
   }
   const std::string po_id = cmd->purchase_order_id;
@@ -784,7 +808,8 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordInvoice(
   if (!data.ok()) {
     if (!request->validate_only()) {
       LogRefusedWrite(data.status(), request->GetDescriptor(),
-                      request->account_id(), request->request_id());
+                      request->account_id(), request->request_id(),
+                      CallerKey(*ctx_, context));
     }
     return Reply(context, ToGrpcStatus(data.status()));
   }
@@ -813,8 +838,11 @@ class InvoiceBatch {
 
   InvoiceBatch(const v1::BatchRecordInvoicesRequest* request,
                v1::BatchRecordInvoicesResponse* response,
-               grpc::ServerUnaryReactor* reactor)
-      : request_(request), response_(response), reactor_(reactor) {
+               grpc::ServerUnaryReactor* reactor, std::string caller)
+      : request_(request),
+        response_(response),
+        reactor_(reactor),
+        caller_(std::move(caller)) {
     response_->mutable_results()->Reserve(request->requests_size());
     for (int i = 0; i < request->requests_size(); ++i) {
       response_->add_results();
@@ -830,7 +858,7 @@ class InvoiceBatch {
     const v1::RecordInvoiceRequest& item = request_->requests(i);
     if (!request_->validate_only()) {
       LogRefusedWrite(in_batch, v1::BatchRecordInvoicesRequest::descriptor(),
-                      item.account_id(), "");
+                      item.account_id(), "", caller_);
     }
     *response_->mutable_results(i)->mutable_error() =
         api::ToRpcStatus(in_batch);
@@ -893,6 +921,8 @@ class InvoiceBatch {
   const v1::BatchRecordInvoicesRequest* const request_;
   v1::BatchRecordInvoicesResponse* const response_;
   grpc::ServerUnaryReactor* const reactor_;
+  // CallerKey's, for the refusals' log lines.
+  const std::string caller_;
   absl::Mutex mu_;
   int outstanding_ ABSL_GUARDED_BY(mu_) = 0;
 };
@@ -930,12 +960,14 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::BatchRecordInvoices(
   }
   if (!malformed.ok()) {
     if (!request->validate_only()) {
-      LogRefusedWrite(malformed, request->GetDescriptor(), "", "");
+      LogRefusedWrite(malformed, request->GetDescriptor(), "", "",
+                      CallerKey(*ctx_, context));
     }
     return Reply(context, ToGrpcStatus(malformed));
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  auto* batch = new InvoiceBatch(request, response, reactor);
+  auto* batch = new InvoiceBatch(request, response, reactor,
+                                 CallerKey(*ctx_, context));
   const std::shared_ptr<const api::Authorizer> authorizer = ctx_->authorizer();
   const std::string identity =
       ctx_->require_identity ? CallerIdentity(*ctx_, context) : "";
@@ -1035,7 +1067,8 @@ grpc::ServerUnaryReactor* InvoiceServiceImpl::RecordMarketplaceTransaction(
   absl::StatusOr<core::RecordMarketplaceTransaction> cmd = build();
   if (!cmd.ok()) {
     LogRefusedWrite(cmd.status(), request->GetDescriptor(),
-                    request->account_id(), request->request_id());
+                    request->account_id(), request->request_id(),
+                    CallerKey(*ctx_, context));
     return Reply(context, ToGrpcStatus(cmd.status()));
   }
   return ExecuteThen(

@@ -46,11 +46,12 @@ class Server:
     client's `credentials`."""
 
     def __init__(self, clock="manual:2026-02-01T00:00:00Z", extra=(),
-                 credentials=None):
+                 credentials=None, data_dir=None):
         self.dir = tempfile.mkdtemp(prefix="poledger-e2e-")
+        self.data_dir = data_dir or os.path.join(self.dir, "data")
         self.proc = subprocess.Popen(
             [os.environ["POLEDGER_SERVER"], "--listen=127.0.0.1:0",
-             "--data-dir=" + os.path.join(self.dir, "data"),
+             "--data-dir=" + self.data_dir,
              "--clock=" + clock, "--heartbeat-seconds=0.5"] + list(extra),
             stderr=subprocess.PIPE, text=True)
         self.output = []
