@@ -139,6 +139,25 @@ std::string Sha256Hex(absl::string_view text) {
   return out;
 }
 
+// When the peer's verified client certificate expires; nullopt without one.
+std::optional<absl::Time> ExpiryOfPeer(const SSL* ssl) {
+  if (ssl == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) {
+    return std::nullopt;
+  }
+  X509* cert = SSL_get_peer_certificate(ssl);
+  if (cert == nullptr) return std::nullopt;
+  std::optional<absl::Time> expiry;
+  unsigned char* der = nullptr;
+  const int n = i2d_X509(cert, &der);
+  if (n > 0) {
+    expiry = CertificateExpiryOfDer(
+        absl::string_view(reinterpret_cast<char*>(der), n));
+    OPENSSL_free(der);
+  }
+  X509_free(cert);
+  return expiry;
+}
+
 // The peer's verified client certificate's identity, "" without one.
 std::string IdentityOfPeer(const SSL* ssl) {
   if (ssl == nullptr) return "";
@@ -305,6 +324,12 @@ struct HttpGateway::Impl {
              grpc::ClientContext* context) const {
     context->AddMetadata(kGatewaySecretHeader, options.secret);
     context->AddMetadata(kGatewayIdentityHeader, identity);
+    if (options.require_identity) {
+      if (std::optional<absl::Time> expiry = ExpiryOfPeer(req.ssl)) {
+        context->AddMetadata(kGatewayCertExpiryHeader,
+                             absl::StrCat(absl::ToUnixSeconds(*expiry)));
+      }
+    }
     for (const char* header : {kAccountHeader, kShardHeader}) {
       if (req.has_header(header)) {
         context->AddMetadata(header, req.get_header_value(header));

@@ -59,6 +59,13 @@ void LogTail::Stop() {
   }
 }
 
+void LogTail::RecheckAll() {
+  absl::MutexLock lock(&mu_);
+  for (auto& [account, subscribers] : by_account_) {
+    for (Subscriber* s : subscribers) s->Recheck();
+  }
+}
+
 size_t LogTail::subscribers() const {
   absl::MutexLock lock(&mu_);
   return count_;

@@ -46,6 +46,9 @@ class LogTail {
     // The position through which it has written, or had no use for, every
     // record, the tail having offered it those through `offered`.
     virtual uint64_t Progress(uint64_t offered) const = 0;
+    // Who may read what changed (a policy reload): check the caller's
+    // access again, and end at once without it.
+    virtual void Recheck() = 0;
   };
 
   // Starts following `store` (not owned) from its current head.
@@ -69,6 +72,10 @@ class LogTail {
   void Unregister(Subscriber* s);
   // Closes every subscriber and refuses new ones (they are closed at once).
   void Stop();
+  // Calls Recheck on every subscriber, under the lock Offer runs under:
+  // once it returns, no subscriber whose access is gone is offered another
+  // record.
+  void RecheckAll();
 
   size_t subscribers() const;
 

@@ -54,6 +54,19 @@ class LiveCollectable final : public prometheus::Collectable {
                                  "after a full disk")
                            .Register(*registry_)
                            .Add({})),
+        streams_refused_(prometheus::BuildCounter()
+                             .Name("poledger_streams_refused_total")
+                             .Help("Streams refused because their caller "
+                                   "already had --max-streams-per-identity "
+                                   "open")
+                             .Register(*registry_)
+                             .Add({})),
+        streams_ended_(prometheus::BuildCounter()
+                           .Name("poledger_streams_ended_total")
+                           .Help("Streams the server ended: why=revoked (a "
+                                 "policy reload took the caller's access), "
+                                 "why=certificate_expired")
+                           .Register(*registry_)),
         log_suppressed_(prometheus::BuildCounter()
                             .Name("poledger_log_lines_suppressed_total")
                             .Help("Log lines left out by the repeat limit "
@@ -132,6 +145,10 @@ class LiveCollectable final : public prometheus::Collectable {
               it == v.write_failures_by_cause.end() ? 0 : it->second);
     }
     CountTo(write_resumes_, v.write_resumes);
+    CountTo(streams_refused_, v.streams_refused);
+    CountTo(streams_ended_.Add({{"why", "revoked"}}), v.streams_revoked);
+    CountTo(streams_ended_.Add({{"why", "certificate_expired"}}),
+            v.streams_expired);
     for (const auto& [event, n] : v.log_lines_suppressed) {
       CountTo(log_suppressed_.Add({{"event", event}}), n);
     }
@@ -187,6 +204,8 @@ class LiveCollectable final : public prometheus::Collectable {
   prometheus::Gauge& write_failed_;
   prometheus::Family<prometheus::Counter>& write_failures_;
   prometheus::Counter& write_resumes_;
+  prometheus::Counter& streams_refused_;
+  prometheus::Family<prometheus::Counter>& streams_ended_;
   prometheus::Family<prometheus::Counter>& log_suppressed_;
   prometheus::Gauge& snapshot_position_;
   prometheus::Gauge& snapshot_age_events_;

@@ -31,6 +31,11 @@ struct LiveValues {
   bool write_failed = false;
   std::map<std::string, uint64_t> write_failures_by_cause;
   uint64_t write_resumes = 0;
+  // Streams refused for the per-caller limit; ended because their caller
+  // lost its access (a policy reload) or its certificate expired.
+  uint64_t streams_refused = 0;
+  uint64_t streams_revoked = 0;
+  uint64_t streams_expired = 0;
   // Log lines left out by the repeat limit (log_limit.h), by event.
   std::map<std::string, uint64_t> log_lines_suppressed;
   uint64_t snapshot_position = 0;

@@ -258,6 +258,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   ctx.manual_clock = impl->manual_clock;
   ctx.heartbeat_interval = options.heartbeat_interval;
   ctx.stream_queue_records = static_cast<size_t>(options.stream_queue_records);
+  ctx.max_streams_per_identity = options.max_streams_per_identity;
   ctx.start_time = absl::Now();
   ctx.version = "0.1.0";
   if (!options.shard.empty()) {
@@ -511,6 +512,9 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       v.write_failures_by_cause = health.failures_by_cause;
       v.write_resumes = health.recoveries;
       v.log_lines_suppressed = log::SuppressedLines();
+      v.streams_refused = raw->context.streams_refused.load();
+      v.streams_revoked = raw->context.streams_revoked.load();
+      v.streams_expired = raw->context.streams_expired.load();
       const Ledger::SnapshotInfo snapshot = raw->ledger->last_snapshot();
       v.snapshot_position = snapshot.position;
       if (snapshot.position > 0) {
@@ -610,6 +614,10 @@ absl::Status PoledgerServer::Reload() {
     if (authorizer.ok()) {
       impl_->context.set_authorizer(
           std::make_shared<const api::Authorizer>(*std::move(authorizer)));
+      // Open streams whose caller lost its access end now.
+      if (LogTail* tail = impl_->context.tail.load(std::memory_order_acquire)) {
+        tail->RecheckAll();
+      }
     } else {
       errors.push_back(
           absl::StrCat("policy kept: ", authorizer.status().message()));

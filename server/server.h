@@ -54,6 +54,11 @@ struct ServerOptions {
   // Records a subscription queues for a client that reads slowly; past
   // that it reads them from the log again when the client catches up.
   int stream_queue_records = 1024;
+  // Streams (SubscribeEvents, SubscribeNotifications, over gRPC and as
+  // server-sent events together) one caller may hold open; one more is
+  // RESOURCE_EXHAUSTED, reason TOO_MANY_STREAMS. The caller is its
+  // identity, or its host on a server without TLS. 0: no limit.
+  int max_streams_per_identity = 100;
 
   // Security. Mutual TLS: the server's certificate chain and key, and the
   // CA bundle that signs client certificates (all three, or none for

@@ -103,6 +103,12 @@ int main(int argc, char** argv) {
                  "them from the log again")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--max-streams-per-identity",
+                 options.max_streams_per_identity,
+                 "Streams one caller may hold open (gRPC and HTTP together; "
+                 "0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 20));
   app.add_option("--tls-cert", options.tls_cert,
                  "PEM certificate chain of the server (mutual TLS; re-read on "
                  "SIGHUP)");

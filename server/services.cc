@@ -79,6 +79,36 @@ std::string CallerIdentity(const ServiceContext& ctx,
   return IdentityOfDer(der);
 }
 
+std::optional<absl::Time> CallerCertificateExpiry(
+    const ServiceContext& ctx, const grpc::ServerContextBase* context) {
+  if (GatewayIdentity(ctx, context).has_value()) {
+    auto expiry = context->client_metadata().find(kGatewayCertExpiryHeader);
+    int64_t seconds = 0;
+    if (expiry == context->client_metadata().end() ||
+        !absl::SimpleAtoi(absl::string_view(expiry->second.data(),
+                                            expiry->second.size()),
+                          &seconds)) {
+      return std::nullopt;
+    }
+    return absl::FromUnixSeconds(seconds);
+  }
+  const std::string identity = IdentityOf(context);
+  if (!identity.empty() &&
+      std::find(ctx.trusted_proxies.begin(), ctx.trusted_proxies.end(),
+                identity) != ctx.trusted_proxies.end()) {
+    auto header = context->client_metadata().find(kForwardedCertHeader);
+    std::string der;
+    if (header == context->client_metadata().end() ||
+        !absl::Base64Unescape(
+            absl::string_view(header->second.data(), header->second.size()),
+            &der)) {
+      return std::nullopt;
+    }
+    return CertificateExpiryOfDer(der);
+  }
+  return CertificateExpiryOf(context);
+}
+
 absl::Status CheckAccountRouting(const ServiceContext& ctx,
                                  const grpc::ServerContextBase* context,
                                  const std::string& account_id) {

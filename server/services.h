@@ -26,6 +26,7 @@
 #include "poledger/v1/purchase_orders.grpc.pb.h"
 #include "server/arena_messages.h"
 #include "server/follower.h"
+#include "server/stream_slots.h"
 
 namespace poledger {
 
@@ -53,6 +54,9 @@ inline constexpr char kForwardedCertHeader[] = "x-poledger-client-cert";
 // process, never on the network).
 inline constexpr char kGatewaySecretHeader[] = "x-poledger-gateway-secret";
 inline constexpr char kGatewayIdentityHeader[] = "x-poledger-gateway-identity";
+// With the identity of a client certificate: its notAfter, Unix seconds.
+inline constexpr char kGatewayCertExpiryHeader[] =
+    "x-poledger-gateway-cert-expiry";
 
 struct ServiceContext {
   // Null until the ledger has loaded; calls meanwhile get UNAVAILABLE.
@@ -104,7 +108,20 @@ struct ServiceContext {
   void set_authorizer(std::shared_ptr<const api::Authorizer> a) {
     absl::MutexLock lock(&authz_mu);
     authorizer_ = std::move(a);
+    policy_generation.fetch_add(1);
   }
+  // Bumped by every set_authorizer: a stream authorized under an older
+  // generation checks its access again once it is registered.
+  std::atomic<uint64_t> policy_generation{0};
+
+  // Open streams are limited per caller (0: no limit).
+  int max_streams_per_identity = 100;
+  StreamSlots stream_slots;
+  // Streams refused for the limit, and ended because their caller's access
+  // was taken away or its certificate expired (for metrics).
+  std::atomic<uint64_t> streams_refused{0};
+  std::atomic<uint64_t> streams_revoked{0};
+  std::atomic<uint64_t> streams_expired{0};
 
  private:
   mutable absl::Mutex authz_mu;
@@ -122,6 +139,11 @@ struct ServiceContext {
 // trusted proxy the certificate it forwards ("" without one).
 std::string CallerIdentity(const ServiceContext& ctx,
                            const grpc::ServerContextBase* context);
+// When that caller's client certificate expires: the verified one, the one
+// a trusted proxy forwards, or the one the HTTP gateway vouches for
+// (kGatewayCertExpiryHeader); nullopt without one (a bearer token).
+std::optional<absl::Time> CallerCertificateExpiry(
+    const ServiceContext& ctx, const grpc::ServerContextBase* context);
 
 absl::StatusOr<std::string> Authorize(const ServiceContext& ctx,
                                       const grpc::ServerContextBase* context,

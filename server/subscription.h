@@ -53,6 +53,18 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
     std::function<Response(uint64_t)> heartbeat;
     // When the call is done, with the last position sent (optional).
     std::function<void(uint64_t)> on_done;
+    // Checks the caller's access again (optional): an error ends the call
+    // with it. Called after a policy reload, and at Start when the policy
+    // changed since the call was authorized (`authorized_generation`
+    // against `policy_generation()`), so that a reload racing the call's
+    // start cannot leave it open.
+    std::function<absl::Status()> recheck;
+    std::function<uint64_t()> policy_generation;
+    uint64_t authorized_generation = 0;
+    // When the caller's client certificate expires (optional): the call
+    // ends then, UNAUTHENTICATED.
+    std::optional<absl::Time> expires;
+    std::function<absl::Status()> expired;
   };
 
   static constexpr size_t kReadBatch = 256;
@@ -76,8 +88,18 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
       absl::MutexLock lock(&s->mu_);
       s->through_ = std::max(head, offered);
     }
+    if (s->hooks_.policy_generation &&
+        s->hooks_.policy_generation() != s->hooks_.authorized_generation) {
+      s->Recheck();
+    }
     s->Pump();
     return s;
+  }
+
+  void Recheck() override {
+    if (!hooks_.recheck) return;
+    absl::Status allowed = hooks_.recheck();
+    if (!allowed.ok()) EndWith(std::move(allowed), false);
   }
 
   const std::string& account() const override { return account_; }
@@ -101,6 +123,12 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
   }
 
   void Tick(uint64_t head, absl::Time now) override {
+    if (hooks_.expires.has_value() && now >= *hooks_.expires) {
+      EndWith(hooks_.expired ? hooks_.expired()
+                             : absl::UnauthenticatedError("certificate expired"),
+              false);
+      return;
+    }
     bool pump = false;
     {
       absl::MutexLock lock(&mu_);

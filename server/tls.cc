@@ -216,7 +216,47 @@ std::string IdentityOfCert(const Cert& cert) {
   return identity;
 }
 
+std::optional<absl::Time> ExpiryOfCert(const Cert& cert) {
+  const ASN1_TIME* not_after = X509_get0_notAfter(cert.get());
+  struct tm t = {};
+  if (not_after == nullptr || ASN1_TIME_to_tm(not_after, &t) != 1) {
+    ERR_clear_error();
+    return std::nullopt;
+  }
+  return absl::FromTM(t, absl::UTCTimeZone());
+}
+
 }  // namespace
+
+std::optional<absl::Time> CertificateExpiryOfPem(const std::string& pem) {
+  Bio bio = MemBio(pem);
+  Cert cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (cert == nullptr) {
+    ERR_clear_error();
+    return std::nullopt;
+  }
+  return ExpiryOfCert(cert);
+}
+
+std::optional<absl::Time> CertificateExpiryOfDer(absl::string_view der) {
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(der.data());
+  Cert cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (cert == nullptr) {
+    ERR_clear_error();
+    return std::nullopt;
+  }
+  return ExpiryOfCert(cert);
+}
+
+std::optional<absl::Time> CertificateExpiryOf(
+    const grpc::ServerContextBase* context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
+  if (auth == nullptr || !auth->IsPeerAuthenticated()) return std::nullopt;
+  std::vector<grpc::string_ref> pem =
+      auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  if (pem.empty()) return std::nullopt;
+  return CertificateExpiryOfPem(std::string(pem[0].data(), pem[0].size()));
+}
 
 std::string IdentityOfPem(const std::string& pem) {
   Bio bio = MemBio(pem);

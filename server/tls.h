@@ -15,12 +15,14 @@
 #define POLEDGER_SERVER_TLS_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_context.h"
 
@@ -68,6 +70,13 @@ std::string IdentityOf(const grpc::ServerContextBase* context);
 std::string IdentityOfPem(const std::string& pem);
 // The same of a DER certificate; "" if `der` is not exactly one.
 std::string IdentityOfDer(absl::string_view der);
+
+// When the caller's verified client certificate expires (its notAfter);
+// nullopt without one. The same of a PEM or DER certificate.
+std::optional<absl::Time> CertificateExpiryOf(
+    const grpc::ServerContextBase* context);
+std::optional<absl::Time> CertificateExpiryOfPem(const std::string& pem);
+std::optional<absl::Time> CertificateExpiryOfDer(absl::string_view der);
 
 }  // namespace poledger
 

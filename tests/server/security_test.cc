@@ -12,7 +12,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "api/authz.h"
@@ -27,6 +29,10 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "ledger/ledger.h"
+#include "openssl/evp.h"
+#include "openssl/pem.h"
+#include "openssl/x509.h"
+#include "openssl/x509v3.h"
 #include "poledger/v1/invoices.grpc.pb.h"
 #include "poledger/v1/log.grpc.pb.h"
 #include "poledger/v1/purchase_orders.grpc.pb.h"
@@ -613,6 +619,212 @@ TEST_F(SecurityTest, RotatedCertificatesServeNewConnectionsAndStreamsGoOn) {
   while (reader->Read(&msg)) {
   }
   reader->Finish();
+}
+
+// --- Revocation reaches open streams --------------------------------------
+
+// The policy without the bindings of `gone` (identities).
+std::string PolicyWithout(const std::set<std::string>& gone) {
+  std::string kept;
+  for (absl::string_view line : absl::StrSplit(Policy(), '\n')) {
+    bool drop = false;
+    for (const std::string& who : gone) {
+      if (absl::StrContains(line, absl::StrCat("\"", who, "\""))) drop = true;
+    }
+    if (!drop && !line.empty()) absl::StrAppend(&kept, line, "\n");
+  }
+  return kept;
+}
+
+// Reads `reader` until its caught_up marker.
+template <typename Reader, typename Message>
+bool ReadToCaughtUp(Reader* reader, Message* msg) {
+  while (reader->Read(msg)) {
+    if (msg->has_caught_up()) return true;
+  }
+  return false;
+}
+
+TEST_F(SecurityTest, APolicyReloadEndsTheStreamsOfCallersWhoLostAccess) {
+  auto root_pos = v1::PurchaseOrderService::NewStub(Channel("root"));
+  {
+    grpc::ClientContext ctx;
+    v1::CreatePurchaseOrderRequest req;
+    req.set_account_id(kA);
+    *req.mutable_purchase_order() = NewPo("po");
+    v1::PurchaseOrder out;
+    ASSERT_TRUE(root_pos->CreatePurchaseOrder(&ctx, req, &out).ok());
+  }
+  // Notification streams of account A: the viewer's (to be revoked) and
+  // the biller's (kept); every account's: the notifier's (kept); the whole
+  // log: the auditor's (to be revoked).
+  struct NotificationStream {
+    std::unique_ptr<v1::NotificationService::Stub> stub;
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<v1::SubscribeNotificationsResponse>>
+        reader;
+  };
+  auto open_notifications = [&](const std::string& who,
+                                const std::string& account,
+                                bool allowed = true) {
+    auto s = std::make_unique<NotificationStream>();
+    s->stub = v1::NotificationService::NewStub(Channel(who));
+    s->ctx.set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::seconds(60));
+    v1::SubscribeNotificationsRequest req;
+    req.set_account_id(account);
+    s->reader = s->stub->SubscribeNotifications(&s->ctx, req);
+    v1::SubscribeNotificationsResponse msg;
+    EXPECT_EQ(ReadToCaughtUp(s->reader.get(), &msg), allowed) << who;
+    return s;
+  };
+  auto viewer = open_notifications("viewer-a", kA);
+  auto biller = open_notifications("biller-a", kA);
+  auto notifier = open_notifications("notifier", "");
+  auto log = v1::EventLogService::NewStub(Channel("auditor"));
+  grpc::ClientContext log_ctx;
+  log_ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(60));
+  auto events = log->SubscribeEvents(&log_ctx, v1::SubscribeEventsRequest());
+  v1::SubscribeEventsResponse event;
+  ASSERT_TRUE(ReadToCaughtUp(events.get(), &event));
+
+  WriteAll(dir_.path() + "/policy.textproto",
+           PolicyWithout({Spiffe("viewer-a"), Spiffe("auditor")}));
+  ASSERT_OK(server_->Reload());
+  const uint64_t head_at_reload = head();
+
+  // Raised after the reload: the 75% alert of account A.
+  auto root_invoices = v1::InvoiceService::NewStub(Channel("root"));
+  {
+    grpc::ClientContext ctx;
+    v1::RecordInvoiceRequest req;
+    req.set_account_id(kA);
+    v1::Invoice* inv = req.mutable_invoice();
+    inv->set_invoice_id("inv-after-reload");
+    inv->set_bill_from(kAws);
+    inv->set_category(v1::INVOICE_CATEGORY_MONTHLY_USAGE);
+    inv->set_billing_period("2026-02");
+    inv->mutable_amount()->set_currency_code("USD");
+    inv->mutable_amount()->set_units(800);
+    v1::Invoice out;
+    ASSERT_TRUE(root_invoices->RecordInvoice(&ctx, req, &out).ok());
+  }
+
+  // The revoked streams end PERMISSION_DENIED with nothing raised after.
+  v1::SubscribeNotificationsResponse note;
+  while (viewer->reader->Read(&note)) {
+    EXPECT_FALSE(note.has_notification()) << note.DebugString();
+  }
+  grpc::Status ended = viewer->reader->Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ReasonOf(ended), "PERMISSION_DENIED");
+  while (events->Read(&event)) {
+    if (event.has_event()) {
+      EXPECT_LE(event.event().position(), head_at_reload);
+    }
+  }
+  EXPECT_EQ(events->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  // The kept ones get the new notification, and nothing is missed.
+  for (NotificationStream* kept : {biller.get(), notifier.get()}) {
+    bool got = false;
+    while (!got && kept->reader->Read(&note)) {
+      if (note.has_notification()) {
+        EXPECT_EQ(note.notification().account_id(), kA);
+        EXPECT_GT(note.notification().position(), head_at_reload);
+        got = true;
+      }
+    }
+    EXPECT_TRUE(got);
+    kept->ctx.TryCancel();
+    while (kept->reader->Read(&note)) {
+    }
+    kept->reader->Finish();
+  }
+
+  // And the revoked caller cannot open a new one.
+  auto again = open_notifications("viewer-a", kA, /*allowed=*/false);
+  EXPECT_EQ(again->reader->Finish().error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
+// Writes NAME.pem and NAME.key: a client certificate for
+// spiffe://poledger.test/`identity`, signed by the test CA, that expires
+// `lifetime` from now.
+void MakeShortLivedCert(const std::string& dir, const std::string& ca_dir,
+                        const std::string& name, const std::string& identity,
+                        absl::Duration lifetime) {
+  const auto made = testing::RunCommand(absl::StrCat(
+      "cd ", dir, " && openssl genpkey -algorithm EC -pkeyopt "
+      "ec_paramgen_curve:P-256 -out ", name, ".key 2>&1 && "
+      "openssl req -new -key ", name, ".key -subj /CN=", name, " -out ",
+      name, ".csr 2>&1"));
+  ASSERT_EQ(made.exit_code, 0) << made.out;
+  // openssl x509 counts validity in days: set the end time with the API.
+  std::unique_ptr<BIO, decltype(&BIO_free)> csr_bio(
+      BIO_new_file((dir + "/" + name + ".csr").c_str(), "r"), BIO_free);
+  std::unique_ptr<X509_REQ, decltype(&X509_REQ_free)> csr(
+      PEM_read_bio_X509_REQ(csr_bio.get(), nullptr, nullptr, nullptr),
+      X509_REQ_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> ca_bio(
+      BIO_new_file((ca_dir + "/ca.pem").c_str(), "r"), BIO_free);
+  std::unique_ptr<X509, decltype(&X509_free)> ca(
+      PEM_read_bio_X509(ca_bio.get(), nullptr, nullptr, nullptr), X509_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> key_bio(
+      BIO_new_file((ca_dir + "/ca.key").c_str(), "r"), BIO_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> ca_key(
+      PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr),
+      EVP_PKEY_free);
+  ASSERT_TRUE(csr != nullptr && ca != nullptr && ca_key != nullptr);
+  std::unique_ptr<X509, decltype(&X509_free)> cert(X509_new(), X509_free);
+  X509_set_version(cert.get(), 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 4242);
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(ca.get()));
+  X509_set_subject_name(cert.get(), X509_REQ_get_subject_name(csr.get()));
+  X509_set_pubkey(cert.get(), X509_REQ_get0_pubkey(csr.get()));
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()),
+                  static_cast<long>(absl::ToInt64Seconds(lifetime)));
+  X509V3_CTX v3;
+  X509V3_set_ctx(&v3, ca.get(), cert.get(), nullptr, nullptr, 0);
+  const std::string san = "URI:" + Spiffe(identity);
+  for (auto [nid, value] : {std::pair<int, const char*>{NID_subject_alt_name,
+                                                        san.c_str()},
+                            {NID_ext_key_usage, "clientAuth"}}) {
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &v3, nid, value);
+    ASSERT_NE(ext, nullptr);
+    X509_add_ext(cert.get(), ext, -1);
+    X509_EXTENSION_free(ext);
+  }
+  ASSERT_GT(X509_sign(cert.get(), ca_key.get(), EVP_sha256()), 0);
+  std::unique_ptr<BIO, decltype(&BIO_free)> out(
+      BIO_new_file((dir + "/" + name + ".pem").c_str(), "w"), BIO_free);
+  ASSERT_EQ(PEM_write_bio_X509(out.get(), cert.get()), 1);
+}
+
+TEST_F(SecurityTest, AStreamEndsUnauthenticatedWhenItsCertificateExpires) {
+  MakeShortLivedCert(certs_->path(), certs_->path(), "short-lived", "viewer-a",
+                     absl::Seconds(4));
+  const absl::Time opened = absl::Now();
+  auto stub = v1::NotificationService::NewStub(Channel("short-lived"));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  v1::SubscribeNotificationsRequest req;
+  req.set_account_id(kA);
+  auto reader = stub->SubscribeNotifications(&ctx, req);
+  v1::SubscribeNotificationsResponse msg;
+  ASSERT_TRUE(ReadToCaughtUp(reader.get(), &msg));
+  while (reader->Read(&msg)) {
+  }
+  const grpc::Status ended = reader->Finish();
+  const absl::Duration open_for = absl::Now() - opened;
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(ReasonOf(ended), "CERTIFICATE_EXPIRED");
+  // At the expiry (whole seconds, checked on the stream's one-second tick),
+  // not at the 60 s deadline.
+  EXPECT_GE(open_for, absl::Seconds(2));
+  EXPECT_LE(open_for, absl::Seconds(7));
 }
 
 // --- The shipped clients ---------------------------------------------------
