@@ -32,6 +32,7 @@
 #include "openssl/ssl.h"
 #include "openssl/x509.h"
 #include "server/console_assets.h"
+#include "server/http_pool.h"
 #include "server/log.h"
 #include "server/log_limit.h"
 #include "server/services.h"
@@ -298,23 +299,30 @@ struct HttpGateway::Impl {
     if (!options.require_identity) return std::string();
     std::string identity = IdentityOfPeer(req.ssl);
     if (!identity.empty()) return identity;
-    const std::string authorization = req.get_header_value("Authorization");
-    if (absl::StartsWithIgnoreCase(authorization, "Bearer ")) {
-      const std::string token(absl::StripAsciiWhitespace(
-          absl::string_view(authorization).substr(7)));
-      std::shared_ptr<const api::Authorizer> authorizer = options.authorizer();
-      if (!token.empty() && authorizer != nullptr) {
-        identity = authorizer->IdentityOfTokenHash(Sha256Hex(token));
-      }
-      if (identity.empty()) {
-        return absl::UnauthenticatedError(
-            "the bearer token is not one the policy knows");
-      }
-      return identity;
+    if (TokenHashOf(req).empty()) {
+      return absl::UnauthenticatedError(
+          "this server needs a client certificate or an "
+          "\"Authorization: Bearer TOKEN\" header");
     }
-    return absl::UnauthenticatedError(
-        "this server needs a client certificate or an "
-        "\"Authorization: Bearer TOKEN\" header");
+    std::shared_ptr<const api::Authorizer> authorizer = options.authorizer();
+    if (authorizer != nullptr) {
+      identity = authorizer->IdentityOfTokenHash(TokenHashOf(req));
+    }
+    if (identity.empty()) {
+      return absl::UnauthenticatedError(
+          "the bearer token is not one the policy knows");
+    }
+    return identity;
+  }
+
+  // The SHA-256 (hex) of the request's bearer token, "" without one.
+  static std::string TokenHashOf(const httplib::Request& req) {
+    const std::string authorization = req.get_header_value("Authorization");
+    if (!absl::StartsWithIgnoreCase(authorization, "Bearer ")) return "";
+    const std::string token(absl::StripAsciiWhitespace(
+        absl::string_view(authorization).substr(7)));
+    if (token.empty()) return "";
+    return Sha256Hex(token);
   }
 
   // Marks a call as the gateway's, made for `identity`, with the routing
@@ -324,6 +332,13 @@ struct HttpGateway::Impl {
              grpc::ClientContext* context) const {
     context->AddMetadata(kGatewaySecretHeader, options.secret);
     context->AddMetadata(kGatewayIdentityHeader, identity);
+    context->AddMetadata(kGatewayPeerHeader,
+                         absl::StrCat(req.remote_addr, ":", req.remote_port));
+    if (options.require_identity && IdentityOfPeer(req.ssl).empty()) {
+      // A bearer token's identity: each check of the call (a stream's after
+      // a policy reload too) asks whether the policy still holds the token.
+      context->AddMetadata(kGatewayTokenHashHeader, TokenHashOf(req));
+    }
     if (options.require_identity) {
       if (std::optional<absl::Time> expiry = ExpiryOfPeer(req.ssl)) {
         context->AddMetadata(kGatewayCertExpiryHeader,
@@ -448,6 +463,19 @@ struct HttpGateway::Impl {
       return;
     }
     call->have_next = true;
+    if (!HttpWorkerPool::DetachForStream()) {
+      call->context.TryCancel();
+      grpc::ByteBuffer ignored;
+      while (call->reader->Read(&ignored)) {
+      }
+      (void)call->reader->Finish();
+      call->finished = true;
+      ReplyError(res, grpc::UNAVAILABLE,
+                 absl::StrCat("the HTTP gateway already serves ",
+                              options.max_streams,
+                              " streams; retry later, or stream over gRPC"));
+      return;
+    }
     res.status = 200;
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
@@ -534,7 +562,10 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
   }
   httplib::Server& http = *impl->http;
   const int threads = o.threads;
-  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  const size_t max_streams = o.max_streams;
+  http.new_task_queue = [threads, max_streams] {
+    return new HttpWorkerPool(threads, max_streams);
+  };
   http.set_payload_max_length(o.max_body_bytes);
   http.set_keep_alive_timeout(2);
   http.set_read_timeout(10);

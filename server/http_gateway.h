@@ -54,8 +54,13 @@ struct HttpGatewayOptions {
   size_t max_body_bytes = 4 << 20;
   // Unary calls are cancelled after this.
   absl::Duration deadline = absl::Seconds(30);
-  // Threads serving requests; each open event stream holds one.
+  // Workers serving connections and calls. An event stream leaves the
+  // workers when it starts (HttpWorkerPool), so streams never take them.
   int threads = 64;
+  // Event streams served at once, each on a thread of its own parked on
+  // its gRPC stream; one more is answered 503. Per caller, streams are
+  // limited by the server's --max-streams-per-identity (429).
+  size_t max_streams = 4096;
 };
 
 class HttpGateway {

@@ -50,7 +50,7 @@ Response Heartbeat(uint64_t head) {
 std::string StreamCaller(const ServiceContext& ctx,
                          const grpc::ServerContextBase* context) {
   return ctx.require_identity ? CallerIdentity(ctx, context)
-                              : log::PeerHost(context->peer());
+                              : CallerHost(ctx, context);
 }
 
 // Starts a subscription of `account` ("" every account) after `after`

@@ -79,6 +79,19 @@ std::string CallerIdentity(const ServiceContext& ctx,
   return IdentityOfDer(der);
 }
 
+std::string CallerHost(const ServiceContext& ctx,
+                       const grpc::ServerContextBase* context) {
+  if (GatewayIdentity(ctx, context).has_value()) {
+    auto peer = context->client_metadata().find(kGatewayPeerHeader);
+    if (peer != context->client_metadata().end()) {
+      return absl::StrCat(
+          "http:", log::PeerHost(absl::string_view(peer->second.data(),
+                                                   peer->second.size())));
+    }
+  }
+  return log::PeerHost(context->peer());
+}
+
 std::optional<absl::Time> CallerCertificateExpiry(
     const ServiceContext& ctx, const grpc::ServerContextBase* context) {
   if (GatewayIdentity(ctx, context).has_value()) {
@@ -169,6 +182,17 @@ absl::StatusOr<std::string> Authorize(
         absl::StatusCode::kUnauthenticated, core::reason::kUnauthenticated,
         "this server needs a client certificate signed by its client CA");
   }
+  if (ctx.require_identity && GatewayIdentity(ctx, context).has_value()) {
+    auto token = context->client_metadata().find(kGatewayTokenHashHeader);
+    if (token != context->client_metadata().end() &&
+        ctx.authorizer()->IdentityOfTokenHash(std::string(
+            token->second.data(), token->second.size())) != identity) {
+      // The gateway checked the token: only a reload since took it away.
+      return core::DomainError(
+          absl::StatusCode::kPermissionDenied, core::reason::kPermissionDenied,
+          "a policy reload removed the bearer token of this call");
+    }
+  }
   std::string account;
   const google::protobuf::FieldDescriptor* field =
       request.GetDescriptor()->FindFieldByName("account_id");
@@ -213,7 +237,7 @@ std::optional<grpc::Status> Denied(const ServiceContext& ctx,
               absl::StrCat("call_misrouted|", rule != nullptr ? rule->method : "",
                            "|", absl::StatusCodeToString(code), "|",
                            core::ReasonOf(identity.status()), "|",
-                           log::PeerHost(context->peer())),
+                           CallerHost(ctx, context)),
               absl::StrCat("refused ",
                            rule != nullptr ? rule->method
                                            : request.GetDescriptor()->name(),
@@ -229,7 +253,7 @@ std::optional<grpc::Status> Denied(const ServiceContext& ctx,
       log::Level::kWarning, "call_refused",
       absl::StrCat("call_refused|", rule != nullptr ? rule->method : "", "|",
                    absl::StatusCodeToString(identity.status().code()), "|",
-                   caller, "|", log::PeerHost(context->peer())),
+                   caller, "|", CallerHost(ctx, context)),
       absl::StrCat(
           "refused ",
           rule != nullptr ? rule->method : request.GetDescriptor()->name(),
@@ -325,7 +349,7 @@ absl::StatusOr<v1::PurchaseOrder> CurrentPo(Ledger* ledger,
 std::string CallerKey(const ServiceContext& ctx,
                       const grpc::ServerContextBase* context) {
   return absl::StrCat(ctx.require_identity ? CallerIdentity(ctx, context) : "",
-                      "@", log::PeerHost(context->peer()));
+                      "@", CallerHost(ctx, context));
 }
 
 // One log line for a write the server refused: code, reason, method,

@@ -54,6 +54,11 @@ inline constexpr char kForwardedCertHeader[] = "x-poledger-client-cert";
 // process, never on the network).
 inline constexpr char kGatewaySecretHeader[] = "x-poledger-gateway-secret";
 inline constexpr char kGatewayIdentityHeader[] = "x-poledger-gateway-identity";
+// The SHA-256 of the bearer token a gateway call's identity came from.
+inline constexpr char kGatewayTokenHashHeader[] =
+    "x-poledger-gateway-token-sha256";
+// The HTTP client's address (host:port) of a gateway call.
+inline constexpr char kGatewayPeerHeader[] = "x-poledger-gateway-peer";
 // With the identity of a client certificate: its notAfter, Unix seconds.
 inline constexpr char kGatewayCertExpiryHeader[] =
     "x-poledger-gateway-cert-expiry";
@@ -139,6 +144,10 @@ struct ServiceContext {
 // trusted proxy the certificate it forwards ("" without one).
 std::string CallerIdentity(const ServiceContext& ctx,
                            const grpc::ServerContextBase* context);
+// The caller's host: the HTTP client's for a call through the gateway, the
+// connection's otherwise (port dropped; see log::PeerHost).
+std::string CallerHost(const ServiceContext& ctx,
+                       const grpc::ServerContextBase* context);
 // When that caller's client certificate expires: the verified one, the one
 // a trusted proxy forwards, or the one the HTTP gateway vouches for
 // (kGatewayCertExpiryHeader); nullopt without one (a bearer token).

@@ -619,6 +619,50 @@ class HttpsTest(unittest.TestCase):
             self.server.channel, "/poledger.v1.EventLogService/GetLogDigest",
             {})[1])
 
+    def test_a_removed_token_ends_its_event_stream(self):
+        """Revocation reaches server-sent events: SIGHUP with the token gone
+        ends the open stream with PERMISSION_DENIED, and nothing raised
+        after the reload reaches it; a certificate's stream goes on."""
+        self.assertEqual(self.create(Http(self.port, self.context("purchaser")),
+                                     "po-1")[0], 200)
+
+        def subscribe(context, token=None):
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=15, context=context)
+            headers = {"Content-Type": "application/json"}
+            if token:
+                headers["Authorization"] = "Bearer " + token
+            conn.request(
+                "POST", "/poledger.v1.NotificationService/SubscribeNotifications",
+                body=json.dumps({"accountId": ACCOUNT}), headers=headers)
+            resp = conn.getresponse()
+            self.assertEqual(resp.status, 200)
+            self.assertIn("caughtUp", read_events(resp, 1)[0][1])
+            return conn, resp
+
+        by_token = subscribe(self.context(), self.PURCHASER_TOKEN)
+        by_cert = subscribe(self.context("purchaser"))
+        self.write_policy([])
+        self.server.proc.send_signal(signal.SIGHUP)
+        # Heartbeats at most, then the refusal.
+        for _ in range(20):
+            events = read_events(by_token[1], 1)
+            self.assertTrue(events, "the revoked stream did not end")
+            name, data = events[0]
+            if name == "error":
+                break
+            self.assertIn("heartbeat", data)
+        self.assertEqual(name, "error")
+        self.assertEqual(data["code"], 7)
+        self.assertEqual(data["details"][0]["reason"], "PERMISSION_DENIED")
+        by_token[0].close()
+        # The certificate's binding stays: its stream goes on.
+        events = read_events(by_cert[1], 1)
+        self.assertTrue(events)
+        self.assertEqual(events[0][0], "message")
+        self.assertIn("heartbeat", events[0][1])
+        by_cert[0].close()
+
     def last_actor_or_none(self):
         code, body = grpc_call(self.server.channel,
                                "/poledger.v1.EventLogService/ReadEvents", {})
