@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <ctime>
+#include <string_view>
 #include <utility>
 
 namespace poledger {
@@ -50,6 +51,12 @@ void InfoLog::Logv(const char* format, va_list ap) {
   if (body > 0) n += std::min<int>(body, static_cast<int>(sizeof(line)) - n - 2);
   line[n++] = '\n';
   absl::MutexLock lock(&mu_);
+  const std::string_view text(line, n);
+  if (first_corruption_.empty() &&
+      (text.find("Corruption") != text.npos ||
+       text.find("dropping") != text.npos)) {
+    first_corruption_.assign(line + 27, n - 28);  // Without time and "\n".
+  }
   if (bytes_ + n > max_bytes_) RotateLocked();
   // A line that does not fit (a full disk) is dropped: the log is for
   // diagnosis, and must never take the server down.
@@ -66,6 +73,11 @@ void InfoLog::Logv(const char* format, va_list ap) {
 size_t InfoLog::GetLogFileSize() const {
   absl::MutexLock lock(&mu_);
   return bytes_;
+}
+
+std::string InfoLog::first_corruption() const {
+  absl::MutexLock lock(&mu_);
+  return first_corruption_;
 }
 
 uint64_t InfoLog::dropped() const {

@@ -34,6 +34,11 @@ class InfoLog final : public rocksdb::Logger {
   // Lines that could not be written (a full disk).
   uint64_t dropped() const;
 
+  // The first line RocksDB logged about a damaged record it skipped (a
+  // WAL that ends in a torn record, recovered to the record before), ""
+  // if none: point-in-time recovery says so only here.
+  std::string first_corruption() const;
+
  private:
   InfoLog(std::string dir, uint64_t max_bytes);
   // Moves LOG to LOG.old and starts a new LOG.
@@ -45,6 +50,7 @@ class InfoLog final : public rocksdb::Logger {
   std::FILE* file_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string first_corruption_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace poledger

@@ -232,6 +232,7 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
   db_options.memtable_whole_key_filtering = true;
   db_options.memtable_prefix_bloom_size_ratio = 0.02;
   if (options.env != nullptr) db_options.env = options.env;
+  std::shared_ptr<InfoLog> info_log;
   if (!options.read_only && options.secondary_path.empty()) {
     // RocksDB's own LOG file aborts the process on the line after a write
     // that found the disk full; ours drops the line instead.
@@ -240,7 +241,8 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
       std::filesystem::create_directories(options.path, ignored);
     }
     if (std::filesystem::is_directory(options.path, ignored)) {
-      db_options.info_log = InfoLog::Open(options.path);
+      info_log = InfoLog::Open(options.path);
+      db_options.info_log = info_log;
     }
   }
   auto listener = std::make_shared<ErrorListener>();
@@ -290,6 +292,9 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
   store->listener_ = listener;
   listener->Attach(store.get());
   RETURN_IF_ERROR(store->Recover());
+  if (info_log != nullptr) {
+    store->open_check_.recovery_skipped = info_log->first_corruption();
+  }
   return store;
 }
 
@@ -553,15 +558,27 @@ absl::Status RocksDbEventStore::WriteVerifiedMark(const LogHead& head) {
 }
 
 absl::StatusOr<LogHead> RocksDbEventStore::VerifyFrom(LogHead start) const {
+  return VerifyAfter(start, std::numeric_limits<uint64_t>::max(),
+                     std::numeric_limits<size_t>::max());
+}
+
+absl::StatusOr<LogHead> RocksDbEventStore::VerifyAfter(LogHead start,
+                                                       uint64_t through,
+                                                       size_t limit) const {
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;
   ro.readahead_size = 2u << 20;
-  const std::string upper(1, rf::kLogPrefix + 1);
+  const std::string upper =
+      through == std::numeric_limits<uint64_t>::max()
+          ? std::string(1, rf::kLogPrefix + 1)
+          : rf::LogKey(through + 1);
   rocksdb::Slice upper_slice(upper);
   ro.iterate_upper_bound = &upper_slice;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
   LogHead head = start;
-  for (it->Seek(rf::LogKey(start.position + 1)); it->Valid(); it->Next()) {
+  size_t checked = 0;
+  for (it->Seek(rf::LogKey(start.position + 1)); it->Valid() && checked < limit;
+       it->Next(), ++checked) {
     absl::StatusOr<uint64_t> position = rf::ParseLogKey(ToView(it->key()));
     if (!position.ok()) {
       return absl::DataLossError(absl::StrCat(
@@ -581,7 +598,9 @@ absl::StatusOr<LogHead> RocksDbEventStore::VerifyFrom(LogHead start) const {
     }
     head = LogHead{r.position, r.hash};
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "verifying the event log"));
+  RETURN_IF_ERROR(FromRocks(
+      it->status(), absl::StrCat("verifying the event log after position ",
+                                 head.position)));
   return head;
 }
 

@@ -192,6 +192,15 @@ class RocksDbEventStore final : public EventStore {
   // Returns the head, or DATA_LOSS naming the first broken position.
   absl::StatusOr<LogHead> VerifyLog() const;
 
+  // Verifies up to `limit` records after `start` (a record known good: its
+  // position and hash; position 0 for the log's start), none past
+  // `through`: each one's hash and its link to the one before. Returns the
+  // last record checked (`start` if none), or DATA_LOSS naming the first
+  // broken position. Reads around the block cache. A background scrub
+  // walks the log in such steps (server/scrubber.h).
+  absl::StatusOr<LogHead> VerifyAfter(LogHead start, uint64_t through,
+                                      size_t limit) const;
+
   // Checks the verified-through mark against the log: it passes its own
   // check, is not past the head, and names the hash of the record at its
   // position. OK without a mark. DATA_LOSS saying what differs.
@@ -207,6 +216,10 @@ class RocksDbEventStore final : public EventStore {
   struct OpenCheck {
     uint64_t from = 0;  // 0: nothing checked (empty log, or verify off).
     uint64_t records = 0;
+    // What RocksDB's recovery skipped as damaged ("" nothing): the tail of
+    // a WAL that ends in a torn record. With synced appends only a write
+    // never acknowledged can be torn by a crash; anything else is damage.
+    std::string recovery_skipped;
   };
   OpenCheck open_check() const { return open_check_; }
 

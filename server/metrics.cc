@@ -67,6 +67,25 @@ class LiveCollectable final : public prometheus::Collectable {
                                  "policy reload took the caller's access), "
                                  "why=certificate_expired")
                            .Register(*registry_)),
+        scrub_passes_(prometheus::BuildCounter()
+                          .Name("poledger_scrub_passes_total")
+                          .Help("Background scrubs of the whole log finished")
+                          .Register(*registry_)
+                          .Add({})),
+        scrub_failures_(prometheus::BuildCounter()
+                            .Name("poledger_scrub_failures_total")
+                            .Help("Background scrubs that found the log "
+                                  "damaged (the error line names the "
+                                  "position)")
+                            .Register(*registry_)
+                            .Add({})),
+        scrub_ok_(Gauge("poledger_scrub_last_ok",
+                        "1 if the last scrub found the whole log intact, 0 "
+                        "if it found a break (absent before the first)")),
+        scrub_through_(Gauge("poledger_scrub_verified_through_position",
+                             "The position the last scrub verified through")),
+        scrub_time_(Gauge("poledger_scrub_last_finished_timestamp_seconds",
+                          "When the last scrub finished (Unix time)")),
         log_suppressed_(prometheus::BuildCounter()
                             .Name("poledger_log_lines_suppressed_total")
                             .Help("Log lines left out by the repeat limit "
@@ -145,6 +164,14 @@ class LiveCollectable final : public prometheus::Collectable {
               it == v.write_failures_by_cause.end() ? 0 : it->second);
     }
     CountTo(write_resumes_, v.write_resumes);
+    CountTo(scrub_passes_, v.scrub.passes);
+    CountTo(scrub_failures_, v.scrub.failures);
+    if (v.scrub.passes > 0) {
+      scrub_ok_.Set(v.scrub.result.ok() ? 1 : 0);
+      scrub_through_.Set(static_cast<double>(v.scrub.verified_through));
+      scrub_time_.Set(absl::ToDoubleSeconds(v.scrub.finished -
+                                            absl::UnixEpoch()));
+    }
     CountTo(streams_refused_, v.streams_refused);
     CountTo(streams_ended_.Add({{"why", "revoked"}}), v.streams_revoked);
     CountTo(streams_ended_.Add({{"why", "certificate_expired"}}),
@@ -206,6 +233,11 @@ class LiveCollectable final : public prometheus::Collectable {
   prometheus::Counter& write_resumes_;
   prometheus::Counter& streams_refused_;
   prometheus::Family<prometheus::Counter>& streams_ended_;
+  prometheus::Counter& scrub_passes_;
+  prometheus::Counter& scrub_failures_;
+  prometheus::Gauge& scrub_ok_;
+  prometheus::Gauge& scrub_through_;
+  prometheus::Gauge& scrub_time_;
   prometheus::Family<prometheus::Counter>& log_suppressed_;
   prometheus::Gauge& snapshot_position_;
   prometheus::Gauge& snapshot_age_events_;

@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "eventstore/rocksdb_event_store.h"
+#include "server/scrubber.h"
 #include "grpcpp/support/server_interceptor.h"
 
 namespace poledger {
@@ -36,6 +37,8 @@ struct LiveValues {
   uint64_t streams_refused = 0;
   uint64_t streams_revoked = 0;
   uint64_t streams_expired = 0;
+  // The background scrub's findings (passes == 0: none yet, or off).
+  ScrubReport scrub;
   // Log lines left out by the repeat limit (log_limit.h), by event.
   std::map<std::string, uint64_t> log_lines_suppressed;
   uint64_t snapshot_position = 0;

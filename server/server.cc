@@ -34,6 +34,7 @@
 #include "server/log_tail.h"
 #include "server/metrics.h"
 #include "server/parse_failure_interceptor.h"
+#include "server/scrubber.h"
 #include "server/services.h"
 #include "server/tls.h"
 
@@ -50,6 +51,8 @@ struct PoledgerServer::Impl {
   // A read replica's: destroyed before the ledger and the store it feeds.
   std::unique_ptr<Follower> follower;
   std::unique_ptr<LogTail> tail;
+  // Reads the store: stopped before it closes.
+  std::unique_ptr<Scrubber> scrubber;
   ServiceContext context;
   absl::Notification shutting_down;
   absl::Notification shut_down;
@@ -157,6 +160,16 @@ bool IsLoopback(const std::string& listen) {
   return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
 }
 
+// A damaged log refuses the start: says what the operator does next.
+absl::Status WithDamageAdvice(const absl::Status& status) {
+  if (!absl::IsDataLoss(status)) return status;
+  return absl::DataLossError(absl::StrCat(
+      status.message(),
+      ". The data directory is damaged: restore it from a backup, or run "
+      "'poledger-audit verify --data-dir=DIR' to find the last good "
+      "position (README, When things go wrong)"));
+}
+
 }  // namespace
 
 absl::Status CheckSecurityOptions(const ServerOptions& options) {
@@ -227,6 +240,9 @@ int PoledgerServer::metrics_port() const {
 Ledger* PoledgerServer::ledger() const { return impl_->ledger.get(); }
 uint64_t PoledgerServer::open_checked_records() const {
   return impl_->store->open_check().records;
+}
+std::string PoledgerServer::open_recovery_skipped() const {
+  return impl_->store->open_check().recovery_skipped;
 }
 uint64_t PoledgerServer::open_checked_from() const {
   return impl_->store->open_check().from;
@@ -419,8 +435,22 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   };
   absl::StatusOr<std::unique_ptr<RocksDbEventStore>> store =
       RocksDbEventStore::Open(store_options);
-  if (!store.ok()) return fail(store.status());
+  if (!store.ok()) return fail(WithDamageAdvice(store.status()));
   impl->store = std::move(*store);
+  if (const std::string& skipped = impl->store->open_check().recovery_skipped;
+      !skipped.empty()) {
+    log::Warning(
+        "log_tail_damaged",
+        absl::StrCat(
+            "the write-ahead log ended in a damaged record; the log was "
+            "recovered to the last whole record before it (head ",
+            impl->store->Head().position,
+            "). A crash can tear only a write that was never acknowledged; "
+            "if acknowledged invoices are missing, restore from a backup "
+            "(README, When things go wrong). RocksDB: ",
+            skipped),
+        {{"head", impl->store->Head().position}, {"rocksdb", skipped}});
+  }
   RocksDbEventStore* raw_store = impl->store.get();
   ctx.backup = [raw_store](const std::string& dir) {
     return raw_store->Checkpoint(dir);
@@ -453,7 +483,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   };
   absl::StatusOr<std::unique_ptr<Ledger>> ledger =
       Ledger::Open(impl->store.get(), impl->clock.get(), ledger_options);
-  if (!ledger.ok()) return fail(ledger.status());
+  if (!ledger.ok()) return fail(WithDamageAdvice(ledger.status()));
   // A data directory of another shard (or of a server before the split)
   // is not served as this one: its accounts would answer from two places.
   for (const std::string& account : (*ledger)->AccountIds()) {
@@ -502,6 +532,32 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
           raw->options.tick_interval));
     });
   }
+  if (options.scrub_interval > absl::ZeroDuration()) {
+    ScrubberOptions scrub;
+    scrub.interval = options.scrub_interval;
+    scrub.first_pass_after = std::min(absl::Seconds(10), options.scrub_interval);
+    scrub.on_pass = [](const ScrubReport& r) {
+      if (r.result.ok()) {
+        log::Info("scrub_passed",
+                  absl::StrCat("scrub verified the log through position ",
+                               r.verified_through),
+                  {{"verified_through", r.verified_through},
+                   {"duration_ms", absl::ToDoubleMilliseconds(r.took)}});
+      } else {
+        log::Error("scrub_failed",
+                   absl::StrCat("scrub found the log damaged: ",
+                                r.result.message(),
+                                " (nothing repaired; see README, When things "
+                                "go wrong)"),
+                   {{"verified_through", r.verified_through},
+                    {"cause", std::string(r.result.message())}});
+      }
+    };
+    impl->scrubber =
+        std::make_unique<Scrubber>(impl->store.get(), std::move(scrub));
+    Scrubber* scrubber = impl->scrubber.get();
+    ctx.scrub = [scrubber] { return scrubber->report(); };
+  }
   if (impl->metrics != nullptr) {
     Impl* raw = impl.get();
     impl->metrics->SetLive([raw] {
@@ -515,6 +571,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       v.streams_refused = raw->context.streams_refused.load();
       v.streams_revoked = raw->context.streams_revoked.load();
       v.streams_expired = raw->context.streams_expired.load();
+      if (raw->scrubber != nullptr) v.scrub = raw->scrubber->report();
       const Ledger::SnapshotInfo snapshot = raw->ledger->last_snapshot();
       v.snapshot_position = snapshot.position;
       if (snapshot.position > 0) {
@@ -589,6 +646,7 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
   // Its streams ended with the server's.
   if (impl_->http != nullptr) impl_->http->Wait();
   if (impl_->scheduler.joinable()) impl_->scheduler.join();
+  impl_->scrubber.reset();
   impl_->store->Close();
   impl_->shut_down.Notify();
 }

@@ -59,6 +59,9 @@ struct ServerOptions {
   // RESOURCE_EXHAUSTED, reason TOO_MANY_STREAMS. The caller is its
   // identity, or its host on a server without TLS. 0: no limit.
   int max_streams_per_identity = 100;
+  // How often the whole log is verified again in the background
+  // (Scrubber), the first time min(10 s, this) after the start; zero: never.
+  absl::Duration scrub_interval = absl::Hours(24);
 
   // Security. Mutual TLS: the server's certificate chain and key, and the
   // CA bundle that signs client certificates (all three, or none for
@@ -142,6 +145,8 @@ class PoledgerServer {
   // Records the open checked, and from which position.
   uint64_t open_checked_records() const;
   uint64_t open_checked_from() const;
+  // What RocksDB's recovery skipped as damaged at open ("" nothing).
+  std::string open_recovery_skipped() const;
 
   // Ends streams with UNAVAILABLE, lets in-flight calls finish for up to
   // `grace`, stops the scheduler and closes the event log.

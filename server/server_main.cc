@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cctype>
 #include <cstdio>
+#include <iostream>
 #include <memory>
 #include <string>
 
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   double grace_seconds = 10;
   double tick_seconds = 30;
   double heartbeat_seconds = 5;
+  std::string scrub_interval = "24h";
   CLI::App app("poledger-server: the purchase-order ledger's gRPC server");
   app.add_option("--listen", options.listen, "Address to listen on (host:port)")
       ->capture_default_str();
@@ -103,6 +105,11 @@ int main(int argc, char** argv) {
                  "them from the log again")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--scrub-interval", scrub_interval,
+                 "How often the whole log is verified again in the "
+                 "background, at low priority (a duration: 24h, 30m, 90s; "
+                 "0 never)")
+      ->capture_default_str();
   app.add_option("--max-streams-per-identity",
                  options.max_streams_per_identity,
                  "Streams one caller may hold open (gRPC and HTTP together; "
@@ -198,6 +205,12 @@ int main(int argc, char** argv) {
   options.slow_call = absl::Milliseconds(slow_call_ms);
   options.tick_interval = absl::Seconds(tick_seconds);
   options.heartbeat_interval = absl::Seconds(heartbeat_seconds);
+  if (!absl::ParseDuration(scrub_interval, &options.scrub_interval) ||
+      options.scrub_interval < absl::ZeroDuration()) {
+    std::cerr << "--scrub-interval: '" << scrub_interval
+              << "' is not a duration such as 24h, 30m or 90s (0: never)\n";
+    return 2;
+  }
   options.handshake_timeout = absl::Seconds(handshake_seconds);
   options.max_connection_idle = absl::Seconds(idle_seconds);
   options.keepalive_time = absl::Seconds(keepalive_seconds);

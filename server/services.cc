@@ -1371,6 +1371,22 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
         lag - absl::Seconds(absl::ToInt64Seconds(lag)))));
     out->set_last_error(r.last_error);
   }
+  if (ctx_->scrub) {
+    const ScrubReport r = ctx_->scrub();
+    v1::Scrub* out = response->mutable_scrub();
+    out->set_running(r.running);
+    out->set_passes(r.passes);
+    out->set_failures(r.failures);
+    if (r.passes > 0) {
+      *out->mutable_finished_time() = core::ToProtoTime(r.finished);
+      out->mutable_took()->set_seconds(absl::ToInt64Seconds(r.took));
+      out->mutable_took()->set_nanos(static_cast<int32_t>(
+          absl::ToInt64Nanoseconds(r.took - absl::Seconds(absl::ToInt64Seconds(
+                                                r.took)))));
+      out->set_result(r.result.ok() ? "ok" : std::string(r.result.message()));
+      out->set_verified_through_position(r.verified_through);
+    }
+  }
   return Reply(context, grpc::Status::OK);
 }
 

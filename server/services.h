@@ -26,6 +26,7 @@
 #include "poledger/v1/purchase_orders.grpc.pb.h"
 #include "server/arena_messages.h"
 #include "server/follower.h"
+#include "server/scrubber.h"
 #include "server/stream_slots.h"
 
 namespace poledger {
@@ -93,6 +94,8 @@ struct ServiceContext {
   std::string leader;
   // A read replica's status (set with its follower).
   std::function<ReplicationStatus()> replication;
+  // The background scrub's findings (unset when it is off).
+  std::function<ScrubReport()> scrub;
 
   // Security. With TLS every call needs an identity (a verified client
   // certificate); `authorization` is GetServerInfo's word for the mode.
