@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -502,6 +504,18 @@ TEST_F(RocksDbEventStoreTest, FullDiskRefusesWritesThenResumesOnceSpaceIsFreed) 
     auto all = store->ReadForward(1, acknowledged + 10);
     ASSERT_OK(all);
     EXPECT_EQ(all->size(), acknowledged);
+    // A snapshot that finds no room saves nothing: the parts and their
+    // position are those of before.
+    EXPECT_THAT(store->SaveSnapshotParts(
+                    acknowledged, {{"account-a", std::string(1 << 20, 's')}}),
+                StatusIs(absl::StatusCode::kUnavailable));
+    auto saved = store->ReadSnapshotParts({}, [](absl::string_view,
+                                                 absl::string_view) {
+      ADD_FAILURE() << "a part of a failed snapshot";
+      return absl::OkStatus();
+    });
+    ASSERT_OK(saved);
+    EXPECT_EQ(*saved, 0u);
 
     ASSERT_EQ(unlink((fs.path() + "/ballast").c_str()), 0);
     const absl::Time deadline = absl::Now() + absl::Seconds(30);
@@ -528,6 +542,30 @@ TEST_F(RocksDbEventStoreTest, FullDiskRefusesWritesThenResumesOnceSpaceIsFreed) 
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(store->Head().position, acknowledged);
   ASSERT_OK(store->VerifyLog());
+}
+
+// A backup to a file system without room for it fails, leaves no
+// directory behind (not even the staging one), and the store goes on.
+TEST_F(RocksDbEventStoreTest, ABackupThatRunsOutOfSpaceLeavesNothing) {
+  testing::Tmpfs small(1u << 20);
+  if (!small.ok()) GTEST_SKIP() << "mounting a tmpfs needs root";
+  auto store = MustOpen(Options());
+  // Bytes that do not compress: 4 MiB of files for a 1 MiB file system.
+  std::mt19937 random_bytes(7);
+  for (int i = 0; i < 128; ++i) {
+    std::string payload(32 << 10, '\0');
+    for (char& c : payload) c = static_cast<char>(random_bytes());
+    ASSERT_OK(store->Append(
+        OneEvent(absl::StrCat("s", i % 4), ExpectedVersion::Any(), payload)));
+  }
+  const std::string target = small.path() + "/backup";
+  EXPECT_THAT(store->Checkpoint(target),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       HasSubstr("No space left on device")));
+  EXPECT_FALSE(std::filesystem::exists(target));
+  EXPECT_TRUE(std::filesystem::is_empty(small.path()));
+  EXPECT_FALSE(store->write_failed());
+  ASSERT_OK(store->Append(OneEvent("s0", ExpectedVersion::Any(), "after")));
 }
 
 }  // namespace
