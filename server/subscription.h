@@ -97,7 +97,7 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
   }
 
   void Recheck() override {
-    if (!hooks_.recheck) return;
+    if (!hooks_.recheck || finishing()) return;
     absl::Status allowed = hooks_.recheck();
     if (!allowed.ok()) EndWith(std::move(allowed), false);
   }
@@ -123,7 +123,7 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
   }
 
   void Tick(uint64_t head, absl::Time now) override {
-    if (hooks_.expires.has_value() && now >= *hooks_.expires) {
+    if (hooks_.expires.has_value() && now >= *hooks_.expires && !finishing()) {
       EndWith(hooks_.expired ? hooks_.expired()
                              : absl::UnauthenticatedError("certificate expired"),
               false);
@@ -214,6 +214,11 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
         hooks_(std::move(hooks)),
         read_next_(after + 1),
         last_sent_(after) {}
+
+  bool finishing() const {
+    absl::MutexLock lock(&mu_);
+    return finishing_;
+  }
 
   // Ends the call with `status` (UNAVAILABLE on shutdown names the
   // position to resume after) once no write is in flight.
