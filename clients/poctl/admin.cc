@@ -6,6 +6,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "clients/poctl/session.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -37,6 +38,20 @@ int Info(Session& s) {
                                           absl::SixDigits(lag), "s")});
       if (!r.last_error().empty())
         rows.push_back({"last error", r.last_error()});
+    }
+    if (out.has_scrub()) {
+      const v1::Scrub& c = out.scrub();
+      std::string last = "none finished yet";
+      if (c.passes() > 0) {
+        last = absl::StrCat(c.result(), " through position ",
+                            c.verified_through_position(), ", finished ",
+                            absl::FormatTime(absl::RFC3339_sec,
+                                             absl::FromUnixSeconds(
+                                                 c.finished_time().seconds()),
+                                             absl::UTCTimeZone()));
+      }
+      rows.push_back({"scrub", absl::StrCat(c.running() ? "running; " : "",
+                                            "last: ", last)});
     }
     PrintTable(rows);
   });

@@ -165,6 +165,22 @@ class FullDiskTest(unittest.TestCase):
                     n += BATCH
                 # A refused batch is sent again as it was: its ids stay.
 
+        # A stream open throughout: it goes on while writes cannot.
+        stream = log_pb2_grpc.NotificationServiceStub(
+            server.channel).SubscribeNotifications(
+                log_pb2.SubscribeNotificationsRequest(account_id=ACCOUNTS[0]),
+                timeout=300)
+        stream_times = []
+
+        def follow():
+            try:
+                for _ in stream:
+                    stream_times.append(time.monotonic())
+            except grpc.RpcError:
+                pass
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
         threads = [threading.Thread(target=writer, args=(w,))
                    for w in range(WRITERS)]
         for t in threads:
@@ -213,6 +229,8 @@ class FullDiskTest(unittest.TestCase):
                 self.assertIsNotNone(delay, status)
                 self.assertIn("No space left on device", status.message)
 
+            self.assertTrue(any(not_serving_at < t for t in stream_times),
+                            "the stream stopped with the writes")
             freed_at = time.monotonic()
             os.unlink(self.ballast)
             resumed_at = None
@@ -237,6 +255,7 @@ class FullDiskTest(unittest.TestCase):
             stop.set()
             for t in threads:
                 t.join()
+            stream.cancel()
         after = sum(len(v) for v in acked.values())
         self.assertGreater(after, before, "no write acknowledged after resume")
         self.assertEqual(self.metric(metrics_url,
