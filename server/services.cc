@@ -55,6 +55,28 @@ std::optional<std::string> GatewayIdentity(
   return std::string(identity->second.data(), identity->second.size());
 }
 
+// For a call from a trusted proxy (its certificate's `identity`): the DER
+// certificate it forwards for its caller, "" if none. nullopt for a call
+// from anyone else.
+std::optional<std::string> ForwardedCertificate(
+    const ServiceContext& ctx, const std::string& identity,
+    const grpc::ServerContextBase* context) {
+  if (identity.empty() ||
+      std::find(ctx.trusted_proxies.begin(), ctx.trusted_proxies.end(),
+                identity) == ctx.trusted_proxies.end()) {
+    return std::nullopt;
+  }
+  auto header = context->client_metadata().find(kForwardedCertHeader);
+  std::string der;
+  if (header == context->client_metadata().end() ||
+      !absl::Base64Unescape(
+          absl::string_view(header->second.data(), header->second.size()),
+          &der)) {
+    return std::string();
+  }
+  return der;
+}
+
 }  // namespace
 
 std::string CallerIdentity(const ServiceContext& ctx,
@@ -63,20 +85,10 @@ std::string CallerIdentity(const ServiceContext& ctx,
     return *std::move(via_gateway);
   }
   std::string identity = IdentityOf(context);
-  if (identity.empty() ||
-      std::find(ctx.trusted_proxies.begin(), ctx.trusted_proxies.end(),
-                identity) == ctx.trusted_proxies.end()) {
-    return identity;
-  }
-  auto header = context->client_metadata().find(kForwardedCertHeader);
-  std::string der;
-  if (header == context->client_metadata().end() ||
-      !absl::Base64Unescape(
-          absl::string_view(header->second.data(), header->second.size()),
-          &der)) {
-    return "";  // The proxy's caller presented no certificate.
-  }
-  return IdentityOfDer(der);
+  std::optional<std::string> forwarded = ForwardedCertificate(ctx, identity, context);
+  if (!forwarded.has_value()) return identity;
+  // "": the proxy's caller presented no certificate.
+  return forwarded->empty() ? "" : IdentityOfDer(*forwarded);
 }
 
 std::string CallerHost(const ServiceContext& ctx,
@@ -105,19 +117,11 @@ std::optional<absl::Time> CallerCertificateExpiry(
     }
     return absl::FromUnixSeconds(seconds);
   }
-  const std::string identity = IdentityOf(context);
-  if (!identity.empty() &&
-      std::find(ctx.trusted_proxies.begin(), ctx.trusted_proxies.end(),
-                identity) != ctx.trusted_proxies.end()) {
-    auto header = context->client_metadata().find(kForwardedCertHeader);
-    std::string der;
-    if (header == context->client_metadata().end() ||
-        !absl::Base64Unescape(
-            absl::string_view(header->second.data(), header->second.size()),
-            &der)) {
-      return std::nullopt;
-    }
-    return CertificateExpiryOfDer(der);
+  std::optional<std::string> forwarded =
+      ForwardedCertificate(ctx, IdentityOf(context), context);
+  if (forwarded.has_value()) {
+    if (forwarded->empty()) return std::nullopt;
+    return CertificateExpiryOfDer(*forwarded);
   }
   return CertificateExpiryOf(context);
 }

@@ -56,6 +56,18 @@ def details_of(status):
     return reason, delay
 
 
+def batch(account, ids, validate_only=False):
+    """A BatchRecordInvoicesRequest of 1-unit invoices `ids` on `account`."""
+    return invoices_pb2.BatchRecordInvoicesRequest(
+        validate_only=validate_only, requests=[
+            invoices_pb2.RecordInvoiceRequest(
+                account_id=account, invoice=invoices_pb2.Invoice(
+                    invoice_id=i, bill_from=AWS,
+                    category=T.INVOICE_CATEGORY_MONTHLY_USAGE,
+                    billing_period="2026-03", amount=money(1)))
+            for i in ids])
+
+
 def status_of(err):
     for key, value in err.trailing_metadata() or ():
         if key == "grpc-status-details-bin":
@@ -134,15 +146,9 @@ class FullDiskTest(unittest.TestCase):
             n = 0
             while not stop.is_set():
                 ids = ["inv-%d-%d" % (w, n + i) for i in range(BATCH)]
-                request = invoices_pb2.BatchRecordInvoicesRequest(requests=[
-                    invoices_pb2.RecordInvoiceRequest(
-                        account_id=account, invoice=invoices_pb2.Invoice(
-                            invoice_id=i, bill_from=AWS,
-                            category=T.INVOICE_CATEGORY_MONTHLY_USAGE,
-                            billing_period="2026-03", amount=money(1)))
-                    for i in ids])
                 try:
-                    resp = invoices.BatchRecordInvoices(request, timeout=30)
+                    resp = invoices.BatchRecordInvoices(batch(account, ids),
+                                                        timeout=30)
                 except grpc.RpcError as e:
                     with lock:
                         if not first_refusal:
@@ -300,16 +306,7 @@ class FullDiskTest(unittest.TestCase):
                 for start in range(0, len(ids), 1000):
                     chunk = ids[start:start + 1000]
                     resp = invoices.BatchRecordInvoices(
-                        invoices_pb2.BatchRecordInvoicesRequest(
-                            validate_only=True, requests=[
-                                invoices_pb2.RecordInvoiceRequest(
-                                    account_id=account,
-                                    invoice=invoices_pb2.Invoice(
-                                        invoice_id=i, bill_from=AWS,
-                                        category=T.INVOICE_CATEGORY_MONTHLY_USAGE,
-                                        billing_period="2026-03",
-                                        amount=money(1)))
-                                for i in chunk]), timeout=60)
+                        batch(account, chunk, validate_only=True), timeout=60)
                     lost += sum(1 for r in resp.results
                                 if not r.already_recorded)
             self.assertEqual(lost, 0)

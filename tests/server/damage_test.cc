@@ -137,6 +137,17 @@ class DamageTest : public ::testing::Test {
     return scrub;
   }
 
+  // Runs a server that writes `batches` batches (and a snapshot after
+  // them, if asked) and stops cleanly; returns the head it left.
+  uint64_t Populate(int batches, bool snapshot) {
+    auto server = Start();
+    EXPECT_OK(server);
+    if (!server.ok()) return 0;
+    Write(**server, batches);
+    if (snapshot) Snapshot(**server);
+    return (*server)->ledger()->store()->Head().position;
+  }
+
   // Runs `edit` on the raw database of the (stopped) server.
   void EditRaw(const std::function<void(rocksdb::DB*)>& edit) {
     rocksdb::DB* raw = nullptr;
@@ -158,14 +169,8 @@ class DamageTest : public ::testing::Test {
 };
 
 TEST_F(DamageTest, TheScrubFindsARecordChangedBelowTheMark) {
-  uint64_t head = 0;
-  {
-    auto server = Start();
-    ASSERT_OK(server);
-    Write(**server, 4);
-    Snapshot(**server);
-    head = (*server)->ledger()->store()->Head().position;
-  }  // A clean stop: the verified-through mark is at the head.
+  // A clean stop: the verified-through mark is at the head.
+  const uint64_t head = Populate(4, true);
   const uint64_t damaged = head / 2;
   EditRaw([&](rocksdb::DB* db) {
     std::string value;
@@ -196,13 +201,7 @@ TEST_F(DamageTest, TheScrubFindsARecordChangedBelowTheMark) {
 // Without a snapshot a restart replays the account through the damage: it
 // refuses to start, naming the position and saying what to do.
 TEST_F(DamageTest, DamageInWhatAStartReplaysRefusesTheStart) {
-  uint64_t head = 0;
-  {
-    auto server = Start();
-    ASSERT_OK(server);
-    Write(**server, 2);
-    head = (*server)->ledger()->store()->Head().position;
-  }
+  const uint64_t head = Populate(2, false);
   EditRaw([&](rocksdb::DB* db) {
     std::string value;
     ASSERT_TRUE(db->Get(rocksdb::ReadOptions(),
@@ -222,11 +221,7 @@ TEST_F(DamageTest, DamageInWhatAStartReplaysRefusesTheStart) {
 }
 
 TEST_F(DamageTest, AnIntactLogPassesTheScrub) {
-  {
-    auto server = Start();
-    ASSERT_OK(server);
-    Write(**server, 2);
-  }
+  Populate(2, false);
   auto server = Start(absl::Seconds(1));
   ASSERT_OK(server);
   const v1::Scrub scrub = ScrubPass(**server);
@@ -237,14 +232,7 @@ TEST_F(DamageTest, AnIntactLogPassesTheScrub) {
 }
 
 TEST_F(DamageTest, AByteFlippedInsideAnSstFile) {
-  uint64_t head = 0;
-  {
-    auto server = Start();
-    ASSERT_OK(server);
-    Write(**server, 6);
-    Snapshot(**server);
-    head = (*server)->ledger()->store()->Head().position;
-  }
+  const uint64_t head = Populate(6, true);
   // Everything into SST files, then one byte of the largest one's data
   // (its first quarter: data blocks come before the index and footer).
   EditRaw([](rocksdb::DB* db) {
@@ -296,13 +284,8 @@ TEST_F(DamageTest, AByteFlippedInsideAnSstFile) {
 }
 
 TEST_F(DamageTest, AWalCutInsideItsLastRecord) {
-  uint64_t head = 0;
-  {
-    auto server = Start();
-    ASSERT_OK(server);
-    Write(**server, 3);
-    head = (*server)->ledger()->store()->Head().position;
-  }  // The records are in the WAL (a close does not flush it).
+  // The records are in the WAL (a close does not flush it).
+  const uint64_t head = Populate(3, false);
   std::vector<std::filesystem::path> wals = FilesEndingWith(".log");
   ASSERT_FALSE(wals.empty());
   const std::filesystem::path wal = wals.back();

@@ -177,6 +177,24 @@ v1::PurchaseOrder NewPo(const std::string& id) {
   return testing::SimplePurchaseOrder(id, 1000);
 }
 
+// Records an invoice of `units` USD on `account` as `stub`'s caller.
+grpc::Status RecordInvoice(v1::InvoiceService::Stub* stub,
+                           const std::string& account,
+                           const std::string& invoice_id, int64_t units) {
+  grpc::ClientContext ctx;
+  v1::RecordInvoiceRequest req;
+  req.set_account_id(account);
+  v1::Invoice* inv = req.mutable_invoice();
+  inv->set_invoice_id(invoice_id);
+  inv->set_bill_from(kAws);
+  inv->set_category(v1::INVOICE_CATEGORY_MONTHLY_USAGE);
+  inv->set_billing_period("2026-02");
+  inv->mutable_amount()->set_currency_code("USD");
+  inv->mutable_amount()->set_units(units);
+  v1::Invoice out;
+  return stub->RecordInvoice(&ctx, req, &out);
+}
+
 class SecurityTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -428,18 +446,7 @@ TEST_F(SecurityTest, NotificationStreamsKeepToTheirAccounts) {
   }
   // 800 of 1000 invoiced: each account's 75% alert.
   for (const char* account : {kB, kA}) {
-    grpc::ClientContext ctx;
-    v1::RecordInvoiceRequest req;
-    req.set_account_id(account);
-    v1::Invoice* inv = req.mutable_invoice();
-    inv->set_invoice_id("inv-1");
-    inv->set_bill_from(kAws);
-    inv->set_category(v1::INVOICE_CATEGORY_MONTHLY_USAGE);
-    inv->set_billing_period("2026-02");
-    inv->mutable_amount()->set_currency_code("USD");
-    inv->mutable_amount()->set_units(800);
-    v1::Invoice out;
-    ASSERT_TRUE(root_invoices->RecordInvoice(&ctx, req, &out).ok());
+    ASSERT_TRUE(RecordInvoice(root_invoices.get(), account, "inv-1", 800).ok());
   }
   // Reads a stream up to its caught_up marker; returns the accounts seen.
   auto accounts_seen = [](v1::NotificationService::Stub* stub,
@@ -696,20 +703,8 @@ TEST_F(SecurityTest, APolicyReloadEndsTheStreamsOfCallersWhoLostAccess) {
 
   // Raised after the reload: the 75% alert of account A.
   auto root_invoices = v1::InvoiceService::NewStub(Channel("root"));
-  {
-    grpc::ClientContext ctx;
-    v1::RecordInvoiceRequest req;
-    req.set_account_id(kA);
-    v1::Invoice* inv = req.mutable_invoice();
-    inv->set_invoice_id("inv-after-reload");
-    inv->set_bill_from(kAws);
-    inv->set_category(v1::INVOICE_CATEGORY_MONTHLY_USAGE);
-    inv->set_billing_period("2026-02");
-    inv->mutable_amount()->set_currency_code("USD");
-    inv->mutable_amount()->set_units(800);
-    v1::Invoice out;
-    ASSERT_TRUE(root_invoices->RecordInvoice(&ctx, req, &out).ok());
-  }
+  ASSERT_TRUE(
+      RecordInvoice(root_invoices.get(), kA, "inv-after-reload", 800).ok());
 
   // The revoked streams end PERMISSION_DENIED with nothing raised after.
   v1::SubscribeNotificationsResponse note;
