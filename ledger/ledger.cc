@@ -1,7 +1,6 @@
 #include "ledger/ledger.h"
 
 #include <algorithm>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <utility>
@@ -14,15 +13,10 @@
 #include "base/thread_name.h"
 #include "core/decide.h"
 #include "core/errors.h"
-#include "core/proto_time.h"
 #include "poledger/v1/snapshot.pb.h"
 
 namespace poledger {
 namespace {
-
-std::string StreamOf(const std::string& account_id) {
-  return absl::StrCat(kAccountStreamPrefix, account_id);
-}
 
 // The event type recorded in the log: the name of the payload's oneof case.
 std::string EventTypeOf(const v1::AccountEvent& event) {
@@ -64,6 +58,10 @@ absl::Status ValidateAccountId(absl::string_view id) {
     }
   }
   return absl::OkStatus();
+}
+
+std::string AccountStream(const std::string& account_id) {
+  return absl::StrCat(kAccountStreamPrefix, account_id);
 }
 
 std::string AccountOfStream(absl::string_view stream_id) {
@@ -188,7 +186,7 @@ absl::Status Ledger::LoadAccount(Account* account) {
     for (;;) {
       ASSIGN_OR_RETURN(
           std::vector<RecordedEvent> records,
-          store_->ReadStream(StreamOf(id), state.version + 1, 4096));
+          store_->ReadStream(AccountStream(id), state.version + 1, 4096));
       if (records.empty()) return absl::OkStatus();
       for (const RecordedEvent& record : records) {
         if (record.position > through) return absl::OkStatus();
@@ -652,7 +650,7 @@ bool Ledger::Start(Account* account, Pending p) {
   }
   AppendRequest request;
   StreamAppend& stream = request.streams.emplace_back();
-  stream.stream_id = StreamOf(ctx.account_id);
+  stream.stream_id = AccountStream(ctx.account_id);
   stream.expected_version = ExpectedVersion::Exact(appended->version);
   for (const v1::AccountEvent& e : events) {
     stream.events.push_back({EventTypeOf(e), e.SerializeAsString(), ""});
@@ -774,18 +772,6 @@ void Ledger::OnAppended(std::shared_ptr<Appended> a,
   if (last != 0) MaybeSnapshot(last);
   for (std::shared_ptr<Appended>& done : applied) {
     Finish(done->account, *done->pending, std::move(done->results));
-  }
-}
-
-void Ledger::SaveIntoCutLocked(Account* account) {
-  if (cut_ == nullptr) return;
-  // A snapshot in progress that has not saved this account yet saves it
-  // now, as it is at the snapshot's position.
-  absl::MutexLock cut_lock(&cut_->mu);
-  auto unsaved = cut_->unsaved.find(account);
-  if (unsaved != cut_->unsaved.end()) {
-    AppendParts(*account, unsaved->second, cut_->copied);
-    cut_->unsaved.erase(unsaved);
   }
 }
 
@@ -922,7 +908,7 @@ absl::StatusOr<std::vector<LoggedEvent>> Ledger::ReadAccountEvents(
   RETURN_IF_ERROR(ValidateAccountId(account_id));
   ASSIGN_OR_RETURN(
       std::vector<RecordedEvent> records,
-      store_->ReadStream(StreamOf(account_id), from_version, limit));
+      store_->ReadStream(AccountStream(account_id), from_version, limit));
   std::vector<LoggedEvent> out;
   for (const RecordedEvent& r : records) {
     ASSIGN_OR_RETURN(LoggedEvent logged, Decode(r));
@@ -936,7 +922,7 @@ absl::StatusOr<ExecuteResult> Ledger::ReadRecord(const std::string& account_id,
   RETURN_IF_ERROR(ValidateAccountId(account_id));
   ASSIGN_OR_RETURN(
       std::vector<RecordedEvent> records,
-      store_->ReadStream(StreamOf(account_id), version, 1 + kMaxRaisedWith));
+      store_->ReadStream(AccountStream(account_id), version, 1 + kMaxRaisedWith));
   ExecuteResult result;
   for (const RecordedEvent& r : records) {
     ASSIGN_OR_RETURN(LoggedEvent logged, Decode(r));
@@ -980,272 +966,9 @@ std::vector<std::string> Ledger::AccountIds() {
   return ids;
 }
 
-namespace {
-
-// Replays the account's events from its first, in order, into `state`:
-// stops before an event for which `stop_before` is true, and calls
-// `applied` after each one. DATA_LOSS if an event does not decode or apply.
-absl::Status ReplayAccount(
-    const EventStore& store, const std::string& account_id,
-    core::AccountState& state,
-    const std::function<bool(const RecordedEvent&)>& stop_before,
-    const std::function<void(const RecordedEvent&, const core::AccountState&)>&
-        applied) {
-  uint64_t next_version = 1;
-  for (;;) {
-    ASSIGN_OR_RETURN(
-        std::vector<RecordedEvent> records,
-        store.ReadStream(StreamOf(account_id), next_version, 1024));
-    if (records.empty()) return absl::OkStatus();
-    for (const RecordedEvent& r : records) {
-      if (stop_before(r)) return absl::OkStatus();
-      ASSIGN_OR_RETURN(LoggedEvent logged, Ledger::Decode(r));
-      absl::Status status = core::Apply(state, logged.event);
-      if (!status.ok()) {
-        return absl::DataLossError(absl::StrCat(
-            "event at position ", r.position, ": ", status.message()));
-      }
-      next_version = r.stream_version + 1;
-      applied(r, state);
-    }
-  }
-}
-
-}  // namespace
-
-absl::StatusOr<core::AccountState> RebuildAccountAt(
-    const EventStore& store, const std::string& account_id, uint64_t position) {
-  RETURN_IF_ERROR(ValidateAccountId(account_id));
-  core::AccountState state;
-  state.account_id = account_id;
-  RETURN_IF_ERROR(ReplayAccount(
-      store, account_id, state,
-      [position](const RecordedEvent& r) { return r.position > position; },
-      [](const RecordedEvent&, const core::AccountState&) {}));
-  return state;
-}
-
-absl::StatusOr<PurchaseOrderHistory> PurchaseOrderChanges(
-    const EventStore& store, const std::string& account_id,
-    const std::string& purchase_order_id, size_t limit) {
-  RETURN_IF_ERROR(ValidateAccountId(account_id));
-  core::AccountState state;
-  state.account_id = account_id;
-  std::deque<PurchaseOrderChange> changes;
-  bool truncated = false;
-  bool existed = false;
-  RETURN_IF_ERROR(ReplayAccount(
-      store, account_id, state, [](const RecordedEvent&) { return false; },
-      [&](const RecordedEvent& r, const core::AccountState& now) {
-        // The purchase order's version is that of the last event that
-        // touched it; a deletion takes it out of the state.
-        auto it = now.purchase_orders.find(purchase_order_id);
-        const bool exists = it != now.purchase_orders.end();
-        if ((exists && it->second.version == r.stream_version) ||
-            (existed && !exists)) {
-          if (changes.size() == limit) {
-            changes.pop_front();
-            truncated = true;
-          }
-          changes.push_back({r.position, r.timestamp, r.event_type, r.actor});
-        }
-        existed = exists;
-      }));
-  if (changes.empty() && !truncated) {
-    return absl::NotFoundError(
-        absl::StrCat("purchase order ", core::Quote(purchase_order_id),
-                     " has no history in account ", core::Quote(account_id)));
-  }
-  PurchaseOrderHistory out;
-  out.changes.assign(changes.begin(), changes.end());
-  out.truncated = truncated;
-  return out;
-}
-
-absl::StatusOr<uint64_t> AccountPositionAt(const EventStore& store,
-                                           const std::string& account_id,
-                                           absl::Time time) {
-  RETURN_IF_ERROR(ValidateAccountId(account_id));
-  uint64_t position = 0;
-  uint64_t version = 1;
-  for (;;) {
-    ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
-                     store.ReadStream(StreamOf(account_id), version, 1024));
-    if (records.empty()) return position;
-    for (const RecordedEvent& r : records) {
-      if (r.timestamp > time) return position;
-      position = r.position;
-      version = r.stream_version + 1;
-    }
-  }
-}
-
 absl::StatusOr<core::AccountState> Ledger::AccountAt(
     const std::string& account_id, uint64_t position) const {
   return RebuildAccountAt(*store_, account_id, position);
-}
-
-void Ledger::MarkChanged(Account* account, const v1::AccountEvent& event) {
-  absl::flat_hash_set<std::string>& dirty = dirty_[account];
-  for (std::string& id : core::InvoicesChangedBy(event)) {
-    dirty.insert(std::move(id));
-  }
-}
-
-size_t Ledger::AppendParts(const Account& account,
-                           const absl::flat_hash_set<std::string>& invoices,
-                           std::vector<SnapshotPart>& parts) {
-  const core::AccountState& state = account.state;
-  size_t bytes = 0;
-  SnapshotPart& part = parts.emplace_back();
-  part.key = state.account_id;
-  core::ToSnapshot(state, core::SnapshotInvoices::kExclude)
-      .SerializeToString(&part.blob);
-  bytes += part.key.size() + part.blob.size();
-  for (const std::string& id : invoices) {
-    auto it = state.invoices.find(id);
-    if (it == state.invoices.end()) continue;  // Its event failed.
-    SnapshotPart& invoice = parts.emplace_back();
-    invoice.key =
-        absl::StrCat(state.account_id, absl::string_view("\0", 1), id);
-    core::ToInvoiceSnapshot(id, it->second).SerializeToString(&invoice.blob);
-    bytes += invoice.key.size() + invoice.blob.size();
-  }
-  return bytes;
-}
-
-absl::StatusOr<uint64_t> Ledger::CreateSnapshot() {
-  absl::MutexLock snapshot_lock(&snapshot_mu_);
-  const absl::Time started = absl::Now();
-  // Every account first: one listed at Open and not loaded may have events
-  // that no saved part holds (even its creation), and the snapshot must
-  // not claim a position past them.
-  if (absl::Status loaded = LoadAll(); !loaded.ok()) {
-    if (options_.on_snapshot) {
-      options_.on_snapshot(SnapshotInfo{0, absl::Now(), absl::Now() - started},
-                           loaded);
-    }
-    return loaded;
-  }
-  // The cut: the accounts hold the state at applied_through_, and those
-  // changed since the last snapshot are dirty. From here on, a command that
-  // would change one of them before it is saved saves it first.
-  Cut cut;
-  DirtyAccounts all;
-  std::vector<Account*> accounts;
-  {
-    absl::MutexLock apply_lock(&apply_mu_);
-    cut.position = applied_through_;
-    all.swap(dirty_);
-    absl::MutexLock cut_lock(&cut.mu);
-    cut.unsaved = all;
-    accounts.reserve(all.size());
-    for (const auto& [account, invoices] : all) accounts.push_back(account);
-    cut_ = &cut;
-  }
-  // Saved in chunks of about kSnapshotChunkBytes; all but the last chunk
-  // keep the previous position, so a failure part-way leaves a consistent
-  // snapshot behind (an account's parts are saved together, and Load skips
-  // the events a part already holds).
-  constexpr size_t kSnapshotChunkBytes = 16u << 20;
-  const uint64_t previous = last_snapshot_position_.load();
-  std::vector<SnapshotPart> chunk;
-  size_t chunk_bytes = 0;
-  absl::Status saved;
-  for (Account* account : accounts) {
-    {
-      absl::ReaderMutexLock state_lock(&account->state_mu);
-      absl::MutexLock cut_lock(&cut.mu);
-      auto unsaved = cut.unsaved.find(account);
-      if (unsaved == cut.unsaved.end()) continue;  // Copied by a command.
-      chunk_bytes += AppendParts(*account, unsaved->second, chunk);
-      cut.unsaved.erase(unsaved);
-    }
-    if (chunk_bytes >= kSnapshotChunkBytes) {
-      saved = store_->SaveSnapshotParts(previous, chunk);
-      if (!saved.ok()) break;
-      chunk.clear();
-      chunk_bytes = 0;
-    }
-  }
-  {
-    absl::MutexLock apply_lock(&apply_mu_);
-    cut_ = nullptr;
-  }
-  {
-    absl::MutexLock cut_lock(&cut.mu);
-    for (SnapshotPart& part : cut.copied) chunk.push_back(std::move(part));
-  }
-  if (saved.ok()) saved = store_->SaveSnapshotParts(cut.position, chunk);
-  if (!saved.ok()) {
-    // Their parts may not be saved: the next snapshot tries them again.
-    {
-      absl::MutexLock lock(&apply_mu_);
-      for (auto& [account, invoices] : all) {
-        dirty_[account].insert(invoices.begin(), invoices.end());
-      }
-    }
-    if (options_.on_snapshot) {
-      options_.on_snapshot(
-          SnapshotInfo{cut.position, absl::Now(), absl::Now() - started},
-          saved);
-    }
-    return saved;
-  }
-  last_snapshot_position_ = cut.position;
-  // What it saved and nothing changed since is on disk now.
-  EvictSavedInvoices();
-  {
-    absl::MutexLock lock(&snapshot_info_mu_);
-    snapshot_info_ =
-        SnapshotInfo{cut.position, absl::Now(), absl::Now() - started};
-  }
-  if (options_.on_snapshot) {
-    options_.on_snapshot(last_snapshot(), absl::OkStatus());
-  }
-  return cut.position;
-}
-
-void Ledger::MaybeSnapshot(uint64_t position) {
-  if (options_.snapshot_every_events == 0 ||
-      position <
-          last_snapshot_position_.load() + options_.snapshot_every_events) {
-    return;
-  }
-  // In the background: a snapshot must not hold up the commits that call
-  // this. Best effort: a failed snapshot only makes the next restart slower.
-  absl::MutexLock lock(&snapshot_thread_mu_);
-  if (snapshot_running_) return;
-  if (snapshot_thread_.joinable()) snapshot_thread_.join();
-  snapshot_running_ = true;
-  snapshot_thread_ = std::thread([this] {
-    SetCurrentThreadName("pl-snapshot");
-    (void)CreateSnapshot();
-    absl::MutexLock done_lock(&snapshot_thread_mu_);
-    snapshot_running_ = false;
-  });
-}
-
-Ledger::~Ledger() {
-  stop_warm_up_.store(true, std::memory_order_relaxed);
-  if (warm_up_thread_.joinable()) warm_up_thread_.join();
-  {
-    // Appends still in flight call back into this ledger.
-    absl::MutexLock lock(&in_flight_mu_);
-    in_flight_mu_.Await(absl::Condition(
-        +[](int* n) { return *n == 0; }, &in_flight_));
-  }
-  {
-    absl::MutexLock lock(&work_mu_);
-    stopping_ = true;
-  }
-  for (std::thread& t : workers_) t.join();
-  std::thread running;
-  {
-    absl::MutexLock lock(&snapshot_thread_mu_);
-    running = std::move(snapshot_thread_);
-  }
-  if (running.joinable()) running.join();
 }
 
 }  // namespace poledger

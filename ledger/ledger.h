@@ -43,6 +43,9 @@ inline constexpr char kAccountStreamPrefix[] = "account/";
 // digits, '-' or '_'.
 absl::Status ValidateAccountId(absl::string_view id);
 
+// Returns the stream of account `account_id` ("account/<id>").
+std::string AccountStream(const std::string& account_id);
+
 // Returns the account id of an account stream, or "" for other streams.
 std::string AccountOfStream(absl::string_view stream_id);
 
