@@ -43,6 +43,13 @@ namespace poledger {
 struct PoledgerServer::Impl {
   // First: it outlives the store and the gRPC server, which call into it.
   std::unique_ptr<ServerMetrics> metrics;
+  // Health, which the store's callbacks set: declared before the store so
+  // that it outlives it; closed_ once the listeners are gone.
+  absl::Mutex health_mu;
+  bool ready_ ABSL_GUARDED_BY(health_mu) = false;
+  bool writable_ ABSL_GUARDED_BY(health_mu) = true;
+  bool health_closed_ ABSL_GUARDED_BY(health_mu) = false;
+  absl::Time write_failed_at ABSL_GUARDED_BY(health_mu);
   ServerOptions options;
   std::unique_ptr<Clock> clock;
   ManualClock* manual_clock = nullptr;
@@ -81,17 +88,20 @@ struct PoledgerServer::Impl {
     writable_ = writable;
     PublishHealthLocked();
   }
+  // After shutdown the store may still report (its resume thread ends
+  // with it): the listeners are gone by then.
+  void CloseHealth() {
+    absl::MutexLock lock(&health_mu);
+    health_closed_ = true;
+  }
   void PublishHealthLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu) {
+    if (health_closed_) return;
     const bool serving = ready_ && writable_;
     server->GetHealthCheckService()->SetServingStatus(serving);
     if (health_server != nullptr) {
       health_server->GetHealthCheckService()->SetServingStatus(serving);
     }
   }
-  absl::Mutex health_mu;
-  bool ready_ ABSL_GUARDED_BY(health_mu) = false;
-  bool writable_ ABSL_GUARDED_BY(health_mu) = true;
-  absl::Time write_failed_at ABSL_GUARDED_BY(health_mu);
   // The store's on_write_health: one error line when writes stop, one
   // when they resume, and health NOT_SERVING in between.
   void OnWriteHealth(const absl::Status& s) {
@@ -393,6 +403,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
 
   // From here on a failure must stop the listening server.
   auto fail = [&](absl::Status s) {
+    impl->CloseHealth();
     if (impl->http != nullptr) impl->http->Stop();
     impl->server->Shutdown();
     if (impl->http != nullptr) impl->http->Wait();
@@ -648,6 +659,7 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
   if (impl_->scheduler.joinable()) impl_->scheduler.join();
   impl_->scrubber.reset();
   impl_->store->Close();
+  impl_->CloseHealth();
   impl_->shut_down.Notify();
 }
 
