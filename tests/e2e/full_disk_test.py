@@ -75,6 +75,17 @@ def status_of(err):
     return status_pb2.Status(code=err.code().value[0])
 
 
+def wait_for_health(health, wanted, deadline):
+    """The monotonic time health first answered `wanted`, or None by
+    `deadline`."""
+    while time.monotonic() < deadline:
+        if health.Check(health_pb2.HealthCheckRequest(),
+                        timeout=10).status == wanted:
+            return time.monotonic()
+        time.sleep(0.005)
+    return None
+
+
 class Tmpfs:
     def __init__(self, size):
         self.path = tempfile.mkdtemp(prefix="poledger-full-")
@@ -196,14 +207,8 @@ class FullDiskTest(unittest.TestCase):
             while not first_refusal and time.monotonic() < deadline:
                 time.sleep(0.01)
             self.assertTrue(first_refusal, "the disk never filled")
-            not_serving_at = None
-            while time.monotonic() < deadline:
-                status = health.Check(health_pb2.HealthCheckRequest(),
-                                      timeout=10).status
-                if status == health_pb2.HealthCheckResponse.NOT_SERVING:
-                    not_serving_at = time.monotonic()
-                    break
-                time.sleep(0.005)
+            not_serving_at = wait_for_health(
+                health, health_pb2.HealthCheckResponse.NOT_SERVING, deadline)
             self.assertIsNotNone(not_serving_at, "health stayed SERVING")
             # The writers keep hammering the full disk for a while.
             time.sleep(8)
@@ -239,14 +244,8 @@ class FullDiskTest(unittest.TestCase):
                             "the stream stopped with the writes")
             freed_at = time.monotonic()
             os.unlink(self.ballast)
-            resumed_at = None
-            while time.monotonic() < freed_at + 60:
-                status = health.Check(health_pb2.HealthCheckRequest(),
-                                      timeout=10).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    resumed_at = time.monotonic()
-                    break
-                time.sleep(0.01)
+            resumed_at = wait_for_health(
+                health, health_pb2.HealthCheckResponse.SERVING, freed_at + 60)
             self.assertIsNotNone(resumed_at, "writes did not resume")
             with lock:
                 before = sum(len(v) for v in acked.values())
