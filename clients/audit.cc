@@ -259,7 +259,7 @@ absl::Status ApplyRecord(const RecordedEvent& record,
                          std::map<std::string, core::AccountState>& states) {
   const std::string account_id = AccountOfStream(record.stream_id);
   if (account_id.empty()) return absl::OkStatus();
-  ASSIGN_OR_RETURN(LoggedEvent logged, Ledger::Decode(record));
+  ASSIGN_OR_RETURN(LoggedEvent logged, DecodeRecord(record));
   core::AccountState& state = states[account_id];
   state.account_id = account_id;
   absl::Status applied = core::Apply(state, logged.event);
@@ -401,7 +401,7 @@ absl::Status History(const EventStore& store, const std::string& account_id,
     if (records.empty()) break;
     for (const RecordedEvent& r : records) {
       version = r.stream_version + 1;
-      ASSIGN_OR_RETURN(LoggedEvent logged, Ledger::Decode(r));
+      ASSIGN_OR_RETURN(LoggedEvent logged, DecodeRecord(r));
       const v1::AccountEvent& e = logged.event;
       if (PurchaseOrderOf(e) != purchase_order_id) continue;
       std::string what;

@@ -31,12 +31,7 @@ absl::Status ReplayAccount(
     if (records.empty()) return absl::OkStatus();
     for (const RecordedEvent& r : records) {
       if (stop_before(r)) return absl::OkStatus();
-      ASSIGN_OR_RETURN(LoggedEvent logged, Ledger::Decode(r));
-      absl::Status status = core::Apply(state, logged.event);
-      if (!status.ok()) {
-        return absl::DataLossError(absl::StrCat(
-            "event at position ", r.position, ": ", status.message()));
-      }
+      RETURN_IF_ERROR(ApplyRecord(state, r, nullptr).status());
       next_version = r.stream_version + 1;
       applied(r, state);
     }

@@ -69,18 +69,6 @@ std::string AccountOfStream(absl::string_view stream_id) {
   return std::string(stream_id.substr(sizeof(kAccountStreamPrefix) - 1));
 }
 
-absl::StatusOr<LoggedEvent> Ledger::Decode(const RecordedEvent& record) {
-  LoggedEvent out;
-  out.position = record.position;
-  out.stream_version = record.stream_version;
-  out.time = record.timestamp;
-  if (!out.event.ParseFromString(record.payload)) {
-    return absl::DataLossError(absl::StrCat(
-        "event at position ", record.position, " is not an account event"));
-  }
-  return out;
-}
-
 absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(EventStore* store,
                                                      const Clock* clock,
                                                      LedgerOptions options) {
@@ -182,6 +170,8 @@ absl::Status Ledger::LoadAccount(Account* account) {
   // below, under apply_mu_, and the later ones applied once it is installed.
   absl::flat_hash_set<std::string> changed;
   bool replayed = false;
+  // Only an account with a saved part may have saved invoice entries.
+  const EventStore* saved = part.has_value() ? store_ : nullptr;
   auto replay = [&](uint64_t through) -> absl::Status {
     for (;;) {
       ASSIGN_OR_RETURN(
@@ -190,29 +180,8 @@ absl::Status Ledger::LoadAccount(Account* account) {
       if (records.empty()) return absl::OkStatus();
       for (const RecordedEvent& record : records) {
         if (record.position > through) return absl::OkStatus();
-        if (record.stream_version != state.version + 1) {
-          return absl::DataLossError(
-              absl::StrCat("event at position ", record.position,
-                           " is version ", record.stream_version, " of ",
-                           record.stream_id, ", expected ", state.version + 1));
-        }
-        ASSIGN_OR_RETURN(LoggedEvent logged, Decode(record));
-        std::vector<std::string> touched =
-            core::InvoicesChangedBy(logged.event);
-        // A credit memo changes its original, which may be saved on its own.
-        for (size_t k = 1; k < touched.size(); ++k) {
-          if (state.invoices.contains(touched[k])) continue;
-          ASSIGN_OR_RETURN(std::optional<v1::InvoiceSnapshot> saved,
-                           ReadSavedInvoice(id, touched[k]));
-          if (saved.has_value()) {
-            RETURN_IF_ERROR(core::AddInvoiceSnapshot(state, *saved));
-          }
-        }
-        absl::Status applied = core::Apply(state, logged.event);
-        if (!applied.ok()) {
-          return absl::DataLossError(absl::StrCat(
-              "event at position ", record.position, ": ", applied.message()));
-        }
+        ASSIGN_OR_RETURN(std::vector<std::string> touched,
+                         ApplyRecord(state, record, saved));
         for (std::string& invoice : touched) changed.insert(std::move(invoice));
         replayed = true;
       }
@@ -237,21 +206,6 @@ absl::Status Ledger::LoadAccount(Account* account) {
     dirty_[account].insert(changed.begin(), changed.end());
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::optional<v1::InvoiceSnapshot>> Ledger::ReadSavedInvoice(
-    absl::string_view account_id, absl::string_view invoice_id) const {
-  ASSIGN_OR_RETURN(std::optional<std::string> blob,
-                   store_->ReadSnapshotPart(absl::StrCat(
-                       account_id, absl::string_view("\0", 1), invoice_id)));
-  if (!blob.has_value()) return std::nullopt;
-  v1::InvoiceSnapshot invoice;
-  if (!invoice.ParseFromString(*blob) || invoice.invoice_id() != invoice_id) {
-    return absl::DataLossError(absl::StrCat(
-        "the snapshot of invoice ", core::Quote(invoice_id), " of account ",
-        core::Quote(account_id), " does not decode"));
-  }
-  return invoice;
 }
 
 absl::Status Ledger::LoadInvoicesFor(
@@ -280,7 +234,7 @@ absl::Status Ledger::LoadInvoicesFor(
   std::vector<v1::InvoiceSnapshot> found;
   for (const std::string& id : missing) {
     ASSIGN_OR_RETURN(std::optional<v1::InvoiceSnapshot> saved,
-                     ReadSavedInvoice(account_id, id));
+                     ReadSavedInvoice(*store_, account_id, id));
     if (saved.has_value()) found.push_back(std::move(*saved));
   }
   if (found.empty()) return absl::OkStatus();
@@ -304,7 +258,7 @@ absl::StatusOr<std::optional<core::InvoiceEntry>> Ledger::FindInvoice(
   if (entry.has_value()) return entry;
   // Not in memory: saved before it left (eviction saves first), or none.
   ASSIGN_OR_RETURN(std::optional<v1::InvoiceSnapshot> saved,
-                   ReadSavedInvoice(account_id, invoice_id));
+                   ReadSavedInvoice(*store_, account_id, invoice_id));
   if (saved.has_value()) entry = core::InvoiceEntryOf(*saved);
   return entry;
 }
@@ -434,7 +388,7 @@ absl::StatusOr<ExecuteResult> Ledger::ReadAppended(
                        appended.first_position,
                        appended.last_position - appended.first_position + 1));
   for (const RecordedEvent& r : records) {
-    ASSIGN_OR_RETURN(LoggedEvent logged, Decode(r));
+    ASSIGN_OR_RETURN(LoggedEvent logged, DecodeRecord(r));
     result.events.push_back(std::move(logged));
   }
   return result;
@@ -778,19 +732,12 @@ void Ledger::OnAppended(std::shared_ptr<Appended> a,
 absl::Status Ledger::ApplyReplicated(
     const std::vector<RecordedEvent>& records) {
   if (records.empty()) return absl::OkStatus();
-  struct Item {
-    Account* account;
-    uint64_t position;
-    LoggedEvent logged;
-  };
-  std::vector<Item> items;
-  items.reserve(records.size());
+  std::vector<Account*> accounts;
+  accounts.reserve(records.size());
   for (const RecordedEvent& record : records) {
     const std::string account_id = AccountOfStream(record.stream_id);
-    if (account_id.empty()) continue;
-    ASSIGN_OR_RETURN(LoggedEvent logged, Decode(record));
-    items.push_back(
-        {FindOrCreate(account_id), record.position, std::move(logged)});
+    accounts.push_back(account_id.empty() ? nullptr
+                                          : FindOrCreate(account_id));
   }
   {
     absl::MutexLock lock(&apply_mu_);
@@ -799,32 +746,21 @@ absl::Status Ledger::ApplyReplicated(
           "replicated records start at position ", records.front().position,
           ", the ledger has applied the log through ", applied_through_));
     }
-    for (Item& item : items) {
-      Account* account = item.account;
+    for (size_t i = 0; i < records.size(); ++i) {
+      Account* account = accounts[i];
+      if (account == nullptr) continue;
       absl::MutexLock state_lock(&account->state_mu);
       // Not loaded yet: its load reads these records from the log.
       if (!account->installed) continue;
       SaveIntoCutLocked(account);
-      std::vector<std::string> touched =
-          core::InvoicesChangedBy(item.logged.event);
-      if (account->invoices_on_disk) {
-        for (const std::string& invoice : touched) {
-          if (account->state.invoices.contains(invoice)) continue;
-          ASSIGN_OR_RETURN(
-              std::optional<v1::InvoiceSnapshot> saved,
-              ReadSavedInvoice(account->state.account_id, invoice));
-          if (saved.has_value()) {
-            RETURN_IF_ERROR(core::AddInvoiceSnapshot(account->state, *saved));
-          }
-        }
+      absl::StatusOr<std::vector<std::string>> touched = ApplyRecord(
+          account->state, records[i],
+          account->invoices_on_disk ? store_ : nullptr);
+      if (!touched.ok()) {
+        return absl::DataLossError(absl::StrCat(
+            "a replicated record does not apply: ", touched.status().message()));
       }
-      absl::Status applied = core::Apply(account->state, item.logged.event);
-      MarkChanged(account, item.logged.event);
-      if (!applied.ok()) {
-        return absl::DataLossError(
-            absl::StrCat("replicated event at position ", item.position,
-                         " does not apply: ", applied.message()));
-      }
+      MarkChanged(account, *touched);
     }
     applied_through_ = records.back().position;
   }
@@ -836,11 +772,18 @@ void Ledger::ApplyLocked(Appended& a) {
   Account* account = a.account;
   absl::MutexLock state_lock(&account->state_mu);
   SaveIntoCutLocked(account);
+  // The entries the command read were loaded before it decided (and are
+  // pinned): nothing is looked up on disk.
   absl::Status applied;
-  for (const v1::AccountEvent& e : *a.events) {
-    applied = core::Apply(account->state, e);
-    MarkChanged(account, e);
-    if (!applied.ok()) break;
+  for (size_t k = 0; k < a.events->size() && applied.ok(); ++k) {
+    absl::StatusOr<std::vector<std::string>> touched =
+        ApplyEvent(account->state, (*a.events)[k],
+                   a.positions.first_position + k, nullptr);
+    if (touched.ok()) {
+      MarkChanged(account, *touched);
+    } else {
+      applied = touched.status();
+    }
   }
   if (applied.ok()) {
     AnswerItems(a, a.positions.first_position);
@@ -911,7 +854,7 @@ absl::StatusOr<std::vector<LoggedEvent>> Ledger::ReadAccountEvents(
       store_->ReadStream(AccountStream(account_id), from_version, limit));
   std::vector<LoggedEvent> out;
   for (const RecordedEvent& r : records) {
-    ASSIGN_OR_RETURN(LoggedEvent logged, Decode(r));
+    ASSIGN_OR_RETURN(LoggedEvent logged, DecodeRecord(r));
     out.push_back(std::move(logged));
   }
   return out;
@@ -925,7 +868,7 @@ absl::StatusOr<ExecuteResult> Ledger::ReadRecord(const std::string& account_id,
       store_->ReadStream(AccountStream(account_id), version, 1 + kMaxRaisedWith));
   ExecuteResult result;
   for (const RecordedEvent& r : records) {
-    ASSIGN_OR_RETURN(LoggedEvent logged, Decode(r));
+    ASSIGN_OR_RETURN(LoggedEvent logged, DecodeRecord(r));
     if (!result.events.empty() &&
         !RaisedBy(logged.event, result.events.front().event)) {
       break;

@@ -33,6 +33,7 @@
 #include "core/commands.h"
 #include "eventstore/event_store.h"
 #include "ledger/clock.h"
+#include "ledger/record_applier.h"
 #include "poledger/v1/events.pb.h"
 
 namespace poledger {
@@ -88,14 +89,6 @@ struct RequestContext {
   std::string request_id;
   std::string actor;
   std::string correlation_id;
-};
-
-// A recorded event of an account, with where and when it was logged.
-struct LoggedEvent {
-  uint64_t position = 0;
-  uint64_t stream_version = 0;
-  absl::Time time;
-  v1::AccountEvent event;
 };
 
 // How commands run.
@@ -288,9 +281,6 @@ class Ledger {
   // state no longer follows the log).
   absl::Status ApplyReplicated(const std::vector<RecordedEvent>& records);
 
-  // Decodes a record's payload as an account event; DATA_LOSS if it is not.
-  static absl::StatusOr<LoggedEvent> Decode(const RecordedEvent& record);
-
   EventStore* store() const { return store_; }
   const Clock* clock() const { return clock_; }
 
@@ -397,14 +387,12 @@ class Ledger {
   // as the account's command starts; the pins last until the next one's.
   absl::Status LoadInvoicesFor(Account* account,
                                const std::vector<core::Command>& commands);
-  // The saved entry of an invoice, or std::nullopt.
-  absl::StatusOr<std::optional<v1::InvoiceSnapshot>> ReadSavedInvoice(
-      absl::string_view account_id, absl::string_view invoice_id) const;
   // After a snapshot is saved: drops from memory every entry that is saved
   // and unchanged since, but those pinned.
   void EvictSavedInvoices();
-  // Records what `event` changed in `account` since the last snapshot.
-  void MarkChanged(Account* account, const v1::AccountEvent& event)
+  // Records that `account` and its entries `invoices` changed since the
+  // last snapshot.
+  void MarkChanged(Account* account, const std::vector<std::string>& invoices)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   Account* FindOrCreate(const std::string& account_id);
   absl::StatusOr<ExecuteResult> ReadAppended(

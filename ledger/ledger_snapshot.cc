@@ -30,11 +30,9 @@ void Ledger::SaveIntoCutLocked(Account* account) {
   }
 }
 
-void Ledger::MarkChanged(Account* account, const v1::AccountEvent& event) {
-  absl::flat_hash_set<std::string>& dirty = dirty_[account];
-  for (std::string& id : core::InvoicesChangedBy(event)) {
-    dirty.insert(std::move(id));
-  }
+void Ledger::MarkChanged(Account* account,
+                         const std::vector<std::string>& invoices) {
+  dirty_[account].insert(invoices.begin(), invoices.end());
 }
 
 size_t Ledger::AppendParts(const Account& account,

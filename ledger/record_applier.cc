@@ -1,0 +1,73 @@
+#include "ledger/record_applier.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "core/errors.h"
+
+namespace poledger {
+
+absl::StatusOr<LoggedEvent> DecodeRecord(const RecordedEvent& record) {
+  LoggedEvent out;
+  out.position = record.position;
+  out.stream_version = record.stream_version;
+  out.time = record.timestamp;
+  if (!out.event.ParseFromString(record.payload)) {
+    return absl::DataLossError(absl::StrCat(
+        "event at position ", record.position, " is not an account event"));
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<v1::InvoiceSnapshot>> ReadSavedInvoice(
+    const EventStore& store, absl::string_view account_id,
+    absl::string_view invoice_id) {
+  ASSIGN_OR_RETURN(std::optional<std::string> blob,
+                   store.ReadSnapshotPart(absl::StrCat(
+                       account_id, absl::string_view("\0", 1), invoice_id)));
+  if (!blob.has_value()) return std::nullopt;
+  v1::InvoiceSnapshot invoice;
+  if (!invoice.ParseFromString(*blob) || invoice.invoice_id() != invoice_id) {
+    return absl::DataLossError(absl::StrCat(
+        "the snapshot of invoice ", core::Quote(invoice_id), " of account ",
+        core::Quote(account_id), " does not decode"));
+  }
+  return invoice;
+}
+
+absl::StatusOr<std::vector<std::string>> ApplyEvent(
+    core::AccountState& state, const v1::AccountEvent& event,
+    uint64_t position, const EventStore* saved) {
+  std::vector<std::string> touched = core::InvoicesChangedBy(event);
+  if (saved != nullptr) {
+    for (const std::string& id : touched) {
+      if (state.invoices.contains(id)) continue;
+      ASSIGN_OR_RETURN(std::optional<v1::InvoiceSnapshot> entry,
+                       ReadSavedInvoice(*saved, state.account_id, id));
+      if (entry.has_value()) {
+        RETURN_IF_ERROR(core::AddInvoiceSnapshot(state, *entry));
+      }
+    }
+  }
+  if (absl::Status applied = core::Apply(state, event); !applied.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("event at position ", position, ": ", applied.message()));
+  }
+  return touched;
+}
+
+absl::StatusOr<std::vector<std::string>> ApplyRecord(
+    core::AccountState& state, const RecordedEvent& record,
+    const EventStore* saved) {
+  if (record.stream_version != state.version + 1) {
+    return absl::DataLossError(
+        absl::StrCat("event at position ", record.position, " is version ",
+                     record.stream_version, " of ", record.stream_id,
+                     ", expected ", state.version + 1));
+  }
+  ASSIGN_OR_RETURN(LoggedEvent logged, DecodeRecord(record));
+  return ApplyEvent(state, logged.event, record.position, saved);
+}
+
+}  // namespace poledger
