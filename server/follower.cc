@@ -30,6 +30,18 @@ constexpr absl::Duration kLastRetry = absl::Seconds(2);
 
 }  // namespace
 
+const char* FollowerStateName(FollowerState state) {
+  switch (state) {
+    case FollowerState::kConnecting:
+      return "connecting";
+    case FollowerState::kFollowing:
+      return "following";
+    case FollowerState::kStopped:
+      return "stopped";
+  }
+  return "unknown";
+}
+
 Follower::Follower(EventStore* store, Ledger* ledger, FollowerOptions options)
     : store_(store), ledger_(ledger), options_(std::move(options)) {
   apply_thread_ = std::thread([this] {
@@ -54,7 +66,7 @@ Follower::Follower(EventStore* store, Ledger* ledger, FollowerOptions options)
       }
       {
         absl::MutexLock lock(&mu_);
-        state_ = "connecting";
+        state_ = FollowerState::kConnecting;
         last_error_ = ended.ToString();
       }
       if (ended.ToString() != last_logged) {
@@ -92,7 +104,7 @@ ReplicationStatus Follower::status() const {
   s.state = state_;
   s.leader_head = std::max(leader_head_, head);
   s.lag_events = s.leader_head - head;
-  if (s.lag_events > 0 || state_ != "following") {
+  if (s.lag_events > 0 || state_ != FollowerState::kFollowing) {
     s.lag = absl::Now() - caught_up_at_;
   }
   s.last_error = last_error_;
@@ -104,7 +116,7 @@ void Follower::Fail(const absl::Status& status) {
     absl::MutexLock lock(&mu_);
     if (!fatal_.ok()) return;
     fatal_ = status;
-    state_ = "stopped";
+    state_ = FollowerState::kStopped;
     last_error_ = status.ToString();
     if (call_ != nullptr) call_->TryCancel();
   }
@@ -233,7 +245,7 @@ absl::Status Follower::Session() {
       ++expected;
       heard = record->position;
       absl::MutexLock lock(&mu_);
-      state_ = "following";
+      state_ = FollowerState::kFollowing;
       leader_head_ = std::max(leader_head_, heard);
       queue_.push_back(*std::move(record));
       // Backpressure: the stream waits while the store is behind.
@@ -249,7 +261,7 @@ absl::Status Follower::Session() {
     if (message.has_caught_up()) heard = message.caught_up().head_position();
     if (message.has_heartbeat()) heard = message.heartbeat().head_position();
     absl::MutexLock lock(&mu_);
-    state_ = "following";
+    state_ = FollowerState::kFollowing;
     leader_head_ = std::max(leader_head_, heard);
     if (queue_.empty() && !applying_ &&
         store_->Head().position >= leader_head_) {

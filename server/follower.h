@@ -40,10 +40,19 @@ namespace poledger {
 
 class Ledger;
 
+enum class FollowerState {
+  kConnecting,  // No stream from the leader (yet, or again).
+  kFollowing,   // Copying the leader's log.
+  kStopped,     // For good: the logs differ, or the copy did not apply.
+};
+
+// "connecting", "following" or "stopped".
+const char* FollowerStateName(FollowerState state);
+
 // Where a replica stands (GetServerInfo's Replication, the metrics).
 struct ReplicationStatus {
   std::string leader;
-  std::string state;  // "connecting", "following" or "stopped".
+  FollowerState state = FollowerState::kConnecting;
   uint64_t leader_head = 0;
   uint64_t lag_events = 0;
   absl::Duration lag = absl::ZeroDuration();
@@ -100,7 +109,7 @@ class Follower {
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
   // The call to the leader in progress (Stop and Fail cancel it).
   grpc::ClientContext* call_ ABSL_GUARDED_BY(mu_) = nullptr;
-  std::string state_ ABSL_GUARDED_BY(mu_) = "connecting";
+  FollowerState state_ ABSL_GUARDED_BY(mu_) = FollowerState::kConnecting;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   uint64_t leader_head_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time caught_up_at_ ABSL_GUARDED_BY(mu_) = absl::Now();

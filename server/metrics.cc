@@ -117,6 +117,14 @@ class LiveCollectable final : public prometheus::Collectable {
             "Invoice and credit memo entries held in memory: those changed "
             "since the last snapshot and those read back since (the rest are "
             "on disk)")),
+        term_(Gauge("poledger_term",
+                    "The shard's leadership this server knows of (0: a "
+                    "server on its own)")),
+        role_(prometheus::BuildGauge()
+                  .Name("poledger_role")
+                  .Help("1 for what this server is in its shard now "
+                        "(leader, replica), 0 for the others")
+                  .Register(*registry_)),
         scheduler_lag_(Gauge("poledger_scheduler_lag_seconds",
                              "How far the clock is past the oldest expiry or "
                              "reminder still due (0: none overdue)")),
@@ -187,6 +195,10 @@ class LiveCollectable final : public prometheus::Collectable {
     accounts_.Set(static_cast<double>(v.accounts));
     open_streams_.Set(static_cast<double>(v.open_streams));
     scheduler_lag_.Set(v.scheduler_lag_seconds);
+    term_.Set(static_cast<double>(v.term));
+    for (const char* role : {"leader", "replica"}) {
+      role_.Add({{"role", role}}).Set(v.role == role ? 1 : 0);
+    }
     slowest_stream_lag_.Set(static_cast<double>(v.slowest_stream_lag_events));
     accounts_loaded_.Set(v.accounts_loaded ? 1 : 0);
     invoices_in_memory_.Set(static_cast<double>(v.invoices_in_memory));
@@ -248,6 +260,8 @@ class LiveCollectable final : public prometheus::Collectable {
   prometheus::Gauge& slowest_stream_lag_;
   prometheus::Gauge& accounts_loaded_;
   prometheus::Gauge& invoices_in_memory_;
+  prometheus::Gauge& term_;
+  prometheus::Family<prometheus::Gauge>& role_;
   prometheus::Gauge& scheduler_lag_;
   prometheus::Family<prometheus::Gauge>& replication_lag_events_;
   prometheus::Family<prometheus::Gauge>& replication_lag_seconds_;

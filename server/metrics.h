@@ -56,6 +56,9 @@ struct LiveValues {
   double scheduler_lag_seconds = 0;
   // Invoice entries the ledger holds in memory (Ledger::InvoicesInMemory).
   uint64_t invoices_in_memory = 0;
+  // What the server is in its shard ("leader", "replica") and its term.
+  std::string role;
+  uint64_t term = 0;
   // A read replica's leader ("" on a leader: no replication samples), how
   // far behind it is, and whether a stream from the leader is open.
   std::string replication_leader;

@@ -281,6 +281,17 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     impl->clock = std::make_unique<RealClock>();
   }
   ServiceContext& ctx = impl->context;
+  ctx.role.OnChange([](const RoleState& now, const RoleState& before,
+                       absl::string_view reason) {
+    log::Info("role_changed",
+              absl::StrCat("now ", RoleName(now.kind), " in term ", now.term,
+                           " (was ", RoleName(before.kind), " in term ",
+                           before.term, "): ", reason),
+              {{"role", std::string(RoleName(now.kind))},
+               {"term", now.term},
+               {"leader", now.leader},
+               {"reason", std::string(reason)}});
+  });
   ctx.manual_clock = impl->manual_clock;
   ctx.heartbeat_interval = options.heartbeat_interval;
   ctx.stream_queue_records = static_cast<size_t>(options.stream_queue_records);
@@ -305,7 +316,8 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
           absl::StrCat("--follow-", to_leader.status().message()));
     }
     leader_channel = NewClientChannel(options.follow, *to_leader);
-    ctx.leader = options.follow;
+    ctx.role.Set({RoleKind::kReplica, 0, options.follow},
+                 "started with --follow");
   }
   std::shared_ptr<grpc::ServerCredentials> credentials =
       grpc::InsecureServerCredentials();
@@ -531,10 +543,13 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     impl->scheduler = std::thread([raw] {
       SetCurrentThreadName("pl-scheduler");
       // Tick once at start (expiries that fell due while down), then on
-      // every interval until shutdown.
+      // every interval until shutdown, while this server leads.
       do {
-        absl::StatusOr<int> ticked = raw->ledger->TickAll(
-            [raw] { return raw->shutting_down.HasBeenNotified(); });
+        if (!raw->context.role.is_leader()) continue;
+        absl::StatusOr<int> ticked = raw->ledger->TickAll([raw] {
+          return raw->shutting_down.HasBeenNotified() ||
+                 !raw->context.role.is_leader();
+        });
         if (!ticked.ok()) {
           log::Error("tick_failed",
                      absl::StrCat("scheduler: ", ticked.status().ToString()));
@@ -618,12 +633,15 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       v.open_streams = raw->tail->subscribers();
       v.slowest_stream_lag_events = raw->tail->MaxLag();
       v.accounts_loaded = raw->ledger->AllLoaded();
+      const RoleState role = raw->context.role.state();
+      v.role = std::string(RoleName(role.kind));
+      v.term = role.term;
       if (raw->follower != nullptr) {
         const ReplicationStatus r = raw->follower->status();
         v.replication_leader = r.leader;
         v.replication_lag_events = r.lag_events;
         v.replication_lag_seconds = absl::ToDoubleSeconds(r.lag);
-        v.replication_following = r.state == "following";
+        v.replication_following = r.state == FollowerState::kFollowing;
       }
       v.open_streams_by_method["EventLogService.SubscribeEvents"] =
           static_cast<uint64_t>(raw->context.open_event_streams.load());

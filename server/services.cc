@@ -214,14 +214,16 @@ absl::StatusOr<std::string> Authorize(
                                                request.GetDescriptor())
           : ctx.authorizer()->Check(identity, request.GetDescriptor(), account);
   if (!allowed.ok()) return allowed;
-  if (!ctx.leader.empty() && ChangesTheLog(request.GetDescriptor())) {
-    return core::WithMetadata(
-        core::DomainError(
-            absl::StatusCode::kFailedPrecondition,
-            core::reason::kReadOnlyReplica,
-            absl::StrCat("this server is a read replica of ", ctx.leader,
-                         ": send writes (and dry runs) to the leader")),
-        "leader", ctx.leader);
+  if (ChangesTheLog(request.GetDescriptor())) {
+    if (const RoleState role = ctx.role.state(); role.kind != RoleKind::kLeader) {
+      return core::WithMetadata(
+          core::DomainError(
+              absl::StatusCode::kFailedPrecondition,
+              core::reason::kReadOnlyReplica,
+              absl::StrCat("this server is a read replica of ", role.leader,
+                           ": send writes (and dry runs) to the leader")),
+          "leader", role.leader);
+    }
   }
   return identity;
 }
@@ -557,7 +559,7 @@ grpc::ServerUnaryReactor* PurchaseOrderServiceImpl::TestPermissions(
             : authorizer->Check(identity, m->input_type(),
                                 request->account_id());
     // A replica takes no writes.
-    if (allowed.ok() && !ctx_->leader.empty() &&
+    if (allowed.ok() && !ctx_->role.is_leader() &&
         ChangesTheLog(m->input_type())) {
       allowed = absl::FailedPreconditionError("read replica");
     }
@@ -1362,11 +1364,15 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
   response->set_caller_identity(CallerIdentity(*ctx_, context));
   response->set_shard_index(ctx_->shard.index);
   response->set_shard_count(ctx_->shard.count);
+  const RoleState role = ctx_->role.state();
+  response->set_role(std::string(RoleName(role.kind)));
+  response->set_term(role.term);
+  response->set_leader(role.leader);
   if (ctx_->replication) {
     const ReplicationStatus r = ctx_->replication();
     v1::Replication* out = response->mutable_replication();
     out->set_leader(r.leader);
-    out->set_state(r.state);
+    out->set_state(FollowerStateName(r.state));
     out->set_leader_head_position(r.leader_head);
     out->set_lag_events(r.lag_events);
     const absl::Duration lag = r.lag;

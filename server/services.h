@@ -26,6 +26,7 @@
 #include "poledger/v1/purchase_orders.grpc.pb.h"
 #include "server/arena_messages.h"
 #include "server/follower.h"
+#include "server/role.h"
 #include "server/scrubber.h"
 #include "server/stream_slots.h"
 
@@ -90,8 +91,9 @@ struct ServiceContext {
 
   // The accounts this server serves; calls for others are WRONG_SHARD.
   core::Shard shard;
-  // A read replica's leader ("" on a leader): writes are READ_ONLY_REPLICA.
-  std::string leader;
+  // What this server is in its shard (writes to a replica are
+  // READ_ONLY_REPLICA).
+  Role role;
   // A read replica's status (set with its follower).
   std::function<ReplicationStatus()> replication;
   // The background scrub's findings (unset when it is off).

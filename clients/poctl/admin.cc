@@ -27,7 +27,11 @@ int Info(Session& s) {
         {"head", absl::StrCat(out.head_position())},
         {"uptime", absl::StrCat(out.uptime().seconds(), "s")},
         {"clock", out.clock()},
-        {"shard", absl::StrCat(out.shard_index(), "/", out.shard_count())}};
+        {"shard", absl::StrCat(out.shard_index(), "/", out.shard_count())},
+        {"role", absl::StrCat(out.role(), " in term ", out.term(),
+                              out.leader().empty()
+                                  ? ""
+                                  : absl::StrCat("; leader ", out.leader()))}};
     if (out.has_replication()) {
       const v1::Replication& r = out.replication();
       const double lag =

@@ -619,6 +619,10 @@ class ClusterTest(unittest.TestCase):
         r = run("--shard=2", "-o", "json", "admin", "info")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertRegex(r.stdout, r'"shard_index": 2')
+        self.assertRegex(r.stdout, r'"role": "leader"')
+        r = run("--shard=2", "admin", "info")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertRegex(r.stdout, r"role\s+leader in term 0\n")
 
 
     def test_the_auditor_verifies_every_shard(self):

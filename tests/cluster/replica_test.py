@@ -259,6 +259,11 @@ class ReplicaTest(unittest.TestCase):
         self.assert_same_logs()
         info = self.replica.info()
         self.assertEqual(info.replication.leader, self.leader.address)
+        self.assertEqual((info.role, info.term, info.leader),
+                         ("replica", 0, self.leader.address))
+        leader_info = self.leader.info()
+        self.assertEqual((leader_info.role, leader_info.term,
+                          leader_info.leader), ("leader", 0, ""))
         until(lambda: self.replica.info().replication.lag_events == 0 and
               self.replica.info().replication.lag.ToNanoseconds() == 0,
               "no lag once caught up")
@@ -273,6 +278,9 @@ class ReplicaTest(unittest.TestCase):
         self.assertIn("poledger_replication_following%s 1" % label, metrics)
         self.assertIn("poledger_replication_lag_events%s 0" % label, metrics)
         self.assertIn("poledger_replication_lag_seconds%s 0" % label, metrics)
+        self.assertIn('poledger_role{role="replica"} 1', metrics)
+        self.assertIn('poledger_role{role="leader"} 0', metrics)
+        self.assertIn("poledger_term 0", metrics)
         # The replica's streams: catch-up, then a live record copied from
         # the leader.
         with self.replica.channel() as ch:

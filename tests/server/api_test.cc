@@ -832,6 +832,10 @@ TEST_F(ApiTest, ServerInfo) {
   EXPECT_EQ(info.clock(), "manual");
   EXPECT_EQ(info.now().seconds(), 1769904000);
   EXPECT_FALSE(info.version().empty());
+  // A server on its own leads, in term 0.
+  EXPECT_EQ(info.role(), "leader");
+  EXPECT_EQ(info.term(), 0u);
+  EXPECT_EQ(info.leader(), "");
 }
 
 }  // namespace
