@@ -18,6 +18,7 @@
 #include "poledger/v1/invoices.pb.h"
 #include "poledger/v1/log.pb.h"
 #include "poledger/v1/purchase_orders.pb.h"
+#include "poledger/v1/replication.pb.h"
 
 namespace poledger {
 namespace api {
@@ -57,12 +58,13 @@ constexpr struct {
     {"AdminService.CreateBackup", Access::kAdmin},
     {"AdminService.SetTime", Access::kAdmin},
     {"AdminService.AdvanceTime", Access::kAdmin},
+    {"ReplicationService.Replicate", Access::kLog},
 };
 
 constexpr const char* kServices[] = {
     "poledger.v1.PurchaseOrderService", "poledger.v1.InvoiceService",
     "poledger.v1.NotificationService", "poledger.v1.EventLogService",
-    "poledger.v1.AdminService"};
+    "poledger.v1.AdminService", "poledger.v1.ReplicationService"};
 
 // Request message -> rule, built from the services' descriptors.
 const absl::flat_hash_map<const google::protobuf::Descriptor*, MethodRule>&
@@ -167,6 +169,7 @@ std::vector<const google::protobuf::MethodDescriptor*> ApiMethods() {
   (void)v1::RecordInvoiceRequest::descriptor();
   (void)v1::CreatePurchaseOrderRequest::descriptor();
   (void)v1::ReadEventsRequest::descriptor();
+  (void)v1::ReplicateRequest::descriptor();
   std::vector<const google::protobuf::MethodDescriptor*> out;
   const auto* pool = google::protobuf::DescriptorPool::generated_pool();
   for (const char* name : kServices) {

@@ -86,6 +86,12 @@ inline constexpr absl::string_view kReadOnlyReplica = "READ_ONLY_REPLICA";
 inline constexpr absl::string_view kStorageUnavailable = "STORAGE_UNAVAILABLE";
 inline constexpr absl::string_view kCertificateExpired = "CERTIFICATE_EXPIRED";
 inline constexpr absl::string_view kTooManyStreams = "TOO_MANY_STREAMS";
+// Replication: a write durable on the leader that not enough synchronous
+// followers stored before the call's deadline (not acknowledged: send it
+// again with its request id); a follower whose log is not a prefix of its
+// leader's.
+inline constexpr absl::string_view kNotReplicated = "NOT_REPLICATED";
+inline constexpr absl::string_view kLogsDiffer = "LOGS_DIFFER";
 }  // namespace reason
 
 // The metadata key that asks clients to wait before retrying: its value is

@@ -5,14 +5,16 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "base/thread_name.h"
-#include "clients/remote_event_store.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
 #include "ledger/ledger.h"
+#include "eventstore/record_format.h"
 #include "poledger/v1/log.grpc.pb.h"
+#include "poledger/v1/replication.grpc.pb.h"
 #include "server/log.h"
 
 namespace poledger {
@@ -42,8 +44,17 @@ const char* FollowerStateName(FollowerState state) {
   return "unknown";
 }
 
-Follower::Follower(EventStore* store, Ledger* ledger, FollowerOptions options)
-    : store_(store), ledger_(ledger), options_(std::move(options)) {
+Follower::Follower(EventStore* store, CommittedStore* committed,
+                   Ledger* ledger, FollowerOptions options)
+    : store_(store),
+      committed_(committed),
+      ledger_(ledger),
+      options_(std::move(options)) {
+  {
+    absl::MutexLock lock(&mu_);
+    applied_ = committed_->committed();
+    stored_ = store_->Head().position;
+  }
   apply_thread_ = std::thread([this] {
     SetCurrentThreadName("pl-replicate");
     ApplyLoop();
@@ -209,29 +220,46 @@ void Follower::WaitUntilApplied() {
 }
 
 absl::Status Follower::Session() {
-  RETURN_IF_ERROR(CheckAgreement());
   // Resume after the store's head, once what an earlier session queued is
   // stored.
   WaitUntilApplied();
-  const uint64_t from = store_->Head().position;
-  auto stub = v1::EventLogService::NewStub(options_.channel);
+  const LogHead from = store_->Head();
+  auto stub = v1::ReplicationService::NewStub(options_.channel);
   grpc::ClientContext context;
   {
     absl::MutexLock lock(&mu_);
     if (stopping() || !fatal_.ok()) return absl::CancelledError("stopping");
     call_ = &context;
   }
-  v1::SubscribeEventsRequest request;
-  request.set_after_position(from);
-  std::unique_ptr<grpc::ClientReader<v1::SubscribeEventsResponse>> reader =
-      stub->SubscribeEvents(&context, request);
-  uint64_t expected = from + 1;
+  std::shared_ptr<grpc::ClientReaderWriter<v1::ReplicateRequest,
+                                           v1::ReplicateResponse>>
+      stream = stub->Replicate(&context);
+  v1::ReplicateRequest hello;
+  hello.mutable_hello()->set_node(options_.node);
+  hello.mutable_hello()->set_head_position(from.position);
+  if (from.position > 0) {
+    hello.mutable_hello()->set_head_hash(
+        std::string(from.hash.begin(), from.hash.end()));
+  }
+  hello.mutable_hello()->set_synchronous(options_.synchronous);
+  stream->Write(hello);
+  {
+    absl::MutexLock lock(&ack_mu_);
+    ack_ = [stream](uint64_t durable) {
+      v1::ReplicateRequest ack;
+      ack.mutable_ack()->set_durable_position(durable);
+      return stream->Write(ack);
+    };
+  }
+  uint64_t expected = from.position + 1;
   absl::Status ended;
-  v1::SubscribeEventsResponse message;
-  while (ended.ok() && reader->Read(&message)) {
-    uint64_t heard = 0;
-    if (message.has_event()) {
-      absl::StatusOr<RecordedEvent> record = RecordFromEvent(message.event());
+  v1::ReplicateResponse message;
+  while (ended.ok() && stream->Read(&message)) {
+    std::vector<RecordedEvent> records;
+    records.reserve(message.records_size());
+    for (const v1::LogRecord& r : message.records()) {
+      absl::StatusOr<RecordedEvent> record = record_format::DecodeRecordValue(
+          r.position(), r.value(), /*verify=*/true);
       if (!record.ok()) {
         ended = record.status();
         break;
@@ -243,44 +271,81 @@ absl::Status Follower::Session() {
         break;
       }
       ++expected;
-      heard = record->position;
-      absl::MutexLock lock(&mu_);
-      state_ = FollowerState::kFollowing;
-      leader_head_ = std::max(leader_head_, heard);
-      queue_.push_back(*std::move(record));
-      // Backpressure: the stream waits while the store is behind.
-      mu_.Await(absl::Condition(
-          +[](Follower* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
-            return f->queue_.size() <
-                       kQueueBatches * f->options_.batch_records ||
-                   f->stopping() || !f->fatal_.ok();
-          },
-          this));
-      continue;
+      records.push_back(*std::move(record));
     }
-    if (message.has_caught_up()) heard = message.caught_up().head_position();
-    if (message.has_heartbeat()) heard = message.heartbeat().head_position();
+    if (!ended.ok()) break;
     absl::MutexLock lock(&mu_);
     state_ = FollowerState::kFollowing;
-    leader_head_ = std::max(leader_head_, heard);
+    leader_head_ = std::max(leader_head_, message.head_position());
+    leader_committed_ =
+        std::max(leader_committed_, message.committed_position());
+    for (RecordedEvent& record : records) queue_.push_back(std::move(record));
     if (queue_.empty() && !applying_ &&
         store_->Head().position >= leader_head_) {
       caught_up_at_ = absl::Now();
     }
+    // Backpressure: the stream waits while the store is behind.
+    mu_.Await(absl::Condition(
+        +[](Follower* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
+          return f->queue_.size() < kQueueBatches * f->options_.batch_records ||
+                 f->stopping() || !f->fatal_.ok();
+        },
+        this));
+  }
+  {
+    absl::MutexLock lock(&ack_mu_);
+    ack_ = nullptr;
   }
   if (ended.ok()) {
     // The stream ended: the leader stopped, or the connection broke.
-    grpc::Status finished = reader->Finish();
+    grpc::Status finished = stream->Finish();
     ended = finished.ok()
                 ? absl::UnavailableError("the leader ended the stream")
                 : FromGrpc(finished, "the leader's stream");
+    if (finished.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+        absl::StrContains(finished.error_message(), "is not a record of")) {
+      // The logs differ: find where, for the operator.
+      absl::Status agreement = CheckAgreement();
+      ended = agreement.ok() ? absl::DataLossError(finished.error_message())
+                             : agreement;
+    }
   } else {
     context.TryCancel();
-    (void)reader->Finish();
+    (void)stream->Finish();
   }
   absl::MutexLock lock(&mu_);
   call_ = nullptr;
   return ended;
+}
+
+void Follower::Acknowledge(uint64_t durable) {
+  absl::MutexLock lock(&ack_mu_);
+  if (ack_) ack_(durable);
+}
+
+absl::Status Follower::ApplyCommitted() {
+  uint64_t target;
+  uint64_t applied;
+  {
+    absl::MutexLock lock(&mu_);
+    target = leader_committed_;
+    applied = applied_;
+  }
+  committed_->SetCommitted(target);
+  target = committed_->committed();
+  while (applied < target) {
+    ASSIGN_OR_RETURN(
+        std::vector<RecordedEvent> records,
+        store_->ReadForward(applied + 1,
+                            static_cast<size_t>(std::min<uint64_t>(
+                                options_.batch_records, target - applied))));
+    if (records.empty()) break;
+    RETURN_IF_ERROR(ledger_->ApplyReplicated(records));
+    applied = records.back().position;
+    absl::MutexLock lock(&mu_);
+    applied_ = applied;
+  }
+  return absl::OkStatus();
 }
 
 void Follower::ApplyLoop() {
@@ -290,7 +355,9 @@ void Follower::ApplyLoop() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](Follower* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
-            return !f->queue_.empty() || f->stopping() || !f->fatal_.ok();
+            return !f->queue_.empty() ||
+                   std::min(f->leader_committed_, f->stored_) > f->applied_ ||
+                   f->stopping() || !f->fatal_.ok();
           },
           this));
       // Stopping: what is queued and not stored is copied again next time.
@@ -303,20 +370,23 @@ void Follower::ApplyLoop() {
       }
       applying_ = true;
     }
-    absl::Status applied = store_->Replicate(batch);
-    if (applied.ok()) applied = ledger_->ApplyReplicated(batch);
+    absl::Status applied =
+        batch.empty() ? absl::OkStatus() : store_->Replicate(batch);
+    if (applied.ok() && !batch.empty()) Acknowledge(batch.back().position);
+    if (applied.ok()) applied = ApplyCommitted();
     {
       absl::MutexLock lock(&mu_);
       applying_ = false;
+      if (applied.ok() && !batch.empty()) stored_ = batch.back().position;
       if (applied.ok() && queue_.empty() &&
-          batch.back().position >= leader_head_) {
+          store_->Head().position >= leader_head_) {
         caught_up_at_ = absl::Now();
       }
     }
     if (!applied.ok()) {
       if (stopping()) return;
       // The store refused the copy (the logs diverge) or the ledger could
-      // not apply it: the replica cannot go on.
+      // not apply it: the follower cannot go on.
       Fail(applied);
       return;
     }

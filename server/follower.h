@@ -1,17 +1,18 @@
-// Follower makes a server a read replica: it copies its leader's log
-// through EventLogService.SubscribeEvents into the local store
-// (EventStore::Replicate: same positions, same hashes, each record checked)
-// and applies the copies to the ledger (Ledger::ApplyReplicated), so that
-// every read and stream of the replica answers what the leader answered a
-// moment before.
+// Follower makes a server follow its leader: it copies the leader's log
+// through ReplicationService.Replicate into the local store
+// (EventStore::Replicate: same positions, same hashes, each record checked),
+// acknowledges each batch once it is durable (so that a leader with
+// --sync-followers can count it), and applies to the ledger the records the
+// leader says are committed (Ledger::ApplyReplicated), so that every read
+// and stream of the follower answers what the leader answered a moment
+// before, and nothing that a failover could take back.
 //
-// At every connection it first checks that the two logs agree: the leader's
-// hash at the replica's head must be the replica's (GetLogDigest). If it is
-// not, or the leader's log is shorter, the follower stops for good with
-// DATA_LOSS naming the first position where the logs differ (found by
-// bisection) and calls on_fatal. Anything else (the leader down,
+// At every connection the leader checks that the follower's head is a
+// record of its log. If it is not, the follower finds the first position
+// where the logs differ (bisection over GetLogDigest), stops for good with
+// DATA_LOSS naming it and calls on_fatal. Anything else (the leader down,
 // restarting, a broken stream) is retried with backoff, resuming after the
-// replica's head: nothing is copied twice and nothing is skipped.
+// follower's head: nothing is copied twice and nothing is skipped.
 //
 // Thread safety: status() may be called from any thread.
 #ifndef POLEDGER_SERVER_FOLLOWER_H_
@@ -29,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "eventstore/committed_store.h"
 #include "eventstore/event_store.h"
 
 namespace grpc {
@@ -64,6 +66,11 @@ struct FollowerOptions {
   // options: its identity needs the log access of the leader's policy).
   std::string leader;
   std::shared_ptr<grpc::Channel> channel;
+  // This node's name, as the leader reports its followers.
+  std::string node;
+  // Whether the leader may count this follower's acknowledgements toward
+  // --sync-followers (a read replica's are not counted).
+  bool synchronous = false;
   // Called once, on the follower's thread, when it stops for good.
   std::function<void(const absl::Status&)> on_fatal;
   // Records copied and applied together at most.
@@ -72,9 +79,11 @@ struct FollowerOptions {
 
 class Follower {
  public:
-  // Starts following. `store` and `ledger` must outlive the follower; the
-  // ledger must be open on `store`.
-  Follower(EventStore* store, Ledger* ledger, FollowerOptions options);
+  // Starts following. `store` is the node's log and `committed` shows it
+  // through the committed position; the ledger must be open on
+  // `committed`. None is owned; all must outlive the follower.
+  Follower(EventStore* store, CommittedStore* committed, Ledger* ledger,
+           FollowerOptions options);
   // Stops (as Stop).
   ~Follower();
 
@@ -90,14 +99,20 @@ class Follower {
   // DATA_LOSS naming the first position where the leader's log differs
   // from the store's, or OK if the store's log is a prefix of the leader's.
   absl::Status CheckAgreement();
-  // The thread that stores and applies what the session queues.
+  // The thread that stores, acknowledges and applies what the session
+  // queues.
   void ApplyLoop();
+  // Applies to the ledger the stored records up to the leader's commit.
+  absl::Status ApplyCommitted();
+  // Tells the leader (if a stream is open) what is stored durably.
+  void Acknowledge(uint64_t durable);
   // Blocks until the queue is empty and nothing is being applied.
   void WaitUntilApplied();
   void Fail(const absl::Status& status);
   bool stopping() const { return stop_.HasBeenNotified(); }
 
   EventStore* const store_;
+  CommittedStore* const committed_;
   Ledger* const ledger_;
   const FollowerOptions options_;
   absl::Notification stop_;
@@ -112,6 +127,16 @@ class Follower {
   FollowerState state_ ABSL_GUARDED_BY(mu_) = FollowerState::kConnecting;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   uint64_t leader_head_ ABSL_GUARDED_BY(mu_) = 0;
+  // What the leader last said is committed.
+  uint64_t leader_committed_ ABSL_GUARDED_BY(mu_) = 0;
+  // The store holds the log through `stored_`, the ledger through
+  // `applied_` (never past the leader's commit).
+  uint64_t stored_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t applied_ ABSL_GUARDED_BY(mu_) = 0;
+  // Writes an acknowledgement on the session's stream (unset between
+  // sessions); held while writing.
+  absl::Mutex ack_mu_;
+  std::function<bool(uint64_t)> ack_ ABSL_GUARDED_BY(ack_mu_);
   absl::Time caught_up_at_ ABSL_GUARDED_BY(mu_) = absl::Now();
 
   std::thread session_thread_;

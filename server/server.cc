@@ -1,5 +1,7 @@
 #include "server/server.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <limits>
 #include <thread>
@@ -16,6 +18,7 @@
 #include "clients/channel.h"
 #include "core/decide.h"
 #include "core/errors.h"
+#include "eventstore/committed_store.h"
 #include "eventstore/rocksdb_event_store.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -27,6 +30,7 @@
 #include "ledger/ledger.h"
 #include "openssl/rand.h"
 #include "server/call_log.h"
+#include "server/commit_tracker.h"
 #include "server/follower.h"
 #include "server/http_gateway.h"
 #include "server/log.h"
@@ -34,6 +38,7 @@
 #include "server/log_tail.h"
 #include "server/metrics.h"
 #include "server/parse_failure_interceptor.h"
+#include "server/replication_service.h"
 #include "server/scrubber.h"
 #include "server/services.h"
 #include "server/tls.h"
@@ -54,6 +59,18 @@ struct PoledgerServer::Impl {
   std::unique_ptr<Clock> clock;
   ManualClock* manual_clock = nullptr;
   std::unique_ptr<RocksDbEventStore> store;
+  // In a replicated shard (a leader with sync followers, or a follower):
+  // the store as clients may see it, through the committed position, and
+  // the leader's count of its followers.
+  std::unique_ptr<CommittedStore> committed;
+  std::unique_ptr<CommitTracker> tracker;
+  // Answers writes still waiting for followers at their deadline.
+  std::unique_ptr<DeadlineTimer> deadline_timer;
+  // What the ledger, the streams and every client read.
+  EventStore* log() const {
+    return committed != nullptr ? committed.get()
+                                : static_cast<EventStore*>(store.get());
+  }
   std::unique_ptr<Ledger> ledger;
   // A read replica's: destroyed before the ledger and the store it feeds.
   std::unique_ptr<Follower> follower;
@@ -68,6 +85,7 @@ struct PoledgerServer::Impl {
   std::unique_ptr<NotificationServiceImpl> notifications;
   std::unique_ptr<EventLogServiceImpl> event_log;
   std::unique_ptr<AdminServiceImpl> admin;
+  std::unique_ptr<ReplicationServiceImpl> replication;
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<grpc::Server> health_server;
   std::unique_ptr<ServerTls> tls;
@@ -130,6 +148,18 @@ struct PoledgerServer::Impl {
   absl::Mutex shutdown_mu;
   bool shutdown_started = false;
 };
+
+namespace {
+
+// --node-name, or this host's name and the port it serves.
+std::string NodeName(const ServerOptions& options, int port) {
+  if (!options.node_name.empty()) return options.node_name;
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  return absl::StrCat(host[0] != '\0' ? host : "node", ":", port);
+}
+
+}  // namespace
 
 absl::StatusOr<std::optional<absl::Time>> ParseClockFlag(
     const std::string& clock) {
@@ -345,6 +375,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   impl->notifications = std::make_unique<NotificationServiceImpl>(&ctx);
   impl->event_log = std::make_unique<EventLogServiceImpl>(&ctx);
   impl->admin = std::make_unique<AdminServiceImpl>(&ctx);
+  impl->replication = std::make_unique<ReplicationServiceImpl>(&ctx);
 
   // gRPC's health service carries no protobuf descriptors of its own:
   // without ours in the generated pool, reflection lists the service but
@@ -383,6 +414,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   builder.RegisterService(impl->notifications.get());
   builder.RegisterService(impl->event_log.get());
   builder.RegisterService(impl->admin.get());
+  builder.RegisterService(impl->replication.get());
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
@@ -475,6 +507,21 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
         {{"head", impl->store->Head().position}, {"rocksdb", skipped}});
   }
   RocksDbEventStore* raw_store = impl->store.get();
+  if (options.sync_followers > 0 || !options.follow.empty()) {
+    impl->committed = std::make_unique<CommittedStore>(raw_store);
+  }
+  if (options.sync_followers > 0) {
+    impl->tracker = std::make_unique<CommitTracker>(
+        options.sync_followers, [committed = impl->committed.get()](
+                                    uint64_t position) {
+          committed->SetCommitted(position);
+        });
+    impl->deadline_timer = std::make_unique<DeadlineTimer>();
+    ctx.commit_wait = {impl->tracker.get(), impl->committed.get(),
+                       impl->deadline_timer.get(), options.sync_timeout};
+  }
+  impl->replication->Attach(raw_store, impl->tracker ? impl->committed.get() : nullptr,
+                            impl->tracker.get());
   ctx.backup = [raw_store](const std::string& dir) {
     return raw_store->Checkpoint(dir);
   };
@@ -505,7 +552,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     }
   };
   absl::StatusOr<std::unique_ptr<Ledger>> ledger =
-      Ledger::Open(impl->store.get(), impl->clock.get(), ledger_options);
+      Ledger::Open(impl->log(), impl->clock.get(), ledger_options);
   if (!ledger.ok()) return fail(WithDamageAdvice(ledger.status()));
   // A data directory of another shard (or of a server before the split)
   // is not served as this one: its accounts would answer from two places.
@@ -522,7 +569,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   // One tick a second: each stream's heartbeat is due within a second of
   // its interval.
   impl->tail = std::make_unique<LogTail>(
-      impl->store.get(),
+      impl->log(),
       std::min(absl::Seconds(1), options.heartbeat_interval));
   ctx.tail.store(impl->tail.get(), std::memory_order_release);
   ctx.ready_ledger.store(impl->ledger.get(), std::memory_order_release);
@@ -534,8 +581,11 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     follow.leader = options.follow;
     follow.channel = std::move(leader_channel);
     follow.on_fatal = options.on_fatal;
+    follow.node = NodeName(options, impl->port);
+    follow.synchronous = options.sync_follower;
     impl->follower = std::make_unique<Follower>(
-        impl->store.get(), impl->ledger.get(), std::move(follow));
+        impl->store.get(), impl->committed.get(), impl->ledger.get(),
+        std::move(follow));
     Follower* follower = impl->follower.get();
     ctx.replication = [follower] { return follower->status(); };
   } else if (impl->manual_clock == nullptr) {
@@ -666,6 +716,7 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
   impl_->shutting_down.Notify();
   if (impl_->http != nullptr) impl_->http->Stop();
   if (impl_->follower != nullptr) impl_->follower->Stop();
+  if (impl_->replication != nullptr) impl_->replication->Stop();
   // Streams end at once with UNAVAILABLE (resume after their last
   // position); unary calls finish, or are cancelled after the grace period.
   if (impl_->tail != nullptr) impl_->tail->Stop();
@@ -676,6 +727,8 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
   if (impl_->http != nullptr) impl_->http->Wait();
   if (impl_->scheduler.joinable()) impl_->scheduler.join();
   impl_->scrubber.reset();
+  // Appends still waiting for their followers are answered (UNAVAILABLE).
+  if (impl_->committed != nullptr) impl_->committed->Close();
   impl_->store->Close();
   impl_->CloseHealth();
   impl_->shut_down.Notify();

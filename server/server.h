@@ -111,6 +111,18 @@ struct ServerOptions {
   std::string follow_tls_ca;
   std::string follow_tls_cert;
   std::string follow_tls_key;
+  // A follower whose acknowledgements its leader counts toward
+  // --sync-followers (without it, a read replica: not counted).
+  bool sync_follower = false;
+  // This node's name, as a leader reports its followers (default: the
+  // host name and port it listens on).
+  std::string node_name;
+  // A leader: acknowledge a write only once this many synchronous followers
+  // store it durably too (0: on this node's own synced commit).
+  int sync_followers = 0;
+  // With sync_followers: how long a write waits for them when its call has
+  // no earlier deadline; then it fails UNAVAILABLE (NOT_REPLICATED).
+  absl::Duration sync_timeout = absl::Seconds(10);
   // Called once if the replica cannot go on (its leader's log differs from
   // its own: DATA_LOSS naming the first differing position); the caller
   // should shut the server down. Default: only the error log.

@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   double tick_seconds = 30;
   double heartbeat_seconds = 5;
   std::string scrub_interval = "24h";
+  std::string sync_timeout = "10s";
   CLI::App app("poledger-server: the purchase-order ledger's gRPC server");
   app.add_option("--listen", options.listen, "Address to listen on (host:port)")
       ->capture_default_str();
@@ -151,6 +152,22 @@ int main(int argc, char** argv) {
                  "(an identity with the leader's log access)");
   app.add_option("--follow-tls-key", options.follow_tls_key,
                  "With --follow over TLS: the key of --follow-tls-cert");
+  app.add_flag("--sync-follower", options.sync_follower,
+               "With --follow: a synchronous follower, whose acknowledgements "
+               "the leader counts toward its --sync-followers");
+  app.add_option("--node-name", options.node_name,
+                 "This node's name in its shard (default: host:port)");
+  app.add_option("--sync-followers", options.sync_followers,
+                 "K: acknowledge a write only once K synchronous followers "
+                 "(--sync-follower) store it durably too; 0: on this node's "
+                 "own synced commit")
+      ->check(CLI::Range(0, 16))
+      ->capture_default_str();
+  app.add_option("--sync-timeout", sync_timeout,
+                 "With --sync-followers: how long a write without an earlier "
+                 "deadline waits for its followers before it fails "
+                 "UNAVAILABLE (NOT_REPLICATED), e.g. 10s")
+      ->capture_default_str();
   app.add_option("--verify-on-open", options.verify_on_open,
                  "What opening the log checks: 'mark' (the records after the "
                  "verified-through mark) or 'full' (every record)")
@@ -209,6 +226,16 @@ int main(int argc, char** argv) {
       options.scrub_interval < absl::ZeroDuration()) {
     std::cerr << "--scrub-interval: '" << scrub_interval
               << "' is not a duration such as 24h, 30m or 90s (0: never)\n";
+    return 2;
+  }
+  if (!absl::ParseDuration(sync_timeout, &options.sync_timeout) ||
+      options.sync_timeout <= absl::ZeroDuration()) {
+    std::cerr << "--sync-timeout: '" << sync_timeout
+              << "' is not a positive duration such as 10s or 500ms\n";
+    return 2;
+  }
+  if (options.sync_follower && options.follow.empty()) {
+    std::cerr << "--sync-follower needs --follow (the leader to follow)\n";
     return 2;
   }
   options.handshake_timeout = absl::Seconds(handshake_seconds);

@@ -393,25 +393,34 @@ grpc::ServerUnaryReactor* ExecuteThen(
     Then then, const ExecuteOptions& options = {}) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Ledger* ledger = ctx->ledger();
+  // A dry run writes nothing and waits for no follower.
+  std::shared_ptr<WriteFinisher> finisher =
+      options.validate_only
+          ? nullptr
+          : WriteFinisher::Start(ctx->commit_wait, context, reactor);
   ledger->ExecuteAsync(
       ContextOf(*ctx, context, account_id, request_id), std::move(command),
       options,
       [reactor, response, shape, account_id, request_id,
        caller = CallerKey(*ctx, context), preview = options.validate_only,
-       then = std::move(then)](absl::StatusOr<ExecuteResult> result) mutable {
-        absl::StatusOr<Response> out =
-            result.ok() ? then(*result) : absl::StatusOr<Response>(result.status());
-        if (!out.ok()) {
-          const absl::Status refused = api::InRequest(out.status(), shape);
-          if (!preview) {
-            LogRefusedWrite(refused, shape.request, account_id, request_id,
-                            caller);
+       then = std::move(then), finisher = std::move(finisher)](
+          absl::StatusOr<ExecuteResult> result) mutable {
+        WriteFinisher::Answer(finisher, [&] {
+          absl::StatusOr<Response> out =
+              result.ok() ? then(*result)
+                          : absl::StatusOr<Response>(result.status());
+          if (!out.ok()) {
+            const absl::Status refused = api::InRequest(out.status(), shape);
+            if (!preview) {
+              LogRefusedWrite(refused, shape.request, account_id, request_id,
+                              caller);
+            }
+            reactor->Finish(ToGrpcStatus(refused));
+            return;
           }
-          reactor->Finish(ToGrpcStatus(refused));
-          return;
-        }
-        *response = *std::move(out);
-        reactor->Finish(grpc::Status::OK);
+          *response = *std::move(out);
+          reactor->Finish(grpc::Status::OK);
+        });
       });
   return reactor;
 }
@@ -953,15 +962,20 @@ class InvoiceBatch {
       absl::MutexLock lock(&mu_);
       outstanding_ = static_cast<int>(groups.size()) + 1;
     }
+    if (!request_->validate_only()) {
+      finisher_ = WriteFinisher::Start(service.commit_wait, context, reactor_);
+    }
     for (auto& [account, items] : groups) {
       ledger->ExecuteBatchAsync(
           ContextOf(service, context, account, ""),
           std::move(commands[account]),
           ExecuteOptions{.validate_only = request_->validate_only()},
           [this, items = items](Ledger::BatchResults results) {
-            for (size_t k = 0; k < items.size(); ++k) {
-              Answer(items[k], std::move(results[k]));
-            }
+            WriteFinisher::Fill(finisher_, [&] {
+              for (size_t k = 0; k < items.size(); ++k) {
+                Answer(items[k], std::move(results[k]));
+              }
+            });
             Done();
           });
     }
@@ -974,7 +988,8 @@ class InvoiceBatch {
       absl::MutexLock lock(&mu_);
       if (--outstanding_ > 0) return;
     }
-    reactor_->Finish(grpc::Status::OK);
+    WriteFinisher::Answer(finisher_,
+                          [this] { reactor_->Finish(grpc::Status::OK); });
     delete this;
   }
 
@@ -983,6 +998,8 @@ class InvoiceBatch {
   grpc::ServerUnaryReactor* const reactor_;
   // CallerKey's, for the refusals' log lines.
   const std::string caller_;
+  // Set by Run before any group starts; then only read.
+  std::shared_ptr<WriteFinisher> finisher_;
   absl::Mutex mu_;
   int outstanding_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -29,6 +29,7 @@
 #include "server/role.h"
 #include "server/scrubber.h"
 #include "server/stream_slots.h"
+#include "server/write_deadline.h"
 
 namespace poledger {
 
@@ -94,6 +95,8 @@ struct ServiceContext {
   // What this server is in its shard (writes to a replica are
   // READ_ONLY_REPLICA).
   Role role;
+  // A leader with --sync-followers: what its writes wait for.
+  CommitWait commit_wait;
   // A read replica's status (set with its follower).
   std::function<ReplicationStatus()> replication;
   // The background scrub's findings (unset when it is off).

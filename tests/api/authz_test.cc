@@ -10,6 +10,7 @@
 #include "poledger/v1/invoices.pb.h"
 #include "poledger/v1/log.pb.h"
 #include "poledger/v1/purchase_orders.pb.h"
+#include "poledger/v1/replication.pb.h"
 
 namespace poledger {
 namespace api {
@@ -23,7 +24,8 @@ TEST(MethodRuleTest, EveryMethodOfEveryServiceHasOne) {
   for (const google::protobuf::FileDescriptor* file :
        {v1::RecordInvoiceRequest::descriptor()->file(),
         v1::CreatePurchaseOrderRequest::descriptor()->file(),
-        v1::ReadEventsRequest::descriptor()->file()}) {
+        v1::ReadEventsRequest::descriptor()->file(),
+        v1::ReplicateRequest::descriptor()->file()}) {
     for (int s = 0; s < file->service_count(); ++s) {
       for (int i = 0; i < file->service(s)->method_count(); ++i) {
         declared.insert(file->service(s)->method(i));
@@ -42,7 +44,7 @@ TEST(MethodRuleTest, EveryMethodOfEveryServiceHasOne) {
     ASSERT_NE(rule, nullptr) << m->full_name();
     EXPECT_EQ(rule->method, m->service()->name() + "." + m->name());
   }
-  EXPECT_EQ(methods.size(), 27u);
+  EXPECT_EQ(methods.size(), 28u);
 }
 
 TEST(PolicyTest, TextAndJsonFormsParse) {

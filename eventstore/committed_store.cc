@@ -1,0 +1,194 @@
+#include "eventstore/committed_store.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+
+namespace poledger {
+
+CommittedStore::CommittedStore(EventStore* log)
+    : log_(log), committed_(log->Head()) {}
+
+void CommittedStore::SetCommitted(uint64_t position) {
+  position = std::min(position, log_->Head().position);
+  if (position <= committed()) return;
+  absl::StatusOr<std::vector<RecordedEvent>> at = log_->ReadForward(position, 1);
+  // The log holds every position up to its head; a failed read leaves the
+  // commit where it is until the next call.
+  if (!at.ok() || at->empty()) return;
+  std::vector<std::pair<AppendResult, AppendCallback>> answered;
+  {
+    absl::MutexLock lock(&mu_);
+    if (position <= committed_.position) return;
+    committed_ = {position, at->front().hash};
+    auto end = waiting_.upper_bound(position);
+    for (auto it = waiting_.begin(); it != end; ++it) {
+      answered.push_back(std::move(it->second));
+    }
+    waiting_.erase(waiting_.begin(), end);
+  }
+  for (auto& [result, done] : answered) done(std::move(result));
+}
+
+uint64_t CommittedStore::committed() const {
+  absl::MutexLock lock(&mu_);
+  return committed_.position;
+}
+
+uint64_t CommittedStore::uncommitted() const {
+  const uint64_t head = log_->Head().position;
+  const uint64_t c = committed();
+  return head > c ? head - c : 0;
+}
+
+void CommittedStore::FailWaiting(const absl::Status& error) {
+  std::multimap<uint64_t, std::pair<AppendResult, AppendCallback>> failed;
+  {
+    absl::MutexLock lock(&mu_);
+    failed.swap(waiting_);
+  }
+  for (auto& [position, waiter] : failed) waiter.second(error);
+}
+
+absl::StatusOr<AppendResult> CommittedStore::Append(
+    const AppendRequest& request) {
+  absl::Notification done;
+  absl::StatusOr<AppendResult> out;
+  AppendAsync(request, [&](absl::StatusOr<AppendResult> result) {
+    out = std::move(result);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return out;
+}
+
+void CommittedStore::AppendAsync(AppendRequest request, AppendCallback done) {
+  log_->AppendAsync(std::move(request), [this, done = std::move(done)](
+                                            absl::StatusOr<AppendResult> result) {
+    if (!result.ok()) {
+      done(std::move(result));
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_) {
+        // Durable here, but its commit will not be seen: not acknowledged.
+        result = absl::UnavailableError(
+            "the server is stopping; the write may or may not be committed");
+      } else if (result->last_position > committed_.position) {
+        const uint64_t last = result->last_position;
+        waiting_.emplace(last, std::make_pair(*std::move(result), done));
+        return;
+      }
+    }
+    done(std::move(result));
+  });
+}
+
+absl::Status CommittedStore::Replicate(
+    const std::vector<RecordedEvent>& records) {
+  return log_->Replicate(records);
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> CommittedStore::ReadForward(
+    uint64_t from, size_t limit) const {
+  from = std::max<uint64_t>(from, 1);
+  const uint64_t c = committed();
+  if (from > c) return std::vector<RecordedEvent>();
+  return log_->ReadForward(from,
+                           static_cast<size_t>(std::min<uint64_t>(
+                               limit, c - from + 1)));
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> CommittedStore::ReadBackward(
+    uint64_t from, size_t limit) const {
+  const uint64_t c = committed();
+  if (c == 0) return std::vector<RecordedEvent>();
+  return log_->ReadBackward(std::min(from, c), limit);
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> CommittedStore::ReadStream(
+    const std::string& stream_id, uint64_t from_version, size_t limit) const {
+  const uint64_t c = committed();
+  absl::StatusOr<std::vector<RecordedEvent>> records =
+      log_->ReadStream(stream_id, from_version, limit);
+  if (!records.ok()) return records;
+  auto past = std::find_if(records->begin(), records->end(),
+                           [c](const RecordedEvent& r) { return r.position > c; });
+  records->erase(past, records->end());
+  return records;
+}
+
+absl::StatusOr<std::optional<AppendResult>> CommittedStore::FindRequest(
+    const std::string& request_id) const {
+  absl::StatusOr<std::optional<AppendResult>> found =
+      log_->FindRequest(request_id);
+  if (found.ok() && found->has_value() &&
+      (*found)->last_position > committed()) {
+    return absl::UnavailableError(absl::StrCat(
+        "the first request with this id is stored at position ",
+        (*found)->last_position,
+        " and not committed yet; send it again shortly"));
+  }
+  return found;
+}
+
+LogHead CommittedStore::Head() const {
+  absl::MutexLock lock(&mu_);
+  return committed_;
+}
+
+uint64_t CommittedStore::StreamVersion(const std::string& stream_id) const {
+  return log_->StreamVersion(stream_id);
+}
+
+uint64_t CommittedStore::WaitForPosition(uint64_t after,
+                                         absl::Time deadline) const {
+  absl::MutexLock lock(&mu_);
+  struct Args {
+    const CommittedStore* self;
+    uint64_t after;
+  } args{this, after};
+  mu_.AwaitWithDeadline(
+      absl::Condition(
+          +[](Args* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return a->self->committed_.position > a->after || a->self->closed_;
+          },
+          &args),
+      deadline);
+  return committed_.position;
+}
+
+absl::Status CommittedStore::SaveSnapshotParts(
+    uint64_t position, const std::vector<SnapshotPart>& parts) {
+  if (position > committed()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot position ", position,
+                     " is past the committed position ", committed()));
+  }
+  return log_->SaveSnapshotParts(position, parts);
+}
+
+absl::StatusOr<uint64_t> CommittedStore::ReadSnapshotParts(
+    const SnapshotPartFilter& filter, const SnapshotPartVisitor& visit) const {
+  return log_->ReadSnapshotParts(filter, visit);
+}
+
+absl::StatusOr<std::optional<std::string>> CommittedStore::ReadSnapshotPart(
+    absl::string_view key) const {
+  return log_->ReadSnapshotPart(key);
+}
+
+void CommittedStore::Close() {
+  {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+  }
+  FailWaiting(absl::UnavailableError(
+      "the server is stopping; the write may or may not be committed"));
+  log_->Close();
+}
+
+}  // namespace poledger

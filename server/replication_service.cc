@@ -1,0 +1,165 @@
+#include "server/replication_service.h"
+
+#include <algorithm>
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "base/thread_name.h"
+#include "core/errors.h"
+#include "eventstore/record_format.h"
+#include "server/log.h"
+#include "server/status_mapping.h"
+
+namespace poledger {
+namespace {
+
+// Records sent in one message at most.
+constexpr size_t kBatchRecords = 1000;
+// An idle stream still gets a message this often.
+constexpr absl::Duration kIdle = absl::Seconds(1);
+// While records wait for their commit, how often the commit is looked at
+// between new records.
+constexpr absl::Duration kCommitPoll = absl::Milliseconds(5);
+
+absl::Status ValidateNode(absl::string_view node) {
+  if (node.empty() || node.size() > 64) {
+    return core::InvalidField("hello.node", "must be 1 to 64 characters");
+  }
+  for (char c : node) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' &&
+        c != '_' && c != '.' && c != ':') {
+      return core::InvalidField(
+          "hello.node", "may hold only letters, digits, '-', '_', '.', ':'");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+grpc::Status ReplicationServiceImpl::Replicate(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::ReplicateResponse, v1::ReplicateRequest>*
+        stream) {
+  EventStore* const log = log_.load(std::memory_order_acquire);
+  if (log == nullptr) return NotReady();
+  v1::ReplicateRequest first;
+  if (!stream->Read(&first)) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "no hello");
+  }
+  if (auto denied = Denied(*ctx_, context, first)) return *denied;
+  if (!first.has_hello()) {
+    return ToGrpcStatus(core::InvalidField(
+        "hello", "the first message of a stream must be a hello"));
+  }
+  const v1::ReplicaHello& hello = first.hello();
+  if (absl::Status valid = ValidateNode(hello.node()); !valid.ok()) {
+    return ToGrpcStatus(valid);
+  }
+  const RoleState role = ctx_->role.state();
+  if (role.kind != RoleKind::kLeader) {
+    return ToGrpcStatus(core::WithMetadata(
+        core::DomainError(absl::StatusCode::kFailedPrecondition,
+                          core::reason::kReadOnlyReplica,
+                          absl::StrCat("this server does not lead; follow ",
+                                       role.leader)),
+        "leader", role.leader));
+  }
+  // The follower's head must be a record of this log.
+  const uint64_t head = hello.head_position();
+  if (head > 0) {
+    absl::StatusOr<std::vector<RecordedEvent>> at = log->ReadForward(head, 1);
+    if (!at.ok()) return ToGrpcStatus(at.status());
+    const bool same =
+        !at->empty() && at->front().position == head &&
+        hello.head_hash() ==
+            std::string(at->front().hash.begin(), at->front().hash.end());
+    if (!same) {
+      return ToGrpcStatus(core::DomainError(
+          absl::StatusCode::kFailedPrecondition, core::reason::kLogsDiffer,
+          absl::StrCat("the follower's head (position ", head,
+                       ") is not a record of this leader's log (head ",
+                       log->Head().position, ")")));
+    }
+  }
+  const std::string peer = context->peer();
+  int id = 0;
+  if (tracker_ != nullptr) {
+    id = tracker_->Join({hello.node(), peer, hello.synchronous(), head,
+                         absl::InfinitePast()});
+    tracker_->Ack(id, head, absl::Now());
+  }
+  log::Info("follower_joined",
+            absl::StrCat(hello.node(), " follows from position ", head,
+                         hello.synchronous() ? " (synchronous)" : ""),
+            {{"node", hello.node()},
+             {"peer", peer},
+             {"head", head},
+             {"synchronous", hello.synchronous()}});
+  // The follower's acknowledgements, read on a thread of their own.
+  std::atomic<bool> ended{false};
+  std::thread acks([&] {
+    SetCurrentThreadName("pl-repl-acks");
+    v1::ReplicateRequest request;
+    while (stream->Read(&request)) {
+      if (request.has_ack() && tracker_ != nullptr) {
+        tracker_->Ack(id, request.ack().durable_position(), absl::Now());
+      }
+    }
+    ended = true;
+  });
+  uint64_t next = head + 1;
+  uint64_t sent_committed = 0;
+  absl::Time sent_at = absl::InfinitePast();
+  std::string why = "the follower ended the stream";
+  while (!ended && !context->IsCancelled() && !stopping_) {
+    if (ctx_->role.state().term != role.term || !ctx_->role.is_leader()) {
+      why = "this server no longer leads";
+      break;
+    }
+    const absl::Time now = absl::Now();
+    // Records waiting for their commit: look at the commit often, so that
+    // followers learn it promptly; otherwise wait for new records.
+    if (Committed(*log) < next - 1) {
+      committed_->WaitForPosition(sent_committed, now + kCommitPoll);
+    } else {
+      log->WaitForPosition(next - 1, std::min(now + kIdle, sent_at + kIdle));
+    }
+    absl::StatusOr<std::vector<RecordedEvent>> records =
+        log->ReadForward(next, kBatchRecords);
+    if (!records.ok()) {
+      why = records.status().ToString();
+      break;
+    }
+    const uint64_t committed = Committed(*log);
+    if (records->empty() && committed == sent_committed &&
+        absl::Now() - sent_at < kIdle) {
+      continue;
+    }
+    v1::ReplicateResponse response;
+    for (const RecordedEvent& record : *records) {
+      v1::LogRecord* out = response.add_records();
+      out->set_position(record.position);
+      out->set_value(record_format::EncodeRecordValue(record));
+    }
+    response.set_committed_position(committed);
+    response.set_head_position(log->Head().position);
+    response.set_term(role.term);
+    if (!stream->Write(response)) break;
+    if (!records->empty()) next = records->back().position + 1;
+    sent_committed = committed;
+    sent_at = absl::Now();
+  }
+  context->TryCancel();
+  acks.join();
+  if (tracker_ != nullptr) tracker_->Leave(id);
+  log::Info("follower_left", absl::StrCat(hello.node(), ": ", why),
+            {{"node", hello.node()}, {"peer", peer}, {"sent_through", next - 1}});
+  return grpc::Status::OK;
+}
+
+}  // namespace poledger
