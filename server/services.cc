@@ -22,6 +22,7 @@
 #include "core/matching.h"
 #include "core/proto_time.h"
 #include "openssl/crypto.h"
+#include "server/commit_tracker.h"
 #include "server/log.h"
 #include "server/log_limit.h"
 #include "server/log_tail.h"
@@ -1385,6 +1386,22 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
   response->set_role(std::string(RoleName(role.kind)));
   response->set_term(role.term);
   response->set_leader(role.leader);
+  response->set_committed_position(ctx_->ledger()->store()->Head().position);
+  if (ctx_->uncommitted) response->set_uncommitted_records(ctx_->uncommitted());
+  if (const CommitTracker* tracker = ctx_->commit_wait.tracker) {
+    response->set_sync_followers(tracker->sync_followers());
+    const absl::Time now = absl::Now();
+    for (const FollowerProgress& f : tracker->followers()) {
+      v1::FollowerInfo* out = response->add_followers();
+      out->set_node(f.node);
+      out->set_peer(f.peer);
+      out->set_synchronous(f.synchronous);
+      out->set_durable_position(f.durable_position);
+      if (f.last_ack != absl::InfinitePast()) {
+        *out->mutable_since_ack() = core::ToProtoDuration(now - f.last_ack);
+      }
+    }
+  }
   if (ctx_->replication) {
     const ReplicationStatus r = ctx_->replication();
     v1::Replication* out = response->mutable_replication();
@@ -1392,10 +1409,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
     out->set_state(FollowerStateName(r.state));
     out->set_leader_head_position(r.leader_head);
     out->set_lag_events(r.lag_events);
-    const absl::Duration lag = r.lag;
-    out->mutable_lag()->set_seconds(absl::ToInt64Seconds(lag));
-    out->mutable_lag()->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(
-        lag - absl::Seconds(absl::ToInt64Seconds(lag)))));
+    *out->mutable_lag() = core::ToProtoDuration(r.lag);
     out->set_last_error(r.last_error);
   }
   if (ctx_->scrub) {
@@ -1406,10 +1420,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
     out->set_failures(r.failures);
     if (r.passes > 0) {
       *out->mutable_finished_time() = core::ToProtoTime(r.finished);
-      out->mutable_took()->set_seconds(absl::ToInt64Seconds(r.took));
-      out->mutable_took()->set_nanos(static_cast<int32_t>(
-          absl::ToInt64Nanoseconds(r.took - absl::Seconds(absl::ToInt64Seconds(
-                                                r.took)))));
+      *out->mutable_took() = core::ToProtoDuration(r.took);
       out->set_result(r.result.ok() ? "ok" : std::string(r.result.message()));
       out->set_verified_through_position(r.verified_through);
     }

@@ -32,6 +32,23 @@ int Info(Session& s) {
                               out.leader().empty()
                                   ? ""
                                   : absl::StrCat("; leader ", out.leader()))}};
+    if (out.uncommitted_records() > 0 || out.sync_followers() > 0) {
+      rows.push_back({"committed",
+                      absl::StrCat(out.committed_position(), " (",
+                                   out.uncommitted_records(),
+                                   " records stored, not committed)")});
+    }
+    if (out.sync_followers() > 0) {
+      rows.push_back({"sync followers",
+                      absl::StrCat(out.sync_followers(), " needed per write")});
+    }
+    for (const v1::FollowerInfo& f : out.followers()) {
+      rows.push_back(
+          {absl::StrCat("follower ", f.node()),
+           absl::StrCat(f.synchronous() ? "synchronous" : "read replica",
+                        ", stores through ", f.durable_position(), ", ",
+                        f.peer())});
+    }
     if (out.has_replication()) {
       const v1::Replication& r = out.replication();
       const double lag =

@@ -1,0 +1,179 @@
+"""Synchronous followers: a leader with --sync-followers=1 and two
+followers (--follow --sync-follower), started by the test on 127.0.0.1.
+
+With one follower paused (SIGSTOP), writes go on through the other; with
+both paused, a write fails UNAVAILABLE NOT_REPLICATED before its deadline,
+naming both, and nobody sees it (not the leader's reads, not its log's
+head) until the followers are back, when it is committed and shown once.
+kill -9 of the leader under writers: every invoice it acknowledged is in a
+follower's log. Leader and followers end with equal logs.
+
+Environment: POLEDGER_SERVER, POLEDGER_AUDIT, PYTHONPATH (generated stubs
+and tests/e2e).
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+import grpc
+
+from cluster_test import error_info, invoice_request
+from poledger.v1 import invoices_pb2
+from poledger.v1 import invoices_pb2_grpc
+from replica_test import Node, Writers, until
+
+SYNC_TIMEOUT_SECONDS = 2
+
+
+class SyncFollowersTest(unittest.TestCase):
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="poledger-sync-")
+        self.leader = Node(self.root, "leader", [
+            "--sync-followers=1",
+            "--sync-timeout=%ds" % SYNC_TIMEOUT_SECONDS]).start()
+        self.followers = [
+            Node(self.root, name, ["--follow=" + self.leader.address,
+                                   "--sync-follower", "--node-name=" + name])
+            for name in ("a", "b")]
+        for f in self.followers:
+            f.start()
+        until(lambda: len(self.leader.info().followers) == 2,
+              "both followers connect")
+        self.writers = None
+        self.paused = []
+
+    def tearDown(self):
+        for f in self.paused:
+            if f.running():
+                f.proc.send_signal(signal.SIGCONT)
+        if self.writers is not None:
+            self.writers.stop()
+        codes = [n.stop() for n in self.followers + [self.leader]]
+        output = "".join(sum((n.output for n in
+                              [self.leader] + self.followers), []))
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.assertEqual([c for c in codes if c not in (None, 0)], [], output)
+
+    def pause(self, node):
+        node.proc.send_signal(signal.SIGSTOP)
+        self.paused.append(node)
+
+    def resume(self, node):
+        node.proc.send_signal(signal.SIGCONT)
+        self.paused.remove(node)
+
+    def assert_every_acknowledged_invoice_everywhere(self):
+        until(lambda: len({n.digest() for n in
+                           [self.leader] + self.followers}) == 1,
+              "the followers reach the leader's committed head")
+        for node in [self.leader] + self.followers:
+            with node.channel() as ch:
+                stub = invoices_pb2_grpc.InvoiceServiceStub(ch)
+                for a, ids in self.writers.acknowledged.items():
+                    for invoice_id in ids:
+                        stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
+                            account_id=a, invoice_id=invoice_id), timeout=10)
+
+    def test_the_leader_reports_its_synchronous_followers(self):
+        info = self.leader.info()
+        self.assertEqual(info.sync_followers, 1)
+        self.assertEqual(sorted((f.node, f.synchronous)
+                                for f in info.followers),
+                         [("a", True), ("b", True)])
+        follower = self.followers[0].info()
+        self.assertEqual((follower.role, follower.leader),
+                         ("replica", self.leader.address))
+
+    def test_one_paused_follower_does_not_stop_writes_both_do(self):
+        self.writers = Writers(self.leader, ["acct-1", "acct-2"])
+        until(lambda: self.writers.total() > 20, "writes are acknowledged")
+        # One follower paused: the other acknowledges.
+        self.pause(self.followers[0])
+        before = self.writers.total()
+        until(lambda: self.writers.total() > before + 50,
+              "writes go on through the other follower", timeout=30)
+        # Both paused: nothing more is acknowledged.
+        self.pause(self.followers[1])
+        time.sleep(0.5)
+        self.writers.stop()
+        committed = self.leader.info().committed_position
+        with self.leader.channel() as ch:
+            stub = invoices_pb2_grpc.InvoiceServiceStub(ch)
+            started = time.time()
+            with self.assertRaises(grpc.RpcError) as ctx:
+                stub.RecordInvoice(invoice_request("acct-1", "held", 1),
+                                   timeout=10)
+            took = time.time() - started
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAVAILABLE,
+                             ctx.exception.details())
+            self.assertEqual(error_info(ctx.exception)[0], "NOT_REPLICATED")
+            self.assertIn("a stores through", ctx.exception.details())
+            self.assertIn("b stores through", ctx.exception.details())
+            # At --sync-timeout, well before the call's own deadline.
+            self.assertLess(took, SYNC_TIMEOUT_SECONDS + 3)
+            # Stored on the leader, shown to nobody.
+            with self.assertRaises(grpc.RpcError) as missing:
+                stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
+                    account_id="acct-1", invoice_id="held"), timeout=10)
+            self.assertEqual(missing.exception.code(),
+                             grpc.StatusCode.NOT_FOUND)
+            info = self.leader.info()
+            self.assertEqual(info.committed_position, committed)
+            self.assertEqual(info.head_position, committed)
+            self.assertGreater(info.uncommitted_records, 0)
+            # A deadline shorter than --sync-timeout is answered before it.
+            started = time.time()
+            with self.assertRaises(grpc.RpcError) as ctx:
+                stub.RecordInvoice(invoice_request("acct-2", "held-2", 1),
+                                   timeout=1)
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertLess(time.time() - started, 1)
+            # The followers back: committed, and shown once.
+            for f in list(self.paused):
+                self.resume(f)
+            until(lambda: stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
+                account_id="acct-1", invoice_id="held"), timeout=10),
+                "the held write is committed")
+            again = stub.RecordInvoice(invoice_request("acct-1", "held", 1),
+                                       timeout=10)
+            self.assertEqual(again.invoice_id, "held")
+        self.assert_every_acknowledged_invoice_everywhere()
+
+    def test_kill_9_of_the_leader_loses_no_acknowledged_invoice(self):
+        self.writers = Writers(self.leader, ["acct-%d" % k for k in range(4)])
+        until(lambda: self.writers.total() > 200, "writes are acknowledged")
+        self.leader.kill()
+        self.writers.stop()
+        acknowledged = {(a, i) for a, ids in self.writers.acknowledged.items()
+                        for i in ids}
+        # Every acknowledged invoice is durable on a follower (K = 1: on one
+        # of the two at least), read from their data directories offline.
+        held = set()
+        for f in self.followers:
+            self.assertEqual(f.stop(), 0)
+            out = subprocess.run(
+                [os.environ["POLEDGER_AUDIT"], "export",
+                 "--data-dir=" + os.path.join(f.dir, "data"),
+                 "--type", "invoice_recorded"],
+                capture_output=True, text=True, timeout=60, check=True)
+            for line in out.stdout.splitlines():
+                event = json.loads(line)
+                invoice = event["payload"]["invoice_recorded"]["invoice"]
+                held.add((event["account_id"], invoice["invoice_id"]))
+        self.assertEqual(acknowledged - held, set())
+        # All back: one log again, every acknowledged invoice on each node.
+        self.leader.start()
+        for f in self.followers:
+            f.start()
+        self.assert_every_acknowledged_invoice_everywhere()
+
+
+if __name__ == "__main__":
+    unittest.main()
