@@ -18,18 +18,21 @@ void CommittedStore::SetCommitted(uint64_t position) {
   // The log holds every position up to its head; a failed read leaves the
   // commit where it is until the next call.
   if (!at.ok() || at->empty()) return;
-  std::vector<std::pair<AppendResult, AppendCallback>> answered;
+  std::vector<Waiting> answered;
   {
     absl::MutexLock lock(&mu_);
     if (position <= committed_.position) return;
     committed_ = {position, at->front().hash};
+    const absl::Time now = absl::Now();
     auto end = waiting_.upper_bound(position);
     for (auto it = waiting_.begin(); it != end; ++it) {
+      ++stats_.waits;
+      stats_.waited += now - it->second.since;
       answered.push_back(std::move(it->second));
     }
     waiting_.erase(waiting_.begin(), end);
   }
-  for (auto& [result, done] : answered) done(std::move(result));
+  for (Waiting& w : answered) w.done(std::move(w.result));
 }
 
 uint64_t CommittedStore::committed() const {
@@ -43,13 +46,18 @@ uint64_t CommittedStore::uncommitted() const {
   return head > c ? head - c : 0;
 }
 
+CommittedStore::WaitStats CommittedStore::wait_stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
 void CommittedStore::FailWaiting(const absl::Status& error) {
-  std::multimap<uint64_t, std::pair<AppendResult, AppendCallback>> failed;
+  std::multimap<uint64_t, Waiting> failed;
   {
     absl::MutexLock lock(&mu_);
     failed.swap(waiting_);
   }
-  for (auto& [position, waiter] : failed) waiter.second(error);
+  for (auto& [position, w] : failed) w.done(error);
 }
 
 absl::StatusOr<AppendResult> CommittedStore::Append(
@@ -79,7 +87,7 @@ void CommittedStore::AppendAsync(AppendRequest request, AppendCallback done) {
             "the server is stopping; the write may or may not be committed");
       } else if (result->last_position > committed_.position) {
         const uint64_t last = result->last_position;
-        waiting_.emplace(last, std::make_pair(*std::move(result), done));
+        waiting_.emplace(last, Waiting{*std::move(result), done, absl::Now()});
         return;
       }
     }

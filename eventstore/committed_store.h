@@ -41,6 +41,14 @@ class CommittedStore : public EventStore {
   // Records durable here and not committed yet.
   uint64_t uncommitted() const;
 
+  // Appends that waited for their commit once durable here, and how long
+  // they waited in all (for the metrics).
+  struct WaitStats {
+    uint64_t waits = 0;
+    absl::Duration waited = absl::ZeroDuration();
+  };
+  WaitStats wait_stats() const;
+
   // Answers every append still waiting for its commit with `error` (the
   // records stay in the log: committed later, or set aside by a rejoin).
   void FailWaiting(const absl::Status& error);
@@ -79,9 +87,15 @@ class CommittedStore : public EventStore {
   mutable absl::Mutex mu_;
   LogHead committed_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  // Appends durable here, by last position, waiting for their commit.
-  std::multimap<uint64_t, std::pair<AppendResult, AppendCallback>> waiting_
-      ABSL_GUARDED_BY(mu_);
+  // Appends durable here, by last position, waiting for their commit
+  // since `since`.
+  struct Waiting {
+    AppendResult result;
+    AppendCallback done;
+    absl::Time since;
+  };
+  std::multimap<uint64_t, Waiting> waiting_ ABSL_GUARDED_BY(mu_);
+  WaitStats stats_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace poledger

@@ -117,6 +117,30 @@ class LiveCollectable final : public prometheus::Collectable {
             "Invoice and credit memo entries held in memory: those changed "
             "since the last snapshot and those read back since (the rest are "
             "on disk)")),
+        committed_position_(Gauge(
+            "poledger_committed_position",
+            "In a replicated shard: the last position durable on the leader "
+            "and its --sync-followers (what clients may see)")),
+        uncommitted_(Gauge("poledger_uncommitted_records",
+                           "In a replicated shard: records stored here and not "
+                           "committed yet")),
+        commit_waits_(prometheus::BuildCounter()
+                          .Name("poledger_commit_waits_total")
+                          .Help("Appends that waited for their followers once "
+                                "durable here")
+                          .Register(*registry_)
+                          .Add({})),
+        commit_wait_seconds_(prometheus::BuildCounter()
+                                 .Name("poledger_commit_wait_seconds_total")
+                                 .Help("How long appends waited for their "
+                                       "followers once durable here, in all")
+                                 .Register(*registry_)
+                                 .Add({})),
+        sync_followers_(prometheus::BuildGauge()
+                            .Name("poledger_sync_followers")
+                            .Help("A leader with --sync-followers: synchronous "
+                                  "followers needed per write, and connected")
+                            .Register(*registry_)),
         term_(Gauge("poledger_term",
                     "The shard's leadership this server knows of (0: a "
                     "server on its own)")),
@@ -196,6 +220,21 @@ class LiveCollectable final : public prometheus::Collectable {
     open_streams_.Set(static_cast<double>(v.open_streams));
     scheduler_lag_.Set(v.scheduler_lag_seconds);
     term_.Set(static_cast<double>(v.term));
+    if (v.replicated) {
+      committed_position_.Set(static_cast<double>(v.committed_position));
+      uncommitted_.Set(static_cast<double>(v.uncommitted_records));
+      CountTo(commit_waits_, v.commit_waits);
+      if (v.commit_wait_seconds > commit_wait_seconds_.Value()) {
+        commit_wait_seconds_.Increment(v.commit_wait_seconds -
+                                       commit_wait_seconds_.Value());
+      }
+    }
+    if (v.sync_followers_needed > 0) {
+      sync_followers_.Add({{"state", "needed"}})
+          .Set(v.sync_followers_needed);
+      sync_followers_.Add({{"state", "connected"}})
+          .Set(v.sync_followers_connected);
+    }
     for (const char* role : {"leader", "replica"}) {
       role_.Add({{"role", role}}).Set(v.role == role ? 1 : 0);
     }
@@ -260,6 +299,11 @@ class LiveCollectable final : public prometheus::Collectable {
   prometheus::Gauge& slowest_stream_lag_;
   prometheus::Gauge& accounts_loaded_;
   prometheus::Gauge& invoices_in_memory_;
+  prometheus::Gauge& committed_position_;
+  prometheus::Gauge& uncommitted_;
+  prometheus::Counter& commit_waits_;
+  prometheus::Counter& commit_wait_seconds_;
+  prometheus::Family<prometheus::Gauge>& sync_followers_;
   prometheus::Gauge& term_;
   prometheus::Family<prometheus::Gauge>& role_;
   prometheus::Gauge& scheduler_lag_;

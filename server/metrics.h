@@ -59,6 +59,18 @@ struct LiveValues {
   // What the server is in its shard ("leader", "replica") and its term.
   std::string role;
   uint64_t term = 0;
+  // In a replicated shard (a leader with --sync-followers, or a follower):
+  // the committed position, the records stored and not committed yet, and
+  // the writes that waited for their commit (how many, how long in all).
+  bool replicated = false;
+  uint64_t committed_position = 0;
+  uint64_t uncommitted_records = 0;
+  uint64_t commit_waits = 0;
+  double commit_wait_seconds = 0;
+  // A leader with --sync-followers: how many synchronous followers each
+  // write needs, and how many are connected.
+  int sync_followers_needed = 0;
+  int sync_followers_connected = 0;
   // A read replica's leader ("" on a leader: no replication samples), how
   // far behind it is, and whether a stream from the leader is open.
   std::string replication_leader;

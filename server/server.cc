@@ -691,6 +691,20 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
       const RoleState role = raw->context.role.state();
       v.role = std::string(RoleName(role.kind));
       v.term = role.term;
+      if (raw->committed != nullptr) {
+        v.replicated = true;
+        v.committed_position = raw->committed->committed();
+        v.uncommitted_records = raw->committed->uncommitted();
+        const CommittedStore::WaitStats waits = raw->committed->wait_stats();
+        v.commit_waits = waits.waits;
+        v.commit_wait_seconds = absl::ToDoubleSeconds(waits.waited);
+      }
+      if (raw->tracker != nullptr) {
+        v.sync_followers_needed = raw->tracker->sync_followers();
+        for (const FollowerProgress& f : raw->tracker->followers()) {
+          if (f.synchronous) ++v.sync_followers_connected;
+        }
+      }
       if (raw->follower != nullptr) {
         const ReplicationStatus r = raw->follower->status();
         v.replication_leader = r.leader;

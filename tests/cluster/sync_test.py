@@ -20,10 +20,11 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.request
 
 import grpc
 
-from cluster_test import error_info, invoice_request
+from cluster_test import error_info, free_port, invoice_request
 from poledger.v1 import invoices_pb2
 from poledger.v1 import invoices_pb2_grpc
 from replica_test import Node, Writers, until
@@ -35,9 +36,11 @@ class SyncFollowersTest(unittest.TestCase):
 
     def setUp(self):
         self.root = tempfile.mkdtemp(prefix="poledger-sync-")
+        self.metrics_port = free_port()
         self.leader = Node(self.root, "leader", [
             "--sync-followers=1",
-            "--sync-timeout=%ds" % SYNC_TIMEOUT_SECONDS]).start()
+            "--sync-timeout=%ds" % SYNC_TIMEOUT_SECONDS,
+            "--metrics-listen=127.0.0.1:%d" % self.metrics_port]).start()
         self.followers = [
             Node(self.root, name, ["--follow=" + self.leader.address,
                                    "--sync-follower", "--node-name=" + name])
@@ -81,12 +84,22 @@ class SyncFollowersTest(unittest.TestCase):
                         stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
                             account_id=a, invoice_id=invoice_id), timeout=10)
 
+    def metrics(self):
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" %
+                                    self.metrics_port, timeout=10) as r:
+            return r.read().decode()
+
     def test_the_leader_reports_its_synchronous_followers(self):
         info = self.leader.info()
         self.assertEqual(info.sync_followers, 1)
         self.assertEqual(sorted((f.node, f.synchronous)
                                 for f in info.followers),
                          [("a", True), ("b", True)])
+        metrics = self.metrics()
+        self.assertIn('poledger_sync_followers{state="needed"} 1', metrics)
+        self.assertIn('poledger_sync_followers{state="connected"} 2', metrics)
+        self.assertIn("poledger_committed_position 0", metrics)
+        self.assertIn("poledger_uncommitted_records 0", metrics)
         follower = self.followers[0].info()
         self.assertEqual((follower.role, follower.leader),
                          ("replica", self.leader.address))
@@ -144,6 +157,10 @@ class SyncFollowersTest(unittest.TestCase):
             again = stub.RecordInvoice(invoice_request("acct-1", "held", 1),
                                        timeout=10)
             self.assertEqual(again.invoice_id, "held")
+        # Every write waited for a follower.
+        waits = [line for line in self.metrics().splitlines()
+                 if line.startswith("poledger_commit_waits_total ")]
+        self.assertGreater(float(waits[0].split()[1]), self.writers.total())
         self.assert_every_acknowledged_invoice_everywhere()
 
     def test_kill_9_of_the_leader_loses_no_acknowledged_invoice(self):
