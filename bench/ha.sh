@@ -75,13 +75,17 @@ for load in "${loads[@]}"; do
   python3 - "$work/async-$name.txt" "$work/sync-$name.txt" <<'PY'
 import re, sys
 def rates(path):
+    """(in flight, rate): invoices/s for a batch, else requests/s."""
     out = []
     for line in open(path):
-        m = re.search(r"concurrency\s+(\d+).*?([\d.]+)\s*(?:req|invoices)/s", line)
-        if m:
-            out.append((m.group(1), float(m.group(2))))
+        cols = line.split()
+        if len(cols) < 3 or not cols[1].isdigit():
+            continue
+        m = re.search(r"\(([\d.]+) invoices/s", line)
+        out.append((cols[1], float(m.group(1)) if m else float(cols[2])))
     return out
 for (c, a), (_, s) in zip(rates(sys.argv[1]), rates(sys.argv[2])):
-    print("  ratio at %s in flight: %.2fx (%.0f / %.0f per second)" % (c, s / a if a else 0, s, a))
+    print("  ratio at %s in flight: %.2fx (%.0f / %.0f per second)"
+          % (c, s / a if a else 0, s, a))
 PY
 done

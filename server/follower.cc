@@ -55,9 +55,13 @@ Follower::Follower(EventStore* store, CommittedStore* committed,
     applied_ = committed_->committed();
     stored_ = store_->Head().position;
   }
-  apply_thread_ = std::thread([this] {
+  store_thread_ = std::thread([this] {
     SetCurrentThreadName("pl-replicate");
-    ApplyLoop();
+    StoreLoop();
+  });
+  commit_thread_ = std::thread([this] {
+    SetCurrentThreadName("pl-repl-apply");
+    CommitLoop();
   });
   session_thread_ = std::thread([this] {
     SetCurrentThreadName("pl-follow");
@@ -104,7 +108,8 @@ void Follower::Stop() {
     if (call_ != nullptr) call_->TryCancel();
   }
   if (session_thread_.joinable()) session_thread_.join();
-  if (apply_thread_.joinable()) apply_thread_.join();
+  if (store_thread_.joinable()) store_thread_.join();
+  if (commit_thread_.joinable()) commit_thread_.join();
 }
 
 ReplicationStatus Follower::status() const {
@@ -258,8 +263,9 @@ absl::Status Follower::Session() {
     std::vector<RecordedEvent> records;
     records.reserve(message.records_size());
     for (const v1::LogRecord& r : message.records()) {
+      // Replicate checks each record's hash and link as it stores it.
       absl::StatusOr<RecordedEvent> record = record_format::DecodeRecordValue(
-          r.position(), r.value(), /*verify=*/true);
+          r.position(), r.value(), /*verify=*/false);
       if (!record.ok()) {
         ended = record.status();
         break;
@@ -348,16 +354,14 @@ absl::Status Follower::ApplyCommitted() {
   return absl::OkStatus();
 }
 
-void Follower::ApplyLoop() {
+void Follower::StoreLoop() {
   for (;;) {
     std::vector<RecordedEvent> batch;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](Follower* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
-            return !f->queue_.empty() ||
-                   std::min(f->leader_committed_, f->stored_) > f->applied_ ||
-                   f->stopping() || !f->fatal_.ok();
+            return !f->queue_.empty() || f->stopping() || !f->fatal_.ok();
           },
           this));
       // Stopping: what is queued and not stored is copied again next time.
@@ -370,23 +374,43 @@ void Follower::ApplyLoop() {
       }
       applying_ = true;
     }
-    absl::Status applied =
-        batch.empty() ? absl::OkStatus() : store_->Replicate(batch);
-    if (applied.ok() && !batch.empty()) Acknowledge(batch.back().position);
-    if (applied.ok()) applied = ApplyCommitted();
+    const absl::Status stored = store_->Replicate(batch);
+    if (stored.ok()) Acknowledge(batch.back().position);
     {
       absl::MutexLock lock(&mu_);
       applying_ = false;
-      if (applied.ok() && !batch.empty()) stored_ = batch.back().position;
-      if (applied.ok() && queue_.empty() &&
+      if (stored.ok()) stored_ = batch.back().position;
+      if (stored.ok() && queue_.empty() &&
           store_->Head().position >= leader_head_) {
         caught_up_at_ = absl::Now();
       }
     }
-    if (!applied.ok()) {
+    if (!stored.ok()) {
       if (stopping()) return;
-      // The store refused the copy (the logs diverge) or the ledger could
-      // not apply it: the follower cannot go on.
+      // The store refused the copy (the logs diverge): the follower cannot
+      // go on.
+      Fail(stored);
+      return;
+    }
+  }
+}
+
+void Follower::CommitLoop() {
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Follower* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
+            return std::min(f->leader_committed_, f->stored_) > f->applied_ ||
+                   f->stopping() || !f->fatal_.ok();
+          },
+          this));
+      if (stopping() || !fatal_.ok()) return;
+    }
+    if (absl::Status applied = ApplyCommitted(); !applied.ok()) {
+      if (stopping()) return;
+      // The ledger could not apply a record: its state no longer follows
+      // the log.
       Fail(applied);
       return;
     }

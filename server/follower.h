@@ -99,9 +99,11 @@ class Follower {
   // DATA_LOSS naming the first position where the leader's log differs
   // from the store's, or OK if the store's log is a prefix of the leader's.
   absl::Status CheckAgreement();
-  // The thread that stores, acknowledges and applies what the session
-  // queues.
-  void ApplyLoop();
+  // The thread that stores and acknowledges what the session queues.
+  void StoreLoop();
+  // The thread that applies what is stored, up to the leader's commit (so
+  // that storing the next copy does not wait for applying this one).
+  void CommitLoop();
   // Applies to the ledger the stored records up to the leader's commit.
   absl::Status ApplyCommitted();
   // Tells the leader (if a stream is open) what is stored durably.
@@ -140,7 +142,8 @@ class Follower {
   absl::Time caught_up_at_ ABSL_GUARDED_BY(mu_) = absl::Now();
 
   std::thread session_thread_;
-  std::thread apply_thread_;
+  std::thread store_thread_;
+  std::thread commit_thread_;
 };
 
 }  // namespace poledger

@@ -22,8 +22,9 @@ constexpr size_t kBatchRecords = 1000;
 // An idle stream still gets a message this often.
 constexpr absl::Duration kIdle = absl::Seconds(1);
 // While records wait for their commit, how often the commit is looked at
-// between new records.
-constexpr absl::Duration kCommitPoll = absl::Milliseconds(5);
+// between new records (new records are sent at once): how late, at most,
+// a follower hears that records it stores are committed.
+constexpr absl::Duration kCommitPoll = absl::Milliseconds(2);
 
 absl::Status ValidateNode(absl::string_view node) {
   if (node.empty() || node.size() > 64) {
@@ -122,12 +123,15 @@ grpc::Status ReplicationServiceImpl::Replicate(
       break;
     }
     const absl::Time now = absl::Now();
-    // Records waiting for their commit: look at the commit often, so that
-    // followers learn it promptly; otherwise wait for new records.
-    if (Committed(*log) < next - 1) {
-      committed_->WaitForPosition(sent_committed, now + kCommitPoll);
-    } else {
-      log->WaitForPosition(next - 1, std::min(now + kIdle, sent_at + kIdle));
+    // New records go out at once. While some wait for their commit, the
+    // commit is looked at every kCommitPoll too, so that followers learn it
+    // promptly.
+    const uint64_t committed_now = Committed(*log);
+    if (committed_now == sent_committed) {
+      log->WaitForPosition(
+          next - 1, committed_now < next - 1
+                        ? now + kCommitPoll
+                        : std::min(now + kIdle, sent_at + kIdle));
     }
     absl::StatusOr<std::vector<RecordedEvent>> records =
         log->ReadForward(next, kBatchRecords);
