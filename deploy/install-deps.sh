@@ -12,7 +12,7 @@ packages=(
   libcurl4-openssl-dev libjemalloc-dev prometheus-cpp-dev libspdlog-dev
   clang libclang-rt-14-dev
   python3 python3-grpcio python3-protobuf python3-aiosmtpd python3-yaml
-  python3-prometheus-client haproxy
+  python3-prometheus-client haproxy etcd-server
   postgresql-15 postgresql-client-15
   libcpp-httplib-dev chromium chromium-driver python3-selenium
 )
