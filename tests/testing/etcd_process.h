@@ -1,6 +1,6 @@
 // EtcdProcess runs Debian's etcd (/usr/bin/etcd) for a test: one member on
 // 127.0.0.1, on free ports, with its data in `dir`; killed (SIGKILL) when
-// the object goes away. Pause and Resume (SIGSTOP, SIGCONT) and Kill let a
+// the object goes away (or the test process dies). Pause and Resume (SIGSTOP, SIGCONT) and Kill let a
 // test take etcd away.
 //
 // Not thread-safe: one test thread drives it.
@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -65,6 +66,8 @@ class EtcdProcess {
         "--log-outputs=" + dir_ + "/etcd.log"};
     pid_ = fork();
     if (pid_ == 0) {
+      // etcd goes with the test, even one that crashes.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
       const int null = open("/dev/null", O_WRONLY);
       dup2(null, STDOUT_FILENO);
       dup2(null, STDERR_FILENO);
