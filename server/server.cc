@@ -1,7 +1,5 @@
 #include "server/server.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <limits>
 #include <thread>
@@ -40,144 +38,12 @@
 #include "server/parse_failure_interceptor.h"
 #include "server/replication_service.h"
 #include "server/scrubber.h"
+#include "server/server_impl.h"
 #include "server/services.h"
 #include "server/tls.h"
 
 namespace poledger {
 
-struct PoledgerServer::Impl {
-  // First: it outlives the store and the gRPC server, which call into it.
-  std::unique_ptr<ServerMetrics> metrics;
-  // Health, which the store's callbacks set: declared before the store so
-  // that it outlives it; closed_ once the listeners are gone.
-  absl::Mutex health_mu;
-  bool ready_ ABSL_GUARDED_BY(health_mu) = false;
-  bool writable_ ABSL_GUARDED_BY(health_mu) = true;
-  bool health_closed_ ABSL_GUARDED_BY(health_mu) = false;
-  absl::Time write_failed_at ABSL_GUARDED_BY(health_mu);
-  ServerOptions options;
-  std::unique_ptr<Clock> clock;
-  ManualClock* manual_clock = nullptr;
-  std::unique_ptr<RocksDbEventStore> store;
-  // In a replicated shard (a leader with sync followers, or a follower):
-  // the store as clients may see it, through the committed position, and
-  // the leader's count of its followers.
-  std::unique_ptr<CommittedStore> committed;
-  std::unique_ptr<CommitTracker> tracker;
-  // Answers writes still waiting for followers at their deadline.
-  std::unique_ptr<DeadlineTimer> deadline_timer;
-  // What the ledger, the streams and every client read.
-  EventStore* log() const {
-    return committed != nullptr ? committed.get()
-                                : static_cast<EventStore*>(store.get());
-  }
-  std::unique_ptr<Ledger> ledger;
-  // A read replica's: destroyed before the ledger and the store it feeds.
-  std::unique_ptr<Follower> follower;
-  std::unique_ptr<LogTail> tail;
-  // Reads the store: stopped before it closes.
-  std::unique_ptr<Scrubber> scrubber;
-  ServiceContext context;
-  absl::Notification shutting_down;
-  absl::Notification shut_down;
-  std::unique_ptr<PurchaseOrderServiceImpl> purchase_orders;
-  std::unique_ptr<InvoiceServiceImpl> invoices;
-  std::unique_ptr<NotificationServiceImpl> notifications;
-  std::unique_ptr<EventLogServiceImpl> event_log;
-  std::unique_ptr<AdminServiceImpl> admin;
-  std::unique_ptr<ReplicationServiceImpl> replication;
-  std::unique_ptr<grpc::Server> server;
-  std::unique_ptr<grpc::Server> health_server;
-  std::unique_ptr<ServerTls> tls;
-  // Calls into `server` on its in-process channel: stopped before it.
-  std::unique_ptr<HttpGateway> http;
-  int port = 0;
-  int health_port = 0;
-
-  // Health on every listener: SERVING once started, until shutdown, while
-  // the store takes writes (reads and streams go on meanwhile).
-  void SetReady(bool ready) {
-    absl::MutexLock lock(&health_mu);
-    ready_ = ready;
-    PublishHealthLocked();
-  }
-  void SetWritable(bool writable) {
-    absl::MutexLock lock(&health_mu);
-    writable_ = writable;
-    PublishHealthLocked();
-  }
-  // After shutdown the store may still report (its resume thread ends
-  // with it): the listeners are gone by then.
-  void CloseHealth() {
-    absl::MutexLock lock(&health_mu);
-    health_closed_ = true;
-  }
-  void PublishHealthLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu) {
-    if (health_closed_) return;
-    const bool serving = ready_ && writable_;
-    server->GetHealthCheckService()->SetServingStatus(serving);
-    if (health_server != nullptr) {
-      health_server->GetHealthCheckService()->SetServingStatus(serving);
-    }
-  }
-  // The store's on_write_health: one error line when writes stop, one
-  // when they resume, and health NOT_SERVING in between.
-  void OnWriteHealth(const absl::Status& s) {
-    absl::Duration refused;
-    {
-      absl::MutexLock lock(&health_mu);
-      if (!s.ok()) {
-        write_failed_at = absl::Now();
-      } else {
-        refused = absl::Now() - write_failed_at;
-      }
-    }
-    if (!s.ok()) {
-      log::Error("storage_failed",
-                 absl::StrCat("the event log refuses writes: ", s.message()),
-                 {{"cause", std::string(s.message())}});
-    } else {
-      log::Warning("storage_resumed",
-                   absl::StrCat("the event log takes writes again after ",
-                                absl::FormatDuration(refused)),
-                   {{"refused_seconds", absl::ToDoubleSeconds(refused)}});
-    }
-    SetWritable(s.ok());
-  }
-  std::thread scheduler;
-  absl::Mutex shutdown_mu;
-  bool shutdown_started = false;
-};
-
-namespace {
-
-// --node-name, or this host's name and the port it serves.
-std::string NodeName(const ServerOptions& options, int port) {
-  if (!options.node_name.empty()) return options.node_name;
-  char host[256] = {};
-  if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
-  return absl::StrCat(host[0] != '\0' ? host : "node", ":", port);
-}
-
-}  // namespace
-
-absl::StatusOr<std::optional<absl::Time>> ParseClockFlag(
-    const std::string& clock) {
-  if (clock == "real") return std::optional<absl::Time>();
-  if (!absl::StartsWith(clock, "manual:")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--clock: '", clock, "' is neither 'real' nor 'manual:TIME'"));
-  }
-  absl::Time t;
-  std::string error;
-  if (!absl::ParseTime(absl::RFC3339_full, clock.substr(7), &t, &error)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--clock: '", clock.substr(7),
-                     "' is not an RFC 3339 time such as "
-                     "2026-01-15T00:00:00Z: ", error));
-  }
-  return std::optional<absl::Time>(t);
-}
 
 namespace {
 
@@ -192,14 +58,6 @@ std::string RandomSecret() {
       absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes)));
 }
 
-bool IsLoopback(const std::string& listen) {
-  std::string host = listen.substr(0, listen.rfind(':'));
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
-}
-
 // A damaged log refuses the start: says what the operator does next.
 absl::Status WithDamageAdvice(const absl::Status& status) {
   if (!absl::IsDataLoss(status)) return status;
@@ -211,55 +69,6 @@ absl::Status WithDamageAdvice(const absl::Status& status) {
 }
 
 }  // namespace
-
-absl::Status CheckSecurityOptions(const ServerOptions& options) {
-  const int tls_files = !options.tls_cert.empty() + !options.tls_key.empty() +
-                        !options.tls_client_ca.empty();
-  if (tls_files != 0 && tls_files != 3) {
-    return absl::InvalidArgumentError(
-        "mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together");
-  }
-  if (tls_files == 0) {
-    if (!options.http_listen.empty() && !IsLoopback(options.http_listen) &&
-        !options.insecure_plaintext) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "refusing to serve HTTP on ", options.http_listen,
-          " without TLS: give the TLS flags (the HTTP listener uses them too), "
-          "listen on loopback, or pass --insecure-plaintext to accept the "
-          "risk"));
-    }
-    if (!IsLoopback(options.listen) && !options.insecure_plaintext) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "refusing to listen on ", options.listen,
-          " without TLS: anyone who reaches it could read and change every "
-          "account. Give --tls-cert, --tls-key and --tls-client-ca, listen on "
-          "loopback, or pass --insecure-plaintext to accept the risk"));
-    }
-    if (!options.authz_policy.empty()) {
-      return absl::InvalidArgumentError(
-          "--authz-policy needs TLS: without client certificates no caller "
-          "has an identity");
-    }
-    if (!options.trusted_proxy_identities.empty()) {
-      return absl::InvalidArgumentError(
-          "--trusted-proxy-identity needs TLS: without client certificates "
-          "no proxy can be told from anyone else");
-    }
-    return absl::OkStatus();
-  }
-  if (options.insecure_plaintext) {
-    return absl::InvalidArgumentError(
-        "--insecure-plaintext and the TLS flags contradict each other");
-  }
-  if (options.authz_policy.empty() == !options.authz_allow_all) {
-    return absl::InvalidArgumentError(
-        options.authz_allow_all
-            ? "--authz-policy and --authz-allow-all contradict each other"
-            : "a TLS server needs --authz-policy=FILE (who may do what), or "
-              "--authz-allow-all to let every identity do everything");
-  }
-  return absl::OkStatus();
-}
 
 PoledgerServer::PoledgerServer(std::unique_ptr<Impl> impl)
     : impl_(std::move(impl)) {}
@@ -641,83 +450,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   }
   if (impl->metrics != nullptr) {
     Impl* raw = impl.get();
-    impl->metrics->SetLive([raw] {
-      LiveValues v;
-      v.head_position = raw->store->Head().position;
-      const WriteHealth health = raw->store->write_health();
-      v.write_failed = !health.status.ok();
-      v.write_failures_by_cause = health.failures_by_cause;
-      v.write_resumes = health.recoveries;
-      v.log_lines_suppressed = log::SuppressedLines();
-      v.streams_refused = raw->context.streams_refused.load();
-      v.streams_revoked = raw->context.streams_revoked.load();
-      v.streams_expired = raw->context.streams_expired.load();
-      if (raw->scrubber != nullptr) v.scrub = raw->scrubber->report();
-      const Ledger::SnapshotInfo snapshot = raw->ledger->last_snapshot();
-      v.snapshot_position = snapshot.position;
-      if (snapshot.position > 0) {
-        v.snapshot_age_seconds =
-            absl::ToDoubleSeconds(absl::Now() - snapshot.saved_at);
-        v.snapshot_duration_seconds = absl::ToDoubleSeconds(snapshot.took);
-      }
-      const std::vector<std::string> accounts = raw->ledger->AccountIds();
-      v.accounts = accounts.size();
-      v.invoices_in_memory = raw->ledger->InvoicesInMemory();
-      std::optional<absl::Time> oldest_due;
-      for (const std::string& account : accounts) {
-        (void)raw->ledger->Read(account, [&](const core::AccountState& s) {
-          const std::optional<absl::Time> due = core::NextDue(s);
-          if (due.has_value() &&
-              (!oldest_due.has_value() || *due < *oldest_due)) {
-            oldest_due = due;
-          }
-          for (const auto& [id, po] : s.purchase_orders) {
-            std::string status = v1::PurchaseOrderStatus_Name(po.status);
-            if (absl::StartsWith(status, "PURCHASE_ORDER_STATUS_")) {
-              status.erase(0, 22);
-            }
-            ++v.purchase_orders_by_status[status];
-          }
-        });
-      }
-      if (oldest_due.has_value()) {
-        v.scheduler_lag_seconds = std::max(
-            0.0,
-            absl::ToDoubleSeconds(raw->ledger->clock()->Now() - *oldest_due));
-      }
-      v.open_streams = raw->tail->subscribers();
-      v.slowest_stream_lag_events = raw->tail->MaxLag();
-      v.accounts_loaded = raw->ledger->AllLoaded();
-      const RoleState role = raw->context.role.state();
-      v.role = std::string(RoleName(role.kind));
-      v.term = role.term;
-      if (raw->committed != nullptr) {
-        v.replicated = true;
-        v.committed_position = raw->committed->committed();
-        v.uncommitted_records = raw->committed->uncommitted();
-        const CommittedStore::WaitStats waits = raw->committed->wait_stats();
-        v.commit_waits = waits.waits;
-        v.commit_wait_seconds = absl::ToDoubleSeconds(waits.waited);
-      }
-      if (raw->tracker != nullptr) {
-        v.sync_followers_needed = raw->tracker->sync_followers();
-        for (const FollowerProgress& f : raw->tracker->followers()) {
-          if (f.synchronous) ++v.sync_followers_connected;
-        }
-      }
-      if (raw->follower != nullptr) {
-        const ReplicationStatus r = raw->follower->status();
-        v.replication_leader = r.leader;
-        v.replication_lag_events = r.lag_events;
-        v.replication_lag_seconds = absl::ToDoubleSeconds(r.lag);
-        v.replication_following = r.state == FollowerState::kFollowing;
-      }
-      v.open_streams_by_method["EventLogService.SubscribeEvents"] =
-          static_cast<uint64_t>(raw->context.open_event_streams.load());
-      v.open_streams_by_method["NotificationService.SubscribeNotifications"] =
-          static_cast<uint64_t>(raw->context.open_notification_streams.load());
-      return v;
-    });
+    impl->metrics->SetLive([raw] { return ReadLiveValues(*raw); });
   }
   impl->SetReady(true);
   return std::unique_ptr<PoledgerServer>(new PoledgerServer(std::move(impl)));
