@@ -120,8 +120,10 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     impl->clock = std::make_unique<RealClock>();
   }
   ServiceContext& ctx = impl->context;
-  ctx.role.OnChange([](const RoleState& now, const RoleState& before,
-                       absl::string_view reason) {
+  ctx.role.OnChange([raw = impl.get()](const RoleState& now,
+                                       const RoleState& before,
+                                       absl::string_view reason) {
+    raw->PublishHealth();
     log::Info("role_changed",
               absl::StrCat("now ", RoleName(now.kind), " in term ", now.term,
                            " (was ", RoleName(before.kind), " in term ",

@@ -84,7 +84,9 @@ struct PoledgerServer::Impl {
   int health_port = 0;
 
   // Health on every listener: SERVING once started, until shutdown, while
-  // the store takes writes (reads and streams go on meanwhile).
+  // the store takes writes (reads and streams go on meanwhile). The
+  // service kLeaderHealthService is SERVING only while, besides, this
+  // server leads: a proxy sends writes where it passes.
   void SetReady(bool ready) {
     absl::MutexLock lock(&health_mu);
     ready_ = ready;
@@ -101,12 +103,20 @@ struct PoledgerServer::Impl {
     absl::MutexLock lock(&health_mu);
     health_closed_ = true;
   }
+  // After a role change.
+  void PublishHealth() {
+    absl::MutexLock lock(&health_mu);
+    PublishHealthLocked();
+  }
   void PublishHealthLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu) {
-    if (health_closed_) return;
+    if (health_closed_ || server == nullptr) return;
     const bool serving = ready_ && writable_;
-    server->GetHealthCheckService()->SetServingStatus(serving);
-    if (health_server != nullptr) {
-      health_server->GetHealthCheckService()->SetServingStatus(serving);
+    const bool leads = serving && context.role.is_leader();
+    for (grpc::Server* s : {server.get(), health_server.get()}) {
+      if (s == nullptr) continue;
+      s->GetHealthCheckService()->SetServingStatus(serving);
+      s->GetHealthCheckService()->SetServingStatus(kLeaderHealthService,
+                                                   leads);
     }
   }
   // The store's on_write_health: one error line when writes stop, one

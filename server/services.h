@@ -66,6 +66,10 @@ inline constexpr char kGatewayPeerHeader[] = "x-poledger-gateway-peer";
 inline constexpr char kGatewayCertExpiryHeader[] =
     "x-poledger-gateway-cert-expiry";
 
+// The gRPC health service name that only the shard's leader serves (while
+// it serves at all): a proxy's health check for writes.
+inline constexpr char kLeaderHealthService[] = "poledger.v1.Leader";
+
 struct ServiceContext {
   // Null until the ledger has loaded; calls meanwhile get UNAVAILABLE.
   std::atomic<Ledger*> ready_ledger{nullptr};

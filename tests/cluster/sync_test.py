@@ -5,8 +5,9 @@ With one follower paused (SIGSTOP), writes go on through the other; with
 both paused, a write fails UNAVAILABLE NOT_REPLICATED before its deadline,
 naming both, and nobody sees it (not the leader's reads, not its log's
 head) until the followers are back, when it is committed and shown once.
-kill -9 of the leader under writers: every invoice it acknowledged is in a
-follower's log. Leader and followers end with equal logs.
+kill -9 of the leader at random moments under writers (POLEDGER_SYNC_KILLS
+times, 3 by default; POLEDGER_SYNC_SEED): every invoice it acknowledged is
+in a follower's log. Leader and followers end with equal logs.
 
 Environment: POLEDGER_SERVER, POLEDGER_AUDIT, PYTHONPATH (generated stubs
 and tests/e2e).
@@ -14,6 +15,7 @@ and tests/e2e).
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -25,6 +27,8 @@ import urllib.request
 import grpc
 
 from cluster_test import error_info, free_port, invoice_request
+from grpc_std import health_pb2
+from grpc_std import health_pb2_grpc
 from poledger.v1 import invoices_pb2
 from poledger.v1 import invoices_pb2_grpc
 from replica_test import Node, Writers, until
@@ -40,6 +44,7 @@ class SyncFollowersTest(unittest.TestCase):
         self.leader = Node(self.root, "leader", [
             "--sync-followers=1",
             "--sync-timeout=%ds" % SYNC_TIMEOUT_SECONDS,
+            "--snapshot-every-events=500",
             "--metrics-listen=127.0.0.1:%d" % self.metrics_port]).start()
         self.followers = [
             Node(self.root, name, ["--follow=" + self.leader.address,
@@ -103,6 +108,18 @@ class SyncFollowersTest(unittest.TestCase):
         follower = self.followers[0].info()
         self.assertEqual((follower.role, follower.leader),
                          ("replica", self.leader.address))
+        # A proxy's health check for writes passes on the leader only; the
+        # plain one on every node.
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for node, leads in [(self.leader, True)] + [(f, False)
+                                                     for f in self.followers]:
+            with node.channel() as ch:
+                health = health_pb2_grpc.HealthStub(ch)
+                self.assertEqual(health.Check(health_pb2.HealthCheckRequest(
+                    service=""), timeout=10).status, serving)
+                leader = health.Check(health_pb2.HealthCheckRequest(
+                    service="poledger.v1.Leader"), timeout=10).status
+                self.assertEqual(leader == serving, leads, node.address)
 
     def test_one_paused_follower_does_not_stop_writes_both_do(self):
         self.writers = Writers(self.leader, ["acct-1", "acct-2"])
@@ -164,33 +181,54 @@ class SyncFollowersTest(unittest.TestCase):
         self.assert_every_acknowledged_invoice_everywhere()
 
     def test_kill_9_of_the_leader_loses_no_acknowledged_invoice(self):
-        self.writers = Writers(self.leader, ["acct-%d" % k for k in range(4)])
-        until(lambda: self.writers.total() > 200, "writes are acknowledged")
-        self.leader.kill()
-        self.writers.stop()
-        acknowledged = {(a, i) for a, ids in self.writers.acknowledged.items()
-                        for i in ids}
-        # Every acknowledged invoice is durable on a follower (K = 1: on one
-        # of the two at least), read from their data directories offline.
-        held = set()
-        for f in self.followers:
-            self.assertEqual(f.stop(), 0)
-            out = subprocess.run(
-                [os.environ["POLEDGER_AUDIT"], "export",
-                 "--data-dir=" + os.path.join(f.dir, "data"),
-                 "--type", "invoice_recorded"],
-                capture_output=True, text=True, timeout=60, check=True)
-            for line in out.stdout.splitlines():
-                event = json.loads(line)
-                invoice = event["payload"]["invoice_recorded"]["invoice"]
-                held.add((event["account_id"], invoice["invoice_id"]))
-        self.assertEqual(acknowledged - held, set())
+        """kill -9 of the leader at a random moment under writers (snapshots
+        every 500 events, so some kills land in one), again and again:
+        every invoice acknowledged is durable on a follower, read from
+        their data directories offline; then all back, one log again."""
+        rng = random.Random(os.environ.get("POLEDGER_SYNC_SEED", "26"))
+        acknowledged = set()
+        for cycle in range(int(os.environ.get("POLEDGER_SYNC_KILLS", "3"))):
+            self.writers = Writers(self.leader, ["c%d-acct-%d" % (cycle, k)
+                                                 for k in range(4)])
+            until(lambda: self.writers.total() > 50, "writes are acknowledged")
+            time.sleep(rng.uniform(0, 1))
+            self.leader.kill()
+            self.writers.stop()
+            acknowledged |= {(a, i) for a, ids in
+                             self.writers.acknowledged.items() for i in ids}
+            held = set()
+            for f in self.followers:
+                self.assertEqual(f.stop(), 0)
+                held |= self.invoices_in(f)
+            self.assertEqual(acknowledged - held, set(), "cycle %d" % cycle)
+            self.leader.start()
+            for f in self.followers:
+                f.start()
         # All back: one log again, every acknowledged invoice on each node.
-        self.leader.start()
-        for f in self.followers:
-            f.start()
-        self.assert_every_acknowledged_invoice_everywhere()
+        until(lambda: len({n.digest() for n in
+                           [self.leader] + self.followers}) == 1,
+              "the followers reach the leader's committed head")
+        for node in [self.leader] + self.followers:
+            with node.channel() as ch:
+                stub = invoices_pb2_grpc.InvoiceServiceStub(ch)
+                for a, invoice_id in acknowledged:
+                    stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
+                        account_id=a, invoice_id=invoice_id), timeout=10)
+        self.writers = None
 
+    def invoices_in(self, node):
+        """(account, invoice id) of every invoice in a stopped node's log."""
+        out = subprocess.run(
+            [os.environ["POLEDGER_AUDIT"], "export",
+             "--data-dir=" + os.path.join(node.dir, "data"),
+             "--type", "invoice_recorded"],
+            capture_output=True, text=True, timeout=60, check=True)
+        held = set()
+        for line in out.stdout.splitlines():
+            event = json.loads(line)
+            invoice = event["payload"]["invoice_recorded"]["invoice"]
+            held.add((event["account_id"], invoice["invoice_id"]))
+        return held
 
 if __name__ == "__main__":
     unittest.main()
