@@ -215,6 +215,8 @@ class SyncFollowersTest(unittest.TestCase):
                     stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
                         account_id=a, invoice_id=invoice_id), timeout=10)
         self.writers = None
+        print("\n%d kills of the leader, %d invoices acknowledged, none lost"
+              % (cycle + 1, len(acknowledged)))
 
     def invoices_in(self, node):
         """(account, invoice id) of every invoice in a stopped node's log."""
