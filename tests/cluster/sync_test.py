@@ -77,17 +77,22 @@ class SyncFollowersTest(unittest.TestCase):
         node.proc.send_signal(signal.SIGCONT)
         self.paused.remove(node)
 
-    def assert_every_acknowledged_invoice_everywhere(self):
+    def assert_every_acknowledged_invoice_everywhere(self, acknowledged):
+        """One log on every node, and each (account, invoice id) of
+        `acknowledged` answers GetInvoice on each."""
         until(lambda: len({n.digest() for n in
                            [self.leader] + self.followers}) == 1,
               "the followers reach the leader's committed head")
         for node in [self.leader] + self.followers:
             with node.channel() as ch:
                 stub = invoices_pb2_grpc.InvoiceServiceStub(ch)
-                for a, ids in self.writers.acknowledged.items():
-                    for invoice_id in ids:
-                        stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
-                            account_id=a, invoice_id=invoice_id), timeout=10)
+                for a, invoice_id in acknowledged:
+                    stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
+                        account_id=a, invoice_id=invoice_id), timeout=10)
+
+    def acknowledged(self):
+        return {(a, i) for a, ids in self.writers.acknowledged.items()
+                for i in ids}
 
     def metrics(self):
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" %
@@ -178,7 +183,7 @@ class SyncFollowersTest(unittest.TestCase):
         waits = [line for line in self.metrics().splitlines()
                  if line.startswith("poledger_commit_waits_total ")]
         self.assertGreater(float(waits[0].split()[1]), self.writers.total())
-        self.assert_every_acknowledged_invoice_everywhere()
+        self.assert_every_acknowledged_invoice_everywhere(self.acknowledged())
 
     def test_kill_9_of_the_leader_loses_no_acknowledged_invoice(self):
         """kill -9 of the leader at a random moment under writers (snapshots
@@ -194,8 +199,7 @@ class SyncFollowersTest(unittest.TestCase):
             time.sleep(rng.uniform(0, 1))
             self.leader.kill()
             self.writers.stop()
-            acknowledged |= {(a, i) for a, ids in
-                             self.writers.acknowledged.items() for i in ids}
+            acknowledged |= self.acknowledged()
             held = set()
             for f in self.followers:
                 self.assertEqual(f.stop(), 0)
@@ -205,15 +209,7 @@ class SyncFollowersTest(unittest.TestCase):
             for f in self.followers:
                 f.start()
         # All back: one log again, every acknowledged invoice on each node.
-        until(lambda: len({n.digest() for n in
-                           [self.leader] + self.followers}) == 1,
-              "the followers reach the leader's committed head")
-        for node in [self.leader] + self.followers:
-            with node.channel() as ch:
-                stub = invoices_pb2_grpc.InvoiceServiceStub(ch)
-                for a, invoice_id in acknowledged:
-                    stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
-                        account_id=a, invoice_id=invoice_id), timeout=10)
+        self.assert_every_acknowledged_invoice_everywhere(acknowledged)
         self.writers = None
         print("\n%d kills of the leader, %d invoices acknowledged, none lost"
               % (cycle + 1, len(acknowledged)))
