@@ -37,18 +37,31 @@ struct Leadership {
   }
 };
 
+// What a node campaigns with.
+struct Candidacy {
+  // Its node name and address (the term is the arbiter's to give).
+  Leadership me;
+  // The leader key's lease.
+  absl::Duration ttl = absl::Seconds(10);
+  // Its durable head: the campaign fails if another node (but
+  // `lost_leader`, the leader whose lease ran out) has published a higher
+  // one, checked in the same transaction as the election, so that a node
+  // that would lose acknowledged records never leads.
+  uint64_t head = 0;
+  std::string lost_leader;
+};
+
 class Coordinator {
  public:
   virtual ~Coordinator() = default;
 
-  // Takes the leader key for `me` (node and address; its term is ignored)
-  // with a lease of `ttl`, if nobody holds it. Returns the leadership with
-  // its new term, one past the shard's last.
-  // Errors: FAILED_PRECONDITION naming the holder if someone holds the key;
-  // ABORTED if another node took it meanwhile (ask again); UNAVAILABLE if
-  // the arbiter does not answer.
-  virtual absl::StatusOr<Leadership> Campaign(const Leadership& me,
-                                              absl::Duration ttl) = 0;
+  // Takes the leader key for c.me with a lease of c.ttl, if nobody holds
+  // it and no other node has published a head past c.head. Returns the
+  // leadership with its new term, one past the shard's last.
+  // Errors: FAILED_PRECONDITION naming the holder if someone holds the key,
+  // or the node whose head is ahead; ABORTED if another node took the key
+  // meanwhile (ask again); UNAVAILABLE if the arbiter does not answer.
+  virtual absl::StatusOr<Leadership> Campaign(const Candidacy& c) = 0;
 
   // Renews this node's lease for another TTL.
   // Errors: NOT_FOUND if the lease is gone (expired, or resigned): this node

@@ -106,8 +106,8 @@ ElectorView Elector::Tick(uint64_t durable_head) {
       return nobody;
     }
   }
-  absl::StatusOr<Leadership> led =
-      coordinator_->Campaign(options_.me, options_.lease);
+  absl::StatusOr<Leadership> led = coordinator_->Campaign(
+      {options_.me, options_.lease, durable_head, last_leader_});
   if (!led.ok()) return nobody;
   {
     absl::MutexLock lock(&mu_);

@@ -73,6 +73,13 @@ absl::StatusOr<Leadership> DecodeLeader(const std::string& value) {
   return l;
 }
 
+// A head as etcd compares it: fixed-width decimal, so that the byte order
+// of two heads is their numeric order.
+std::string PaddedHead(uint64_t position) {
+  std::string digits = absl::StrCat(position);
+  return std::string(20 - digits.size(), '0') + digits;
+}
+
 // The end of the range of keys that start with `prefix`.
 std::string PrefixEnd(std::string prefix) {
   ++prefix.back();  // Prefixes here end in '/', which is not 0xff.
@@ -144,8 +151,19 @@ absl::Status EtcdCoordinator::Call(const std::string& path,
   return absl::UnavailableError(absl::StrCat("etcd ", path, ": ", errors));
 }
 
-absl::StatusOr<Leadership> EtcdCoordinator::Campaign(const Leadership& me,
-                                                     absl::Duration ttl) {
+absl::StatusOr<Leadership> EtcdCoordinator::Campaign(const Candidacy& c) {
+  const Leadership& me = c.me;
+  const absl::Duration ttl = c.ttl;
+  // The other candidates' heads: none may be past this node's, in the
+  // transaction below too (a head published meanwhile fails it).
+  absl::StatusOr<std::map<std::string, uint64_t>> heads = Heads();
+  if (!heads.ok()) return heads.status();
+  for (const auto& [node, head] : *heads) {
+    if (node != me.node && node != c.lost_leader && head > c.head) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          node, " is ahead: it stores through ", head, ", this node ", c.head));
+    }
+  }
   // The term as it is now, and the revision that wrote it.
   gw::RangeRequest read_term;
   read_term.set_key(TermKey());
@@ -184,6 +202,14 @@ absl::StatusOr<Leadership> EtcdCoordinator::Campaign(const Leadership& me,
   same_term->set_target(gw::Compare::MOD);
   same_term->set_key(TermKey());
   same_term->set_mod_revision(term_revision);
+  for (const auto& [node, head] : *heads) {
+    if (node == me.node || node == c.lost_leader) continue;
+    gw::Compare* behind = txn.add_compare();
+    behind->set_target(gw::Compare::VALUE);
+    behind->set_result(gw::Compare::LESS);
+    behind->set_key(HeadsPrefix() + node);
+    behind->set_value(PaddedHead(c.head + 1));
+  }
   gw::PutRequest* put_leader = txn.add_success()->mutable_request_put();
   put_leader->set_key(LeaderKey());
   put_leader->set_value(EncodeLeader(led));
@@ -215,7 +241,8 @@ absl::StatusOr<Leadership> EtcdCoordinator::Campaign(const Leadership& me,
     }
   }
   return absl::AbortedError(
-      "another node took the leadership meanwhile (the term moved)");
+      "another node took the leadership, or published a head past this "
+      "node's, meanwhile");
 }
 
 absl::Status EtcdCoordinator::Renew() {
@@ -283,7 +310,7 @@ absl::Status EtcdCoordinator::PublishHead(const std::string& node,
                                           uint64_t position) {
   gw::PutRequest put;
   put.set_key(HeadsPrefix() + node);
-  put.set_value(absl::StrCat(position));
+  put.set_value(PaddedHead(position));
   gw::ResponseHeader ignored;
   return Call("/v3/kv/put", put, &ignored);
 }

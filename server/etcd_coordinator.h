@@ -5,9 +5,11 @@
 // Keys, under the shard's prefix: "<prefix>/leader" (the term, node and
 // address, one a line; bound to the leader's lease), "<prefix>/term" (the
 // shard's last term, in decimal) and "<prefix>/heads/<node>" (each node's
-// durable head, in decimal). A campaign is one transaction: if the leader
-// key does not exist and the term key is unchanged since read, put the
-// leader key on a fresh lease and the term plus one.
+// durable head, 20 decimal digits so that etcd's byte comparison is
+// numeric). A campaign is one transaction: if the leader key does not
+// exist, the term key is unchanged since read, and no other node's head is
+// past the candidate's, put the leader key on a fresh lease and the term
+// plus one.
 //
 // Every call tries the endpoints in turn, each for at most call_timeout,
 // and answers UNAVAILABLE if none answers.
@@ -49,8 +51,7 @@ class EtcdCoordinator : public Coordinator {
   static absl::StatusOr<std::unique_ptr<EtcdCoordinator>> Create(
       EtcdCoordinatorOptions options);
 
-  absl::StatusOr<Leadership> Campaign(const Leadership& me,
-                                      absl::Duration ttl) override;
+  absl::StatusOr<Leadership> Campaign(const Candidacy& c) override;
   absl::Status Renew() override;
   absl::Status Resign() override;
   absl::StatusOr<std::optional<Leadership>> Leader() override;

@@ -18,8 +18,9 @@ void MemoryArbiter::ExpireLocked() {
   }
 }
 
-absl::StatusOr<Leadership> MemoryCoordinator::Campaign(const Leadership& me,
-                                                       absl::Duration ttl) {
+absl::StatusOr<Leadership> MemoryCoordinator::Campaign(const Candidacy& c) {
+  const Leadership& me = c.me;
+  const absl::Duration ttl = c.ttl;
   MemoryArbiter& a = *arbiter_;
   absl::MutexLock lock(&a.mu_);
   if (absl::Status up = a.CheckUpLocked(); !up.ok()) return up;
@@ -28,6 +29,12 @@ absl::StatusOr<Leadership> MemoryCoordinator::Campaign(const Leadership& me,
     return absl::FailedPreconditionError(
         absl::StrCat(a.leader_->node, " (", a.leader_->address,
                      ") leads in term ", a.leader_->term));
+  }
+  for (const auto& [node, head] : a.heads_) {
+    if (node != me.node && node != c.lost_leader && head > c.head) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          node, " is ahead: it stores through ", head, ", this node ", c.head));
+    }
   }
   Leadership led = me;
   led.term = ++a.term_;

@@ -57,8 +57,7 @@ class MemoryCoordinator : public Coordinator {
   // `arbiter` is not owned and must outlive the coordinator.
   explicit MemoryCoordinator(MemoryArbiter* arbiter) : arbiter_(arbiter) {}
 
-  absl::StatusOr<Leadership> Campaign(const Leadership& me,
-                                      absl::Duration ttl) override;
+  absl::StatusOr<Leadership> Campaign(const Candidacy& c) override;
   absl::Status Renew() override;
   absl::Status Resign() override;
   absl::StatusOr<std::optional<Leadership>> Leader() override;

@@ -103,19 +103,19 @@ class CoordinatorTest : public ::testing::TestWithParam<const char*> {
 TEST_P(CoordinatorTest, OneLeaderATermAndTheTermOnlyRises) {
   ASSERT_EQ(*a_->Term(), 0u);
   ASSERT_FALSE(a_->Leader()->has_value());
-  absl::StatusOr<Leadership> led = a_->Campaign(node_a_, world_->Ttl());
+  absl::StatusOr<Leadership> led = a_->Campaign({node_a_, world_->Ttl()});
   ASSERT_TRUE(led.ok()) << led.status();
   EXPECT_EQ(*led, (Leadership{"a", "127.0.0.1:1", 1}));
   EXPECT_EQ(**b_->Leader(), *led);
   EXPECT_EQ(*b_->Term(), 1u);
   // Taken: b is told who holds it.
-  absl::StatusOr<Leadership> refused = b_->Campaign(node_b_, world_->Ttl());
+  absl::StatusOr<Leadership> refused = b_->Campaign({node_b_, world_->Ttl()});
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(refused.status().message(), HasSubstr("a (127.0.0.1:1) leads in term 1"));
   // a resigns: b leads, in term 2.
   ASSERT_TRUE(a_->Resign().ok());
   EXPECT_FALSE(b_->Leader()->has_value());
-  led = b_->Campaign(node_b_, world_->Ttl());
+  led = b_->Campaign({node_b_, world_->Ttl()});
   ASSERT_TRUE(led.ok()) << led.status();
   EXPECT_EQ(led->term, 2u);
   // a's lease is gone: renewing it says so.
@@ -124,7 +124,7 @@ TEST_P(CoordinatorTest, OneLeaderATermAndTheTermOnlyRises) {
 }
 
 TEST_P(CoordinatorTest, ALeaseNotRenewedExpiresAndAnotherTakesOver) {
-  ASSERT_TRUE(a_->Campaign(node_a_, world_->Ttl()).ok());
+  ASSERT_TRUE(a_->Campaign({node_a_, world_->Ttl()}).ok());
   // Renewed within its TTL, it lasts past it.
   world_->Pass(world_->Ttl() / 2);
   ASSERT_TRUE(a_->Renew().ok());
@@ -134,7 +134,7 @@ TEST_P(CoordinatorTest, ALeaseNotRenewedExpiresAndAnotherTakesOver) {
   // Not renewed: gone after its TTL, and b takes it in term 2.
   world_->Pass(world_->Ttl() + world_->ExpiryGrace());
   EXPECT_FALSE(b_->Leader()->has_value());
-  absl::StatusOr<Leadership> led = b_->Campaign(node_b_, world_->Ttl());
+  absl::StatusOr<Leadership> led = b_->Campaign({node_b_, world_->Ttl()});
   ASSERT_TRUE(led.ok()) << led.status();
   EXPECT_EQ(led->term, 2u);
   // a learns it lost the lease when it tries to renew.
@@ -150,14 +150,32 @@ TEST_P(CoordinatorTest, HeadsArePublishedPerNode) {
   EXPECT_EQ(*heads, (std::map<std::string, uint64_t>{{"a", 15}, {"b", 12}}));
 }
 
+TEST_P(CoordinatorTest, ACandidateBehindAnotherPublishedHeadLoses) {
+  ASSERT_TRUE(a_->PublishHead("a", 10).ok());
+  ASSERT_TRUE(b_->PublishHead("b", 12).ok());
+  absl::StatusOr<Leadership> led = a_->Campaign({node_a_, world_->Ttl(), 10});
+  EXPECT_EQ(led.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(led.status().message(),
+              HasSubstr("b is ahead: it stores through 12, this node 10"));
+  EXPECT_FALSE(b_->Leader()->has_value());
+  // b was the leader that was lost: its head does not count.
+  led = a_->Campaign({node_a_, world_->Ttl(), 10, "b"});
+  ASSERT_TRUE(led.ok()) << led.status();
+  EXPECT_EQ(led->term, 1u);
+  // Heads of 9 and 10 digits compare as numbers.
+  ASSERT_TRUE(a_->Resign().ok());
+  ASSERT_TRUE(b_->PublishHead("b", 999999999).ok());
+  EXPECT_TRUE(a_->Campaign({node_a_, world_->Ttl(), 1000000000}).ok());
+}
+
 TEST_P(CoordinatorTest, AnArbiterThatDoesNotAnswerIsUnavailable) {
   // A lease that outlasts the outage (each call below waits out its
   // timeout while etcd is paused).
-  ASSERT_TRUE(a_->Campaign(node_a_, world_->Ttl() * 5).ok());
+  ASSERT_TRUE(a_->Campaign({node_a_, world_->Ttl() * 5}).ok());
   world_->SetDown(true);
   EXPECT_EQ(a_->Renew().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(b_->Leader().status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(b_->Campaign(node_b_, world_->Ttl()).status().code(),
+  EXPECT_EQ(b_->Campaign({node_b_, world_->Ttl()}).status().code(),
             absl::StatusCode::kUnavailable);
   world_->SetDown(false);
   EXPECT_TRUE(a_->Renew().ok());
