@@ -15,16 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${POLEDGER_CLUSTER_SECONDS:-8}"
 concurrency="${POLEDGER_CLUSTER_CONCURRENCY:-1,16,64,256}"
-build="${POLEDGER_BUILD_DIR:-build}"
 if ! command -v haproxy >/dev/null && [[ ! -x /usr/sbin/haproxy ]]; then
   bash deploy/install-deps.sh
 fi
 haproxy_bin="$(command -v haproxy || echo /usr/sbin/haproxy)"
-if [[ ! -x "$build/clients/poledger-loadgen" || ! -x "$build/server/poledger-server" ]]; then
-  BUILD_DIR="$build" bash deploy/build.sh
-fi
-
 source bench/lib.sh
+bench_build
 bench_workdir
 
 # start_shard NAME I N: a server for shard I of N; sets $address and $pid.

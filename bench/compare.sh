@@ -23,10 +23,8 @@ if [[ ! -x "$pg_bin/postgres" || ! -x /usr/bin/pgbench ]]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15 \
     postgresql-client-15 >/dev/null
 fi
-build="${POLEDGER_BUILD_DIR:-build}"
-if [[ ! -x "$build/clients/poledger-loadgen" || ! -x "$build/server/poledger-server" ]]; then
-  BUILD_DIR="$build" bash deploy/build.sh
-fi
+source bench/lib.sh  # bench_build, free_port
+bench_build
 
 work="$(mktemp -d)"
 chmod 755 "$work"
@@ -45,8 +43,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-source bench/lib.sh  # free_port
 
 # --- PostgreSQL -------------------------------------------------------------
 mkdir "$work/pg"

@@ -1,7 +1,9 @@
 # Helpers the benchmark scripts share; source it after `cd` to the
-# repository and setting $build:
+# repository:
 #
 #   source bench/lib.sh
+#   bench_build              # $build (POLEDGER_BUILD_DIR, default build),
+#                            # built unless its server and loadgen exist
 #   bench_workdir            # $work, a temporary directory, and $pids,
 #                            # both removed and stopped at exit
 #   start_server NAME ARGS   # a poledger-server on a free port of
@@ -10,6 +12,13 @@
 #
 # start_server runs in the calling shell, not a subshell, so that its pid
 # reaches the cleanup.
+
+bench_build() {
+  build="${POLEDGER_BUILD_DIR:-build}"
+  if [[ ! -x "$build/clients/poledger-loadgen" || ! -x "$build/server/poledger-server" ]]; then
+    BUILD_DIR="$build" bash deploy/build.sh
+  fi
+}
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

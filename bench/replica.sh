@@ -18,12 +18,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${POLEDGER_REPLICA_SECONDS:-8}"
-build="${POLEDGER_BUILD_DIR:-build}"
-if [[ ! -x "$build/clients/poledger-loadgen" || ! -x "$build/server/poledger-server" ]]; then
-  BUILD_DIR="$build" bash deploy/build.sh
-fi
-
 source bench/lib.sh
+bench_build
+
 bench_workdir
 
 

@@ -27,10 +27,8 @@ batch="${POLEDGER_SOAK_BATCH:-500}"
 concurrency="${POLEDGER_SOAK_CONCURRENCY:-4}"
 accounts="${POLEDGER_SOAK_ACCOUNTS:-1000}"
 sample="${POLEDGER_SOAK_SAMPLE_SECONDS:-30}"
-build="${POLEDGER_BUILD_DIR:-build}"
-if [[ ! -x "$build/clients/poledger-loadgen" || ! -x "$build/server/poledger-server" ]]; then
-  BUILD_DIR="$build" bash deploy/build.sh
-fi
+source bench/lib.sh
+bench_build
 
 work="$(mktemp -d "${POLEDGER_SOAK_DIR:-${TMPDIR:-/tmp}}/poledger-soak.XXXXXX")"
 server_pid=""
@@ -44,7 +42,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-source bench/lib.sh  # free_port
 port="$(free_port)"
 metrics_port="$(free_port)"
 "$build/server/poledger-server" --listen="127.0.0.1:$port" \
