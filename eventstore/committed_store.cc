@@ -9,20 +9,15 @@
 namespace poledger {
 
 CommittedStore::CommittedStore(EventStore* log)
-    : log_(log), committed_(log->Head()) {}
+    : log_(log), committed_(log->Head().position), head_read_(log->Head()) {}
 
 void CommittedStore::SetCommitted(uint64_t position) {
   position = std::min(position, log_->Head().position);
-  if (position <= committed()) return;
-  absl::StatusOr<std::vector<RecordedEvent>> at = log_->ReadForward(position, 1);
-  // The log holds every position up to its head; a failed read leaves the
-  // commit where it is until the next call.
-  if (!at.ok() || at->empty()) return;
   std::vector<Waiting> answered;
   {
     absl::MutexLock lock(&mu_);
-    if (position <= committed_.position) return;
-    committed_ = {position, at->front().hash};
+    if (position <= committed_) return;
+    committed_ = position;
     const absl::Time now = absl::Now();
     auto end = waiting_.upper_bound(position);
     for (auto it = waiting_.begin(); it != end; ++it) {
@@ -37,7 +32,7 @@ void CommittedStore::SetCommitted(uint64_t position) {
 
 uint64_t CommittedStore::committed() const {
   absl::MutexLock lock(&mu_);
-  return committed_.position;
+  return committed_;
 }
 
 uint64_t CommittedStore::uncommitted() const {
@@ -85,7 +80,7 @@ void CommittedStore::AppendAsync(AppendRequest request, AppendCallback done) {
         // Durable here, but its commit will not be seen: not acknowledged.
         result = absl::UnavailableError(
             "the server is stopping; the write may or may not be committed");
-      } else if (result->last_position > committed_.position) {
+      } else if (result->last_position > committed_) {
         const uint64_t last = result->last_position;
         waiting_.emplace(last, Waiting{*std::move(result), done, absl::Now()});
         return;
@@ -144,8 +139,21 @@ absl::StatusOr<std::optional<AppendResult>> CommittedStore::FindRequest(
 }
 
 LogHead CommittedStore::Head() const {
+  // The hash is read when asked (digests), not at every commit; the last
+  // one read is kept, and answered again if a read fails (an earlier head,
+  // still a true one).
+  const uint64_t position = committed();
+  {
+    absl::MutexLock lock(&mu_);
+    if (head_read_.position == position) return head_read_;
+  }
+  absl::StatusOr<std::vector<RecordedEvent>> at = log_->ReadForward(position, 1);
   absl::MutexLock lock(&mu_);
-  return committed_;
+  if (at.ok() && !at->empty() && at->front().position == position &&
+      position > head_read_.position) {
+    head_read_ = {position, at->front().hash};
+  }
+  return head_read_;
 }
 
 uint64_t CommittedStore::StreamVersion(const std::string& stream_id) const {
@@ -162,11 +170,11 @@ uint64_t CommittedStore::WaitForPosition(uint64_t after,
   mu_.AwaitWithDeadline(
       absl::Condition(
           +[](Args* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return a->self->committed_.position > a->after || a->self->closed_;
+            return a->self->committed_ > a->after || a->self->closed_;
           },
           &args),
       deadline);
-  return committed_.position;
+  return committed_;
 }
 
 absl::Status CommittedStore::SaveSnapshotParts(

@@ -85,7 +85,9 @@ class CommittedStore : public EventStore {
  private:
   EventStore* const log_;
   mutable absl::Mutex mu_;
-  LogHead committed_ ABSL_GUARDED_BY(mu_);
+  uint64_t committed_ ABSL_GUARDED_BY(mu_);
+  // The committed head whose hash Head() read last.
+  mutable LogHead head_read_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   // Appends durable here, by last position, waiting for their commit
   // since `since`.

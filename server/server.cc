@@ -331,13 +331,10 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     ctx.commit_wait = {impl->tracker.get(), impl->committed.get(),
                        impl->deadline_timer.get(), options.sync_timeout};
   }
-  if (impl->committed != nullptr) {
-    ctx.uncommitted = [committed = impl->committed.get()] {
-      return committed->uncommitted();
-    };
-  }
-  impl->replication->Attach(raw_store, impl->tracker ? impl->committed.get() : nullptr,
-                            impl->tracker.get());
+  ctx.committed = impl->committed.get();
+  impl->replication->Attach(
+      raw_store, impl->tracker ? impl->committed.get() : nullptr,
+      impl->tracker.get());
   ctx.backup = [raw_store](const std::string& dir) {
     return raw_store->Checkpoint(dir);
   };

@@ -21,6 +21,7 @@
 #include "core/errors.h"
 #include "core/matching.h"
 #include "core/proto_time.h"
+#include "eventstore/committed_store.h"
 #include "openssl/crypto.h"
 #include "server/commit_tracker.h"
 #include "server/log.h"
@@ -1387,7 +1388,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetServerInfo(
   response->set_term(role.term);
   response->set_leader(role.leader);
   response->set_committed_position(ctx_->ledger()->store()->Head().position);
-  if (ctx_->uncommitted) response->set_uncommitted_records(ctx_->uncommitted());
+  if (ctx_->committed != nullptr) {
+    response->set_uncommitted_records(ctx_->committed->uncommitted());
+  }
   if (const CommitTracker* tracker = ctx_->commit_wait.tracker) {
     response->set_sync_followers(tracker->sync_followers());
     const absl::Time now = absl::Now();

@@ -101,8 +101,9 @@ struct ServiceContext {
   Role role;
   // A leader with --sync-followers: what its writes wait for.
   CommitWait commit_wait;
-  // Records stored here and not committed yet (unset: none can be).
-  std::function<uint64_t()> uncommitted;
+  // In a replicated shard, the log as clients see it, through the committed
+  // position (null: everything stored is committed).
+  const CommittedStore* committed = nullptr;
   // A read replica's status (set with its follower).
   std::function<ReplicationStatus()> replication;
   // The background scrub's findings (unset when it is off).
