@@ -258,6 +258,10 @@ std::string MetaFormatKey() {
   return absl::StrCat(std::string(1, kMetaPrefix), "format");
 }
 
+std::string MetaCommittedKey() {
+  return absl::StrCat(std::string(1, kMetaPrefix), "committed");
+}
+
 std::string MetaVerifiedKey() {
   return absl::StrCat(std::string(1, kMetaPrefix), "verified");
 }

@@ -12,6 +12,7 @@
 //   snapshot_key   := 'T' part_key                       -> part blob
 //   meta_key       := 'M' "format"                       -> fixed32(1)
 //   snapshot_meta_key := 'M' "snapshot"                  -> fixed64(position)
+//   committed_key  := 'M' "committed"                    -> fixed64(position)
 //
 //   record_value   := 0x01 hash:32 hashed
 //   hashed         := prev_hash:32 fixed64(position) body
@@ -98,6 +99,11 @@ std::string MetaVerifiedKey();
 std::string EncodeVerifiedMark(const VerifiedMark& mark);
 // DATA_LOSS if `value` is not a mark or its check does not match.
 absl::StatusOr<VerifiedMark> DecodeVerifiedMark(absl::string_view value);
+
+// The committed mark (key "Mcommitted"): every record up to its position was
+// committed in a replicated shard (a lower bound, saved now and then), so a
+// node that restarts shows them before any leader tells it again.
+std::string MetaCommittedKey();
 
 std::string EncodeFixed64(uint64_t value);
 absl::StatusOr<uint64_t> DecodeFixed64(absl::string_view bytes);

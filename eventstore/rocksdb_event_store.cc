@@ -16,6 +16,7 @@
 #include "base/thread_name.h"
 #include "eventstore/info_log.h"
 #include "eventstore/record_format.h"
+#include "eventstore/rocks_status.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
@@ -62,17 +63,6 @@ class InsertHintPrefix final : public rocksdb::SliceTransform {
   }
 };
 
-absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  const std::string message = absl::StrCat(what, ": ", s.ToString());
-  if (s.IsNotFound()) return absl::NotFoundError(message);
-  if (s.IsCorruption()) return absl::DataLossError(message);
-  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(message);
-  if (s.IsIOError() || s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) {
-    return absl::UnavailableError(message);
-  }
-  return absl::InternalError(message);
-}
 
 // The cause of a write failure, for metrics.
 std::string CauseOf(const rocksdb::Status& s) {
@@ -421,6 +411,29 @@ absl::StatusOr<LogHead> RocksDbEventStore::TrustedMark(uint64_t head) const {
                      " names another hash than the record there"));
   }
   return LogHead{mark.position, mark.hash};
+}
+
+absl::StatusOr<uint64_t> RocksDbEventStore::CommittedMark() const {
+  std::string value;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), rf::MetaCommittedKey(), &value);
+  if (s.IsNotFound()) return 0;
+  RETURN_IF_ERROR(FromRocks(s, "reading the committed mark"));
+  return rf::DecodeFixed64(value);
+}
+
+absl::Status RocksDbEventStore::SaveCommittedMark(uint64_t position) {
+  if (options_.read_only) {
+    return absl::FailedPreconditionError("the event log is open read-only");
+  }
+  if (position > Head().position) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("committed mark ", position, " is past the head ",
+                     Head().position));
+  }
+  return FromRocks(db_->Put(rocksdb::WriteOptions(), rf::MetaCommittedKey(),
+                            rf::EncodeFixed64(position)),
+                   "saving the committed mark");
 }
 
 absl::Status RocksDbEventStore::CheckVerifiedMark() const {

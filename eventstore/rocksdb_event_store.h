@@ -208,6 +208,12 @@ class RocksDbEventStore final : public EventStore {
   // The mark's position, 0 without one.
   uint64_t VerifiedMarkPosition() const;
 
+  // The committed mark (record_format.h): 0 without one. Saving it does not
+  // sync; a mark lost in a crash leaves the one before, a lower bound still.
+  // Saving fails with INVALID_ARGUMENT past the head.
+  absl::StatusOr<uint64_t> CommittedMark() const;
+  absl::Status SaveCommittedMark(uint64_t position);
+
   // True while the store refuses writes (see resume_interval).
   bool write_failed() const;
   WriteHealth write_health() const;

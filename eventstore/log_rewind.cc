@@ -1,0 +1,206 @@
+#include "eventstore/log_rewind.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "eventstore/record_format.h"
+#include "eventstore/rocks_status.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "rocksdb/write_batch.h"
+
+namespace poledger {
+
+namespace rf = record_format;
+
+namespace {
+
+constexpr char kMagic[] = "poledger set-aside 1\n";
+
+absl::string_view Sv(const rocksdb::Slice& s) {
+  return absl::string_view(s.data(), s.size());
+}
+
+// The first key after every key that starts with `prefix`'s one byte.
+std::string PrefixEnd(char prefix) { return std::string(1, prefix + 1); }
+
+// Writes `records` to a new file at `path`, synced before it returns.
+absl::Status WriteSetAside(const std::string& path,
+                           const std::vector<std::pair<uint64_t, std::string>>&
+                               records) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) {
+    return absl::AlreadyExistsError(absl::StrCat(path, " exists"));
+  }
+  std::FILE* f = std::fopen(path.c_str(), "wbx");
+  if (f == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot create ", path));
+  }
+  std::string out(kMagic);
+  for (const auto& [position, value] : records) {
+    out += rf::EncodeFixed64(position);
+    const uint32_t n = static_cast<uint32_t>(value.size());
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      out.push_back(static_cast<char>((n >> shift) & 0xff));
+    }
+    out += value;
+  }
+  const bool written = std::fwrite(out.data(), 1, out.size(), f) == out.size();
+  const bool synced = std::fflush(f) == 0 && fsync(fileno(f)) == 0;
+  const bool closed = std::fclose(f) == 0;
+  if (!written || !synced || !closed) {
+    return absl::UnavailableError(absl::StrCat("cannot write ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<RewindResult> RewindLog(const std::string& data_dir,
+                                       uint64_t keep_through,
+                                       const std::string& set_aside_path) {
+  rocksdb::Options options;
+  options.create_if_missing = false;
+  options.paranoid_checks = true;
+  rocksdb::DB* raw = nullptr;
+  RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(options, data_dir, &raw),
+                            absl::StrCat("opening event log at ", data_dir)));
+  std::unique_ptr<rocksdb::DB> db(raw);
+  const rocksdb::ReadOptions ro;
+  std::string value;
+  rocksdb::Status s = db->Get(ro, rf::MetaCommittedKey(), &value);
+  if (s.ok()) {
+    ASSIGN_OR_RETURN(uint64_t committed, rf::DecodeFixed64(value));
+    if (committed > keep_through) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the log is committed through ", committed,
+          ": it cannot be rewound to ", keep_through));
+    }
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "reading the committed mark");
+  }
+
+  RewindResult result;
+  rocksdb::WriteBatch batch;
+  std::vector<std::pair<uint64_t, std::string>> taken;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
+  const std::string log_end = PrefixEnd(rf::kLogPrefix);
+  for (it->Seek(rf::LogKey(keep_through + 1));
+       it->Valid() && it->key().compare(log_end) < 0; it->Next()) {
+    ASSIGN_OR_RETURN(uint64_t position, rf::ParseLogKey(Sv(it->key())));
+    ASSIGN_OR_RETURN(RecordedEvent record,
+                     rf::DecodeRecordValue(position, Sv(it->value()),
+                                           /*verify=*/false));
+    batch.Delete(it->key());
+    batch.Delete(rf::StreamKey(record.stream_id, record.stream_version));
+    taken.emplace_back(position, it->value().ToString());
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "reading the log's tail"));
+  if (taken.empty()) return result;
+  result.records = taken.size();
+  result.first = taken.front().first;
+  result.last = taken.back().first;
+
+  // Request entries of appends that reach past the position.
+  const std::string request_end = PrefixEnd(rf::kRequestPrefix);
+  for (it->Seek(std::string(1, rf::kRequestPrefix));
+       it->Valid() && it->key().compare(request_end) < 0; it->Next()) {
+    ASSIGN_OR_RETURN(rf::RequestEntry entry,
+                     rf::DecodeRequestValue(Sv(it->value())));
+    if (entry.result.last_position > keep_through) batch.Delete(it->key());
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "reading the request entries"));
+
+  // A snapshot taken past the position: the ledger replays instead.
+  s = db->Get(ro, rf::MetaSnapshotKey(), &value);
+  if (s.ok()) {
+    ASSIGN_OR_RETURN(uint64_t snapshot, rf::DecodeFixed64(value));
+    if (snapshot > keep_through) {
+      batch.DeleteRange(std::string(1, rf::kSnapshotPrefix),
+                        PrefixEnd(rf::kSnapshotPrefix));
+      batch.Delete(rf::MetaSnapshotKey());
+    }
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "reading the snapshot's position");
+  }
+
+  // The verified-through mark, back to the kept head.
+  s = db->Get(ro, rf::MetaVerifiedKey(), &value);
+  if (s.ok()) {
+    absl::StatusOr<rf::VerifiedMark> mark = rf::DecodeVerifiedMark(value);
+    if (!mark.ok() || mark->position > keep_through) {
+      batch.Delete(rf::MetaVerifiedKey());
+      if (keep_through > 0) {
+        std::string kept;
+        RETURN_IF_ERROR(FromRocks(db->Get(ro, rf::LogKey(keep_through), &kept),
+                                  "reading the kept head"));
+        ASSIGN_OR_RETURN(RecordedEvent head,
+                         rf::DecodeRecordValue(keep_through, kept, true));
+        batch.Put(rf::MetaVerifiedKey(),
+                  rf::EncodeVerifiedMark({keep_through, head.hash}));
+      }
+    }
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "reading the verified-through mark");
+  }
+  it.reset();
+
+  RETURN_IF_ERROR(WriteSetAside(set_aside_path, taken));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  RETURN_IF_ERROR(FromRocks(db->Write(wo, &batch), "rewinding the log"));
+  RETURN_IF_ERROR(FromRocks(db->Close(), "closing the event log"));
+  return result;
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> ReadSetAside(
+    const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  const std::string data((std::istreambuf_iterator<char>(in)),
+                         std::istreambuf_iterator<char>());
+  const std::string magic(kMagic);
+  if (data.compare(0, magic.size(), magic) != 0) {
+    return absl::DataLossError(
+        absl::StrCat(path, " is not a set-aside file of poledger"));
+  }
+  std::vector<RecordedEvent> records;
+  size_t at = magic.size();
+  while (at < data.size()) {
+    if (data.size() - at < 12) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": truncated after ", records.size(), " records"));
+    }
+    ASSIGN_OR_RETURN(uint64_t position, rf::DecodeFixed64(data.substr(at, 8)));
+    uint32_t n = 0;
+    for (int i = 0; i < 4; ++i) {
+      n = (n << 8) | static_cast<uint8_t>(data[at + 8 + i]);
+    }
+    at += 12;
+    if (data.size() - at < n) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": truncated in the record at ", position));
+    }
+    ASSIGN_OR_RETURN(RecordedEvent record,
+                     rf::DecodeRecordValue(
+                         position, absl::string_view(data).substr(at, n), true));
+    at += n;
+    if (!records.empty() &&
+        (record.position != records.back().position + 1 ||
+         record.prev_hash != records.back().hash)) {
+      return absl::DataLossError(absl::StrCat(
+          path, ": the record at ", record.position,
+          " does not follow the one before it"));
+    }
+    records.push_back(std::move(record));
+  }
+  return records;
+}
+
+}  // namespace poledger
