@@ -37,17 +37,42 @@ struct Leadership {
   }
 };
 
+// How far a node's log goes, as elections compare logs: first by the term of
+// its last term record, then by its head. A log that ends in a later term
+// holds every record committed before that term began, whatever its length;
+// a longer log of an older term may end in records no one acknowledged.
+struct LogRank {
+  uint64_t term = 0;
+  uint64_t position = 0;
+
+  LogRank() = default;
+  // A log of no term yet (a shard before its first election).
+  LogRank(uint64_t position) : position(position) {}  // NOLINT: implicit
+  LogRank(uint64_t term, uint64_t position) : term(term), position(position) {}
+
+  bool operator<(const LogRank& o) const {
+    return term != o.term ? term < o.term : position < o.position;
+  }
+  bool operator>(const LogRank& o) const { return o < *this; }
+  bool operator==(const LogRank& o) const {
+    return term == o.term && position == o.position;
+  }
+  bool operator!=(const LogRank& o) const { return !(*this == o); }
+  // "12", or "12 in term 3".
+  std::string ToString() const;
+};
+
 // What a node campaigns with.
 struct Candidacy {
   // Its node name and address (the term is the arbiter's to give).
   Leadership me;
   // The leader key's lease.
   absl::Duration ttl = absl::Seconds(10);
-  // Its durable head: the campaign fails if another node (but
+  // Its durable head's rank: the campaign fails if another node (but
   // `lost_leader`, the leader whose lease ran out) has published a higher
   // one, checked in the same transaction as the election, so that a node
   // that would lose acknowledged records never leads.
-  uint64_t head = 0;
+  LogRank head;
   std::string lost_leader;
 };
 
@@ -79,10 +104,9 @@ class Coordinator {
   virtual absl::StatusOr<uint64_t> Term() = 0;
 
   // Publishes `node`'s durable head.
-  virtual absl::Status PublishHead(const std::string& node,
-                                   uint64_t position) = 0;
+  virtual absl::Status PublishHead(const std::string& node, LogRank head) = 0;
   // Every node's last published head.
-  virtual absl::StatusOr<std::map<std::string, uint64_t>> Heads() = 0;
+  virtual absl::StatusOr<std::map<std::string, LogRank>> Heads() = 0;
 };
 
 }  // namespace poledger

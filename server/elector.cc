@@ -7,6 +7,11 @@
 
 namespace poledger {
 
+std::string LogRank::ToString() const {
+  if (term == 0) return absl::StrCat(position);
+  return absl::StrCat(position, " in term ", term);
+}
+
 Elector::Elector(Coordinator* coordinator, const Clock* clock,
                  ElectorOptions options)
     : coordinator_(coordinator), clock_(clock), options_(std::move(options)) {}
@@ -36,7 +41,7 @@ ElectorView Elector::Become(bool leads, uint64_t term, std::string node,
   return out;
 }
 
-ElectorView Elector::Tick(uint64_t durable_head) {
+ElectorView Elector::Tick(LogRank durable_head) {
   const absl::Time now = clock_->Now();
   // Only candidates publish: a read replica's head must not hold back an
   // election it cannot win.
@@ -96,7 +101,7 @@ ElectorView Elector::Tick(uint64_t durable_head) {
   }
   // Only the most advanced node that is not the lost leader campaigns
   // (ties: the smaller name).
-  absl::StatusOr<std::map<std::string, uint64_t>> heads =
+  absl::StatusOr<std::map<std::string, LogRank>> heads =
       coordinator_->Heads();
   if (!heads.ok()) return nobody;
   for (const auto& [node, head] : *heads) {
@@ -117,7 +122,7 @@ ElectorView Elector::Tick(uint64_t durable_head) {
   nobody_since_.reset();
   return Become(true, led->term, led->node, led->address,
                 absl::StrCat("elected in term ", led->term, " at head ",
-                             durable_head));
+                             durable_head.ToString()));
 }
 
 }  // namespace poledger

@@ -67,8 +67,9 @@ class Elector {
   Elector(Coordinator* coordinator, const Clock* clock,
           ElectorOptions options);
 
-  // One step, with this node's durable head (published for the others).
-  ElectorView Tick(uint64_t durable_head);
+  // One step, with this node's durable head's rank (published for the
+  // others).
+  ElectorView Tick(LogRank durable_head);
 
   // Whether this node leads and its lease is fresh enough to acknowledge.
   bool MayAcknowledge() const;

@@ -73,11 +73,23 @@ absl::StatusOr<Leadership> DecodeLeader(const std::string& value) {
   return l;
 }
 
-// A head as etcd compares it: fixed-width decimal, so that the byte order
-// of two heads is their numeric order.
-std::string PaddedHead(uint64_t position) {
-  std::string digits = absl::StrCat(position);
+// A number in 20 decimal digits.
+std::string Padded(uint64_t n) {
+  std::string digits = absl::StrCat(n);
   return std::string(20 - digits.size(), '0') + digits;
+}
+
+// A head as etcd compares it: "<term>/<position>", each fixed-width, so
+// that the byte order of two heads is their ranks' order.
+std::string EncodeHead(const LogRank& head) {
+  return absl::StrCat(Padded(head.term), "/", Padded(head.position));
+}
+
+bool DecodeHead(absl::string_view value, LogRank* head) {
+  const size_t slash = value.find('/');
+  if (slash == absl::string_view::npos) return false;
+  return absl::SimpleAtoi(value.substr(0, slash), &head->term) &&
+         absl::SimpleAtoi(value.substr(slash + 1), &head->position);
 }
 
 // The end of the range of keys that start with `prefix`.
@@ -156,12 +168,13 @@ absl::StatusOr<Leadership> EtcdCoordinator::Campaign(const Candidacy& c) {
   const absl::Duration ttl = c.ttl;
   // The other candidates' heads: none may be past this node's, in the
   // transaction below too (a head published meanwhile fails it).
-  absl::StatusOr<std::map<std::string, uint64_t>> heads = Heads();
+  absl::StatusOr<std::map<std::string, LogRank>> heads = Heads();
   if (!heads.ok()) return heads.status();
   for (const auto& [node, head] : *heads) {
     if (node != me.node && node != c.lost_leader && head > c.head) {
       return absl::FailedPreconditionError(absl::StrCat(
-          node, " is ahead: it stores through ", head, ", this node ", c.head));
+          node, " is ahead: it stores through ", head.ToString(),
+          ", this node ", c.head.ToString()));
     }
   }
   // The term as it is now, and the revision that wrote it.
@@ -208,7 +221,8 @@ absl::StatusOr<Leadership> EtcdCoordinator::Campaign(const Candidacy& c) {
     behind->set_target(gw::Compare::VALUE);
     behind->set_result(gw::Compare::LESS);
     behind->set_key(HeadsPrefix() + node);
-    behind->set_value(PaddedHead(c.head + 1));
+    // At most c.head: below the rank just after it.
+    behind->set_value(EncodeHead({c.head.term, c.head.position + 1}));
   }
   gw::PutRequest* put_leader = txn.add_success()->mutable_request_put();
   put_leader->set_key(LeaderKey());
@@ -307,25 +321,25 @@ absl::StatusOr<uint64_t> EtcdCoordinator::Term() {
 }
 
 absl::Status EtcdCoordinator::PublishHead(const std::string& node,
-                                          uint64_t position) {
+                                          LogRank head) {
   gw::PutRequest put;
   put.set_key(HeadsPrefix() + node);
-  put.set_value(PaddedHead(position));
+  put.set_value(EncodeHead(head));
   gw::ResponseHeader ignored;
   return Call("/v3/kv/put", put, &ignored);
 }
 
-absl::StatusOr<std::map<std::string, uint64_t>> EtcdCoordinator::Heads() {
+absl::StatusOr<std::map<std::string, LogRank>> EtcdCoordinator::Heads() {
   gw::RangeRequest read;
   read.set_key(HeadsPrefix());
   read.set_range_end(PrefixEnd(HeadsPrefix()));
   gw::RangeResponse found;
   if (absl::Status s = Call("/v3/kv/range", read, &found); !s.ok()) return s;
-  std::map<std::string, uint64_t> heads;
+  std::map<std::string, LogRank> heads;
   for (const gw::KeyValue& kv : found.kvs()) {
-    uint64_t position = 0;
-    if (!absl::SimpleAtoi(kv.value(), &position)) continue;
-    heads[kv.key().substr(HeadsPrefix().size())] = position;
+    LogRank head;
+    if (!DecodeHead(kv.value(), &head)) continue;
+    heads[kv.key().substr(HeadsPrefix().size())] = head;
   }
   return heads;
 }

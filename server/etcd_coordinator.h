@@ -5,8 +5,8 @@
 // Keys, under the shard's prefix: "<prefix>/leader" (the term, node and
 // address, one a line; bound to the leader's lease), "<prefix>/term" (the
 // shard's last term, in decimal) and "<prefix>/heads/<node>" (each node's
-// durable head, 20 decimal digits so that etcd's byte comparison is
-// numeric). A campaign is one transaction: if the leader key does not
+// durable head's rank: its term and position, each 20 decimal digits, so
+// that etcd's byte comparison is the ranks' order). A campaign is one transaction: if the leader key does not
 // exist, the term key is unchanged since read, and no other node's head is
 // past the candidate's, put the leader key on a fresh lease and the term
 // plus one.
@@ -56,9 +56,8 @@ class EtcdCoordinator : public Coordinator {
   absl::Status Resign() override;
   absl::StatusOr<std::optional<Leadership>> Leader() override;
   absl::StatusOr<uint64_t> Term() override;
-  absl::Status PublishHead(const std::string& node,
-                           uint64_t position) override;
-  absl::StatusOr<std::map<std::string, uint64_t>> Heads() override;
+  absl::Status PublishHead(const std::string& node, LogRank head) override;
+  absl::StatusOr<std::map<std::string, LogRank>> Heads() override;
 
  private:
   explicit EtcdCoordinator(EtcdCoordinatorOptions options)

@@ -33,7 +33,8 @@ absl::StatusOr<Leadership> MemoryCoordinator::Campaign(const Candidacy& c) {
   for (const auto& [node, head] : a.heads_) {
     if (node != me.node && node != c.lost_leader && head > c.head) {
       return absl::FailedPreconditionError(absl::StrCat(
-          node, " is ahead: it stores through ", head, ", this node ", c.head));
+          node, " is ahead: it stores through ", head.ToString(),
+          ", this node ", c.head.ToString()));
     }
   }
   Leadership led = me;
@@ -90,15 +91,15 @@ absl::StatusOr<uint64_t> MemoryCoordinator::Term() {
 }
 
 absl::Status MemoryCoordinator::PublishHead(const std::string& node,
-                                            uint64_t position) {
+                                            LogRank head) {
   MemoryArbiter& a = *arbiter_;
   absl::MutexLock lock(&a.mu_);
   if (absl::Status up = a.CheckUpLocked(); !up.ok()) return up;
-  a.heads_[node] = position;
+  a.heads_[node] = head;
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::map<std::string, uint64_t>> MemoryCoordinator::Heads() {
+absl::StatusOr<std::map<std::string, LogRank>> MemoryCoordinator::Heads() {
   MemoryArbiter& a = *arbiter_;
   absl::MutexLock lock(&a.mu_);
   if (absl::Status up = a.CheckUpLocked(); !up.ok()) return up;

@@ -49,7 +49,7 @@ class MemoryArbiter {
   absl::Duration ttl_ ABSL_GUARDED_BY(mu_);
   uint64_t next_lease_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t term_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<std::string, uint64_t> heads_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, LogRank> heads_ ABSL_GUARDED_BY(mu_);
 };
 
 class MemoryCoordinator : public Coordinator {
@@ -62,9 +62,8 @@ class MemoryCoordinator : public Coordinator {
   absl::Status Resign() override;
   absl::StatusOr<std::optional<Leadership>> Leader() override;
   absl::StatusOr<uint64_t> Term() override;
-  absl::Status PublishHead(const std::string& node,
-                           uint64_t position) override;
-  absl::StatusOr<std::map<std::string, uint64_t>> Heads() override;
+  absl::Status PublishHead(const std::string& node, LogRank head) override;
+  absl::StatusOr<std::map<std::string, LogRank>> Heads() override;
 
  private:
   MemoryArbiter* const arbiter_;

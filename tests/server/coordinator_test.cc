@@ -145,9 +145,9 @@ TEST_P(CoordinatorTest, HeadsArePublishedPerNode) {
   ASSERT_TRUE(a_->PublishHead("a", 10).ok());
   ASSERT_TRUE(b_->PublishHead("b", 12).ok());
   ASSERT_TRUE(a_->PublishHead("a", 15).ok());
-  absl::StatusOr<std::map<std::string, uint64_t>> heads = b_->Heads();
+  absl::StatusOr<std::map<std::string, LogRank>> heads = b_->Heads();
   ASSERT_TRUE(heads.ok()) << heads.status();
-  EXPECT_EQ(*heads, (std::map<std::string, uint64_t>{{"a", 15}, {"b", 12}}));
+  EXPECT_EQ(*heads, (std::map<std::string, LogRank>{{"a", 15}, {"b", 12}}));
 }
 
 TEST_P(CoordinatorTest, ACandidateBehindAnotherPublishedHeadLoses) {
@@ -166,6 +166,21 @@ TEST_P(CoordinatorTest, ACandidateBehindAnotherPublishedHeadLoses) {
   ASSERT_TRUE(a_->Resign().ok());
   ASSERT_TRUE(b_->PublishHead("b", 999999999).ok());
   EXPECT_TRUE(a_->Campaign({node_a_, world_->Ttl(), 1000000000}).ok());
+}
+
+TEST_P(CoordinatorTest, ALogOfALaterTermRanksAboveALongerOlderOne) {
+  // a led term 1 and wrote a tail nobody acknowledged; b leads term 2 from
+  // a shorter log: b's log holds every committed record, a's may not.
+  ASSERT_TRUE(a_->PublishHead("a", LogRank(1, 900)).ok());
+  ASSERT_TRUE(b_->PublishHead("b", LogRank(2, 500)).ok());
+  absl::StatusOr<Leadership> led =
+      a_->Campaign({node_a_, world_->Ttl(), LogRank(1, 900)});
+  EXPECT_EQ(led.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(led.status().message(),
+              HasSubstr("b is ahead: it stores through 500 in term 2, this "
+                        "node 900 in term 1"));
+  led = b_->Campaign({node_b_, world_->Ttl(), LogRank(2, 500)});
+  ASSERT_TRUE(led.ok()) << led.status();
 }
 
 TEST_P(CoordinatorTest, AnArbiterThatDoesNotAnswerIsUnavailable) {
