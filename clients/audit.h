@@ -95,6 +95,10 @@ struct ExportFilter {
 absl::StatusOr<uint64_t> Export(const EventStore& store,
                                 const ExportFilter& filter, std::ostream& out);
 
+// Writes `records` as Export does (a set-aside file's, for example).
+absl::Status ExportRecords(const std::vector<RecordedEvent>& records,
+                           std::ostream& out);
+
 // Writes the purchase orders of `account_id` (or only `purchase_order_id`)
 // as of log position `position`, as JSON (poledger.v1.PurchaseOrder, the
 // same shape GetPurchaseOrderAt returns), one per line. NOT_FOUND if the

@@ -7,6 +7,8 @@
 //   poledger-audit replay  --data-dir=DIR --account=A [--po=P]
 //                          (--position=N | --time=RFC3339)
 //   poledger-audit history --data-dir=DIR --account=A --po=P
+//   poledger-audit terms   --data-dir=DIR
+//   poledger-audit set-aside FILE
 //
 // Behind shards, --data-dir and --server take every shard's (comma-
 // separated, shard 0 first): verify and check-snapshot check each (verify
@@ -18,7 +20,9 @@
 // reads a running server's log through EventLogService (records' hashes
 // are recomputed client-side). Exit status: 0 fine, 1 the log is broken
 // (verify) or the data is damaged, 2 bad usage, 3 anything else (not found,
-// I/O). verify --expect fails (1) unless the log still has that digest at
+// I/O). terms lists the leaders' terms a replicated shard's log records;
+// set-aside prints the records a former leader took off its log when it
+// rejoined (DIR/set-aside/*.log), as export does. verify --expect fails (1) unless the log still has that digest at
 // that position: keep digests from GetLogDigest outside the server.
 // check-snapshot fails (1) unless the state loaded from the snapshot plus
 // the rest of the log equals the state rebuilt from the whole log.
@@ -38,7 +42,9 @@
 #include "clients/channel.h"
 #include "clients/remote_event_store.h"
 #include "core/shard.h"
+#include "eventstore/log_rewind.h"
 #include "ledger/ledger.h"
+#include "ledger/term_record.h"
 
 namespace {
 
@@ -118,6 +124,16 @@ int main(int argc, char** argv) {
   history->add_option("--account", account, "Account")->required();
   history->add_option("--po", po, "Purchase order")->required();
 
+  CLI::App* terms = app.add_subcommand(
+      "terms", "The terms of a replicated shard's log: who led from where");
+  source(terms);
+
+  std::string set_aside_file;
+  CLI::App* set_aside = app.add_subcommand(
+      "set-aside", "The records a rejoining former leader set aside");
+  set_aside->add_option("file", set_aside_file, "A set-aside file")
+      ->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -127,6 +143,14 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (set_aside->parsed()) {
+    auto records = poledger::ReadSetAside(set_aside_file);
+    if (!records.ok()) return Fail(records.status());
+    const absl::Status written =
+        poledger::audit::ExportRecords(*records, std::cout);
+    std::cout.flush();
+    return written.ok() ? 0 : Fail(written);
+  }
   if (data_dirs.empty() == servers.empty()) {
     std::fprintf(stderr, "give --data-dir or --server\n");
     return 2;
@@ -286,6 +310,20 @@ int main(int argc, char** argv) {
     }
     if (!fine) return 1;
     std::printf("OK\n");
+    return 0;
+  }
+  if (terms->parsed()) {
+    auto listed = poledger::ListTerms(*store);
+    if (!listed.ok()) return Fail(listed.status());
+    for (const poledger::TermInfo& t : *listed) {
+      std::printf("term %llu from position %llu: %s (%s) since %s\n",
+                  static_cast<unsigned long long>(t.term),
+                  static_cast<unsigned long long>(t.position), t.node.c_str(),
+                  t.address.c_str(),
+                  absl::FormatTime(absl::RFC3339_full, t.time,
+                                   absl::UTCTimeZone())
+                      .c_str());
+    }
     return 0;
   }
   if (export_cmd->parsed()) {
