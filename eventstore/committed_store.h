@@ -32,6 +32,9 @@ class CommittedStore : public EventStore {
   // now: what a node stores when it starts is what it had committed or
   // copied from its leader, the only log of the shard until failover.
   explicit CommittedStore(EventStore* log);
+  // Shows `log` through `committed` (capped at its head): a node of a shard
+  // with failover, whose own tail may hold records no leader committed.
+  CommittedStore(EventStore* log, uint64_t committed);
 
   // Raises the committed position to `position` (capped at the log's head;
   // it never goes down), answers the appends it covers and wakes the

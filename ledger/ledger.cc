@@ -683,7 +683,8 @@ void Ledger::OnAppended(std::shared_ptr<Appended> a,
           absl::StatusCode::kAlreadyExists, core::reason::kRequestIdConflict,
           absl::StrCat("request_id ", core::Quote(a->pending->ctx.request_id),
                        " was already used for a different request"));
-    } else if (error.code() == absl::StatusCode::kUnavailable) {
+    } else if (error.code() == absl::StatusCode::kUnavailable &&
+               core::ReasonOf(error).empty()) {
       // The store refuses writes (a full disk, a failed sync): nothing was
       // applied; the same request may be sent again once it writes.
       error = core::WithMetadata(

@@ -281,6 +281,11 @@ class Ledger {
   // state no longer follows the log).
   absl::Status ApplyReplicated(const std::vector<RecordedEvent>& records);
 
+  // The log position through which every record is applied.
+  uint64_t applied_through() const {
+    absl::MutexLock lock(&apply_mu_);
+    return applied_through_;
+  }
   EventStore* store() const { return store_; }
   const Clock* clock() const { return clock_; }
 
@@ -449,7 +454,7 @@ class Ledger {
   // hold the state at one log position. Appended commands that arrive ahead
   // of their turn wait in waiting_ (by first position).
   // Lock order: apply_mu_, then an account's state_mu, then a Cut's mu.
-  absl::Mutex apply_mu_;
+  mutable absl::Mutex apply_mu_;
   uint64_t applied_through_ ABSL_GUARDED_BY(apply_mu_) = 0;
   std::map<uint64_t, std::shared_ptr<Appended>> waiting_
       ABSL_GUARDED_BY(apply_mu_);

@@ -54,6 +54,7 @@ Follower::Follower(EventStore* store, CommittedStore* committed,
     absl::MutexLock lock(&mu_);
     applied_ = committed_->committed();
     stored_ = store_->Head().position;
+    term_ = options_.term;
   }
   store_thread_ = std::thread([this] {
     SetCurrentThreadName("pl-replicate");
@@ -144,9 +145,9 @@ void Follower::Fail(const absl::Status& status) {
   if (options_.on_fatal) options_.on_fatal(status);
 }
 
-absl::Status Follower::CheckAgreement() {
+absl::StatusOr<uint64_t> Follower::FirstDifference() {
   const LogHead mine = store_->Head();
-  if (mine.position == 0) return absl::OkStatus();
+  if (mine.position == 0) return 0;
   auto stub = v1::EventLogService::NewStub(options_.channel);
   auto leader_hash = [&](uint64_t position) -> absl::StatusOr<std::string> {
     grpc::ClientContext context;
@@ -206,12 +207,9 @@ absl::Status Follower::CheckAgreement() {
     }
     first = lo;
   } else if (leader_head >= mine.position) {
-    return absl::OkStatus();
+    return 0;
   }
-  return absl::DataLossError(absl::StrCat(
-      "the leader's log differs from this replica's from position ", first,
-      " (leader head ", leader_head, ", replica head ", mine.position,
-      "): a replica follows only the log it was copied from"));
+  return first;
 }
 
 void Follower::WaitUntilApplied() {
@@ -281,6 +279,15 @@ absl::Status Follower::Session() {
     }
     if (!ended.ok()) break;
     absl::MutexLock lock(&mu_);
+    if (message.term() < term_) {
+      ended = absl::FailedPreconditionError(absl::StrCat(
+          options_.leader, " leads term ", message.term(),
+          ", older than term ", term_, " this node has seen"));
+      break;
+    }
+    term_ = message.term();
+    storable_ = std::max({storable_, message.committed_position(),
+                          message.whole_through()});
     state_ = FollowerState::kFollowing;
     leader_head_ = std::max(leader_head_, message.head_position());
     leader_committed_ =
@@ -290,13 +297,23 @@ absl::Status Follower::Session() {
         store_->Head().position >= leader_head_) {
       caught_up_at_ = absl::Now();
     }
-    // Backpressure: the stream waits while the store is behind.
+    // Backpressure: the stream waits while the store is behind (not while
+    // the queue waits for the end of an append).
     mu_.Await(absl::Condition(
         +[](Follower* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
           return f->queue_.size() < kQueueBatches * f->options_.batch_records ||
+                 f->queue_.front().position > f->storable_ ||
                  f->stopping() || !f->fatal_.ok();
         },
         this));
+  }
+  {
+    // What cannot be stored (an append the stream ended inside) is copied
+    // again by the next session.
+    absl::MutexLock lock(&mu_);
+    while (!queue_.empty() && queue_.back().position > storable_) {
+      queue_.pop_back();
+    }
   }
   {
     absl::MutexLock lock(&ack_mu_);
@@ -310,10 +327,32 @@ absl::Status Follower::Session() {
                 : FromGrpc(finished, "the leader's stream");
     if (finished.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
         absl::StrContains(finished.error_message(), "is not a record of")) {
-      // The logs differ: find where, for the operator.
-      absl::Status agreement = CheckAgreement();
-      ended = agreement.ok() ? absl::DataLossError(finished.error_message())
-                             : agreement;
+      // The logs differ: find where, for the operator (or the rewind).
+      absl::StatusOr<uint64_t> first = FirstDifference();
+      if (!first.ok()) {
+        ended = first.status();
+      } else if (*first == 0) {
+        ended = absl::DataLossError(finished.error_message());
+      } else {
+        ended = absl::DataLossError(absl::StrCat(
+            "the leader's log differs from this replica's from position ",
+            *first, " (replica head ", from.position,
+            "): a replica follows only the log it was copied from"));
+        if (options_.on_diverged) {
+          {
+            absl::MutexLock lock(&mu_);
+            state_ = FollowerState::kStopped;
+            last_error_ = ended.ToString();
+            fatal_ = ended;
+          }
+          log::Warning("logs_differ",
+                       absl::StrCat("this node's log leaves ", options_.leader,
+                                    "'s at position ", *first),
+                       {{"leader", options_.leader}, {"first", *first}});
+          options_.on_diverged(*first);
+          return ended;
+        }
+      }
     }
   } else {
     context.TryCancel();
@@ -361,14 +400,16 @@ void Follower::StoreLoop() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](Follower* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
-            return !f->queue_.empty() || f->stopping() || !f->fatal_.ok();
+            return (!f->queue_.empty() &&
+                    f->queue_.front().position <= f->storable_) ||
+                   f->stopping() || !f->fatal_.ok();
           },
           this));
       // Stopping: what is queued and not stored is copied again next time.
       if (stopping() || !fatal_.ok()) return;
-      const size_t n = std::min(queue_.size(), options_.batch_records);
-      batch.reserve(n);
-      for (size_t i = 0; i < n; ++i) {
+      batch.reserve(std::min(queue_.size(), options_.batch_records));
+      while (batch.size() < options_.batch_records && !queue_.empty() &&
+             queue_.front().position <= storable_) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

@@ -7,10 +7,17 @@
 // and stream of the follower answers what the leader answered a moment
 // before, and nothing that a failover could take back.
 //
+// It stores a record only once the leader says it is committed or that an
+// append ends at or after it (whole_through), so that its log never ends
+// inside an append: a follower promoted to leader commits whole appends
+// only. It refuses a leader of an older term than one it has seen.
+//
 // At every connection the leader checks that the follower's head is a
 // record of its log. If it is not, the follower finds the first position
-// where the logs differ (bisection over GetLogDigest), stops for good with
-// DATA_LOSS naming it and calls on_fatal. Anything else (the leader down,
+// where the logs differ (bisection over GetLogDigest) and stops: with
+// on_diverged set (a node of a shard with failover, which rewinds its log
+// and follows again), it calls that with the position; otherwise it stops
+// for good with DATA_LOSS naming it and calls on_fatal. Anything else (the leader down,
 // restarting, a broken stream) is retried with backoff, resuming after the
 // follower's head: nothing is copied twice and nothing is skipped.
 //
@@ -73,6 +80,12 @@ struct FollowerOptions {
   bool synchronous = false;
   // Called once, on the follower's thread, when it stops for good.
   std::function<void(const absl::Status&)> on_fatal;
+  // If set, called once instead of on_fatal when the logs differ, with the
+  // first position where they do.
+  std::function<void(uint64_t)> on_diverged;
+  // The term of the node's own log (its last term record): a leader of an
+  // older term is refused.
+  uint64_t term = 0;
   // Records copied and applied together at most.
   size_t batch_records = 1000;
 };
@@ -96,9 +109,9 @@ class Follower {
   // Connects, checks agreement and copies until the stream ends; returns
   // why it ended.
   absl::Status Session();
-  // DATA_LOSS naming the first position where the leader's log differs
-  // from the store's, or OK if the store's log is a prefix of the leader's.
-  absl::Status CheckAgreement();
+  // The first position where the leader's log differs from the store's, or
+  // 0 if the store's log is a prefix of the leader's.
+  absl::StatusOr<uint64_t> FirstDifference();
   // The thread that stores and acknowledges what the session queues.
   void StoreLoop();
   // The thread that applies what is stored, up to the leader's commit (so
@@ -131,6 +144,10 @@ class Follower {
   uint64_t leader_head_ ABSL_GUARDED_BY(mu_) = 0;
   // What the leader last said is committed.
   uint64_t leader_committed_ ABSL_GUARDED_BY(mu_) = 0;
+  // Records through here may be stored: committed, or ending an append.
+  uint64_t storable_ ABSL_GUARDED_BY(mu_) = 0;
+  // The highest term seen: in the log, or of a leader.
+  uint64_t term_ ABSL_GUARDED_BY(mu_) = 0;
   // The store holds the log through `stored_`, the ledger through
   // `applied_` (never past the leader's commit).
   uint64_t stored_ ABSL_GUARDED_BY(mu_) = 0;

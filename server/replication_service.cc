@@ -62,7 +62,8 @@ grpc::Status ReplicationServiceImpl::Replicate(
     return ToGrpcStatus(valid);
   }
   const RoleState role = ctx_->role.state();
-  if (role.kind != RoleKind::kLeader) {
+  const uint64_t term = ctx_->serving_term();
+  if (term == 0) {
     return ToGrpcStatus(core::WithMetadata(
         core::DomainError(absl::StatusCode::kFailedPrecondition,
                           core::reason::kReadOnlyReplica,
@@ -115,10 +116,11 @@ grpc::Status ReplicationServiceImpl::Replicate(
   });
   uint64_t next = head + 1;
   uint64_t sent_committed = 0;
+  uint64_t whole_through = head;
   absl::Time sent_at = absl::InfinitePast();
   std::string why = "the follower ended the stream";
   while (!ended && !context->IsCancelled() && !stopping_) {
-    if (ctx_->role.state().term != role.term || !ctx_->role.is_leader()) {
+    if (ctx_->serving_term() != term) {
       why = "this server no longer leads";
       break;
     }
@@ -133,8 +135,14 @@ grpc::Status ReplicationServiceImpl::Replicate(
                         ? now + kCommitPoll
                         : std::min(now + kIdle, sent_at + kIdle));
     }
+    // The head ends a group commit, so an append: reading no further than
+    // it, a batch that reaches it ends whole.
+    const uint64_t head_now = log->Head().position;
     absl::StatusOr<std::vector<RecordedEvent>> records =
-        log->ReadForward(next, kBatchRecords);
+        head_now < next ? std::vector<RecordedEvent>()
+                        : log->ReadForward(
+                              next, static_cast<size_t>(std::min<uint64_t>(
+                                        kBatchRecords, head_now - next + 1)));
     if (!records.ok()) {
       why = records.status().ToString();
       break;
@@ -152,7 +160,11 @@ grpc::Status ReplicationServiceImpl::Replicate(
     }
     response.set_committed_position(committed);
     response.set_head_position(log->Head().position);
-    response.set_term(role.term);
+    response.set_term(term);
+    if (!records->empty() && records->back().position == head_now) {
+      whole_through = head_now;
+    }
+    response.set_whole_through(whole_through);
     if (!stream->Write(response)) break;
     if (!records->empty()) next = records->back().position + 1;
     sent_committed = committed;

@@ -40,6 +40,8 @@
 #include "server/scrubber.h"
 #include "server/server_impl.h"
 #include "server/services.h"
+#include "server/etcd_coordinator.h"
+#include "server/shard_node.h"
 #include "server/tls.h"
 
 namespace poledger {
@@ -100,6 +102,7 @@ uint64_t PoledgerServer::open_checked_from() const {
 absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     const ServerOptions& options) {
   RETURN_IF_ERROR(CheckSecurityOptions(options));
+  RETURN_IF_ERROR(CheckFailoverOptions(options));
   if (options.verify_on_open != "mark" && options.verify_on_open != "full") {
     return absl::InvalidArgumentError(
         absl::StrCat("--verify-on-open: '", options.verify_on_open,
@@ -159,6 +162,11 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     leader_channel = NewClientChannel(options.follow, *to_leader);
     ctx.role.Set({RoleKind::kReplica, 0, options.follow},
                  "started with --follow");
+  }
+  const bool failover = !options.etcd_endpoints.empty();
+  if (failover) {
+    ctx.role.Set({RoleKind::kReplica, 0, ""},
+                 "started in a shard with failover: waiting for etcd");
   }
   std::shared_ptr<grpc::ServerCredentials> credentials =
       grpc::InsecureServerCredentials();
@@ -287,6 +295,10 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     if (!gateway.ok()) return fail(gateway.status());
     impl->http = std::move(*gateway);
   }
+  // A rejoining node's log leaves its leader's: rewind it first.
+  if (absl::Status rewound = PrepareRewind(options.data_dir); !rewound.ok()) {
+    return fail(rewound);
+  }
   RocksDbEventStoreOptions store_options;
   store_options.path = options.data_dir;
   store_options.verify_from_mark = options.verify_on_open != "full";
@@ -318,14 +330,25 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
         {{"head", impl->store->Head().position}, {"rocksdb", skipped}});
   }
   RocksDbEventStore* raw_store = impl->store.get();
-  if (options.sync_followers > 0 || !options.follow.empty()) {
+  if (failover) {
+    // Its own tail may hold records no leader committed: shown once a
+    // leader says so, or once this node leads.
+    absl::StatusOr<uint64_t> mark = impl->store->CommittedMark();
+    if (!mark.ok()) return fail(mark.status());
+    impl->committed = std::make_unique<CommittedStore>(raw_store, *mark);
+  } else if (options.sync_followers > 0 || !options.follow.empty()) {
     impl->committed = std::make_unique<CommittedStore>(raw_store);
   }
   if (options.sync_followers > 0) {
     impl->tracker = std::make_unique<CommitTracker>(
-        options.sync_followers, [committed = impl->committed.get()](
-                                    uint64_t position) {
-          committed->SetCommitted(position);
+        options.sync_followers, [raw = impl.get()](uint64_t position) {
+          // Fenced: a leader whose lease may have run out acknowledges
+          // nothing.
+          ShardNode* node = raw->shard_node_ptr.load(std::memory_order_acquire);
+          if (raw->failover() && (node == nullptr || !node->MayAcknowledge())) {
+            return;
+          }
+          raw->committed->SetCommitted(position);
         });
     impl->deadline_timer = std::make_unique<DeadlineTimer>();
     ctx.commit_wait = {impl->tracker.get(), impl->committed.get(),
@@ -387,6 +410,37 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   ctx.tail.store(impl->tail.get(), std::memory_order_release);
   ctx.ready_ledger.store(impl->ledger.get(), std::memory_order_release);
 
+  if (failover) {
+    absl::StatusOr<std::unique_ptr<EtcdCoordinator>> etcd =
+        EtcdCoordinator::Create({options.etcd_endpoints, options.etcd_prefix});
+    if (!etcd.ok()) return fail(etcd.status());
+    ShardNodeOptions node;
+    node.elector.me = {NodeName(options, impl->port), options.advertise_address,
+                       0};
+    node.elector.lease = options.lease;
+    node.elector.renew_every = options.lease / 5;
+    node.elector.fence_after = options.lease * 4 / 5;
+    node.take_over_timeout = options.sync_timeout;
+    node.connect = [options](const std::string& address) {
+      absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+          ClientCredentials({options.follow_tls_ca, options.follow_tls_cert,
+                             options.follow_tls_key});
+      return NewClientChannel(
+          address, credentials.ok() ? *credentials
+                                    : grpc::InsecureChannelCredentials());
+    };
+    node.restart = options.on_restart;
+    node.rewind_request = RewindRequestPath(options.data_dir);
+    impl->shard_node = std::make_unique<ShardNode>(
+        *std::move(etcd),
+        ShardNodeParts{impl->store.get(), impl->committed.get(),
+                       impl->ledger.get(), &ctx},
+        std::move(node));
+    impl->shard_node_ptr.store(impl->shard_node.get(),
+                               std::memory_order_release);
+    ShardNode* shard_node = impl->shard_node.get();
+    ctx.replication = [shard_node] { return shard_node->replication(); };
+  }
   if (leader_channel != nullptr) {
     // A replica: its leader's log brings every change, the leader's
     // scheduler's ticks included.
@@ -401,7 +455,8 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
         std::move(follow));
     Follower* follower = impl->follower.get();
     ctx.replication = [follower] { return follower->status(); };
-  } else if (impl->manual_clock == nullptr) {
+  }
+  if (leader_channel == nullptr && impl->manual_clock == nullptr) {
     Impl* raw = impl.get();
     impl->scheduler = std::thread([raw] {
       SetCurrentThreadName("pl-scheduler");
@@ -466,6 +521,7 @@ void PoledgerServer::Shutdown(absl::Duration grace) {
   if (impl_->metrics != nullptr) impl_->metrics->StopServing();
   impl_->shutting_down.Notify();
   if (impl_->http != nullptr) impl_->http->Stop();
+  if (impl_->shard_node != nullptr) impl_->shard_node->Stop();
   if (impl_->follower != nullptr) impl_->follower->Stop();
   if (impl_->replication != nullptr) impl_->replication->Stop();
   // Streams end at once with UNAVAILABLE (resume after their last

@@ -123,6 +123,23 @@ struct ServerOptions {
   // With sync_followers: how long a write waits for them when its call has
   // no earlier deadline; then it fails UNAVAILABLE (NOT_REPLICATED).
   absl::Duration sync_timeout = absl::Seconds(10);
+  // Automatic failover on etcd (server/shard_node.h): etcd's client URLs
+  // (empty: no failover). The node then starts as a follower, and leads
+  // when etcd elects it; it needs sync_followers >= 1 and an
+  // advertise_address, and takes no `follow`.
+  std::vector<std::string> etcd_endpoints;
+  // The shard's keys in etcd.
+  std::string etcd_prefix = "/poledger/shard";
+  // The address other nodes and proxies reach this node's gRPC port at.
+  std::string advertise_address;
+  // The leader key's lease: a leader that cannot renew it stops
+  // acknowledging after 80% of it; a follower takes over after it.
+  absl::Duration lease = absl::Seconds(5);
+  // Called once when a node must restart to rejoin its shard as a follower
+  // (it stepped down, or its log must be rewound): the caller stops the
+  // server and starts it again. Default: it stays a follower that follows
+  // nobody.
+  std::function<void(const std::string& why)> on_restart;
   // Called once if the replica cannot go on (its leader's log differs from
   // its own: DATA_LOSS naming the first differing position); the caller
   // should shut the server down. Default: only the error log.
@@ -136,6 +153,11 @@ struct ServerOptions {
 // (half a TLS configuration, plaintext off loopback without
 // insecure_plaintext, TLS without a policy or authz_allow_all).
 absl::Status CheckSecurityOptions(const ServerOptions& options);
+
+// INVALID_ARGUMENT saying why if the failover options do not go together
+// (etcd endpoints without sync_followers or advertise_address, with
+// follow, or a lease under 3 seconds).
+absl::Status CheckFailoverOptions(const ServerOptions& options);
 
 class PoledgerServer {
  public:

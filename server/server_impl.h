@@ -29,6 +29,7 @@
 #include "server/scrubber.h"
 #include "server/server.h"
 #include "server/services.h"
+#include "server/shard_node.h"
 #include "server/tls.h"
 #include "server/write_deadline.h"
 
@@ -63,6 +64,11 @@ struct PoledgerServer::Impl {
   std::unique_ptr<Ledger> ledger;
   // A read replica's: destroyed before the ledger and the store it feeds.
   std::unique_ptr<Follower> follower;
+  // A node of a shard with failover: likewise. shard_node_ptr is set once
+  // it runs (the commit fence reads it from gRPC threads).
+  std::unique_ptr<ShardNode> shard_node;
+  std::atomic<ShardNode*> shard_node_ptr{nullptr};
+  bool failover() const { return !options.etcd_endpoints.empty(); }
   std::unique_ptr<LogTail> tail;
   // Reads the store: stopped before it closes.
   std::unique_ptr<Scrubber> scrubber;
@@ -129,6 +135,13 @@ struct PoledgerServer::Impl {
         write_failed_at = absl::Now();
       } else {
         refused = absl::Now() - write_failed_at;
+      }
+    }
+    // A leader that cannot write lets a healthy follower take over.
+    if (!s.ok()) {
+      if (ShardNode* node = shard_node_ptr.load(std::memory_order_acquire)) {
+        node->GiveUp(absl::StrCat("the event log refuses writes: ",
+                                  s.message()));
       }
     }
     if (!s.ok()) {

@@ -13,6 +13,8 @@
 
 #include <atomic>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
   double heartbeat_seconds = 5;
   std::string scrub_interval = "24h";
   std::string sync_timeout = "10s";
+  std::string lease = "5s";
   CLI::App app("poledger-server: the purchase-order ledger's gRPC server");
   app.add_option("--listen", options.listen, "Address to listen on (host:port)")
       ->capture_default_str();
@@ -168,6 +171,24 @@ int main(int argc, char** argv) {
                  "deadline waits for its followers before it fails "
                  "UNAVAILABLE (NOT_REPLICATED), e.g. 10s")
       ->capture_default_str();
+  app.add_option("--etcd-endpoints", options.etcd_endpoints,
+                 "etcd's client URLs (comma-separated, e.g. "
+                 "http://127.0.0.1:2379): run as a node of a shard with "
+                 "automatic failover; needs --sync-followers and "
+                 "--advertise-address")
+      ->delimiter(',');
+  app.add_option("--etcd-prefix", options.etcd_prefix,
+                 "With --etcd-endpoints: the shard's key prefix in etcd "
+                 "(one per shard, the same on its nodes)")
+      ->capture_default_str();
+  app.add_option("--advertise-address", options.advertise_address,
+                 "With --etcd-endpoints: host:port where the other nodes "
+                 "reach this node's gRPC listener");
+  app.add_option("--lease", lease,
+                 "With --etcd-endpoints: the leader's lease in etcd; a leader "
+                 "that cannot renew it acknowledges nothing after 80% of it, "
+                 "and a follower takes over once it runs out")
+      ->capture_default_str();
   app.add_option("--verify-on-open", options.verify_on_open,
                  "What opening the log checks: 'mark' (the records after the "
                  "verified-through mark) or 'full' (every record)")
@@ -234,6 +255,16 @@ int main(int argc, char** argv) {
               << "' is not a positive duration such as 10s or 500ms\n";
     return 2;
   }
+  if (!absl::ParseDuration(lease, &options.lease) ||
+      options.lease <= absl::ZeroDuration()) {
+    std::cerr << "--lease: '" << lease
+              << "' is not a positive duration such as 10s\n";
+    return 2;
+  }
+  if (absl::Status s = poledger::CheckFailoverOptions(options); !s.ok()) {
+    std::cerr << s.message() << "\n";
+    return 2;
+  }
   if (options.sync_follower && options.follow.empty()) {
     std::cerr << "--sync-follower needs --follow (the leader to follow)\n";
     return 2;
@@ -275,6 +306,13 @@ int main(int argc, char** argv) {
   std::atomic<bool> failed{false};
   options.on_fatal = [&failed](const absl::Status&) {
     failed = true;
+    kill(getpid(), SIGTERM);
+  };
+  // A node of a shard with failover that must rejoin as a follower stops
+  // the server and starts this program again, in the same process.
+  std::atomic<bool> restart{false};
+  options.on_restart = [&restart](const std::string&) {
+    restart = true;
     kill(getpid(), SIGTERM);
   };
   auto server = poledger::PoledgerServer::Start(options);
@@ -341,9 +379,20 @@ int main(int argc, char** argv) {
   poledger::log::Info("server_stopping",
                       absl::StrCat("signal ", signal, ": shutting down"),
                       {{"signal", signal}});
-  (*server)->Shutdown(absl::Seconds(grace_seconds));
+  // Rejoining: the calls in flight are answered already.
+  (*server)->Shutdown(
+      absl::Seconds(restart ? std::min(grace_seconds, 1.0) : grace_seconds));
   (*server)->Wait();
   server->reset();
   poledger::log::Info("server_stopped", "poledger-server stopped");
+  if (restart) {
+    poledger::log::Info("server_restarting",
+                        "poledger-server starts again to rejoin its shard");
+    std::fflush(nullptr);
+    execv("/proc/self/exe", argv);
+    poledger::log::Error("restart_failed",
+                         absl::StrCat("cannot start again: ", strerror(errno)));
+    return 1;
+  }
   return failed ? 1 : 0;
 }

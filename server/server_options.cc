@@ -102,4 +102,37 @@ absl::Status CheckSecurityOptions(const ServerOptions& options) {
   return absl::OkStatus();
 }
 
+absl::Status CheckFailoverOptions(const ServerOptions& options) {
+  if (options.etcd_endpoints.empty()) {
+    if (!options.advertise_address.empty()) {
+      return absl::InvalidArgumentError(
+          "--advertise-address: only with --etcd-endpoints");
+    }
+    return absl::OkStatus();
+  }
+  if (!options.follow.empty()) {
+    return absl::InvalidArgumentError(
+        "--follow: not with --etcd-endpoints (etcd says whom to follow)");
+  }
+  if (options.sync_followers < 1) {
+    return absl::InvalidArgumentError(
+        "--sync-followers: at least 1 with --etcd-endpoints (a failover must "
+        "not lose an acknowledged write)");
+  }
+  if (options.advertise_address.empty()) {
+    return absl::InvalidArgumentError(
+        "--advertise-address: required with --etcd-endpoints (where the "
+        "other nodes reach this one)");
+  }
+  if (options.etcd_prefix.empty() || options.etcd_prefix.back() == '/') {
+    return absl::InvalidArgumentError(
+        "--etcd-prefix: must be a key prefix such as /poledger/shard-0");
+  }
+  if (options.lease < absl::Seconds(3)) {
+    return absl::InvalidArgumentError(
+        "--lease: at least 3s (it is renewed every fifth of it)");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace poledger

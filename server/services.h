@@ -99,6 +99,17 @@ struct ServiceContext {
   // What this server is in its shard (writes to a replica are
   // READ_ONLY_REPLICA).
   Role role;
+  // A node taking over its shard's leadership under this term (0: none):
+  // it serves its followers already, and takes writes once it leads.
+  std::atomic<uint64_t> taking_over{0};
+  // The term whose log this node serves to followers: its own as leader,
+  // the one it takes over, or 0 if it serves none.
+  uint64_t serving_term() const {
+    const uint64_t next = taking_over.load(std::memory_order_acquire);
+    if (next != 0) return next;
+    const RoleState now = role.state();
+    return now.kind == RoleKind::kLeader ? std::max<uint64_t>(now.term, 1) : 0;
+  }
   // A leader with --sync-followers: what its writes wait for.
   CommitWait commit_wait;
   // In a replicated shard, the log as clients see it, through the committed

@@ -7,7 +7,13 @@
 #       > haproxy.cfg
 #
 # The I-th address is shard I of N (N = the number of addresses), each
-# server started with --shard=I/N. Options:
+# server started with --shard=I/N. A shard run as several nodes with
+# automatic failover (--etcd-endpoints) is its nodes' addresses joined by
+# commas, e.g. 10.0.0.1:50051,10.0.0.2:50051,10.0.0.3:50051: its calls go
+# to the one node that passes the gRPC health check of the service
+# poledger.v1.Leader (only the leader serves it), checked every 500ms, so
+# that after a failover calls reach the new leader within a second.
+# Options:
 #   --listen=ADDR        where HAProxy takes calls (default 127.0.0.1:50051)
 #   --stats-listen=ADDR  HAProxy's own stats page and Prometheus metrics
 #                        (/stats, /metrics), if given
@@ -68,7 +74,7 @@ for arg in "$@"; do
     --backend-cert=*) backend_cert="${arg#*=}" ;;
     --backend-ca=*) backend_ca="${arg#*=}" ;;
     --dns) dns=1 ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
     -*) echo "haproxy-config.sh: unknown option $arg" >&2; exit 2 ;;
     *) addresses+=("$arg") ;;
   esac
@@ -110,6 +116,10 @@ headers+=01096c6f63616c686f73740f10106170706c69636174696f6e2f67727063
 headers+=0002746508747261696c657273
 data=0000050001000000010000000000
 health_request="$preface$settings$headers$data"
+# The same call for the service poledger.v1.Leader: a DATA frame with
+# HealthCheckRequest{service: "poledger.v1.Leader"}.
+leader_data=00001900010000000100000000140a12706f6c65646765722e76312e4c6561646572
+leader_request="$preface$settings$headers$leader_data"
 
 shards=""
 for ((i = 0; i < n; i++)); do shards+=" $i"; done
@@ -171,6 +181,26 @@ frontend stats
 EOF
 fi
 for ((i = 0; i < n; i++)); do
+  IFS=, read -r -a nodes <<< "${addresses[$i]}"
+  if (( ${#nodes[@]} > 1 )); then
+    cat <<EOF
+
+backend shard$i
+  # Only the leader passes: its node takes every call of the shard. A
+  # leader that stops answering is out after one missed check.
+  option tcp-check
+  timeout check 1s
+  tcp-check send-binary $leader_request
+  tcp-check expect binary 00000000020801
+  default-server inter 500ms fall 1 rise 1
+  # While no node leads (a failover), UNAVAILABLE: clients retry.
+  http-error status 503 hdr grpc-status 14 hdr grpc-message "poledger shard $i of $n has no leader now (a failover: retry)"
+EOF
+    for ((j = 0; j < ${#nodes[@]}; j++)); do
+      echo "  server shard$i-node$j ${nodes[$j]} proto h2 check$server_tls$server_dns"
+    done
+    continue
+  fi
   cat <<EOF
 
 backend shard$i
