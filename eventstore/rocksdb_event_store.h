@@ -208,6 +208,11 @@ class RocksDbEventStore final : public EventStore {
   // The mark's position, 0 without one.
   uint64_t VerifiedMarkPosition() const;
 
+  // The position of the saved snapshot (0: none).
+  absl::StatusOr<uint64_t> SnapshotPosition() const {
+    return SavedSnapshotPosition(nullptr);
+  }
+
   // The committed mark (record_format.h): 0 without one. Saving it does not
   // sync; a mark lost in a crash leaves the one before, a lower bound still.
   // Saving fails with INVALID_ARGUMENT past the head.

@@ -333,9 +333,14 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   if (failover) {
     // Its own tail may hold records no leader committed: shown once a
     // leader says so, or once this node leads.
+    // A snapshot is of committed records only (a leader's ledger applies
+    // nothing else), and may be newer than the mark.
     absl::StatusOr<uint64_t> mark = impl->store->CommittedMark();
     if (!mark.ok()) return fail(mark.status());
-    impl->committed = std::make_unique<CommittedStore>(raw_store, *mark);
+    absl::StatusOr<uint64_t> snapshot = impl->store->SnapshotPosition();
+    if (!snapshot.ok()) return fail(snapshot.status());
+    impl->committed = std::make_unique<CommittedStore>(
+        raw_store, std::max(*mark, *snapshot));
   } else if (options.sync_followers > 0 || !options.follow.empty()) {
     impl->committed = std::make_unique<CommittedStore>(raw_store);
   }

@@ -170,7 +170,10 @@ void ShardNode::Follow(const ElectorView& view) {
   follow.node = options_.elector.me.node;
   follow.synchronous = true;
   follow.term = Rank().term;
-  follow.on_fatal = [](const absl::Status&) {};  // Logged; it stops.
+  // The copy does not apply: start again from what the log holds.
+  follow.on_fatal = [this](const absl::Status& status) {
+    Restart(absl::StrCat("following stopped: ", status.message()));
+  };
   follow.on_diverged = [this](uint64_t first) {
     std::ofstream out(options_.rewind_request, std::ios::trunc);
     out << (first - 1) << "\n";
