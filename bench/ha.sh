@@ -6,12 +6,18 @@
 # poledger-loadgen drives RecordInvoice at 1, 16 and 256 in flight and
 # BatchRecordInvoices of 500 at 4 in flight against each, in the same run.
 #
-#   bash bench/ha.sh                      # 8 s per measurement
-#   POLEDGER_HA_SECONDS=4 bash bench/ha.sh
+# Then failover: etcd, three nodes with --etcd-endpoints (the default lease)
+# and HAProxy, kill -9 of the leader POLEDGER_HA_KILLS times (20 by default)
+# under 64 writers through the proxy (tests/cluster/failover_test.py's
+# campaign), and the distribution of the time from each kill to the first
+# acknowledged write after it.
+#
+#   bash bench/ha.sh                      # 8 s per measurement, 20 kills
+#   POLEDGER_HA_SECONDS=4 POLEDGER_HA_KILLS=0 bash bench/ha.sh
 #   POLEDGER_BUILD_DIR=build-x bash bench/ha.sh
 #
 # Prints loadgen's figures (rate, p50, p99) for each and the ratios
-# synchronous / asynchronous. Everything listens on 127.0.0.1 and stops at
+# synchronous / asynchronous, then the failover times. Everything listens on 127.0.0.1 and stops at
 # the end. On the 2-vCPU development machine the leader, both followers and
 # the load generator share the two cores.
 set -euo pipefail
@@ -86,3 +92,29 @@ for (c, a), (_, s) in zip(rates(sys.argv[1]), rates(sys.argv[2])):
           % (c, s / a if a else 0, s, a))
 PY
 done
+
+kills="${POLEDGER_HA_KILLS:-20}"
+if (( kills > 0 )); then
+  echo "## failover: kill -9 of the leader, $kills times, 64 writers through HAProxy"
+  root=$PWD
+  (cd tests/cluster &&
+    PYTHONPATH="$root/$build/tests/e2e/stubs:$root/tests/e2e" \
+    POLEDGER_SERVER="$root/$build/server/poledger-server" \
+    POLEDGER_AUDIT="$root/$build/clients/poledger-audit" \
+    POLEDGER_HAPROXY_CONFIG="$root/deploy/cluster/haproxy-config.sh" \
+    POLEDGER_FAILOVER_KILLS="$kills" POLEDGER_FAILOVER_WRITERS=64 \
+    /usr/bin/python3 -m unittest \
+      failover_test.FailoverTest.test_kill_9_of_the_leader_loses_no_acknowledged_invoice) \
+    > "$work/failover.txt" 2>&1 || { cat "$work/failover.txt"; exit 1; }
+  python3 - "$work/failover.txt" <<'PY'
+import re, sys
+times = sorted(float(m.group(1)) for m in re.finditer(
+    r"first acknowledged write ([\d.]+)s later", open(sys.argv[1]).read()))
+def pct(p):
+    return times[min(len(times) - 1, int(round(p / 100 * (len(times) - 1))))]
+print("  kills: %d; kill to first acknowledged write: min %.2f s, p50 %.2f s,"
+      " p90 %.2f s, p99 %.2f s, max %.2f s" % (len(times), times[0], pct(50),
+                                               pct(90), pct(99), times[-1]))
+PY
+  grep -E "invoices acknowledged|^OK|FAILED" "$work/failover.txt" | sed 's/^/  /'
+fi
