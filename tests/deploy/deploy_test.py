@@ -254,8 +254,74 @@ class DockerfileTest(unittest.TestCase):
             if file in candidates:
                 owners[candidates[file]] = package.split(":")[0]
         self.assertTrue(owners)
+        # apt installs what the listed packages depend on, too.
+        installed = packages | base | depends_closure(packages)
         for path, owner in sorted(owners.items()):
-            self.assertIn(owner, packages | base, f"{path} from {owner}")
+            self.assertIn(owner, installed, f"{path} from {owner}")
+
+
+def depends_closure(packages):
+    """Every package the installed `packages` depend on, recursively (the
+    first alternative of each dependency)."""
+    seen, todo = set(), list(packages)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Depends},${Pre-Depends}",
+                              name], capture_output=True, text=True).stdout
+        for dep in out.split(","):
+            dep = dep.split("|")[0].strip().split(" ")[0].split(":")[0]
+            if dep:
+                todo.append(dep)
+    return seen
+
+
+
+class HighAvailabilityManifestTest(unittest.TestCase):
+    """deploy/cluster/kubernetes/ha.yaml: etcd of three members and one
+    shard's three nodes with failover flags the server knows."""
+
+    def setUp(self):
+        self.docs = {}
+        with open(os.path.join(ROOT, "deploy/cluster/kubernetes/ha.yaml")) as f:
+            for doc in yaml.safe_load_all(f):
+                if doc:
+                    self.docs[(doc["kind"], doc["metadata"]["name"])] = doc
+
+    def test_nodes_find_etcd_and_each_other(self):
+        etcd = self.docs[("StatefulSet", "etcd")]
+        self.assertEqual(etcd["spec"]["replicas"], 3)
+        (etcd_container,) = etcd["spec"]["template"]["spec"]["containers"]
+        cluster = [a for a in etcd_container["command"]
+                   if a.startswith("--initial-cluster=")][0]
+        self.assertEqual(cluster.count("etcd-"), 6)  # Three name=URL pairs.
+        nodes = self.docs[("StatefulSet", "poledger-ha-0")]
+        self.assertEqual(nodes["spec"]["replicas"], 3)
+        (container,) = nodes["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        endpoints = env["POLEDGER_ETCD_ENDPOINTS"].split(",")
+        self.assertEqual(endpoints, ["http://etcd-%d.etcd:2379" % i
+                                     for i in range(3)])
+        service = nodes["spec"]["serviceName"]
+        self.assertIn(("Service", service), self.docs)
+        self.assertEqual(env["POLEDGER_ADVERTISE_ADDRESS"],
+                         "$(POD_NAME).%s:50051" % service)
+        self.assertGreaterEqual(int(env["POLEDGER_SYNC_FOLLOWERS"]), 1)
+        help_text = subprocess.run(
+            [os.path.join(BUILD, "server/poledger-server"), "--help"],
+            capture_output=True, text=True).stdout
+        for flag in env:
+            if flag.startswith("POLEDGER_"):
+                name = "--" + flag[len("POLEDGER_"):].lower().replace("_", "-")
+                self.assertIn(name, help_text, flag)
+        # The proxy's command in the header names every node of the shard.
+        with open(os.path.join(ROOT, "deploy/cluster/kubernetes/ha.yaml")) as f:
+            header = f.read()
+        self.assertIn(",".join("poledger-ha-0-%d.%s:50051" % (i, service)
+                               for i in range(3)), header)
+
 
 if __name__ == "__main__":
     ROOT, BUILD = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
