@@ -12,9 +12,7 @@ CommittedStore::CommittedStore(EventStore* log)
     : log_(log), committed_(log->Head().position), head_read_(log->Head()) {}
 
 CommittedStore::CommittedStore(EventStore* log, uint64_t committed)
-    : log_(log),
-      committed_(std::min(committed, log->Head().position)),
-      head_read_(log->Head()) {}
+    : log_(log), committed_(std::min(committed, log->Head().position)) {}
 
 void CommittedStore::SetCommitted(uint64_t position) {
   position = std::min(position, log_->Head().position);

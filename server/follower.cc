@@ -286,8 +286,11 @@ absl::Status Follower::Session() {
       break;
     }
     term_ = message.term();
+    // A read replica stores committed records only: its log is then a
+    // prefix of every later leader's, and it follows across failovers.
     storable_ = std::max({storable_, message.committed_position(),
-                          message.whole_through()});
+                          options_.synchronous ? message.whole_through()
+                                               : uint64_t{0}});
     state_ = FollowerState::kFollowing;
     leader_head_ = std::max(leader_head_, message.head_position());
     leader_committed_ =

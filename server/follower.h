@@ -7,10 +7,13 @@
 // and stream of the follower answers what the leader answered a moment
 // before, and nothing that a failover could take back.
 //
-// It stores a record only once the leader says it is committed or that an
-// append ends at or after it (whole_through), so that its log never ends
-// inside an append: a follower promoted to leader commits whole appends
-// only. It refuses a leader of an older term than one it has seen.
+// A synchronous follower stores a record only once the leader says it is
+// committed or that an append ends at or after it (whole_through), so that
+// its log never ends inside an append: a follower promoted to leader
+// commits whole appends only. A read replica stores committed records
+// only, so that its log is a prefix of any later leader's: pointed at a
+// proxy that reaches whoever leads, it follows across failovers. It refuses
+// a leader of an older term than one it has seen.
 //
 // At every connection the leader checks that the follower's head is a
 // record of its log. If it is not, the follower finds the first position

@@ -63,6 +63,7 @@ LiveValues ReadLiveValues(const PoledgerServer::Impl& impl) {
   const RoleState role = impl.context.role.state();
   v.role = std::string(RoleName(role.kind));
   v.term = role.term;
+  if (impl.shard_node != nullptr) v.takeovers = impl.shard_node->takeovers();
   if (impl.committed != nullptr) {
     v.replicated = true;
     v.committed_position = impl.committed->committed();

@@ -141,6 +141,13 @@ class LiveCollectable final : public prometheus::Collectable {
                             .Help("A leader with --sync-followers: synchronous "
                                   "followers needed per write, and connected")
                             .Register(*registry_)),
+        takeovers_(prometheus::BuildCounter()
+                       .Name("poledger_takeovers_total")
+                       .Help("Times this node took over its shard's "
+                             "leadership (automatic failover) since it "
+                             "started")
+                       .Register(*registry_)
+                       .Add({})),
         term_(Gauge("poledger_term",
                     "The shard's leadership this server knows of (0: a "
                     "server on its own)")),
@@ -220,6 +227,7 @@ class LiveCollectable final : public prometheus::Collectable {
     open_streams_.Set(static_cast<double>(v.open_streams));
     scheduler_lag_.Set(v.scheduler_lag_seconds);
     term_.Set(static_cast<double>(v.term));
+    CountTo(takeovers_, v.takeovers);
     if (v.replicated) {
       committed_position_.Set(static_cast<double>(v.committed_position));
       uncommitted_.Set(static_cast<double>(v.uncommitted_records));
@@ -304,6 +312,7 @@ class LiveCollectable final : public prometheus::Collectable {
   prometheus::Counter& commit_waits_;
   prometheus::Counter& commit_wait_seconds_;
   prometheus::Family<prometheus::Gauge>& sync_followers_;
+  prometheus::Counter& takeovers_;
   prometheus::Gauge& term_;
   prometheus::Family<prometheus::Gauge>& role_;
   prometheus::Gauge& scheduler_lag_;

@@ -59,6 +59,9 @@ struct LiveValues {
   // What the server is in its shard ("leader", "replica") and its term.
   std::string role;
   uint64_t term = 0;
+  // Times this node took over its shard's leadership (failover) since it
+  // started.
+  uint64_t takeovers = 0;
   // In a replicated shard (a leader with --sync-followers, or a follower):
   // the committed position, the records stored and not committed yet, and
   // the writes that waited for their commit (how many, how long in all).

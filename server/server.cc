@@ -341,6 +341,15 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     if (!snapshot.ok()) return fail(snapshot.status());
     impl->committed = std::make_unique<CommittedStore>(
         raw_store, std::max(*mark, *snapshot));
+    log::Info("log_committed",
+              absl::StrCat("the log is shown through position ",
+                           impl->committed->committed(), " (committed mark ",
+                           *mark, ", snapshot ", *snapshot, ", head ",
+                           impl->store->Head().position,
+                           ") until a leader says more"),
+              {{"committed", impl->committed->committed()},
+               {"mark", *mark},
+               {"snapshot", *snapshot}});
   } else if (options.sync_followers > 0 || !options.follow.empty()) {
     impl->committed = std::make_unique<CommittedStore>(raw_store);
   }

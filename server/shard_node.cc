@@ -159,9 +159,18 @@ void ShardNode::Act(const ElectorView& view) {
 }
 
 void ShardNode::Follow(const ElectorView& view) {
+  const std::string why =
+      absl::StrCat("following ", view.leader_node, " (", view.leader_address,
+                   ") in term ", view.term);
   {
     absl::MutexLock lock(&mu_);
-    if (follower_ != nullptr && following_ == view.leader_address) return;
+    if (follower_ != nullptr && following_ == view.leader_address) {
+      // The same address, perhaps a new term (a leader that restarted and
+      // was elected again): the follower reconnects by itself.
+      parts_.context->role.Set(
+          {RoleKind::kReplica, view.term, view.leader_address}, why);
+      return;
+    }
   }
   StopFollowing();
   FollowerOptions follow;
@@ -189,9 +198,7 @@ void ShardNode::Follow(const ElectorView& view) {
     following_ = view.leader_address;
   }
   parts_.context->role.Set({RoleKind::kReplica, view.term, view.leader_address},
-                           absl::StrCat("following ", view.leader_node, " (",
-                                        view.leader_address, ") in term ",
-                                        view.term));
+                           why);
 }
 
 void ShardNode::StopFollowing() {
@@ -274,6 +281,7 @@ bool ShardNode::FinishTakeOver(uint64_t term) {
                    " after ", absl::FormatDuration(absl::Now() -
                                                    take_over_started_)));
   parts_.context->taking_over.store(0, std::memory_order_release);
+  takeovers_.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 

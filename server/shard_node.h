@@ -29,6 +29,7 @@
 #ifndef POLEDGER_SERVER_SHARD_NODE_H_
 #define POLEDGER_SERVER_SHARD_NODE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -100,6 +101,11 @@ class ShardNode {
   // at the next tick, so that a healthy follower takes over.
   void GiveUp(std::string why) { elector_.GiveUp(std::move(why)); }
 
+  // Times this node took over the leadership since it started.
+  uint64_t takeovers() const {
+    return takeovers_.load(std::memory_order_relaxed);
+  }
+
   // The follower's status while it follows (GetServerInfo's replication).
   ReplicationStatus replication() const;
 
@@ -126,6 +132,7 @@ class ShardNode {
   Elector elector_;
   absl::Notification stop_;
   std::thread thread_;
+  std::atomic<uint64_t> takeovers_{0};
 
   // Only the tick thread.
   Phase phase_ = Phase::kFollowing;

@@ -99,7 +99,7 @@ int Answer(const Session& session, const grpc::Status& status,
 int Record(Session& s, const InvoiceFlags& f) {
   v1::RecordInvoiceRequest req;
   req.set_account_id(s.account());
-  req.set_request_id(f.request_id);
+  req.set_request_id(RequestIdOr(f.request_id));
   req.set_validate_only(f.dry_run);
   v1::Invoice* inv = req.mutable_invoice();
   if (!f.file.empty()) {
@@ -147,7 +147,7 @@ int Get(Session& s, const InvoiceFlags& f) {
 int RecordMarketplace(Session& s, const InvoiceFlags& f) {
   v1::RecordMarketplaceTransactionRequest req;
   req.set_account_id(s.account());
-  req.set_request_id(f.request_id);
+  req.set_request_id(RequestIdOr(f.request_id));
   v1::MarketplaceTransaction* t = req.mutable_transaction();
   t->set_transaction_id(f.id);
   t->set_purchase_order_id(f.po_id);

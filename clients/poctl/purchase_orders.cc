@@ -32,7 +32,7 @@ struct PoFlags {
 
   template <typename Request>
   void SetWrite(Request* req) const {
-    req->set_request_id(request_id);
+    req->set_request_id(RequestIdOr(request_id));
     if (expected_version >= 0) req->set_expected_version(expected_version);
   }
 };
@@ -199,7 +199,7 @@ std::string BuildLine(const PoFlags& f, v1::LineItem* l,
 int Create(Session& s, const PoFlags& f) {
   v1::CreatePurchaseOrderRequest req;
   req.set_account_id(s.account());
-  req.set_request_id(f.request_id);
+  req.set_request_id(RequestIdOr(f.request_id));
   if (auto e = BuildHeader(f, req.mutable_purchase_order(), false, nullptr);
       !e.empty()) {
     return Usage(e);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <sstream>
 #include <utility>
 
@@ -124,6 +125,13 @@ int Report(const grpc::Status& status) {
 int Usage(const std::string& message) {
   std::fprintf(stderr, "usage error: %s\n", message.c_str());
   return 2;
+}
+
+std::string RequestIdOr(const std::string& given) {
+  if (!given.empty()) return given;
+  std::random_device random;
+  return absl::StrCat("poctl-", absl::Hex(random(), absl::kZeroPad8),
+                      absl::Hex(random(), absl::kZeroPad8));
 }
 
 // --- Parsing

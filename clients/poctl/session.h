@@ -90,6 +90,12 @@ int Report(const grpc::Status& status);
 // Prints "usage error: message" and returns 2.
 int Usage(const std::string& message);
 
+// `given` (--request-id), or a new random one: every write carries a
+// request id, so that the channel's retries of an UNAVAILABLE answer (a
+// failover, a restart) are answered as the first attempt, never applied
+// twice.
+std::string RequestIdOr(const std::string& given);
+
 // --- Parsing
 // ----------------------------------------------------------------------
 

@@ -3,12 +3,13 @@
 all started by the test on 127.0.0.1.
 
 - kill -9 of the leader at random moments under writers sending through
-  HAProxy (POLEDGER_FAILOVER_KILLS times, 3 by default, snapshots every
+  HAProxy, with a read replica following through HAProxy too (POLEDGER_FAILOVER_KILLS times, 3 by default, snapshots every
   300 events so that some kills land while one is written;
   POLEDGER_FAILOVER_WRITERS writers, 16 by default; POLEDGER_FAILOVER_SEED):
   every acknowledged invoice answers GetInvoice, no invoice is recorded
   twice, every node's log is the same through the committed position, and
-  poledger-audit verify passes on each; the time from each kill to the
+  poledger-audit verify passes on each, the read replica holds the same
+  log; the time from each kill to the
   first acknowledged write after it is printed.
 - SIGSTOP of the leader for longer than its lease, with writes it stored
   and could not commit: a follower takes over, the old leader acknowledges
@@ -163,6 +164,9 @@ class FailoverTest(unittest.TestCase):
                 "--advertise-address=" + node.address,
                 "--node-name=n%d" % i, "--sync-followers=1",
                 "--sync-timeout=3s", "--snapshot-every-events=300"]
+            node.metrics_port = free_port()
+            node.extra.append("--metrics-listen=127.0.0.1:%d" %
+                              node.metrics_port)
             self.nodes.append(node.start())
         self.proxy_address = "127.0.0.1:%d" % free_port()
         config = subprocess.run(
@@ -178,6 +182,7 @@ class FailoverTest(unittest.TestCase):
             [os.environ.get("POLEDGER_HAPROXY", "haproxy"), "-f", path,
              "-db"], stdout=self.haproxy_log, stderr=subprocess.STDOUT)
         self.writers = None
+        self.extra_nodes = []
         self.leader()  # Elected within seconds.
         self.proxy = grpc.insecure_channel(self.proxy_address)
         # HAProxy counts a server up until its first check: wait until the
@@ -197,14 +202,15 @@ class FailoverTest(unittest.TestCase):
         for n in self.nodes:
             if n.running():
                 n.proc.send_signal(signal.SIGCONT)
-        codes = [n.stop() for n in self.nodes]
+        codes = [n.stop() for n in self.extra_nodes + self.nodes]
         self.haproxy.terminate()
         self.haproxy.wait()
         self.haproxy_log.close()
         self.etcd.kill()
-        output = "".join(sum((n.output for n in self.nodes), []))
+        output = "".join(sum((n.output for n in self.nodes +
+                              self.extra_nodes), []))
         if os.environ.get("POLEDGER_FAILOVER_KEEP"):
-            for n in self.nodes:
+            for n in self.nodes + self.extra_nodes:
                 with open(n.dir + ".log", "w") as f:
                     f.write("".join(n.output))
             print("kept " + self.root)
@@ -276,6 +282,10 @@ class FailoverTest(unittest.TestCase):
         for a in accounts:
             pos.CreatePurchaseOrder(create_request(a, "po", 10 ** 9),
                                     timeout=10)
+        # A read replica that follows whoever leads, through the proxy.
+        replica = ShardNode(self.root, "replica",
+                            ["--follow=" + self.proxy_address])
+        self.extra_nodes.append(replica.start())
         self.writers = Writers(self.proxy_address, accounts,
                                max(1, writers // len(accounts)))
         failover = []
@@ -308,6 +318,10 @@ class FailoverTest(unittest.TestCase):
                                 failover[len(failover) // 2], failover[-1],
                                 len(acknowledged)))
         leader = self.assert_one_log()
+        committed = leader.info().committed_position
+        until(lambda: replica.info().committed_position >= committed,
+              "the read replica follows the new leaders")
+        self.assertEqual(replica.digest(committed), leader.digest(committed))
         stub = invoices_pb2_grpc.InvoiceServiceStub(self.proxy)
         for a, invoice_id in acknowledged:
             got = stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
@@ -322,6 +336,13 @@ class FailoverTest(unittest.TestCase):
              "--data-dir=" + os.path.join(leader.dir, "data")],
             capture_output=True, text=True, check=True).stdout.splitlines()
         self.assertGreaterEqual(len(terms), kills + 1, terms)
+        # The leader's metrics: its role, the term, its takeover.
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" %
+                                    leader.metrics_port, timeout=10) as r:
+            metrics = r.read().decode()
+        self.assertIn('poledger_role{role="leader"} 1', metrics)
+        self.assertIn("poledger_term %d" % leader.info().term, metrics)
+        self.assertIn("poledger_takeovers_total 1", metrics)
 
     def test_a_paused_leader_acknowledges_nothing_and_sets_its_tail_aside(
             self):
