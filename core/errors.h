@@ -92,6 +92,9 @@ inline constexpr absl::string_view kTooManyStreams = "TOO_MANY_STREAMS";
 // leader's.
 inline constexpr absl::string_view kNotReplicated = "NOT_REPLICATED";
 inline constexpr absl::string_view kLogsDiffer = "LOGS_DIFFER";
+// A write to a node of a shard with failover that does not lead now (a
+// failover may be under way): retry, the proxy finds the leader.
+inline constexpr absl::string_view kNotLeader = "NOT_LEADER";
 }  // namespace reason
 
 // The metadata key that asks clients to wait before retrying: its value is

@@ -164,6 +164,7 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
                  "started with --follow");
   }
   const bool failover = !options.etcd_endpoints.empty();
+  ctx.failover = failover;
   if (failover) {
     ctx.role.Set({RoleKind::kReplica, 0, ""},
                  "started in a shard with failover: waiting for etcd");
@@ -435,13 +436,16 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
     node.elector.renew_every = options.lease / 5;
     node.elector.fence_after = options.lease * 4 / 5;
     node.take_over_timeout = options.sync_timeout;
-    node.connect = [options](const std::string& address) {
-      absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-          ClientCredentials({options.follow_tls_ca, options.follow_tls_cert,
-                             options.follow_tls_key});
-      return NewClientChannel(
-          address, credentials.ok() ? *credentials
-                                    : grpc::InsecureChannelCredentials());
+    // The other nodes are reached as --follow reaches its leader.
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> to_nodes =
+        ClientCredentials({options.follow_tls_ca, options.follow_tls_cert,
+                           options.follow_tls_key});
+    if (!to_nodes.ok()) {
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat("--follow-", to_nodes.status().message())));
+    }
+    node.connect = [credentials = *to_nodes](const std::string& address) {
+      return NewClientChannel(address, credentials);
     };
     node.restart = options.on_restart;
     node.rewind_request = RewindRequestPath(options.data_dir);

@@ -137,8 +137,9 @@ struct PoledgerServer::Impl {
         refused = absl::Now() - write_failed_at;
       }
     }
-    // A leader that cannot write lets a healthy follower take over.
-    if (!s.ok()) {
+    // A leader that cannot write lets a healthy follower take over (it
+    // starts again as a follower, its elector afresh).
+    if (!s.ok() && context.role.is_leader()) {
       if (ShardNode* node = shard_node_ptr.load(std::memory_order_acquire)) {
         node->GiveUp(absl::StrCat("the event log refuses writes: ",
                                   s.message()));

@@ -218,6 +218,20 @@ absl::StatusOr<std::string> Authorize(
   if (!allowed.ok()) return allowed;
   if (ChangesTheLog(request.GetDescriptor())) {
     if (const RoleState role = ctx.role.state(); role.kind != RoleKind::kLeader) {
+      if (ctx.failover) {
+        return core::WithMetadata(
+            core::WithMetadata(
+                core::DomainError(
+                    absl::StatusCode::kUnavailable, core::reason::kNotLeader,
+                    role.leader.empty()
+                        ? std::string("this node does not lead its shard and "
+                                      "no leader is known (a failover): "
+                                      "retry")
+                        : absl::StrCat("this node does not lead its shard; ",
+                                       role.leader, " does: retry")),
+                "leader", role.leader),
+            core::kRetryDelayMsKey, "500");
+      }
       return core::WithMetadata(
           core::DomainError(
               absl::StatusCode::kFailedPrecondition,

@@ -99,6 +99,10 @@ struct ServiceContext {
   // What this server is in its shard (writes to a replica are
   // READ_ONLY_REPLICA).
   Role role;
+  // A node of a shard with automatic failover: writes that reach it while
+  // it does not lead are UNAVAILABLE (NOT_LEADER), to be retried, rather
+  // than a read replica's READ_ONLY_REPLICA.
+  bool failover = false;
   // A node taking over its shard's leadership under this term (0: none):
   // it serves its followers already, and takes writes once it leads.
   std::atomic<uint64_t> taking_over{0};
