@@ -17,6 +17,12 @@ all started by the test on 127.0.0.1.
   aside are exactly the writes no client saw acknowledged.
 - etcd killed: the leader stops acknowledging within its lease, reads go
   on; etcd back: one leader again, nothing lost.
+- The leader's disk full (its data on a tmpfs the test mounts; root only):
+  it gives its lease up, a follower takes over, it rejoins once freed.
+- The leader cut off from etcd and from its followers while clients still
+  reach it (it reaches etcd, and they reach it, through TCP relays the test
+  cuts): it acknowledges nothing after the cut, steps down within its
+  lease, a follower takes over, and it rejoins when the network heals.
 
 Environment: POLEDGER_SERVER, POLEDGER_AUDIT, POLEDGER_HAPROXY,
 POLEDGER_HAPROXY_CONFIG, POLEDGER_ETCD, PYTHONPATH (generated stubs and
@@ -31,6 +37,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -98,6 +105,81 @@ class ShardNode(Node):
         super().start()
         self.output = earlier + self.output
         return self
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 to `target` that the test can cut: every
+    connection through it ends, and new ones are closed at once, until it is
+    healed. What a network partition does to the connections it crosses."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.cut_off = False
+        self.open = []
+        self.lock = threading.Lock()
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.cut_off:
+                    client.close()
+                    continue
+                try:
+                    server = socket.create_connection(self.target, timeout=2)
+                except OSError:
+                    client.close()
+                    continue
+                self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b),
+                                 daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            self.cut_off = True
+            for s in self.open:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            self.open = []
+
+    def heal(self):
+        with self.lock:
+            self.cut_off = False
+
+    def close(self):
+        self.closing = True
+        self.cut()
+        self.listener.close()
 
 
 class Writers:
@@ -171,12 +253,7 @@ class FailoverTest(unittest.TestCase):
         self.nodes = []
         for i in range(3):
             node = ShardNode(self.root, "n%d" % i)
-            node.extra = [
-                "--etcd-endpoints=" + self.etcd.client,
-                "--etcd-prefix=/poledger-test/shard-0",
-                "--advertise-address=" + node.address,
-                "--node-name=n%d" % i, "--sync-followers=1",
-                "--sync-timeout=3s", "--snapshot-every-events=300"]
+            node.extra = self.node_flags(i, node)
             node.metrics_port = free_port()
             node.extra.append("--metrics-listen=127.0.0.1:%d" %
                               node.metrics_port)
@@ -207,6 +284,13 @@ class FailoverTest(unittest.TestCase):
               "the proxy reaches only the leader", timeout=30)
         po_grpc.PurchaseOrderServiceStub(self.proxy).CreatePurchaseOrder(
             create_request("acct-0", "po", 10 ** 9), timeout=10)
+
+    def node_flags(self, i, node):
+        return ["--etcd-endpoints=" + self.etcd.client,
+                "--etcd-prefix=/poledger-test/shard-0",
+                "--advertise-address=" + node.address,
+                "--node-name=n%d" % i, "--sync-followers=1",
+                "--sync-timeout=3s", "--snapshot-every-events=300"]
 
     def tearDown(self):
         if self.writers is not None:
@@ -508,6 +592,85 @@ class FullDiskFailoverTest(FailoverTest):
         for a, invoice_id in acknowledged:
             stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
                 account_id=a, invoice_id=invoice_id), timeout=10)
+
+
+class PartitionTest(FailoverTest):
+    """The leader cut off from etcd and from its followers while clients
+    still reach it (n0 reaches etcd, and its followers reach it, through
+    relays the test cuts): it acknowledges nothing after its lease, a
+    follower takes over, and once the network heals it rejoins."""
+
+    test_kill_9_of_the_leader_loses_no_acknowledged_invoice = None
+    test_a_paused_leader_acknowledges_nothing_and_sets_its_tail_aside = None
+    test_without_etcd_nothing_is_acknowledged_and_reads_go_on = None
+
+    def node_flags(self, i, node):
+        if i != 0:
+            return super().node_flags(i, node)
+        etcd_port = int(self.etcd.client.rsplit(":", 1)[1])
+        self.to_etcd = Relay(etcd_port)
+        self.to_n0 = Relay(int(node.address.rsplit(":", 1)[1]))
+        flags = super().node_flags(i, node)
+        return [f.replace(self.etcd.client,
+                          "http://127.0.0.1:%d" % self.to_etcd.port)
+                 .replace("--advertise-address=" + node.address,
+                          "--advertise-address=127.0.0.1:%d" %
+                          self.to_n0.port) for f in flags]
+
+    def tearDown(self):
+        super().tearDown()
+        self.to_etcd.close()
+        self.to_n0.close()
+
+    def test_a_leader_cut_off_acknowledges_nothing_after_its_lease(self):
+        old = self.leader()
+        self.assertEqual(old, self.nodes[0])
+        relayed = "127.0.0.1:%d" % self.to_n0.port
+        until(lambda: all(n.info().leader == relayed for n in self.nodes[1:]),
+              "the followers follow n0 through the relay")
+        accounts = ["acct-%d" % i for i in range(1, 3)]
+        pos = po_grpc.PurchaseOrderServiceStub(self.proxy)
+        for a in accounts:
+            pos.CreatePurchaseOrder(create_request(a, "po", 10 ** 9),
+                                    timeout=10)
+        self.writers = Writers(self.proxy_address, accounts, 2)
+        until(lambda: self.writers.total() > 50, "writes are acknowledged")
+        cut_at = time.time()
+        self.to_etcd.cut()
+        self.to_n0.cut()
+        # Straight to the old leader, which clients still reach: nothing
+        # sent after the cut is acknowledged.
+        refused = 0
+        with old.channel() as ch:
+            stub = invoices_pb2_grpc.InvoiceServiceStub(ch)
+            while time.time() < cut_at + LEASE_SECONDS + 1:
+                try:
+                    stub.RecordInvoice(invoice_request(
+                        "acct-1", "cut-%d" % refused, 1), timeout=1)
+                    self.fail("the cut-off leader acknowledged a write")
+                except grpc.RpcError:
+                    refused += 1
+        self.assertGreater(refused, 0)
+        new = self.leader(among=self.nodes[1:], timeout=30)
+        until(lambda: self.writers.first_after(cut_at + LEASE_SECONDS),
+              "writes go on through the new leader", timeout=30)
+        self.to_etcd.heal()
+        self.to_n0.heal()
+        until(lambda: old.running() and old.info().leader == new.address,
+              "the old leader rejoins", timeout=60)
+        self.writers.stop()
+        acknowledged = [(a, i) for _, a, i in self.writers.acknowledged]
+        self.writers = None
+        self.assert_one_log()
+        stub = invoices_pb2_grpc.InvoiceServiceStub(self.proxy)
+        for a, invoice_id in acknowledged:
+            stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
+                account_id=a, invoice_id=invoice_id), timeout=10)
+        for i in range(refused):
+            with self.assertRaises(grpc.RpcError) as e:
+                stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
+                    account_id="acct-1", invoice_id="cut-%d" % i), timeout=10)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
 
 
 if __name__ == "__main__":
