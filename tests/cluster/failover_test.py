@@ -353,6 +353,30 @@ class FailoverTest(unittest.TestCase):
             self.assertIn("OK", audit.stdout)
         return leader
 
+    def start_writers(self, accounts, per_account):
+        """Writers through the proxy on accounts acct-1..N, each with a
+        purchase order."""
+        names = ["acct-%d" % i for i in range(1, accounts + 1)]
+        pos = po_grpc.PurchaseOrderServiceStub(self.proxy)
+        for a in names:
+            pos.CreatePurchaseOrder(create_request(a, "po", 10 ** 9),
+                                    timeout=10)
+        self.writers = Writers(self.proxy_address, names, per_account)
+
+    def rejoined_with_every_acknowledged_write(self, old, new):
+        """`old` follows `new`; once the writers stop, every node holds one
+        log and every write they saw acknowledged."""
+        until(lambda: old.running() and old.info().leader == new.address,
+              "the old leader rejoins", timeout=60)
+        self.writers.stop()
+        acknowledged = [(a, i) for _, a, i in self.writers.acknowledged]
+        self.writers = None
+        self.assert_one_log()
+        stub = invoices_pb2_grpc.InvoiceServiceStub(self.proxy)
+        for a, invoice_id in acknowledged:
+            stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
+                account_id=a, invoice_id=invoice_id), timeout=10)
+
     def invoices_in_log(self, node):
         """(account, invoice id) of every invoice_recorded record."""
         out, token = [], ""
@@ -376,17 +400,12 @@ class FailoverTest(unittest.TestCase):
         writers = int(os.environ.get("POLEDGER_FAILOVER_WRITERS", "16"))
         rng = random.Random(int(os.environ.get("POLEDGER_FAILOVER_SEED",
                                                str(time.time_ns()))))
-        accounts = ["acct-%d" % i for i in range(1, 5)]
-        pos = po_grpc.PurchaseOrderServiceStub(self.proxy)
-        for a in accounts:
-            pos.CreatePurchaseOrder(create_request(a, "po", 10 ** 9),
-                                    timeout=10)
+        accounts = 4
         # A read replica that follows whoever leads, through the proxy.
         replica = ShardNode(self.root, "replica",
                             ["--follow=" + self.proxy_address])
         self.extra_nodes.append(replica.start())
-        self.writers = Writers(self.proxy_address, accounts,
-                               max(1, writers // len(accounts)))
+        self.start_writers(accounts, max(1, writers // accounts))
         failover = []
         for k in range(kills):
             before = self.writers.total()
@@ -550,12 +569,7 @@ class FullDiskFailoverTest(FailoverTest):
         old = self.leader()
         self.assertEqual(old, self.nodes[0])
         self.followers_of(old)
-        accounts = ["acct-%d" % i for i in range(1, 3)]
-        pos = po_grpc.PurchaseOrderServiceStub(self.proxy)
-        for a in accounts:
-            pos.CreatePurchaseOrder(create_request(a, "po", 10 ** 9),
-                                    timeout=10)
-        self.writers = Writers(self.proxy_address, accounts, 2)
+        self.start_writers(2, 2)
         until(lambda: self.writers.total() > 50, "writes are acknowledged")
         # Fill what is left, but a little.
         junk = os.path.join(self.mounted, "junk")
@@ -582,16 +596,7 @@ class FullDiskFailoverTest(FailoverTest):
         os.remove(junk)
         if not old.running():
             old.start()
-        until(lambda: old.running() and old.info().leader == new.address,
-              "the old leader rejoins", timeout=60)
-        self.writers.stop()
-        acknowledged = [(a, i) for _, a, i in self.writers.acknowledged]
-        self.writers = None
-        self.assert_one_log()
-        stub = invoices_pb2_grpc.InvoiceServiceStub(self.proxy)
-        for a, invoice_id in acknowledged:
-            stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
-                account_id=a, invoice_id=invoice_id), timeout=10)
+        self.rejoined_with_every_acknowledged_write(old, new)
 
 
 class PartitionTest(FailoverTest):
@@ -628,12 +633,7 @@ class PartitionTest(FailoverTest):
         relayed = "127.0.0.1:%d" % self.to_n0.port
         until(lambda: all(n.info().leader == relayed for n in self.nodes[1:]),
               "the followers follow n0 through the relay")
-        accounts = ["acct-%d" % i for i in range(1, 3)]
-        pos = po_grpc.PurchaseOrderServiceStub(self.proxy)
-        for a in accounts:
-            pos.CreatePurchaseOrder(create_request(a, "po", 10 ** 9),
-                                    timeout=10)
-        self.writers = Writers(self.proxy_address, accounts, 2)
+        self.start_writers(2, 2)
         until(lambda: self.writers.total() > 50, "writes are acknowledged")
         cut_at = time.time()
         self.to_etcd.cut()
@@ -656,16 +656,8 @@ class PartitionTest(FailoverTest):
               "writes go on through the new leader", timeout=30)
         self.to_etcd.heal()
         self.to_n0.heal()
-        until(lambda: old.running() and old.info().leader == new.address,
-              "the old leader rejoins", timeout=60)
-        self.writers.stop()
-        acknowledged = [(a, i) for _, a, i in self.writers.acknowledged]
-        self.writers = None
-        self.assert_one_log()
+        self.rejoined_with_every_acknowledged_write(old, new)
         stub = invoices_pb2_grpc.InvoiceServiceStub(self.proxy)
-        for a, invoice_id in acknowledged:
-            stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
-                account_id=a, invoice_id=invoice_id), timeout=10)
         for i in range(refused):
             with self.assertRaises(grpc.RpcError) as e:
                 stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
