@@ -15,6 +15,9 @@ all started by the test on 127.0.0.1.
   and could not commit: a follower takes over, the old leader acknowledges
   nothing once it wakes, rejoins as a follower, and the records it set
   aside are exactly the writes no client saw acknowledged.
+- SIGSTOP of one synchronous follower (K = 1): writes go on through the
+  other; of both: a write fails UNAVAILABLE (NOT_REPLICATED) by its
+  deadline, the leader keeps its lease, and after SIGCONT it is committed.
 - etcd killed: the leader stops acknowledging within its lease, reads go
   on; etcd back: one leader again, nothing lost.
 - The leader's disk full (its data on a tmpfs the test mounts; root only):
@@ -47,7 +50,7 @@ import urllib.request
 
 import grpc
 
-from cluster_test import free_port, invoice_request
+from cluster_test import error_info, free_port, invoice_request
 from poledger.v1 import invoices_pb2
 from poledger.v1 import invoices_pb2_grpc
 from poledger.v1 import log_pb2
@@ -524,6 +527,35 @@ class FailoverTest(unittest.TestCase):
         stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
             account_id="acct-0", invoice_id="after-failover"), timeout=10)
 
+    def test_paused_followers_hold_writes_back_and_release_them(self):
+        leader = self.leader()
+        self.followers_of(leader)
+        followers = [n for n in self.nodes if n is not leader]
+        stub = invoices_pb2_grpc.InvoiceServiceStub(self.proxy)
+        # One follower paused (K = 1): the other acknowledges.
+        followers[0].proc.send_signal(signal.SIGSTOP)
+        stub.RecordInvoice(invoice_request("acct-0", "one-paused", 1),
+                           timeout=5)
+        # Both paused: a write fails UNAVAILABLE by its deadline, and the
+        # leader keeps its lease (nothing fails over).
+        followers[1].proc.send_signal(signal.SIGSTOP)
+        with self.assertRaises(grpc.RpcError) as e:
+            stub.RecordInvoice(invoice_request("acct-0", "both-paused", 1),
+                               timeout=2)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE,
+                         e.exception.details())
+        self.assertEqual(error_info(e.exception)[0], "NOT_REPLICATED")
+        for f in followers:
+            f.proc.send_signal(signal.SIGCONT)
+        # Back: the write is committed (it stayed in the leader's log), and
+        # writes go on under the same leader.
+        stub.RecordInvoice(invoice_request("acct-0", "resumed", 1), timeout=10)
+        self.assertIs(self.leader(), leader)
+        for invoice_id in ("one-paused", "both-paused", "resumed"):
+            stub.GetInvoice(invoices_pb2.GetInvoiceRequest(
+                account_id="acct-0", invoice_id=invoice_id), timeout=10)
+        self.assert_one_log()
+
     def test_without_etcd_nothing_is_acknowledged_and_reads_go_on(self):
         leader = self.leader()
         stub = invoices_pb2_grpc.InvoiceServiceStub(self.proxy)
@@ -564,6 +596,7 @@ class FullDiskFailoverTest(FailoverTest):
     test_kill_9_of_the_leader_loses_no_acknowledged_invoice = None
     test_a_paused_leader_acknowledges_nothing_and_sets_its_tail_aside = None
     test_without_etcd_nothing_is_acknowledged_and_reads_go_on = None
+    test_paused_followers_hold_writes_back_and_release_them = None
 
     def test_a_leader_whose_disk_is_full_hands_over(self):
         old = self.leader()
@@ -608,6 +641,7 @@ class PartitionTest(FailoverTest):
     test_kill_9_of_the_leader_loses_no_acknowledged_invoice = None
     test_a_paused_leader_acknowledges_nothing_and_sets_its_tail_aside = None
     test_without_etcd_nothing_is_acknowledged_and_reads_go_on = None
+    test_paused_followers_hold_writes_back_and_release_them = None
 
     def node_flags(self, i, node):
         if i != 0:
