@@ -344,6 +344,7 @@ absl::Status Follower::Session() {
         if (options_.on_diverged) {
           {
             absl::MutexLock lock(&mu_);
+            call_ = nullptr;  // `context` ends with this call.
             state_ = FollowerState::kStopped;
             last_error_ = ended.ToString();
             fatal_ = ended;
