@@ -15,6 +15,7 @@ generator script), PYTHONPATH (generated stubs and tests/e2e).
 
 import collections
 import os
+import random
 import re
 import shutil
 import signal
@@ -61,9 +62,19 @@ def accounts_of(shard, count, n=SHARDS):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, below the kernel's range for outgoing connections
+    (32768 and up): a port from that range can be taken by any connection
+    another test opens before the server that was given it binds."""
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 class _Details(collections.namedtuple(
