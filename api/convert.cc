@@ -320,6 +320,9 @@ absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record) {
   out.set_actor(record.actor);
   out.set_hash(HashToHex(record.hash));
   out.set_prev_hash(HashToHex(record.prev_hash));
+  out.set_record_position(record.record_first());
+  out.set_record_events(
+      static_cast<uint32_t>(record.record_last() - record.record_first() + 1));
   out.set_account_id(AccountOfStream(record.stream_id));
   if (!out.account_id().empty() &&
       !out.mutable_payload()->ParseFromString(record.payload)) {

@@ -14,6 +14,7 @@
 #include "core/errors.h"
 #include "core/money.h"
 #include "core/shard.h"
+#include "eventstore/record_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "ledger/clock.h"
@@ -121,7 +122,8 @@ absl::StatusOr<VerifyReport> Verify(
       // Narrow down to the first broken record: read one at a time.
       for (uint64_t p = next;; ++p) {
         absl::StatusOr<std::vector<RecordedEvent>> one = store.ReadForward(p, 1);
-        if (!one.ok() || one->empty() || one->front().prev_hash != report.head.hash) {
+        if (!one.ok() || one->empty() ||
+            !record_format::LinksTo(one->front(), report.head)) {
           report.first_broken = p;
           report.problem = !one.ok() ? std::string(one.status().message())
                            : one->empty()
@@ -137,7 +139,7 @@ absl::StatusOr<VerifyReport> Verify(
     }
     if (batch->empty()) break;
     for (const RecordedEvent& r : *batch) {
-      if (r.prev_hash != report.head.hash) {
+      if (!record_format::LinksTo(r, report.head)) {
         report.first_broken = r.position;
         report.problem = absl::StrCat("event log record at position ", r.position,
                                       ": chain link broken (previous hash does "

@@ -4,6 +4,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "clients/channel.h"
 #include "eventstore/record_format.h"
 #include "grpcpp/create_channel.h"
@@ -45,18 +46,72 @@ absl::StatusOr<RecordedEvent> RecordFromEvent(const v1::Event& e) {
         absl::StrCat("event log record at position ", e.position(),
                      ": malformed hash from the server"));
   }
-  if (record_format::ComputeRecordHash(r) != r.hash) {
-    return absl::DataLossError(absl::StrCat(
-        "event log record at position ", e.position(),
-        ": checksum mismatch (record hash)"));
-  }
+  r.record_position = e.record_position();
+  r.record_events = e.record_events();
   return r;
+}
+
+absl::Status CheckRecordHashes(
+    const std::vector<RecordedEvent>& events,
+    const std::function<absl::StatusOr<std::vector<RecordedEvent>>(
+        uint64_t first, size_t count)>& whole_record) {
+  size_t i = 0;
+  while (i < events.size()) {
+    const RecordedEvent& head = events[i];
+    const uint64_t first = head.record_first();
+    const size_t count = head.record_last() - first + 1;
+    size_t end = i + 1;
+    while (end < events.size() && events[end].record_first() == first) ++end;
+    // The events of the record this read holds; the rest read on their own.
+    std::vector<RecordedEvent> fetched;
+    record_format::RecordEvents record(&events[i], end - i);
+    if (end - i != count || head.position != first) {
+      ASSIGN_OR_RETURN(fetched, whole_record(first, count));
+      record = record_format::RecordEvents(fetched);
+    }
+    const auto mismatch = [&](uint64_t position) {
+      return absl::DataLossError(
+          absl::StrCat("event log record at position ", position,
+                       ": checksum mismatch (record hash)"));
+    };
+    if (record.size() != count || record.front().position != first) {
+      return mismatch(first);
+    }
+    for (size_t k = i; k < end; ++k) {
+      const RecordedEvent& e = events[k];
+      if (e.position < first || e.position - first >= count ||
+          !(record[e.position - first] == e)) {
+        return mismatch(e.position);
+      }
+    }
+    for (const RecordedEvent& e : record) {
+      if (e.hash != head.hash || e.prev_hash != head.prev_hash) {
+        return mismatch(e.position);
+      }
+    }
+    if (record_format::ComputeRecordHash(record) != head.hash) {
+      return mismatch(first);
+    }
+    i = end;
+  }
+  return absl::OkStatus();
 }
 
 RemoteEventStore::RemoteEventStore(std::shared_ptr<grpc::Channel> channel)
     : stub_(v1::EventLogService::NewStub(std::move(channel))) {}
 
 absl::StatusOr<std::vector<RecordedEvent>> RemoteEventStore::Read(
+    uint64_t from, size_t limit, const std::string& account_id) const {
+  ASSIGN_OR_RETURN(std::vector<RecordedEvent> out,
+                   Fetch(from, limit, account_id));
+  RETURN_IF_ERROR(CheckRecordHashes(
+      out, [this](uint64_t first, size_t count) {
+        return Fetch(first, count, "");
+      }));
+  return out;
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> RemoteEventStore::Fetch(
     uint64_t from, size_t limit, const std::string& account_id) const {
   std::vector<RecordedEvent> out;
   v1::ReadEventsRequest req;
@@ -72,7 +127,9 @@ absl::StatusOr<std::vector<RecordedEvent>> RemoteEventStore::Read(
     for (const v1::Event& e : resp.events()) {
       absl::StatusOr<RecordedEvent> r = RecordFromEvent(e);
       if (!r.ok()) return r.status();
-      if (account_id.empty() && !out.empty() && r->prev_hash != out.back().hash) {
+      if (account_id.empty() && !out.empty() &&
+          r->record_first() != out.back().record_first() &&
+          r->prev_hash != out.back().hash) {
         return absl::DataLossError(
             absl::StrCat("event log record at position ", r->position,
                          ": chain link broken (previous hash does not match)"));

@@ -9,6 +9,7 @@
 #ifndef POLEDGER_CLIENTS_REMOTE_EVENT_STORE_H_
 #define POLEDGER_CLIENTS_REMOTE_EVENT_STORE_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -17,11 +18,19 @@
 
 namespace poledger {
 
-// The record an Event of the API carries, its hash checked against its
-// fields (DATA_LOSS naming the position if it does not match or is
-// malformed). The payload is re-encoded: its bytes, and so the hash, are
-// the original's as long as the message has no unknown fields.
+// The event an Event of the API carries (DATA_LOSS naming the position if
+// a hash is malformed). The payload is re-encoded: its bytes, and so the
+// record's hash, are the original's as long as the message has no unknown
+// fields.
 absl::StatusOr<RecordedEvent> RecordFromEvent(const v1::Event& event);
+
+// Checks the hash of every record that `events` (ascending) touch against
+// its events' fields, reading through `whole_record` the events of a record
+// they hold only in part. DATA_LOSS naming the position on a mismatch.
+absl::Status CheckRecordHashes(
+    const std::vector<RecordedEvent>& events,
+    const std::function<absl::StatusOr<std::vector<RecordedEvent>>(
+        uint64_t first, size_t count)>& whole_record);
 
 class RemoteEventStore final : public EventStore {
  public:
@@ -53,8 +62,13 @@ class RemoteEventStore final : public EventStore {
   void Close() override {}
 
  private:
-  // Reads records from `from` whose account is `account_id` ("" = any).
+  // Reads events from `from` whose account is `account_id` ("" = any),
+  // checking their records' hashes and, reading every account, the links
+  // between records.
   absl::StatusOr<std::vector<RecordedEvent>> Read(
+      uint64_t from, size_t limit, const std::string& account_id) const;
+  // Reads as Read does, checking the links only.
+  absl::StatusOr<std::vector<RecordedEvent>> Fetch(
       uint64_t from, size_t limit, const std::string& account_id) const;
 
   std::unique_ptr<v1::EventLogService::Stub> stub_;

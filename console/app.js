@@ -951,8 +951,9 @@ async function renderLog() {
   put(main(), h("h1", {}, "Event log"), h("section", {}, box));
   const digest = await api("EventLogService/GetLogDigest", {});
   const head = Number(digest.headPosition || 0);
-  // The chain links of the last 10,000 records: each record names the
-  // hash of the one before it; the last must be the digest.
+  // The chain links of the last 10,000 events: each record (an append's
+  // events, which share its hash) names the hash of the one before it; the
+  // last must be the digest.
   const from = Math.max(1, head - 9999);
   const events = [];
   let token = "";
@@ -964,7 +965,9 @@ async function renderLog() {
   } while (token && events.length < 10000);
   let broken = null;
   for (let i = 1; i < events.length; i++) {
-    if (events[i].prevHash !== events[i - 1].hash) {
+    const sameRecord = events[i].recordPosition === events[i - 1].recordPosition;
+    if (sameRecord ? events[i].hash !== events[i - 1].hash
+        : events[i].prevHash !== events[i - 1].hash) {
       broken = events[i].position;
       break;
     }
@@ -976,7 +979,7 @@ async function renderLog() {
     h("dt", {}, "Digest"), h("dd", {class: "mono", id: "log-digest"}, digest.chainHash || "—"),
     h("dt", {}, "Chain links"), h("dd", {id: "log-verify", class: broken ? "bad" : "ok"},
       broken ? "broken at position " + broken
-        : events.length ? "verified from position " + from + " to " + head + " (" + events.length + " records)"
+        : events.length ? "verified from position " + from + " to " + head + " (" + events.length + " events)"
           : "empty log")),
   h("h2", {}, "Latest events"),
   h("div", {class: "table-wrap"}, h("table", {},

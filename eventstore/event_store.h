@@ -40,6 +40,8 @@ inline constexpr size_t kMaxEventTypeBytes = 128;
 inline constexpr size_t kMaxPayloadBytes = 1 << 20;  // 1 MiB per event.
 inline constexpr size_t kMaxMetadataFieldBytes = 256;  // ids and actor.
 inline constexpr size_t kMaxEventsPerAppend = 10000;
+// The payloads of one append together; an append is one record.
+inline constexpr size_t kMaxAppendPayloadBytes = 64u << 20;
 inline constexpr size_t kMaxSnapshotBytes = 256u << 20;  // 256 MiB a part.
 inline constexpr size_t kMaxSnapshotKeyBytes = 256;
 
@@ -118,7 +120,12 @@ struct AppendResult {
   bool deduplicated = false;
 };
 
-// A committed record.
+// A committed event. Positions count events: an append of N events takes N
+// consecutive positions. The log stores each append as one record (one
+// key, one link of the hash chain), so the events of one append share their
+// record's hashes; record_position and record_events say which record that
+// is. A log written before records held several events has one event per
+// record.
 struct RecordedEvent {
   uint64_t position = 0;
   std::string stream_id;
@@ -130,9 +137,25 @@ struct RecordedEvent {
   std::string correlation_id;
   std::string actor;
   absl::Time timestamp = absl::UnixEpoch();
-  Hash prev_hash{};  // All zero for position 1.
-  Hash hash{};       // SHA-256 over prev_hash, position and the body.
+  // The hashes of the event's record: the hash of the record before it
+  // (all zero for the first) and the record's own, SHA-256 over prev_hash,
+  // the record's first position and its body (record_format.h).
+  Hash prev_hash{};
+  Hash hash{};
+  // The first position of the event's record and how many events it holds.
+  // 0 events: a record of this event alone (as in events built by hand).
+  uint64_t record_position = 0;
+  uint32_t record_events = 0;
 
+  uint64_t record_first() const {
+    return record_events == 0 ? position : record_position;
+  }
+  uint64_t record_last() const {
+    return record_events == 0 ? position : record_position + record_events - 1;
+  }
+
+  // Compares every field except the record framing, which follows from
+  // the hashes.
   bool operator==(const RecordedEvent& other) const;
 };
 
@@ -178,7 +201,8 @@ class EventStore {
   // Errors:
   //   INVALID_ARGUMENT: no stream or no event, an empty, oversized or
   //     repeated stream id, an empty or oversized event type, a payload over
-  //     kMaxPayloadBytes, a malformed expected version; nothing is written.
+  //     kMaxPayloadBytes, payloads over kMaxAppendPayloadBytes together, a
+  //     malformed expected version; nothing is written.
   //   ABORTED: a stream is not at its expected version; the message names
   //     the stream, the expected and the actual version.
   //   ALREADY_EXISTS: the request id is committed with different content

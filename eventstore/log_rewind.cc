@@ -73,6 +73,16 @@ absl::StatusOr<RewindResult> RewindLog(const std::string& data_dir,
                             absl::StrCat("opening event log at ", data_dir)));
   std::unique_ptr<rocksdb::DB> db(raw);
   const rocksdb::ReadOptions ro;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
+  // A record is kept or taken whole: the cut goes before the record that
+  // holds the first position past `keep_through`.
+  it->SeekForPrev(rf::LogKey(keep_through + 1));
+  if (it->Valid() && !it->key().empty() && it->key()[0] == rf::kLogPrefix) {
+    ASSIGN_OR_RETURN(uint64_t first, rf::ParseLogKey(Sv(it->key())));
+    ASSIGN_OR_RETURN(uint32_t count, rf::RecordEventCount(Sv(it->value())));
+    if (first + count > keep_through + 1) keep_through = first - 1;
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "reading the log"));
   std::string value;
   rocksdb::Status s = db->Get(ro, rf::MetaCommittedKey(), &value);
   if (s.ok()) {
@@ -89,23 +99,26 @@ absl::StatusOr<RewindResult> RewindLog(const std::string& data_dir,
   RewindResult result;
   rocksdb::WriteBatch batch;
   std::vector<std::pair<uint64_t, std::string>> taken;
-  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
   const std::string log_end = PrefixEnd(rf::kLogPrefix);
+  std::vector<RecordedEvent> record;
+  std::vector<std::pair<std::string, uint64_t>> stream_entries;
   for (it->Seek(rf::LogKey(keep_through + 1));
        it->Valid() && it->key().compare(log_end) < 0; it->Next()) {
     ASSIGN_OR_RETURN(uint64_t position, rf::ParseLogKey(Sv(it->key())));
-    ASSIGN_OR_RETURN(RecordedEvent record,
-                     rf::DecodeRecordValue(position, Sv(it->value()),
-                                           /*verify=*/false));
+    record.clear();
+    RETURN_IF_ERROR(rf::DecodeRecordValue(position, Sv(it->value()),
+                                          /*verify=*/false, &record));
     batch.Delete(it->key());
-    batch.Delete(rf::StreamKey(record.stream_id, record.stream_version));
+    stream_entries.clear();
+    rf::AppendStreamEntries(record, &stream_entries);
+    for (const auto& entry : stream_entries) batch.Delete(entry.first);
     taken.emplace_back(position, it->value().ToString());
+    result.records += record.size();
+    result.last = record.back().position;
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "reading the log's tail"));
   if (taken.empty()) return result;
-  result.records = taken.size();
   result.first = taken.front().first;
-  result.last = taken.back().first;
 
   // Request entries of appends that reach past the position.
   const std::string request_end = PrefixEnd(rf::kRequestPrefix);
@@ -137,13 +150,18 @@ absl::StatusOr<RewindResult> RewindLog(const std::string& data_dir,
     if (!mark.ok() || mark->position > keep_through) {
       batch.Delete(rf::MetaVerifiedKey());
       if (keep_through > 0) {
-        std::string kept;
-        RETURN_IF_ERROR(FromRocks(db->Get(ro, rf::LogKey(keep_through), &kept),
-                                  "reading the kept head"));
-        ASSIGN_OR_RETURN(RecordedEvent head,
-                         rf::DecodeRecordValue(keep_through, kept, true));
+        it->SeekForPrev(rf::LogKey(keep_through));
+        RETURN_IF_ERROR(FromRocks(it->status(), "reading the kept head"));
+        if (!it->Valid()) return absl::DataLossError("the kept head is missing");
+        ASSIGN_OR_RETURN(uint64_t first, rf::ParseLogKey(Sv(it->key())));
+        record.clear();
+        RETURN_IF_ERROR(
+            rf::DecodeRecordValue(first, Sv(it->value()), true, &record));
+        if (record.back().position != keep_through) {
+          return absl::DataLossError("the kept head is not a record's end");
+        }
         batch.Put(rf::MetaVerifiedKey(),
-                  rf::EncodeVerifiedMark({keep_through, head.hash}));
+                  rf::EncodeVerifiedMark({keep_through, record.back().hash}));
       }
     }
   } else if (!s.IsNotFound()) {
@@ -187,18 +205,18 @@ absl::StatusOr<std::vector<RecordedEvent>> ReadSetAside(
       return absl::DataLossError(
           absl::StrCat(path, ": truncated in the record at ", position));
     }
-    ASSIGN_OR_RETURN(RecordedEvent record,
-                     rf::DecodeRecordValue(
-                         position, absl::string_view(data).substr(at, n), true));
+    std::vector<RecordedEvent> record;
+    RETURN_IF_ERROR(rf::DecodeRecordValue(
+        position, absl::string_view(data).substr(at, n), true, &record));
     at += n;
     if (!records.empty() &&
-        (record.position != records.back().position + 1 ||
-         record.prev_hash != records.back().hash)) {
+        (position != records.back().position + 1 ||
+         record.front().prev_hash != records.back().hash)) {
       return absl::DataLossError(absl::StrCat(
-          path, ": the record at ", record.position,
+          path, ": the record at ", position,
           " does not follow the one before it"));
     }
-    records.push_back(std::move(record));
+    for (RecordedEvent& e : record) records.push_back(std::move(e));
   }
   return records;
 }

@@ -13,8 +13,8 @@
 // below the committed mark.
 //
 // Set-aside file: "poledger set-aside 1\n", then per record
-// fixed64(position) fixed32(len(value)) value, with value a record_value
-// (record_format.h), in log order.
+// fixed64(first position) fixed32(len(value)) value, with value a
+// record_value (record_format.h), in log order.
 #ifndef POLEDGER_EVENTSTORE_LOG_REWIND_H_
 #define POLEDGER_EVENTSTORE_LOG_REWIND_H_
 
@@ -28,15 +28,16 @@
 namespace poledger {
 
 struct RewindResult {
-  // The records set aside (0: the log ended at or before the position, and
-  // no file was written).
+  // The events set aside (0: the log ended at or before the position, and
+  // no file was written), and the first and last of their positions.
   uint64_t records = 0;
   uint64_t first = 0;
   uint64_t last = 0;
 };
 
 // Rewinds the log in `data_dir` to `keep_through`, writing what it takes off
-// to `set_aside_path` (which must not exist) first.
+// to `set_aside_path` (which must not exist) first. Records go whole: a
+// record holding `keep_through` and the position after it goes too.
 // Errors: FAILED_PRECONDITION if the committed mark is past `keep_through`
 // (a committed record would go); ALREADY_EXISTS for the file; DATA_LOSS for
 // a record that does not decode; RocksDB's and the file system's errors.

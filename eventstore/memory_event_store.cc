@@ -30,8 +30,10 @@ absl::StatusOr<AppendResult> InMemoryEventStore::Append(
   }
   record_format::BatchPlanner planner = PlannerLocked();
   AppendResult result;
-  ASSIGN_OR_RETURN(std::vector<record_format::PlannedRecord> records,
+  ASSIGN_OR_RETURN(record_format::PlannedRecord record,
                    planner.Plan(request, &result));
+  std::vector<record_format::PlannedRecord> records;
+  records.push_back(std::move(record));
   StoreLocked(records);
   if (!request_id.empty()) requests_[request_id] = {digest, result};
   return result;
@@ -73,8 +75,10 @@ record_format::BatchPlanner InMemoryEventStore::PlannerLocked() {
 void InMemoryEventStore::StoreLocked(
     std::vector<record_format::PlannedRecord>& records) {
   for (record_format::PlannedRecord& r : records) {
-    streams_[r.event.stream_id].push_back(r.event.position);
-    log_.push_back(std::move(r.event));
+    for (RecordedEvent& e : r.events) {
+      streams_[e.stream_id].push_back(e.position);
+      log_.push_back(std::move(e));
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "base/status_macros.h"
@@ -138,16 +139,72 @@ absl::Status CheckField(absl::string_view field, absl::string_view value,
   return absl::OkStatus();
 }
 
+void PutHash(std::string* out, const Hash& hash) {
+  out->append(reinterpret_cast<const char*>(hash.data()), hash.size());
+}
+
+// The event id a record stores: empty for the one the store derives.
+absl::string_view StoredEventId(const RecordedEvent& e) {
+  const absl::string_view id = e.event_id;
+  if (id.size() > 4 && absl::StartsWith(id, "evt-") &&
+      id.substr(4) == absl::StrCat(e.position)) {
+    return absl::string_view();
+  }
+  return id;
+}
+
 // Returns the record_value of `record` with its stored hash.
-std::string EncodeValue(const RecordedEvent& record) {
-  const std::string body = EncodeBody(record);
+std::string EncodeValue(RecordEvents record) {
+  const RecordedEvent& head = record.front();
+  if (record.size() == 1) {
+    const std::string body = EncodeBody(head);
+    std::string value;
+    value.reserve(kHashedOffset + 32 + 8 + body.size());
+    value.push_back(static_cast<char>(kRecordFormat));
+    PutHash(&value, head.hash);
+    PutHash(&value, head.prev_hash);
+    PutFixed64(&value, head.position);
+    value.append(body);
+    return value;
+  }
+  size_t bytes = kHashedOffset + 32 + 8 + 64 + head.request_id.size() +
+                 head.correlation_id.size() + head.actor.size();
+  for (const RecordedEvent& e : record) {
+    bytes += 16 + e.event_type.size() + e.payload.size();
+  }
   std::string value;
-  value.reserve(kHashedOffset + 32 + 8 + body.size());
-  value.push_back(static_cast<char>(kRecordFormat));
-  value.append(reinterpret_cast<const char*>(record.hash.data()), 32);
-  value.append(reinterpret_cast<const char*>(record.prev_hash.data()), 32);
-  PutFixed64(&value, record.position);
-  value.append(body);
+  value.reserve(bytes);
+  value.push_back(static_cast<char>(kManyRecordFormat));
+  PutHash(&value, head.hash);
+  PutHash(&value, head.prev_hash);
+  PutFixed64(&value, head.position);
+  PutVarint64(&value, record.size());
+  PutLengthPrefixed(&value, head.request_id);
+  PutLengthPrefixed(&value, head.correlation_id);
+  PutLengthPrefixed(&value, head.actor);
+  PutFixed64(&value, static_cast<uint64_t>(absl::ToUnixMicros(head.timestamp)));
+  // The streams in the order they first appear, each with its first
+  // version; events name theirs by index.
+  std::vector<const RecordedEvent*> firsts;
+  std::vector<uint64_t> index(record.size());
+  for (size_t i = 0; i < record.size(); ++i) {
+    size_t k = 0;
+    while (k < firsts.size() && firsts[k]->stream_id != record[i].stream_id) ++k;
+    if (k == firsts.size()) firsts.push_back(&record[i]);
+    index[i] = k;
+  }
+  PutVarint64(&value, firsts.size());
+  for (const RecordedEvent* f : firsts) {
+    PutLengthPrefixed(&value, f->stream_id);
+    PutVarint64(&value, f->stream_version);
+  }
+  for (size_t i = 0; i < record.size(); ++i) {
+    const RecordedEvent& e = record[i];
+    PutVarint64(&value, index[i]);
+    PutLengthPrefixed(&value, e.event_type);
+    PutLengthPrefixed(&value, e.payload);
+    PutLengthPrefixed(&value, StoredEventId(e));
+  }
   return value;
 }
 
@@ -315,42 +372,41 @@ absl::StatusOr<uint64_t> DecodeFixed64(absl::string_view bytes) {
   return value;
 }
 
-Hash ComputeRecordHash(const RecordedEvent& record) {
+Hash ComputeRecordHash(RecordEvents record) {
   return HashOf(absl::string_view(EncodeValue(record)).substr(kHashedOffset));
 }
 
-std::string EncodeRecordValue(const RecordedEvent& record) {
-  return EncodeValue(record);
-}
+std::string EncodeRecordValue(RecordEvents record) { return EncodeValue(record); }
 
-std::string SealRecord(RecordedEvent* record) {
-  std::string value = EncodeValue(*record);
-  record->hash = HashOf(absl::string_view(value).substr(kHashedOffset));
-  std::memcpy(&value[1], record->hash.data(), 32);
+std::string SealRecord(absl::Span<RecordedEvent> record) {
+  const uint64_t first = record.front().position;
+  for (RecordedEvent& e : record) {
+    e.record_position = first;
+    e.record_events = static_cast<uint32_t>(record.size());
+  }
+  std::string value = EncodeValue(record);
+  const Hash hash = HashOf(absl::string_view(value).substr(kHashedOffset));
+  std::memcpy(&value[1], hash.data(), 32);
+  for (RecordedEvent& e : record) e.hash = hash;
   return value;
 }
 
-absl::StatusOr<RecordedEvent> DecodeRecordValue(uint64_t position,
-                                                absl::string_view value,
-                                                bool verify) {
-  Reader reader(value);
-  RecordedEvent r;
-  r.position = position;
-  uint8_t format = 0;
-  if (!reader.GetByte(&format)) return Corrupt(position, "empty value");
-  if (format != kRecordFormat) {
-    return Corrupt(position, absl::StrCat("unknown record format ", format));
+absl::StatusOr<uint32_t> RecordEventCount(absl::string_view value) {
+  if (value.empty()) return absl::DataLossError("empty record value");
+  if (static_cast<uint8_t>(value[0]) == kRecordFormat) return 1;
+  Reader reader(value.substr(std::min(value.size(), kHashedOffset + 32 + 8)));
+  uint64_t n = 0;
+  if (static_cast<uint8_t>(value[0]) != kManyRecordFormat ||
+      value.size() < kHashedOffset + 32 + 8 || !reader.GetVarint64(&n) ||
+      n < 2 || n > kMaxEventsPerAppend) {
+    return absl::DataLossError("malformed record header");
   }
-  uint64_t stored_position = 0;
-  if (!reader.GetBytes(32, r.hash.data()) ||
-      !reader.GetBytes(32, r.prev_hash.data()) ||
-      !reader.GetFixed64(&stored_position)) {
-    return Corrupt(position, "truncated header");
-  }
-  if (stored_position != position) {
-    return Corrupt(position, absl::StrCat("holds the record of position ",
-                                          stored_position));
-  }
+  return static_cast<uint32_t>(n);
+}
+
+namespace {
+
+absl::Status DecodeOne(uint64_t position, Reader& reader, RecordedEvent& r) {
   uint64_t micros = 0;
   if (!reader.GetVarint64(&r.stream_version) ||
       !reader.GetLengthPrefixed(&r.stream_id) ||
@@ -364,10 +420,172 @@ absl::StatusOr<RecordedEvent> DecodeRecordValue(uint64_t position,
     return Corrupt(position, "malformed body");
   }
   r.timestamp = absl::FromUnixMicros(static_cast<int64_t>(micros));
-  if (verify && HashOf(value.substr(kHashedOffset)) != r.hash) {
+  return absl::OkStatus();
+}
+
+absl::Status DecodeMany(uint64_t first, Reader& reader,
+                        std::vector<RecordedEvent>& events) {
+  uint64_t n = 0;
+  RecordedEvent shared;
+  uint64_t micros = 0;
+  uint64_t streams = 0;
+  if (!reader.GetVarint64(&n) || n < 2 || n > kMaxEventsPerAppend ||
+      !reader.GetLengthPrefixed(&shared.request_id) ||
+      !reader.GetLengthPrefixed(&shared.correlation_id) ||
+      !reader.GetLengthPrefixed(&shared.actor) ||
+      !reader.GetFixed64(&micros) || !reader.GetVarint64(&streams) ||
+      streams == 0 || streams > n) {
+    return Corrupt(first, "malformed record header");
+  }
+  shared.timestamp = absl::FromUnixMicros(static_cast<int64_t>(micros));
+  std::vector<std::pair<std::string, uint64_t>> next(streams);
+  for (auto& [stream_id, version] : next) {
+    if (!reader.GetLengthPrefixed(&stream_id) ||
+        !reader.GetVarint64(&version) || stream_id.empty() || version == 0) {
+      return Corrupt(first, "malformed record streams");
+    }
+  }
+  events.resize(n, shared);
+  for (uint64_t i = 0; i < n; ++i) {
+    RecordedEvent& e = events[i];
+    e.position = first + i;
+    uint64_t index = 0;
+    if (!reader.GetVarint64(&index) || index >= streams ||
+        !reader.GetLengthPrefixed(&e.event_type) ||
+        !reader.GetLengthPrefixed(&e.payload) ||
+        !reader.GetLengthPrefixed(&e.event_id)) {
+      return Corrupt(first + i, "malformed event in its record");
+    }
+    e.stream_id = next[index].first;
+    e.stream_version = next[index].second++;
+    if (e.event_id.empty()) e.event_id = absl::StrCat("evt-", e.position);
+  }
+  if (!reader.empty()) return Corrupt(first, "trailing bytes in its record");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status DecodeRecordValue(uint64_t position, absl::string_view value,
+                               bool verify, std::vector<RecordedEvent>* out) {
+  Reader reader(value);
+  uint8_t format = 0;
+  if (!reader.GetByte(&format)) return Corrupt(position, "empty value");
+  if (format != kRecordFormat && format != kManyRecordFormat) {
+    return Corrupt(position, absl::StrCat("unknown record format ", format));
+  }
+  Hash hash;
+  Hash prev_hash;
+  uint64_t stored_position = 0;
+  if (!reader.GetBytes(32, hash.data()) ||
+      !reader.GetBytes(32, prev_hash.data()) ||
+      !reader.GetFixed64(&stored_position)) {
+    return Corrupt(position, "truncated header");
+  }
+  if (stored_position != position) {
+    return Corrupt(position, absl::StrCat("holds the record of position ",
+                                          stored_position));
+  }
+  if (verify && HashOf(value.substr(kHashedOffset)) != hash) {
     return Corrupt(position, "checksum mismatch (record hash)");
   }
-  return r;
+  std::vector<RecordedEvent> events;
+  if (format == kRecordFormat) {
+    events.resize(1);
+    events[0].position = position;
+    RETURN_IF_ERROR(DecodeOne(position, reader, events[0]));
+  } else {
+    RETURN_IF_ERROR(DecodeMany(position, reader, events));
+  }
+  for (RecordedEvent& e : events) {
+    e.hash = hash;
+    e.prev_hash = prev_hash;
+    e.record_position = position;
+    e.record_events = static_cast<uint32_t>(events.size());
+  }
+  if (out->empty()) {
+    *out = std::move(events);
+  } else {
+    out->insert(out->end(), std::make_move_iterator(events.begin()),
+                std::make_move_iterator(events.end()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RecordedEvent> DecodeOneEventRecord(uint64_t position,
+                                                   absl::string_view value,
+                                                   bool verify) {
+  std::vector<RecordedEvent> events;
+  RETURN_IF_ERROR(DecodeRecordValue(position, value, verify, &events));
+  if (events.size() != 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the record at position ", position, " holds ",
+                     events.size(), " events"));
+  }
+  return std::move(events.front());
+}
+
+absl::Status ForEachRecord(
+    absl::Span<const RecordedEvent> events,
+    const std::function<absl::Status(size_t first, size_t count)>& visit) {
+  size_t i = 0;
+  while (i < events.size()) {
+    const RecordedEvent& e = events[i];
+    const uint64_t count = e.record_last() - e.record_first() + 1;
+    if (e.record_first() != e.position) {
+      return Corrupt(e.position, absl::StrCat("is inside the record of position ",
+                                              e.record_first(),
+                                              ", whose start is missing"));
+    }
+    if (count > events.size() - i) {
+      return Corrupt(e.position, "its record is cut short");
+    }
+    for (size_t k = 1; k < count; ++k) {
+      const RecordedEvent& f = events[i + k];
+      if (f.position != e.position + k || f.record_first() != e.position ||
+          f.record_last() != e.record_last() || f.hash != e.hash ||
+          f.prev_hash != e.prev_hash) {
+        return Corrupt(e.position + k,
+                       absl::StrCat("does not belong to the record of position ",
+                                    e.position));
+      }
+    }
+    RETURN_IF_ERROR(visit(i, count));
+    i += count;
+  }
+  return absl::OkStatus();
+}
+
+size_t WholeRecordEvents(absl::Span<const RecordedEvent> events) {
+  if (events.empty()) return 0;
+  const RecordedEvent& last = events.back();
+  if (last.record_last() == last.position) return events.size();
+  const uint64_t cut = last.record_first();
+  return cut <= events.front().position ? 0 : cut - events.front().position;
+}
+
+void AppendStreamEntries(RecordEvents record,
+                         std::vector<std::pair<std::string, uint64_t>>* out) {
+  const uint64_t first = record.front().position;
+  if (record.size() == 1) {
+    out->emplace_back(StreamKey(record[0].stream_id, record[0].stream_version),
+                      first);
+    return;
+  }
+  // Each stream's last event in the record, in the order streams appear.
+  std::vector<const RecordedEvent*> last;
+  for (const RecordedEvent& e : record) {
+    size_t k = 0;
+    while (k < last.size() && last[k]->stream_id != e.stream_id) ++k;
+    if (k == last.size()) {
+      last.push_back(&e);
+    } else {
+      last[k] = &e;
+    }
+  }
+  for (const RecordedEvent* e : last) {
+    out->emplace_back(StreamKey(e->stream_id, e->stream_version), first);
+  }
 }
 
 std::string EncodeRequestValue(const RequestEntry& entry) {
@@ -434,6 +652,7 @@ absl::Status ValidateAppendRequest(const AppendRequest& request) {
   RETURN_IF_ERROR(
       CheckField("metadata.actor", m.actor, kMaxMetadataFieldBytes, false));
   size_t total_events = 0;
+  size_t total_bytes = 0;
   absl::flat_hash_set<absl::string_view> seen;
   for (size_t i = 0; i < request.streams.size(); ++i) {
     const StreamAppend& s = request.streams[i];
@@ -462,6 +681,7 @@ absl::Status ValidateAppendRequest(const AppendRequest& request) {
     total_events += s.events.size();
     for (size_t j = 0; j < s.events.size(); ++j) {
       const NewEvent& e = s.events[j];
+      total_bytes += e.payload.size();
       if (e.event_type.empty() || e.event_type.size() > kMaxEventTypeBytes ||
           e.payload.size() > kMaxPayloadBytes ||
           e.event_id.size() > kMaxMetadataFieldBytes) {
@@ -480,6 +700,11 @@ absl::Status ValidateAppendRequest(const AppendRequest& request) {
         absl::StrCat("streams: ", total_events, " events exceed the limit of ",
                      kMaxEventsPerAppend, " per append"));
   }
+  if (total_bytes > kMaxAppendPayloadBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "streams: payloads of ", total_bytes, " bytes together exceed the "
+        "limit of ", kMaxAppendPayloadBytes, " per append"));
+  }
   return absl::OkStatus();
 }
 
@@ -493,9 +718,10 @@ uint64_t BatchPlanner::VersionOf(const std::string& stream_id) const {
                                        : committed_version_(stream_id);
 }
 
-absl::StatusOr<std::vector<PlannedRecord>> BatchPlanner::Plan(
-    const AppendRequest& request, AppendResult* result) {
+absl::StatusOr<PlannedRecord> BatchPlanner::Plan(const AppendRequest& request,
+                                                 AppendResult* result) {
   std::vector<uint64_t> current(request.streams.size());
+  size_t total = 0;
   for (size_t i = 0; i < request.streams.size(); ++i) {
     const StreamAppend& s = request.streams[i];
     current[i] = VersionOf(s.stream_id);
@@ -505,18 +731,20 @@ absl::StatusOr<std::vector<PlannedRecord>> BatchPlanner::Plan(
           "wrong expected version for stream \"", s.stream_id, "\": expected ",
           s.expected_version.ToString(), ", actual ", current[i]));
     }
+    total += s.events.size();
   }
   const AppendMetadata& m = request.metadata;
-  std::vector<PlannedRecord> records;
-  LogHead head = head_;
-  result->first_position = head.position + 1;
+  PlannedRecord record;
+  record.events.reserve(total);
+  uint64_t position = head_.position;
+  result->first_position = position + 1;
   result->stream_versions.clear();
   for (size_t i = 0; i < request.streams.size(); ++i) {
     const StreamAppend& s = request.streams[i];
     uint64_t version = current[i];
     for (const NewEvent& e : s.events) {
-      RecordedEvent r;
-      r.position = head.position + 1;
+      RecordedEvent& r = record.events.emplace_back();
+      r.position = ++position;
       r.stream_id = s.stream_id;
       r.stream_version = ++version;
       r.event_type = e.event_type;
@@ -527,78 +755,94 @@ absl::StatusOr<std::vector<PlannedRecord>> BatchPlanner::Plan(
       r.correlation_id = m.correlation_id;
       r.actor = m.actor;
       r.timestamp = m.timestamp;
-      r.prev_hash = head.hash;
-      std::string value = SealRecord(&r);
-      head = LogHead{r.position, r.hash};
-      records.push_back({std::move(r), std::move(value)});
+      r.prev_hash = head_.hash;
     }
     result->stream_versions.push_back(version);
   }
+  record.value = SealRecord(absl::MakeSpan(record.events));
   for (size_t i = 0; i < request.streams.size(); ++i) {
     planned_versions_[request.streams[i].stream_id] =
         result->stream_versions[i];
   }
-  head_ = head;
-  result->last_position = head.position;
+  head_ = LogHead{position, record.events.front().hash};
+  result->last_position = position;
   result->deduplicated = false;
-  return records;
+  return record;
 }
 
 absl::StatusOr<std::vector<PlannedRecord>> BatchPlanner::Copy(
-    const std::vector<RecordedEvent>& records) {
-  if (records.empty()) return std::vector<PlannedRecord>();
-  if (records.front().position != head_.position + 1) {
+    const std::vector<RecordedEvent>& events) {
+  if (events.empty()) return std::vector<PlannedRecord>();
+  if (events.front().position != head_.position + 1) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "copied records start at position ", records.front().position,
+        "copied records start at position ", events.front().position,
         ", the log's next position is ", head_.position + 1));
   }
   std::vector<PlannedRecord> planned;
-  planned.reserve(records.size());
   absl::flat_hash_map<std::string, uint64_t> versions;
   LogHead head = head_;
-  for (const RecordedEvent& r : records) {
-    const std::string at = absl::StrCat("record ", r.position);
-    RETURN_IF_ERROR(
-        CheckField(at + " stream_id", r.stream_id, kMaxStreamIdBytes, true));
-    RETURN_IF_ERROR(
-        CheckField(at + " event_type", r.event_type, kMaxEventTypeBytes, true));
-    RETURN_IF_ERROR(
-        CheckField(at + " payload", r.payload, kMaxPayloadBytes, false));
-    for (const std::string* field :
-         {&r.event_id, &r.request_id, &r.correlation_id, &r.actor}) {
-      RETURN_IF_ERROR(
-          CheckField(at + " metadata", *field, kMaxMetadataFieldBytes, false));
-    }
-    if (r.position != head.position + 1) {
-      return absl::DataLossError(absl::StrCat(
-          "copied record at position ", r.position, " follows position ",
-          head.position, ": the copy has a gap"));
-    }
-    if (r.prev_hash != head.hash) {
-      return absl::DataLossError(absl::StrCat(
-          "copied record at position ", r.position,
-          " does not link to the log: its previous hash differs from the "
-          "hash of position ",
-          head.position));
-    }
-    std::string value = EncodeValue(r);
-    if (HashOf(absl::string_view(value).substr(kHashedOffset)) != r.hash) {
-      return absl::DataLossError(
-          absl::StrCat("copied record at position ", r.position,
-                       ": its hash does not match its content"));
-    }
-    auto [it, inserted] = versions.try_emplace(r.stream_id, 0);
-    if (inserted) it->second = VersionOf(r.stream_id);
-    if (r.stream_version != it->second + 1) {
-      return absl::DataLossError(
-          absl::StrCat("copied record at position ", r.position, " is version ",
-                       r.stream_version, " of stream \"", r.stream_id,
-                       "\", expected ", it->second + 1));
-    }
-    it->second = r.stream_version;
-    head = LogHead{r.position, r.hash};
-    planned.push_back({r, std::move(value)});
-  }
+  RETURN_IF_ERROR(ForEachRecord(
+      events, [&](size_t first, size_t count) -> absl::Status {
+        const RecordEvents record(&events[first], count);
+        const RecordedEvent& start = record.front();
+        if (start.position != head.position + 1) {
+          return absl::DataLossError(absl::StrCat(
+              "copied record at position ", start.position,
+              " follows position ", head.position, ": the copy has a gap"));
+        }
+        if (start.prev_hash != head.hash) {
+          return absl::DataLossError(absl::StrCat(
+              "copied record at position ", start.position,
+              " does not link to the log: its previous hash differs from the "
+              "hash of position ",
+              head.position));
+        }
+        for (const RecordedEvent& r : record) {
+          const std::string at = absl::StrCat("record ", r.position);
+          RETURN_IF_ERROR(CheckField(at + " stream_id", r.stream_id,
+                                     kMaxStreamIdBytes, true));
+          RETURN_IF_ERROR(CheckField(at + " event_type", r.event_type,
+                                     kMaxEventTypeBytes, true));
+          RETURN_IF_ERROR(
+              CheckField(at + " payload", r.payload, kMaxPayloadBytes, false));
+          for (const std::string* field :
+               {&r.event_id, &r.request_id, &r.correlation_id, &r.actor}) {
+            RETURN_IF_ERROR(CheckField(at + " metadata", *field,
+                                       kMaxMetadataFieldBytes, false));
+          }
+          if (r.request_id != start.request_id ||
+              r.correlation_id != start.correlation_id ||
+              r.actor != start.actor || r.timestamp != start.timestamp) {
+            return absl::DataLossError(absl::StrCat(
+                "copied record at position ", r.position,
+                ": its metadata differs from its record's"));
+          }
+          auto [it, inserted] = versions.try_emplace(r.stream_id, 0);
+          if (inserted) it->second = VersionOf(r.stream_id);
+          if (r.stream_version != it->second + 1) {
+            return absl::DataLossError(absl::StrCat(
+                "copied record at position ", r.position, " is version ",
+                r.stream_version, " of stream \"", r.stream_id, "\", expected ",
+                it->second + 1));
+          }
+          it->second = r.stream_version;
+        }
+        PlannedRecord& p = planned.emplace_back();
+        p.value = EncodeValue(record);
+        if (HashOf(absl::string_view(p.value).substr(kHashedOffset)) !=
+            start.hash) {
+          return absl::DataLossError(
+              absl::StrCat("copied record at position ", start.position,
+                           ": its hash does not match its content"));
+        }
+        p.events.assign(record.begin(), record.end());
+        for (RecordedEvent& e : p.events) {
+          e.record_position = start.position;
+          e.record_events = static_cast<uint32_t>(count);
+        }
+        head = LogHead{start.position + count - 1, start.hash};
+        return absl::OkStatus();
+      }));
   for (auto& [stream_id, version] : versions) {
     planned_versions_[stream_id] = version;
   }

@@ -10,25 +10,46 @@
 //                                                        -> fixed64(position)
 //   request_key    := 'R' request_id                     -> request_value
 //   snapshot_key   := 'T' part_key                       -> part blob
-//   meta_key       := 'M' "format"                       -> fixed32(1)
+//   meta_key       := 'M' "format"                       -> fixed32(2)
 //   snapshot_meta_key := 'M' "snapshot"                  -> fixed64(position)
 //   committed_key  := 'M' "committed"                    -> fixed64(position)
 //
-//   record_value   := 0x01 hash:32 hashed
+//   record_value   := 0x01 hash:32 hashed            (a record of one event)
+//                   | 0x02 hash:32 hashed_many       (of n >= 2 events)
 //   hashed         := prev_hash:32 fixed64(position) body
 //   body           := varint64(stream_version) lp(stream_id) lp(event_type)
 //                     lp(payload) lp(event_id) lp(request_id)
 //                     lp(correlation_id) lp(actor) fixed64(timestamp_micros)
+//   hashed_many    := prev_hash:32 fixed64(first_position) varint64(n)
+//                     lp(request_id) lp(correlation_id) lp(actor)
+//                     fixed64(timestamp_micros)
+//                     varint64(s) stream{s} event{n}
+//   stream         := lp(stream_id) varint64(first_version)
+//   event          := varint64(stream_index) lp(event_type) lp(payload)
+//                     lp(event_id_or_empty)
 //   lp(x)          := varint64(len(x)) x
-//   hash           := SHA-256(hashed)
+//   hash           := SHA-256(hashed | hashed_many)
 //   request_value  := 0x01 content_digest:32 fixed64(first_position)
 //                     fixed64(last_position) varint64(n) varint64(version)*n
 //
+// One append is one record, stored under the position of its first event;
+// its events take the positions after it (first_position + i) and, within
+// each stream, the versions after the stream's first_version in order. The
+// metadata (request id, correlation id, actor, time) is the append's, shared
+// by its events. An event id of "evt-" and its position is stored empty.
+// A record of one event keeps format 1, so a log written before format 2
+// (meta "format" 1: every record of one event) reads unchanged.
+//
+// The stream index holds one entry per stream and record: the key of the
+// last version the record gives the stream, the value the record's first
+// position. A seek to a stream's version finds the record holding it.
+//
 // timestamp_micros is microseconds since the Unix epoch as a two's-complement
-// int64. prev_hash of position 1 is 32 zero bytes. The position is stored
-// in the value as well as the key, so a record moved to another key fails. A stream's current
-// version is the version of its last stream_key. Keys of one kind sort by
-// position (or stream, then version), so a prefix scan reads them in order.
+// int64. prev_hash of the first record is 32 zero bytes. The position is
+// stored in the value as well as the key, so a record moved to another key
+// fails. A stream's current version is the version of its last stream_key.
+// Keys of one kind sort by position (or stream, then version), so a prefix
+// scan reads them in order.
 //
 // Thread safety: every function here is pure and thread-safe.
 #ifndef POLEDGER_EVENTSTORE_RECORD_FORMAT_H_
@@ -44,6 +65,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "eventstore/event_store.h"
 
 namespace poledger {
@@ -54,7 +76,13 @@ inline constexpr char kStreamPrefix = 'S';
 inline constexpr char kRequestPrefix = 'R';
 inline constexpr char kSnapshotPrefix = 'T';
 inline constexpr char kMetaPrefix = 'M';
-inline constexpr uint8_t kRecordFormat = 1;
+inline constexpr uint8_t kRecordFormat = 1;      // One event.
+inline constexpr uint8_t kManyRecordFormat = 2;  // Several events.
+// The log format a store writes (meta "format"), and the one before it,
+// which it reads and upgrades by writing the new number: format 1 is format
+// 2 without records of several events.
+inline constexpr uint32_t kLogFormat = 2;
+inline constexpr uint32_t kLogFormatOneEventRecords = 1;
 inline constexpr uint8_t kRequestFormat = 1;
 
 std::string LogKey(uint64_t position);
@@ -108,22 +136,75 @@ std::string MetaCommittedKey();
 std::string EncodeFixed64(uint64_t value);
 absl::StatusOr<uint64_t> DecodeFixed64(absl::string_view bytes);
 
-// Encodes `record` (its position, hashes and body) as a record_value.
-std::string EncodeRecordValue(const RecordedEvent& record);
+// A record: the events of one append, in position order, sharing their
+// hashes, metadata and record framing.
+using RecordEvents = absl::Span<const RecordedEvent>;
 
-// Decodes a record_value stored at `position`. With `verify`, recomputes the
-// record's hash and returns DATA_LOSS naming the position on a mismatch;
-// DATA_LOSS also for any malformed value.
-absl::StatusOr<RecordedEvent> DecodeRecordValue(uint64_t position,
-                                                absl::string_view value,
-                                                bool verify);
+// Encodes `record` (its first position, hashes and events) as a
+// record_value. REQUIRES: a record as Decode gives or Seal seals.
+std::string EncodeRecordValue(RecordEvents record);
 
-// Sets record->hash from its prev_hash, position and body, and returns its
+// Decodes a record_value stored under `first_position`, appending its
+// events (with their positions, stream versions and framing) to `out`.
+// With `verify`, recomputes the record's hash: DATA_LOSS naming the
+// position on a mismatch; DATA_LOSS also for any malformed value. On error
+// `out` is as it was.
+absl::Status DecodeRecordValue(uint64_t first_position,
+                               absl::string_view value, bool verify,
+                               std::vector<RecordedEvent>* out);
+
+// A record of one event: Encode and Decode as above, for tools and tests
+// that look at one record. Decoding a record of several events is
+// FAILED_PRECONDITION.
+inline std::string EncodeRecordValue(const RecordedEvent& alone) {
+  return EncodeRecordValue(RecordEvents(&alone, 1));
+}
+absl::StatusOr<RecordedEvent> DecodeOneEventRecord(uint64_t position,
+                                                   absl::string_view value,
+                                                   bool verify);
+
+// The number of events of a record_value, read from its header only;
+// DATA_LOSS if it has none.
+absl::StatusOr<uint32_t> RecordEventCount(absl::string_view value);
+
+// Sets the framing of `record` (its events' positions must be consecutive)
+// and every event's hash from its prev_hash, position and body; returns its
 // record_value.
-std::string SealRecord(RecordedEvent* record);
+std::string SealRecord(absl::Span<RecordedEvent> record);
+inline std::string SealRecord(RecordedEvent* alone) {
+  return SealRecord(absl::Span<RecordedEvent>(alone, 1));
+}
 
-// Returns the hash a record must carry: SHA-256(prev_hash position body).
-Hash ComputeRecordHash(const RecordedEvent& record);
+// Returns the hash a record must carry: SHA-256 of its hashed part.
+Hash ComputeRecordHash(RecordEvents record);
+inline Hash ComputeRecordHash(const RecordedEvent& alone) {
+  return ComputeRecordHash(RecordEvents(&alone, 1));
+}
+
+// Calls `visit(first, count)` for each record of `events` (consecutive
+// events of one log, in order): the events [first, first + count) of one
+// record. Returns DATA_LOSS if an event's framing disagrees with where it
+// is, or a record is cut at either end.
+absl::Status ForEachRecord(
+    absl::Span<const RecordedEvent> events,
+    const std::function<absl::Status(size_t first, size_t count)>& visit);
+
+// Whether `event` may come right after `head` in one chain: the first
+// event of a record links to the head's hash, a later one shares it.
+inline bool LinksTo(const RecordedEvent& event, const LogHead& head) {
+  return event.position == event.record_first() ? event.prev_hash == head.hash
+                                                : event.hash == head.hash;
+}
+
+// How many of `events` (consecutive events of one log, starting at a
+// record's first) make whole records: a read cut by its limit ends inside
+// the last record it reached.
+size_t WholeRecordEvents(absl::Span<const RecordedEvent> events);
+
+// The stream index entries of a record: (stream key of the last version it
+// gives each stream, its first position), in the order the streams appear.
+void AppendStreamEntries(RecordEvents record,
+                         std::vector<std::pair<std::string, uint64_t>>* out);
 
 // The stored outcome of a committed request id.
 struct RequestEntry {
@@ -158,10 +239,12 @@ std::vector<std::pair<std::string, RequestEntry>> RebuildRequestEntries(
     const std::vector<RecordedEvent>& earlier,
     const std::vector<RecordedEvent>& records);
 
-// A planned record and its encoded record_value.
+// A planned record: its events and its encoded record_value.
 struct PlannedRecord {
-  RecordedEvent event;
+  std::vector<RecordedEvent> events;
   std::string value;
+
+  uint64_t first_position() const { return events.front().position; }
 };
 
 // Plans appends on top of a committed log: checks expected versions, assigns
@@ -175,22 +258,22 @@ class BatchPlanner {
   BatchPlanner(LogHead head,
                std::function<uint64_t(const std::string&)> committed_version);
 
-  // Plans `request` after every plan made so far. On success the records
-  // are returned and become the basis of the next plan; on ABORTED (a
-  // version mismatch) nothing changes.
+  // Plans `request` as one record after every plan made so far. On
+  // success the record is returned and becomes the basis of the next plan;
+  // on ABORTED (a version mismatch) nothing changes.
   // REQUIRES: ValidateAppendRequest(request).ok().
-  absl::StatusOr<std::vector<PlannedRecord>> Plan(const AppendRequest& request,
-                                                  AppendResult* result);
+  absl::StatusOr<PlannedRecord> Plan(const AppendRequest& request,
+                                     AppendResult* result);
 
-  // Plans records copied from another log after every plan so far, keeping
-  // their positions and hashes. Errors (nothing changes):
-  // FAILED_PRECONDITION unless the first is at the position after the head;
-  // DATA_LOSS naming the position for a record that does not link to the
-  // one before it, whose hash does not match its fields, or that is not the
-  // next version of its stream; INVALID_ARGUMENT for a field over the
-  // append limits.
+  // Plans events copied from another log (whole records) after every plan
+  // so far, keeping their positions, framing and hashes. Errors (nothing
+  // changes): FAILED_PRECONDITION unless the first is at the position after
+  // the head; DATA_LOSS naming the position for a record that does not link
+  // to the one before it, whose hash does not match its fields, that is cut
+  // short, or that is not the next version of its stream; INVALID_ARGUMENT
+  // for a field over the append limits.
   absl::StatusOr<std::vector<PlannedRecord>> Copy(
-      const std::vector<RecordedEvent>& records);
+      const std::vector<RecordedEvent>& events);
 
   // The head and stream versions after every successful plan.
   const LogHead& head() const { return head_; }

@@ -289,22 +289,27 @@ absl::StatusOr<std::unique_ptr<RocksDbEventStore>> RocksDbEventStore::Open(
 }
 
 absl::Status RocksDbEventStore::Recover() {
+  // A log of format 1 (records of one event) is a log of format 2: the
+  // marker moves on with the first write, so that a server that reads
+  // only format 1 refuses the log rather than misreading it.
+  const std::string current = rf::EncodeFixed64(rf::kLogFormat).substr(4);
   std::string format;
   rocksdb::Status s =
       db_->Get(rocksdb::ReadOptions(), rf::MetaFormatKey(), &format);
-  if (s.IsNotFound()) {
-    if (!options_.read_only) {
-      rocksdb::WriteOptions wo;
-      wo.sync = options_.sync;
-      RETURN_IF_ERROR(FromRocks(
-          db_->Put(wo, rf::MetaFormatKey(), rf::EncodeFixed64(1).substr(4)),
-          "writing format marker"));
-    }
-  } else if (!s.ok()) {
+  if (!s.ok() && !s.IsNotFound()) {
     return FromRocks(s, "reading format marker");
-  } else if (format != rf::EncodeFixed64(1).substr(4)) {
-    return absl::FailedPreconditionError(
-        "event log has an unknown format version");
+  }
+  if (s.ok() && format != current &&
+      format != rf::EncodeFixed64(rf::kLogFormatOneEventRecords).substr(4)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "event log has an unknown format version (this server reads formats ",
+        rf::kLogFormatOneEventRecords, " and ", rf::kLogFormat, ")"));
+  }
+  if (format != current && !options_.read_only) {
+    rocksdb::WriteOptions wo;
+    wo.sync = options_.sync;
+    RETURN_IF_ERROR(FromRocks(db_->Put(wo, rf::MetaFormatKey(), current),
+                              "writing format marker"));
   }
 
   // Head: the last log key.
@@ -315,6 +320,14 @@ absl::Status RocksDbEventStore::Recover() {
     it->SeekForPrev(rf::LogKey(std::numeric_limits<uint64_t>::max()));
     if (it->Valid() && !it->key().empty() && it->key()[0] == rf::kLogPrefix) {
       ASSIGN_OR_RETURN(head.position, rf::ParseLogKey(ToView(it->key())));
+      // The last record's first position: the head is its last event.
+      absl::StatusOr<uint32_t> count = rf::RecordEventCount(ToView(it->value()));
+      if (!count.ok()) {
+        return absl::DataLossError(absl::StrCat(
+            "event log record at position ", head.position, ": ",
+            count.status().message()));
+      }
+      head.position += *count - 1;
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "locating the log head"));
   }
@@ -336,9 +349,8 @@ absl::Status RocksDbEventStore::Recover() {
       head = verified;
       if (!options_.read_only) RETURN_IF_ERROR(WriteVerifiedMark(head));
     } else {
-      const uint64_t from = head.position > 1 ? head.position - 1 : 1;
-      ASSIGN_OR_RETURN(std::vector<RecordedEvent> tail,
-                       ReadRange(from, head.position, 2));
+      std::vector<RecordedEvent> tail;
+      RETURN_IF_ERROR(ReadRecordHolding(head.position, true, &tail));
       if (tail.empty() || tail.back().position != head.position) {
         return absl::DataLossError("event log head record is unreadable");
       }
@@ -399,13 +411,15 @@ absl::StatusOr<LogHead> RocksDbEventStore::TrustedMark(uint64_t head) const {
         absl::StrCat("the verified-through mark names position ", mark.position,
                      " of a log whose head is ", head));
   }
-  std::string record;
-  RETURN_IF_ERROR(FromRocks(
-      db_->Get(rocksdb::ReadOptions(), rf::LogKey(mark.position), &record),
-      "reading the record at the verified-through mark"));
-  ASSIGN_OR_RETURN(RecordedEvent r,
-                   rf::DecodeRecordValue(mark.position, record, true));
-  if (r.hash != mark.hash) {
+  std::vector<RecordedEvent> record;
+  RETURN_IF_ERROR(ReadRecordHolding(mark.position, true, &record));
+  if (record.back().position != mark.position) {
+    return absl::DataLossError(
+        absl::StrCat("the verified-through mark names position ", mark.position,
+                     ", inside the record of position ",
+                     record.front().position));
+  }
+  if (record.back().hash != mark.hash) {
     return absl::DataLossError(
         absl::StrCat("the verified-through mark at position ", mark.position,
                      " names another hash than the record there"));
@@ -590,6 +604,7 @@ absl::StatusOr<LogHead> RocksDbEventStore::VerifyAfter(LogHead start,
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
   LogHead head = start;
   size_t checked = 0;
+  std::vector<RecordedEvent> record;
   for (it->Seek(rf::LogKey(start.position + 1)); it->Valid() && checked < limit;
        it->Next(), ++checked) {
     absl::StatusOr<uint64_t> position = rf::ParseLogKey(ToView(it->key()));
@@ -602,14 +617,16 @@ absl::StatusOr<LogHead> RocksDbEventStore::VerifyAfter(LogHead start,
       return absl::DataLossError(absl::StrCat(
           "event log record at position ", head.position + 1, ": missing"));
     }
-    ASSIGN_OR_RETURN(RecordedEvent r, rf::DecodeRecordValue(
-                                          *position, ToView(it->value()), true));
-    if (r.prev_hash != head.hash) {
+    record.clear();
+    RETURN_IF_ERROR(
+        rf::DecodeRecordValue(*position, ToView(it->value()), true, &record));
+    if (record.back().position > through) break;
+    if (record.front().prev_hash != head.hash) {
       return absl::DataLossError(
           absl::StrCat("event log record at position ", *position,
                        ": chain link broken (previous hash does not match)"));
     }
-    head = LogHead{r.position, r.hash};
+    head = LogHead{record.back().position, record.back().hash};
   }
   RETURN_IF_ERROR(FromRocks(
       it->status(), absl::StrCat("verifying the event log after position ",
@@ -677,10 +694,13 @@ absl::Status RocksDbEventStore::PlanCopy(
       return FromRocks(s, "reading the request index");
     }
   }
+  std::vector<std::pair<std::string, uint64_t>> stream_entries;
   for (const rf::PlannedRecord& r : planned) {
-    batch.Put(rf::LogKey(r.event.position), r.value);
-    batch.Put(rf::StreamKey(r.event.stream_id, r.event.stream_version),
-              rf::EncodeFixed64(r.event.position));
+    batch.Put(rf::LogKey(r.first_position()), r.value);
+    rf::AppendStreamEntries(r.events, &stream_entries);
+  }
+  for (const auto& [key, position] : stream_entries) {
+    batch.Put(key, rf::EncodeFixed64(position));
   }
   for (const auto& [id, entry] : rf::RebuildRequestEntries(earlier, records)) {
     batch.Put(rf::RequestKey(id), rf::EncodeRequestValue(entry));
@@ -884,18 +904,14 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
       }
     }
     AppendResult result;
-    absl::StatusOr<std::vector<rf::PlannedRecord>> records =
+    absl::StatusOr<rf::PlannedRecord> record =
         planner.Plan(*x->request, &result);
-    if (!records.ok()) {
-      x->result = records.status();
+    if (!record.ok()) {
+      x->result = record.status();
       continue;
     }
-    for (const rf::PlannedRecord& r : *records) {
-      batch.Put(rf::LogKey(r.event.position), r.value);
-      stream_entries.emplace_back(
-          rf::StreamKey(r.event.stream_id, r.event.stream_version),
-          r.event.position);
-    }
+    batch.Put(rf::LogKey(record->first_position()), record->value);
+    rf::AppendStreamEntries(record->events, &stream_entries);
     if (!request_id.empty()) {
       batch.Put(rf::RequestKey(request_id),
                 rf::EncodeRequestValue({x->digest, result}));
@@ -945,12 +961,40 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
   }
 }
 
+absl::Status RocksDbEventStore::ReadRecordHolding(
+    uint64_t position, bool verify, std::vector<RecordedEvent>* out) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(rocksdb::ReadOptions()));
+  it->SeekForPrev(rf::LogKey(position));
+  RETURN_IF_ERROR(FromRocks(it->status(), "reading the event log"));
+  absl::StatusOr<uint64_t> first =
+      it->Valid() ? rf::ParseLogKey(ToView(it->key()))
+                  : absl::NotFoundError("no record");
+  std::vector<RecordedEvent> record;
+  if (first.ok()) {
+    RETURN_IF_ERROR(
+        rf::DecodeRecordValue(*first, ToView(it->value()), verify, &record));
+  }
+  if (record.empty() || record.back().position < position) {
+    return absl::DataLossError(absl::StrCat("event log record at position ",
+                                            position, ": missing"));
+  }
+  *out = std::move(record);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<RecordedEvent>> RocksDbEventStore::ReadRange(
     uint64_t from, uint64_t to, size_t limit) const {
   if (from > to || limit == 0) return std::vector<RecordedEvent>();
-  // Collect the raw values first, then decode (and verify) them; large
-  // reads decode on two threads, since hashing dominates their cost.
-  std::vector<std::string> values;
+  const auto missing = [](uint64_t position) {
+    return absl::DataLossError(absl::StrCat("event log record at position ",
+                                            position, ": missing"));
+  };
+  // Collect the raw records first (from the one holding `from`), then
+  // decode (and verify) them; large reads decode on two threads, since
+  // hashing dominates their cost.
+  std::vector<std::pair<uint64_t, std::string>> values;
+  size_t events = 0;
   {
     rocksdb::ReadOptions ro;
     const std::string upper = rf::LogKey(to + 1);
@@ -959,31 +1003,36 @@ absl::StatusOr<std::vector<RecordedEvent>> RocksDbEventStore::ReadRange(
     if (limit > 64) ro.readahead_size = 1u << 20;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
     uint64_t expected = from;
-    for (it->Seek(rf::LogKey(from)); it->Valid() && values.size() < limit;
-         it->Next(), ++expected) {
-      absl::StatusOr<uint64_t> position = rf::ParseLogKey(ToView(it->key()));
-      if (!position.ok() || *position != expected) {
-        return absl::DataLossError(absl::StrCat(
-            "event log record at position ", expected, ": missing"));
+    for (it->SeekForPrev(rf::LogKey(from)); it->Valid() && events < limit;
+         it->Next()) {
+      absl::StatusOr<uint64_t> first = rf::ParseLogKey(ToView(it->key()));
+      absl::StatusOr<uint32_t> count =
+          rf::RecordEventCount(ToView(it->value()));
+      if (!first.ok() || !count.ok() ||
+          (values.empty() ? *first > from || *first + *count <= from
+                          : *first != expected)) {
+        return missing(expected);
       }
-      values.emplace_back(it->value().data(), it->value().size());
+      expected = *first + *count;
+      events += std::min(expected - 1, to) - std::max(*first, from) + 1;
+      values.emplace_back(*first, std::string(it->value().data(),
+                                              it->value().size()));
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "reading the event log"));
-    if (values.size() < limit && expected <= to) {
-      return absl::DataLossError(absl::StrCat(
-          "event log record at position ", expected, ": missing"));
-    }
+    if (events < limit && expected <= to) return missing(expected);
   }
-  std::vector<RecordedEvent> out(values.size());
+  std::vector<std::vector<RecordedEvent>> records(values.size());
   auto decode = [&](size_t begin, size_t end) -> absl::Status {
     for (size_t i = begin; i < end; ++i) {
-      ASSIGN_OR_RETURN(out[i], rf::DecodeRecordValue(from + i, values[i],
-                                                     options_.verify_reads));
+      RETURN_IF_ERROR(rf::DecodeRecordValue(values[i].first, values[i].second,
+                                            options_.verify_reads,
+                                            &records[i]));
     }
     return absl::OkStatus();
   };
   constexpr size_t kParallelDecodeMin = 1024;
-  if (options_.verify_reads && values.size() >= kParallelDecodeMin) {
+  if (options_.verify_reads && events >= kParallelDecodeMin &&
+      values.size() > 1) {
     const size_t half = values.size() / 2;
     absl::Status second;
     std::thread helper([&] { second = decode(half, values.size()); });
@@ -994,13 +1043,18 @@ absl::StatusOr<std::vector<RecordedEvent>> RocksDbEventStore::ReadRange(
   } else {
     RETURN_IF_ERROR(decode(0, values.size()));
   }
-  if (options_.verify_reads) {
-    for (size_t i = 1; i < out.size(); ++i) {
-      if (out[i].prev_hash != out[i - 1].hash) {
-        return absl::DataLossError(absl::StrCat(
-            "event log record at position ", out[i].position,
-            ": chain link broken (previous hash does not match)"));
-      }
+  std::vector<RecordedEvent> out;
+  out.reserve(std::min(events, limit));
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (options_.verify_reads && i > 0 &&
+        records[i].front().prev_hash != records[i - 1].back().hash) {
+      return absl::DataLossError(absl::StrCat(
+          "event log record at position ", records[i].front().position,
+          ": chain link broken (previous hash does not match)"));
+    }
+    for (RecordedEvent& e : records[i]) {
+      if (e.position < from || e.position > to || out.size() == limit) continue;
+      out.push_back(std::move(e));
     }
   }
   return out;
@@ -1029,23 +1083,33 @@ absl::StatusOr<std::vector<RecordedEvent>> RocksDbEventStore::ReadStream(
   std::vector<RecordedEvent> out;
   const uint64_t head = Head().position;
   const std::string prefix = rf::StreamKeyPrefix(stream_id);
+  from_version = std::max<uint64_t>(from_version, 1);
+  // Each index entry names the record holding the stream's versions up to
+  // its key's (record_format.h): the first entry at or past from_version
+  // holds it.
   std::vector<std::string> keys;
   {
     std::unique_ptr<rocksdb::Iterator> it(
         db_->NewIterator(rocksdb::ReadOptions()));
-    uint64_t expected = std::max<uint64_t>(from_version, 1);
-    for (it->Seek(rf::StreamKey(stream_id, expected));
-         it->Valid() && it->key().starts_with(prefix) && keys.size() < limit;
-         it->Next(), ++expected) {
+    uint64_t covered = from_version - 1;
+    std::string id;
+    uint64_t version = 0;
+    for (it->Seek(rf::StreamKey(stream_id, from_version));
+         it->Valid() && it->key().starts_with(prefix) &&
+         covered - from_version + 1 < limit;
+         it->Next()) {
       absl::StatusOr<uint64_t> position =
           rf::DecodeFixed64(ToView(it->value()));
-      if (!position.ok()) {
+      if (!position.ok() ||
+          !rf::ParseStreamKey(ToView(it->key()), &id, &version).ok() ||
+          version <= covered) {
         return absl::DataLossError(absl::StrCat(
-            "stream index of \"", stream_id, "\" at version ", expected,
+            "stream index of \"", stream_id, "\" after version ", covered,
             ": malformed"));
       }
       if (*position > head) break;  // Not yet published.
       keys.push_back(rf::LogKey(*position));
+      covered = version;
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "reading a stream index"));
   }
@@ -1054,23 +1118,33 @@ absl::StatusOr<std::vector<RecordedEvent>> RocksDbEventStore::ReadStream(
   std::vector<std::string> values;
   std::vector<rocksdb::Status> statuses =
       db_->MultiGet(rocksdb::ReadOptions(), slices, &values);
-  uint64_t expected_version = std::max<uint64_t>(from_version, 1);
-  for (size_t i = 0; i < keys.size(); ++i, ++expected_version) {
+  uint64_t expected_version = from_version;
+  std::vector<RecordedEvent> record;
+  for (size_t i = 0; i < keys.size() && out.size() < limit; ++i) {
     const uint64_t position = *rf::ParseLogKey(keys[i]);
     if (statuses[i].IsNotFound()) {
       return absl::DataLossError(absl::StrCat("event log record at position ",
                                               position, ": missing"));
     }
     RETURN_IF_ERROR(FromRocks(statuses[i], "reading the event log"));
-    ASSIGN_OR_RETURN(RecordedEvent r,
-                     rf::DecodeRecordValue(position, values[i],
-                                           options_.verify_reads));
-    if (r.stream_id != stream_id || r.stream_version != expected_version) {
+    record.clear();
+    RETURN_IF_ERROR(rf::DecodeRecordValue(position, values[i],
+                                          options_.verify_reads, &record));
+    const size_t before = out.size();
+    for (RecordedEvent& r : record) {
+      if (r.stream_id != stream_id || r.stream_version < expected_version ||
+          out.size() == limit) {
+        continue;
+      }
+      if (r.stream_version != expected_version) break;
+      ++expected_version;
+      out.push_back(std::move(r));
+    }
+    if (out.size() == before) {
       return absl::DataLossError(absl::StrCat(
           "event log record at position ", position,
           ": does not match the stream index of \"", stream_id, "\""));
     }
-    out.push_back(std::move(r));
   }
   return out;
 }

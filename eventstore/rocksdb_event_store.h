@@ -292,7 +292,10 @@ class RocksDbEventStore final : public EventStore {
   // The position of the saved snapshot as seen by `view` (nullptr: now).
   absl::StatusOr<uint64_t> SavedSnapshotPosition(
       const rocksdb::Snapshot* view) const;
-  // Reads records [from, to] ascending, verifying them if configured.
+  // Reads the record holding `position` (verified if `verify`) into `out`.
+  absl::Status ReadRecordHolding(uint64_t position, bool verify,
+                                 std::vector<RecordedEvent>* out) const;
+  // Reads events [from, to] ascending, verifying them if configured.
   absl::StatusOr<std::vector<RecordedEvent>> ReadRange(uint64_t from,
                                                        uint64_t to,
                                                        size_t limit) const;

@@ -1,8 +1,9 @@
 // Fuzzes the event store's record format: a stored record value, a stored
 // request outcome and every key kind, as a damaged disk or a bug could
 // leave them. Properties: nothing crashes; a value that decodes encodes
-// back to a value that decodes to the same record; a sealed record with
-// any one byte changed never verifies.
+// back to a value that decodes to the same events, and its header counts
+// them; a sealed record (of one event or of several) decodes to its events,
+// and with any one byte changed never verifies.
 //
 // Input: the first byte picks the mode. Even: the rest is a stored value
 // and a key. Odd: the rest builds a record (stream id, payload), which is
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "eventstore/record_format.h"
 
@@ -32,42 +34,54 @@ void DecodeAnything(absl::string_view bytes) {
   (void)rf::ParseSnapshotKey(bytes);
   (void)rf::DecodeFixed64(bytes);
   (void)rf::DecodeRequestValue(bytes);
-  (void)rf::DecodeRecordValue(7, bytes, /*verify=*/true);
-  absl::StatusOr<poledger::RecordedEvent> record =
-      rf::DecodeRecordValue(7, bytes, /*verify=*/false);
-  if (!record.ok()) return;
-  absl::StatusOr<poledger::RecordedEvent> again =
-      rf::DecodeRecordValue(7, rf::EncodeRecordValue(*record), false);
-  if (!again.ok() || again->payload != record->payload ||
-      again->stream_id != record->stream_id ||
-      again->stream_version != record->stream_version ||
-      again->event_type != record->event_type) {
+  std::vector<poledger::RecordedEvent> ignored;
+  (void)rf::DecodeRecordValue(7, bytes, /*verify=*/true, &ignored);
+  (void)rf::RecordEventCount(bytes);
+  std::vector<poledger::RecordedEvent> record;
+  if (!rf::DecodeRecordValue(7, bytes, /*verify=*/false, &record).ok()) return;
+  absl::StatusOr<uint32_t> count = rf::RecordEventCount(bytes);
+  if (!count.ok() || *count != record.size()) {
+    Fail("a decoded record's header miscounts its events");
+  }
+  std::vector<poledger::RecordedEvent> again;
+  if (!rf::DecodeRecordValue(7, rf::EncodeRecordValue(record), false, &again)
+           .ok() ||
+      again != record) {
     Fail("a decoded record does not round-trip");
   }
 }
 
+// A record of one to three events (the first input byte's low bits), on
+// one or two streams, sealed, then damaged at the offset the second gives.
 void DamageSealed(absl::string_view bytes) {
-  if (bytes.size() < 2) return;
-  const uint8_t offset = static_cast<uint8_t>(bytes[0]);
-  bytes.remove_prefix(1);
+  if (bytes.size() < 3) return;
+  const size_t events = 1 + static_cast<uint8_t>(bytes[0]) % 3;
+  const uint8_t offset = static_cast<uint8_t>(bytes[1]);
+  bytes.remove_prefix(2);
   const size_t cut = bytes.size() / 2;
-  poledger::RecordedEvent record;
-  record.position = 7;
-  record.stream_id = std::string(bytes.substr(0, cut));
-  record.stream_version = 3;
-  record.event_type = "invoice_recorded";
-  record.payload = std::string(bytes.substr(cut));
-  record.actor = "fuzz";
-  record.prev_hash.fill(0x5a);
-  const std::string sealed = rf::SealRecord(&record);
-  absl::StatusOr<poledger::RecordedEvent> intact =
-      rf::DecodeRecordValue(7, sealed, /*verify=*/true);
-  if (!intact.ok() || intact->payload != record.payload) {
+  std::vector<poledger::RecordedEvent> record(events);
+  for (size_t i = 0; i < events; ++i) {
+    poledger::RecordedEvent& e = record[i];
+    e.position = 7 + i;
+    e.stream_id = std::string(bytes.substr(0, cut));
+    if (e.stream_id.empty() || i == 2) e.stream_id += "-other";
+    e.stream_version = 3 + (i == 2 ? 0 : i);
+    e.event_type = "invoice_recorded";
+    e.payload = std::string(bytes.substr(cut));
+    e.event_id = i == 1 ? "evt-8" : "given";
+    e.actor = "fuzz";
+    e.prev_hash.fill(0x5a);
+  }
+  const std::string sealed = rf::SealRecord(absl::MakeSpan(record));
+  std::vector<poledger::RecordedEvent> intact;
+  if (!rf::DecodeRecordValue(7, sealed, /*verify=*/true, &intact).ok() ||
+      intact != record) {
     Fail("a sealed record does not verify");
   }
   std::string damaged = sealed;
   damaged[offset % damaged.size()] ^= 0x01;
-  if (rf::DecodeRecordValue(7, damaged, /*verify=*/true).ok()) {
+  std::vector<poledger::RecordedEvent> out;
+  if (rf::DecodeRecordValue(7, damaged, /*verify=*/true, &out).ok()) {
     Fail("a record with a changed byte verifies");
   }
 }

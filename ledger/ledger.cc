@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "base/status_macros.h"
+#include "eventstore/positions.h"
 #include "base/thread_name.h"
 #include "core/decide.h"
 #include "core/errors.h"
@@ -117,13 +118,13 @@ absl::Status Ledger::Load() {
                        }));
   last_snapshot_position_ = snapshot_position;
   // And those of the records after it: accounts created since.
-  uint64_t next = snapshot_position + 1;
+  uint64_t next = PositionAfter(snapshot_position);
   for (;;) {
     ASSIGN_OR_RETURN(std::vector<RecordedEvent> batch,
                      store_->ReadForward(next, 4096));
     if (batch.empty()) break;
     for (const RecordedEvent& record : batch) {
-      next = record.position + 1;
+      next = PositionAfter(record.position);
       const std::string account_id = AccountOfStream(record.stream_id);
       if (!account_id.empty()) list(account_id);
     }
@@ -384,9 +385,8 @@ absl::StatusOr<ExecuteResult> Ledger::ReadAppended(
   ExecuteResult result;
   result.duplicate = appended.deduplicated;
   ASSIGN_OR_RETURN(std::vector<RecordedEvent> records,
-                   store_->ReadForward(
-                       appended.first_position,
-                       appended.last_position - appended.first_position + 1));
+                   store_->ReadForward(appended.first_position,
+                                       EventCount(appended)));
   for (const RecordedEvent& r : records) {
     ASSIGN_OR_RETURN(LoggedEvent logged, DecodeRecord(r));
     result.events.push_back(std::move(logged));
@@ -638,7 +638,7 @@ void Ledger::AnswerItems(Appended& a, uint64_t first_position) {
   logged.reserve(events.size());
   for (size_t k = 0; k < events.size(); ++k) {
     // Applied (or previewed): the answer takes the event over.
-    logged.push_back({first_position == 0 ? 0 : first_position + k,
+    logged.push_back({NthPosition(first_position, k),
                       a.version + k + 1, a.now, std::move(events[k])});
   }
   for (size_t i = 0; i < a.items.size(); ++i) {
@@ -779,7 +779,7 @@ void Ledger::ApplyLocked(Appended& a) {
   for (size_t k = 0; k < a.events->size() && applied.ok(); ++k) {
     absl::StatusOr<std::vector<std::string>> touched =
         ApplyEvent(account->state, (*a.events)[k],
-                   a.positions.first_position + k, nullptr);
+                   NthPosition(a.positions.first_position, k), nullptr);
     if (touched.ok()) {
       MarkChanged(account, *touched);
     } else {

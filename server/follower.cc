@@ -12,6 +12,7 @@
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
 #include "ledger/ledger.h"
+#include "eventstore/positions.h"
 #include "eventstore/record_format.h"
 #include "poledger/v1/log.grpc.pb.h"
 #include "poledger/v1/replication.grpc.pb.h"
@@ -254,28 +255,24 @@ absl::Status Follower::Session() {
       return stream->Write(ack);
     };
   }
-  uint64_t expected = from.position + 1;
+  uint64_t expected = PositionAfter(from.position);
   absl::Status ended;
   v1::ReplicateResponse message;
   while (ended.ok() && stream->Read(&message)) {
     std::vector<RecordedEvent> records;
     records.reserve(message.records_size());
     for (const v1::LogRecord& r : message.records()) {
-      // Replicate checks each record's hash and link as it stores it.
-      absl::StatusOr<RecordedEvent> record = record_format::DecodeRecordValue(
-          r.position(), r.value(), /*verify=*/false);
-      if (!record.ok()) {
-        ended = record.status();
-        break;
-      }
-      if (record->position != expected) {
+      if (r.position() != expected) {
         ended = absl::InternalError(absl::StrCat("the leader sent position ",
-                                                 record->position, " where ",
+                                                 r.position(), " where ",
                                                  expected, " was next"));
         break;
       }
-      ++expected;
-      records.push_back(*std::move(record));
+      // Replicate checks each record's hash and link as it stores it.
+      ended = record_format::DecodeRecordValue(r.position(), r.value(),
+                                               /*verify=*/false, &records);
+      if (!ended.ok()) break;
+      expected = PositionAfter(records.back().position);
     }
     if (!ended.ok()) break;
     absl::MutexLock lock(&mu_);
@@ -412,8 +409,10 @@ void Follower::StoreLoop() {
       // Stopping: what is queued and not stored is copied again next time.
       if (stopping() || !fatal_.ok()) return;
       batch.reserve(std::min(queue_.size(), options_.batch_records));
-      while (batch.size() < options_.batch_records && !queue_.empty() &&
-             queue_.front().position <= storable_) {
+      // Whole records: a record the batch's size would cut goes in whole.
+      while (!queue_.empty() && queue_.front().position <= storable_ &&
+             (batch.size() < options_.batch_records ||
+              batch.back().position != batch.back().record_last())) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

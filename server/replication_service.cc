@@ -143,6 +143,16 @@ grpc::Status ReplicationServiceImpl::Replicate(
                         : log->ReadForward(
                               next, static_cast<size_t>(std::min<uint64_t>(
                                         kBatchRecords, head_now - next + 1)));
+    // Whole records only: a read its limit cut ends before the cut record,
+    // or, if that record is the first, reads all of it.
+    if (records.ok() && !records->empty()) {
+      const size_t whole = record_format::WholeRecordEvents(*records);
+      if (whole > 0) {
+        records->resize(whole);
+      } else {
+        records = log->ReadForward(next, records->back().record_events);
+      }
+    }
     if (!records.ok()) {
       why = records.status().ToString();
       break;
@@ -153,10 +163,17 @@ grpc::Status ReplicationServiceImpl::Replicate(
       continue;
     }
     v1::ReplicateResponse response;
-    for (const RecordedEvent& record : *records) {
-      v1::LogRecord* out = response.add_records();
-      out->set_position(record.position);
-      out->set_value(record_format::EncodeRecordValue(record));
+    absl::Status framed = record_format::ForEachRecord(
+        *records, [&](size_t first, size_t count) {
+          v1::LogRecord* out = response.add_records();
+          out->set_position((*records)[first].position);
+          out->set_value(record_format::EncodeRecordValue(
+              record_format::RecordEvents(&(*records)[first], count)));
+          return absl::OkStatus();
+        });
+    if (!framed.ok()) {
+      why = framed.ToString();
+      break;
     }
     response.set_committed_position(committed);
     response.set_head_position(log->Head().position);

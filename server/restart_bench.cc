@@ -131,19 +131,22 @@ bool SetMarkBehind(const std::string& dir, uint64_t behind) {
   if (!it->Valid()) return false;
   auto head = record_format::ParseLogKey(it->key().ToString());
   if (!head.ok() || *head <= behind) return false;
-  const uint64_t at = *head - behind;
-  std::string value;
-  if (!db->Get(rocksdb::ReadOptions(), record_format::LogKey(at), &value)
-           .ok()) {
+  // The end of the record `behind` records below the last one.
+  it->SeekForPrev(record_format::LogKey(*head - behind));
+  if (!it->Valid()) return false;
+  auto first = record_format::ParseLogKey(it->key().ToString());
+  std::vector<RecordedEvent> record;
+  if (!first.ok() || !record_format::DecodeRecordValue(
+                          *first, it->value().ToString(), true, &record)
+                          .ok()) {
     return false;
   }
-  auto record = record_format::DecodeRecordValue(at, value, true);
-  if (!record.ok()) return false;
   rocksdb::WriteOptions wo;
   wo.sync = true;
   return db
       ->Put(wo, record_format::MetaVerifiedKey(),
-            record_format::EncodeVerifiedMark({at, record->hash}))
+            record_format::EncodeVerifiedMark(
+                {record.back().position, record.back().hash}))
       .ok();
 }
 

@@ -22,6 +22,7 @@
 #include "core/matching.h"
 #include "core/proto_time.h"
 #include "eventstore/committed_store.h"
+#include "eventstore/positions.h"
 #include "openssl/crypto.h"
 #include "server/commit_tracker.h"
 #include "server/log.h"
@@ -865,7 +866,7 @@ absl::StatusOr<v1::Invoice> AnswerInvoice(
     }));
   } else {
     ASSIGN_OR_RETURN(before,
-                     ledger->AccountAt(account_id, record->position - 1));
+                     ledger->AccountAt(account_id, PositionBefore(record->position)));
   }
   const v1::MatchExplanation full =
       core::ExplainRecorded(before, record->event.invoice_recorded().invoice());
@@ -1258,7 +1259,7 @@ grpc::Status EventLogServiceImpl::ReadEvents(
                        store->ReadForward(from, 512));
       if (records.empty()) return out;
       for (const RecordedEvent& r : records) {
-        from = r.position + 1;
+        from = PositionAfter(r.position);
         ++scanned;
         if (!request->account_id().empty() &&
             AccountOfStream(r.stream_id) != request->account_id()) {

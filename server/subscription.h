@@ -32,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "eventstore/event_store.h"
+#include "eventstore/positions.h"
 #include "grpcpp/support/server_callback.h"
 #include "ledger/ledger.h"
 #include "server/log_tail.h"
@@ -149,7 +150,7 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
     // to read, the next queued one, or those dropped after the last sent.
     uint64_t progress = offered;
     auto below = [&](uint64_t position) {
-      progress = std::min(progress, position - 1);
+      progress = std::min(progress, PositionBefore(position));
     };
     if (taken_ != 0) below(taken_);
     if (in_flight_position_ > last_sent_) below(in_flight_position_);
@@ -342,7 +343,7 @@ class LogSubscription final : public grpc::ServerWriteReactor<Response>,
     }
     for (RecordedEvent& r : *batch) {
       if (r.position > to) break;
-      read_next_ = r.position + 1;
+      read_next_ = PositionAfter(r.position);
       if (hooks_.wants(r)) {
         catch_up_.push_back(
             std::make_shared<const RecordedEvent>(std::move(r)));

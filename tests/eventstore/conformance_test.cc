@@ -128,6 +128,92 @@ TEST_P(ConformanceTest, RecordsCarryMetadataAndAHashChain) {
   EXPECT_EQ(store_->Head().hash, all.back().hash);
 }
 
+// One append is one record: its events take consecutive positions and
+// share one hash; every read may start or end inside a record.
+TEST_P(ConformanceTest, AnAppendIsOneRecordReadableFromAnyPosition) {
+  MustAppend(OneEvent("a", ExpectedVersion::Any(), "a1"));
+  AppendRequest many;
+  many.metadata.request_id = "req-many";
+  many.metadata.actor = "batcher";
+  many.metadata.timestamp = absl::FromUnixSeconds(1767225600);
+  many.streams.push_back({"a",
+                          ExpectedVersion::Exact(1),
+                          {{"TestEvent", "a2", ""},
+                           {"TestEvent", "a3", "mine"},
+                           {"TestEvent", "a4", ""}}});
+  many.streams.push_back(
+      {"b", ExpectedVersion::NoStream(), {{"TestEvent", "b1", ""}}});
+  const AppendResult result = MustAppend(many);
+  EXPECT_EQ(result.first_position, 2u);
+  EXPECT_EQ(result.last_position, 5u);
+  EXPECT_EQ(result.stream_versions, (std::vector<uint64_t>{4, 1}));
+  MustAppend(OneEvent("b", ExpectedVersion::Any(), "b2"));
+
+  const std::vector<RecordedEvent> all = ReadAll();
+  ASSERT_EQ(all.size(), 6u);
+  for (size_t i = 1; i <= 4; ++i) {
+    EXPECT_EQ(all[i].position, i + 1);
+    EXPECT_EQ(all[i].record_first(), 2u);
+    EXPECT_EQ(all[i].record_last(), 5u);
+    EXPECT_EQ(all[i].hash, all[1].hash);
+    EXPECT_EQ(all[i].prev_hash, all[0].hash);
+    EXPECT_EQ(all[i].actor, "batcher");
+    EXPECT_EQ(all[i].request_id, "req-many");
+  }
+  EXPECT_EQ(all[2].event_id, "mine");
+  EXPECT_EQ(all[3].event_id, "evt-4");
+  EXPECT_EQ(all[2].stream_version, 3u);
+  EXPECT_EQ(all[4].stream_id, "b");
+  EXPECT_EQ(all[5].prev_hash, all[1].hash);
+  EXPECT_EQ(all[0].record_last(), 1u);
+  EXPECT_EQ(record_format::ComputeRecordHash(
+                record_format::RecordEvents(&all[1], 4)),
+            all[1].hash);
+  EXPECT_EQ(store_->Head().hash, all[5].hash);
+
+  // Forward and backward from inside the record, and cut inside it.
+  auto forward = store_->ReadForward(3, 2);
+  ASSERT_OK(forward);
+  EXPECT_EQ(*forward, std::vector<RecordedEvent>(all.begin() + 2,
+                                                 all.begin() + 4));
+  auto backward = store_->ReadBackward(4, 2);
+  ASSERT_OK(backward);
+  ASSERT_EQ(backward->size(), 2u);
+  EXPECT_EQ((*backward)[0], all[3]);
+  EXPECT_EQ((*backward)[1], all[2]);
+  auto tail = store_->ReadForward(5, 10);
+  ASSERT_OK(tail);
+  EXPECT_EQ(*tail, std::vector<RecordedEvent>(all.begin() + 4, all.end()));
+  // A stream read from a version inside the record.
+  auto a = store_->ReadStream("a", 3, 10);
+  ASSERT_OK(a);
+  ASSERT_EQ(a->size(), 2u);
+  EXPECT_EQ((*a)[0].position, 3u);
+  EXPECT_EQ((*a)[1].position, 4u);
+  auto a_first = store_->ReadStream("a", 1, 2);
+  ASSERT_OK(a_first);
+  ASSERT_EQ(a_first->size(), 2u);
+  EXPECT_EQ((*a_first)[1].stream_version, 2u);
+  auto b = store_->ReadStream("b", 1, 10);
+  ASSERT_OK(b);
+  ASSERT_EQ(b->size(), 2u);
+  EXPECT_EQ((*b)[0].position, 5u);
+  EXPECT_EQ((*b)[1].position, 6u);
+  EXPECT_EQ(store_->StreamVersion("a"), 4u);
+  // A retry of the append finds its one result.
+  auto again = store_->Append(many);
+  ASSERT_OK(again);
+  EXPECT_TRUE(again->deduplicated);
+  EXPECT_EQ(again->first_position, 2u);
+  EXPECT_EQ(again->last_position, 5u);
+  // A snapshot at the record's end.
+  ASSERT_OK(store_->SaveSnapshotParts(5, {{"part", "blob"}}));
+  auto saved = store_->ReadSnapshotParts(
+      {}, [](absl::string_view, absl::string_view) { return absl::OkStatus(); });
+  ASSERT_OK(saved);
+  EXPECT_EQ(*saved, 5u);
+}
+
 TEST_P(ConformanceTest, ExpectedVersionIsEnforced) {
   MustAppend(OneEvent("a", ExpectedVersion::NoStream(), "p1"));
   EXPECT_THAT(store_->Append(OneEvent("a", ExpectedVersion::NoStream(), "x")),
@@ -194,7 +280,7 @@ TEST_P(ConformanceTest, ConcurrentAppendsStayGapFree) {
     EXPECT_EQ(all[i].position, i + 1);
     EXPECT_EQ(all[i].stream_version, ++versions[all[i].stream_id]);
     if (i > 0) {
-      EXPECT_EQ(all[i].prev_hash, all[i - 1].hash);
+      EXPECT_TRUE(record_format::LinksTo(all[i], {i, all[i - 1].hash}));
     }
   }
   for (const auto& [stream, version] : versions) {
@@ -657,11 +743,19 @@ TEST_P(ConformanceTest, ReplicatedRecordsKeepPositionsHashesAndRequests) {
   auto records = leader.ReadForward(1, 100);
   ASSERT_OK(records);
   ASSERT_EQ(records->size(), 7u);
-  // In three copies, the second ending inside the two-stream append.
+  // The two-stream append is one record of three events (positions 4-6).
+  EXPECT_EQ((*records)[4].record_first(), 4u);
+  EXPECT_EQ((*records)[4].record_last(), 6u);
+  // A copy that ends inside a record writes nothing.
+  EXPECT_THAT(store_->Replicate({records->begin(), records->begin() + 5}),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("position 4: its record is cut short")));
+  EXPECT_EQ(store_->Head().position, 0u);
+  // In three copies, the second ending with the two-stream append.
   const std::vector<std::vector<RecordedEvent>> parts = {
       {records->begin(), records->begin() + 2},
-      {records->begin() + 2, records->begin() + 5},
-      {records->begin() + 5, records->end()}};
+      {records->begin() + 2, records->begin() + 6},
+      {records->begin() + 6, records->end()}};
   for (const auto& part : parts) ASSERT_OK(store_->Replicate(part));
   EXPECT_EQ(ReadAll(), *records);
   EXPECT_EQ(store_->Head().position, leader.Head().position);
@@ -715,8 +809,12 @@ TEST_P(ConformanceTest,
   EXPECT_THAT(store_->Replicate({(*records)[1]}),
               StatusIs(absl::StatusCode::kFailedPrecondition));
   // A gap inside the copy.
-  EXPECT_THAT(store_->Replicate({(*records)[2], (*records)[4]}),
+  EXPECT_THAT(store_->Replicate({(*records)[2], (*records)[6]}),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("gap")));
+  // A copy that starts inside a record.
+  EXPECT_THAT(store_->Replicate({(*records)[2], (*records)[4], (*records)[5]}),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("whose start is missing")));
   // A changed payload, a changed hash.
   RecordedEvent forged = (*records)[2];
   forged.payload = "changed";

@@ -43,5 +43,48 @@ TEST(FixtureTest, ALogOfFormatOneOpensAndVerifiesToItsDigest) {
   EXPECT_EQ(*(*store)->SnapshotPosition(), 28u);
 }
 
+// The upgrade: the first records of several events follow the old ones in
+// one chain, and the log reopens (checked whole, and from its mark) and
+// verifies; its marker says format 2 from the first open.
+TEST(FixtureTest, ALogOfFormatOneTakesRecordsOfSeveralEvents) {
+  TempDir dir;
+  const std::string copy = dir.path() + "/log";
+  std::filesystem::copy(POLEDGER_FIXTURES "/log-format-1", copy);
+  RocksDbEventStoreOptions options;
+  options.path = copy;
+  options.create_if_missing = false;
+  LogHead head;
+  {
+    auto store = RocksDbEventStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    AppendRequest many;
+    many.streams.push_back({"account/acct-b",
+                            ExpectedVersion::Exact(14),
+                            {{"TestEvent", "x", ""}, {"TestEvent", "y", ""}}});
+    absl::StatusOr<AppendResult> result = (*store)->Append(many);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->first_position, 32u);
+    EXPECT_EQ(result->last_position, 33u);
+    head = (*store)->Head();
+  }
+  for (bool from_mark : {true, false}) {
+    options.verify_from_mark = from_mark;
+    auto store = RocksDbEventStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_EQ((*store)->Head().position, 33u);
+    EXPECT_EQ((*store)->Head().hash, head.hash);
+    absl::StatusOr<LogHead> verified = (*store)->VerifyLog();
+    ASSERT_TRUE(verified.ok()) << verified.status();
+    EXPECT_EQ(verified->hash, head.hash);
+    auto tail = (*store)->ReadForward(31, 10);
+    ASSERT_TRUE(tail.ok());
+    ASSERT_EQ(tail->size(), 3u);
+    EXPECT_EQ(HashToHex((*tail)[0].hash), kDigest);
+    EXPECT_EQ((*tail)[1].prev_hash, (*tail)[0].hash);
+    EXPECT_EQ((*tail)[2].stream_version, 16u);
+    EXPECT_EQ((*store)->StreamVersion("account/acct-b"), 16u);
+  }
+}
+
 }  // namespace
 }  // namespace poledger

@@ -1,6 +1,7 @@
 #include "eventstore/record_format.h"
 
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -35,7 +36,7 @@ TEST(RecordFormatTest, RecordValueRoundTrips) {
   const RecordedEvent r = SampleRecord();
   const std::string value = EncodeRecordValue(r);
   EXPECT_EQ(static_cast<uint8_t>(value[0]), kRecordFormat);
-  auto decoded = DecodeRecordValue(r.position, value, /*verify=*/true);
+  auto decoded = DecodeOneEventRecord(r.position, value, /*verify=*/true);
   ASSERT_OK(decoded);
   EXPECT_EQ(*decoded, r);
 }
@@ -44,13 +45,13 @@ TEST(RecordFormatTest, HashCoversPositionAndEveryField) {
   const RecordedEvent r = SampleRecord();
   const std::string value = EncodeRecordValue(r);
   // The same bytes stored at another position fail verification.
-  EXPECT_THAT(DecodeRecordValue(r.position + 1, value, true),
+  EXPECT_THAT(DecodeOneEventRecord(r.position + 1, value, true),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 301")));
   // Flipping any single byte after the format byte is detected.
   for (size_t i = 1; i < value.size(); ++i) {
     std::string tampered = value;
     tampered[i] = static_cast<char>(tampered[i] ^ 0x01);
-    EXPECT_THAT(DecodeRecordValue(r.position, tampered, true),
+    EXPECT_THAT(DecodeOneEventRecord(r.position, tampered, true),
                 StatusIs(absl::StatusCode::kDataLoss))
         << "byte " << i;
   }
@@ -60,10 +61,86 @@ TEST(RecordFormatTest, TruncatedValuesAreDataLoss) {
   const std::string value = EncodeRecordValue(SampleRecord());
   for (size_t len : {size_t{0}, size_t{1}, size_t{40}, size_t{65},
                      value.size() - 1}) {
-    EXPECT_THAT(DecodeRecordValue(300, value.substr(0, len), false),
+    EXPECT_THAT(DecodeOneEventRecord(300, value.substr(0, len), false),
                 StatusIs(absl::StatusCode::kDataLoss))
         << "length " << len;
   }
+}
+
+// Three events of one append on two streams, sealed as one record.
+std::vector<RecordedEvent> SampleMany() {
+  std::vector<RecordedEvent> events(3, SampleRecord());
+  events[1].stream_id = "account/other";
+  events[1].stream_version = 1;
+  events[1].event_id = "evt-301";  // The derived id: stored empty.
+  events[2].stream_version = 130;
+  events[2].payload = "third";
+  for (size_t i = 0; i < events.size(); ++i) events[i].position = 300 + i;
+  SealRecord(absl::MakeSpan(events));
+  return events;
+}
+
+TEST(RecordFormatTest, ARecordOfSeveralEventsRoundTrips) {
+  const std::vector<RecordedEvent> events = SampleMany();
+  for (const RecordedEvent& e : events) {
+    EXPECT_EQ(e.hash, events[0].hash);
+    EXPECT_EQ(e.record_first(), 300u);
+    EXPECT_EQ(e.record_last(), 302u);
+  }
+  const std::string value = EncodeRecordValue(events);
+  EXPECT_EQ(static_cast<uint8_t>(value[0]), kManyRecordFormat);
+  EXPECT_EQ(*RecordEventCount(value), 3u);
+  std::vector<RecordedEvent> decoded;
+  ASSERT_OK(DecodeRecordValue(300, value, /*verify=*/true, &decoded));
+  EXPECT_EQ(decoded, events);
+  EXPECT_EQ(decoded[1].event_id, "evt-301");
+  EXPECT_EQ(ComputeRecordHash(decoded), events[0].hash);
+  EXPECT_THAT(DecodeOneEventRecord(300, value, true),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  // Shared metadata and the stream table are stored once: the record is
+  // smaller than its events alone.
+  size_t alone = 0;
+  for (const RecordedEvent& e : events) alone += EncodeRecordValue(e).size();
+  EXPECT_LT(value.size(), alone);
+}
+
+TEST(RecordFormatTest, ARecordOfSeveralEventsDetectsEveryChange) {
+  const std::string value = EncodeRecordValue(SampleMany());
+  std::vector<RecordedEvent> out;
+  EXPECT_THAT(DecodeRecordValue(301, value, true, &out),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("position 301")));
+  for (size_t i = 1; i < value.size(); ++i) {
+    std::string tampered = value;
+    tampered[i] = static_cast<char>(tampered[i] ^ 0x01);
+    EXPECT_THAT(DecodeRecordValue(300, tampered, true, &out),
+                StatusIs(absl::StatusCode::kDataLoss))
+        << "byte " << i;
+  }
+  for (size_t len = 0; len < value.size(); ++len) {
+    EXPECT_THAT(DecodeRecordValue(300, value.substr(0, len), false, &out),
+                StatusIs(absl::StatusCode::kDataLoss))
+        << "length " << len;
+  }
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(RecordFormatTest, WholeRecordsAndLinks) {
+  const std::vector<RecordedEvent> events = SampleMany();
+  EXPECT_EQ(WholeRecordEvents(events), 3u);
+  EXPECT_EQ(WholeRecordEvents(absl::MakeConstSpan(events).subspan(0, 2)), 0u);
+  EXPECT_TRUE(LinksTo(events[0], {299, events[0].prev_hash}));
+  EXPECT_TRUE(LinksTo(events[1], {300, events[0].hash}));
+  EXPECT_FALSE(LinksTo(events[1], {300, events[0].prev_hash}));
+  std::vector<std::pair<std::string, uint64_t>> entries;
+  AppendStreamEntries(events, &entries);
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].first, StreamKey("account/123456789012", 130));
+  EXPECT_EQ(entries[0].second, 300u);
+  EXPECT_EQ(entries[1].first, StreamKey("account/other", 1));
+  EXPECT_THAT(ForEachRecord(absl::MakeConstSpan(events).subspan(1),
+                            [](size_t, size_t) { return absl::OkStatus(); }),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("whose start is missing")));
 }
 
 TEST(RecordFormatTest, KeysRoundTripAndSortByPosition) {

@@ -56,7 +56,7 @@ class RocksDbEventStoreTest : public ::testing::Test {
       ASSERT_TRUE(db->Get(rocksdb::ReadOptions(),
                           record_format::LogKey(position), &value)
                       .ok());
-      auto r = record_format::DecodeRecordValue(position, value, true);
+      auto r = record_format::DecodeOneEventRecord(position, value, true);
       ASSERT_OK(r);
       ASSERT_TRUE(
           db->Put(rocksdb::WriteOptions(), record_format::MetaVerifiedKey(),
@@ -167,7 +167,7 @@ TEST_F(RocksDbEventStoreTest, RewrittenRecordWithValidHashBreaksTheChain) {
     std::string value;
     ASSERT_TRUE(
         db->Get(rocksdb::ReadOptions(), record_format::LogKey(3), &value).ok());
-    auto r = record_format::DecodeRecordValue(3, value, true);
+    auto r = record_format::DecodeOneEventRecord(3, value, true);
     ASSERT_OK(r);
     r->payload = "forged";
     r->hash = record_format::ComputeRecordHash(*r);
@@ -294,7 +294,7 @@ TEST_F(RocksDbEventStoreTest, AChangedMarkIsNotTrusted) {
     std::string value;
     ASSERT_TRUE(
         db->Get(rocksdb::ReadOptions(), record_format::LogKey(2), &value).ok());
-    auto two = record_format::DecodeRecordValue(2, value, true);
+    auto two = record_format::DecodeOneEventRecord(2, value, true);
     ASSERT_OK(two);
     ASSERT_TRUE(db->Put(rocksdb::WriteOptions(),
                         record_format::MetaVerifiedKey(),
