@@ -439,27 +439,39 @@ absl::Status DecodeMany(uint64_t first, Reader& reader,
   }
   shared.timestamp = absl::FromUnixMicros(static_cast<int64_t>(micros));
   std::vector<std::pair<std::string, uint64_t>> next(streams);
+  absl::flat_hash_set<absl::string_view> ids;
   for (auto& [stream_id, version] : next) {
     if (!reader.GetLengthPrefixed(&stream_id) ||
         !reader.GetVarint64(&version) || stream_id.empty() || version == 0) {
       return Corrupt(first, "malformed record streams");
     }
   }
+  for (const auto& entry : next) {
+    if (!ids.insert(entry.first).second) {
+      return Corrupt(first, "a stream appears twice in its record");
+    }
+  }
+  // Streams are listed in the order events first name them (one encoding
+  // per record).
+  uint64_t named = 0;
   events.resize(n, shared);
   for (uint64_t i = 0; i < n; ++i) {
     RecordedEvent& e = events[i];
     e.position = first + i;
     uint64_t index = 0;
-    if (!reader.GetVarint64(&index) || index >= streams ||
+    if (!reader.GetVarint64(&index) || index > named || index >= streams ||
         !reader.GetLengthPrefixed(&e.event_type) ||
         !reader.GetLengthPrefixed(&e.payload) ||
-        !reader.GetLengthPrefixed(&e.event_id)) {
+        !reader.GetLengthPrefixed(&e.event_id) ||
+        (!e.event_id.empty() && StoredEventId(e).empty())) {
       return Corrupt(first + i, "malformed event in its record");
     }
+    if (index == named) ++named;
     e.stream_id = next[index].first;
     e.stream_version = next[index].second++;
     if (e.event_id.empty()) e.event_id = absl::StrCat("evt-", e.position);
   }
+  if (named != streams) return Corrupt(first, "a stream of its record is unused");
   if (!reader.empty()) return Corrupt(first, "trailing bytes in its record");
   return absl::OkStatus();
 }

@@ -63,9 +63,9 @@ void DamageSealed(absl::string_view bytes) {
   for (size_t i = 0; i < events; ++i) {
     poledger::RecordedEvent& e = record[i];
     e.position = 7 + i;
-    e.stream_id = std::string(bytes.substr(0, cut));
-    if (e.stream_id.empty() || i == 2) e.stream_id += "-other";
-    e.stream_version = 3 + (i == 2 ? 0 : i);
+    // The first two events on one stream, the third on another.
+    e.stream_id = std::string(bytes.substr(0, cut)) + (i == 2 ? "/b" : "/a");
+    e.stream_version = i == 2 ? 1 : 3 + i;
     e.event_type = "invoice_recorded";
     e.payload = std::string(bytes.substr(cut));
     e.event_id = i == 1 ? "evt-8" : "given";
