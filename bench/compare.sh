@@ -13,7 +13,10 @@
 # of the client's own stream) at 1, 16, 64 and 256 clients, and 500-event
 # batches in one transaction at 1 and 4 clients. poledger: a fresh server,
 # and poledger-loadgen's RecordInvoice at the same concurrencies and
-# BatchRecordInvoices of 500 at 1 and 4. Prints both and the ratios.
+# BatchRecordInvoices of 500 at 1 and 4. Each side warms up unmeasured
+# first: pgbench runs each script once, poledger-loadgen each load for 2 s
+# before each concurrency's windows (a new client's first seconds ran at
+# half the rate of the next ones). Prints both and the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${POLEDGER_COMPARE_SECONDS:-10}"
@@ -89,6 +92,10 @@ pgbench_tps() {
   fi
 }
 declare -A pg_single pg_batch
+# Each side warms up first (caches, allocators, the table's or the
+# accounts' first writes), so that no measurement is of a cold start.
+pgbench_tps "$work/single.sql" 16 >/dev/null
+pgbench_tps "$work/batch.sql" 4 >/dev/null
 for c in 1 16 64 256; do pg_single[$c]="$(pgbench_tps "$work/single.sql" "$c")"; done
 for c in 1 4; do pg_batch[$c]=$(( $(pgbench_tps "$work/batch.sql" "$c") * 500 )); done
 as_pg "$pg_bin/pg_ctl" -D "$work/pg" -m fast -w stop >/dev/null
@@ -104,7 +111,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 loadgen=("$build/clients/poledger-loadgen" --server="127.0.0.1:$port"
-  --seconds="$seconds" --server-pid="$server_pid")
+  --seconds="$seconds" --server-pid="$server_pid" --warmup=2)
 "${loadgen[@]}" --methods=invoice --concurrency=1,16,64,256 >"$work/single.txt"
 "${loadgen[@]}" --methods=batch --batch-sizes=500 --concurrency=1,4 >"$work/batch.txt"
 declare -A pl_single pl_batch

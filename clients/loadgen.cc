@@ -238,6 +238,7 @@ int Main(int argc, char** argv) {
   int accounts = 256;
   int channels = 1;
   int rounds = 4;
+  double warmup_seconds = 0;
   int server_pid = 0;
   std::vector<std::string> methods = {"info",    "get",    "get-invoice",
                                       "invoice", "create", "batch"};
@@ -255,6 +256,11 @@ int Main(int argc, char** argv) {
                  "Connections to the server; requests take them in turn")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  app.add_option("--warmup", warmup_seconds,
+                 "Seconds each method runs unmeasured before the first window "
+                 "of each concurrency (the channel's flow-control windows and "
+                 "the server's caches warm up)")
+      ->check(CLI::Range(0.0, 600.0));
   app.add_option("--rounds", rounds,
                  "Windows per method: methods take turns, each measured for "
                  "seconds/rounds per window")
@@ -459,19 +465,22 @@ int Main(int argc, char** argv) {
     // drifts (other tenants, frequency) shifts every method alike and the
     // same-run ratios stay meaningful.
     std::map<std::string, Samples> samples;
-    for (int r = 0; r < rounds; ++r) {
+    for (int r = warmup_seconds > 0 ? -1 : 0; r < rounds; ++r) {
+      // Round -1 is the warm-up: run, then forgotten.
+      const absl::Duration window = r < 0 ? absl::Seconds(warmup_seconds)
+                                          : duration / rounds;
+      std::map<std::string, Samples> discarded;
+      std::map<std::string, Samples>& into = r < 0 ? discarded : samples;
       for (const std::string& m : methods) {
         if (m == "batch") {
           for (int size : sizes) {
             const std::string name = absl::StrCat("batch-", size);
-            Run(concurrency, duration / rounds, issues[name], server_pid,
-                &samples[name]);
+            Run(concurrency, window, issues[name], server_pid, &into[name]);
           }
           continue;
         }
         if (issues.count(m) == 0) continue;
-        Run(concurrency, duration / rounds, issues[m], server_pid,
-            &samples[m]);
+        Run(concurrency, window, issues[m], server_pid, &into[m]);
       }
     }
     // Rows in a fixed order, whatever order --methods named them in.
