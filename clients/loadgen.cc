@@ -466,11 +466,14 @@ int Main(int argc, char** argv) {
     // same-run ratios stay meaningful.
     std::map<std::string, Samples> samples;
     for (int r = warmup_seconds > 0 ? -1 : 0; r < rounds; ++r) {
-      // Round -1 is the warm-up: run, then forgotten.
+      // Round -1 is the warm-up: its figures are forgotten after it, its
+      // request numbers go on (so that no invoice id repeats).
+      if (r == 0) {
+        for (auto& [name, warm] : samples) warm = Samples{.next_seq = warm.next_seq};
+      }
       const absl::Duration window = r < 0 ? absl::Seconds(warmup_seconds)
                                           : duration / rounds;
-      std::map<std::string, Samples> discarded;
-      std::map<std::string, Samples>& into = r < 0 ? discarded : samples;
+      std::map<std::string, Samples>& into = samples;
       for (const std::string& m : methods) {
         if (m == "batch") {
           for (int size : sizes) {

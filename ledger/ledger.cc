@@ -5,15 +5,16 @@
 #include <memory>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "base/status_macros.h"
-#include "eventstore/positions.h"
 #include "base/thread_name.h"
 #include "core/decide.h"
 #include "core/errors.h"
+#include "eventstore/positions.h"
 #include "poledger/v1/snapshot.pb.h"
 
 namespace poledger {
@@ -589,12 +590,19 @@ bool Ledger::Start(Account* account, Pending p) {
       }
     }
   }
-  for (size_t i = 0; i < n; ++i) {
-    if (repeats_logged[i] == 0) continue;
-    absl::StatusOr<ExecuteResult> first =
-        ReadRecord(ctx.account_id, repeats_logged[i]);
-    if (first.ok()) first->duplicate = true;
-    appended->results[i] = std::move(first);
+  std::vector<uint64_t> repeated;
+  for (uint64_t v : repeats_logged) {
+    if (v != 0) repeated.push_back(v);
+  }
+  if (!repeated.empty()) {
+    std::vector<absl::StatusOr<ExecuteResult>> firsts =
+        ReadRecords(ctx.account_id, repeated);
+    for (size_t i = 0, k = 0; i < n; ++i) {
+      if (repeats_logged[i] == 0) continue;
+      absl::StatusOr<ExecuteResult>& first = firsts[k++];
+      if (first.ok()) first->duplicate = true;
+      appended->results[i] = std::move(first);
+    }
   }
   if (events.empty() || p.options.validate_only) {
     // Nothing to write: answer with the events as they would be logged.
@@ -863,24 +871,70 @@ absl::StatusOr<std::vector<LoggedEvent>> Ledger::ReadAccountEvents(
 
 absl::StatusOr<ExecuteResult> Ledger::ReadRecord(const std::string& account_id,
                                                  uint64_t version) const {
-  RETURN_IF_ERROR(ValidateAccountId(account_id));
-  ASSIGN_OR_RETURN(
-      std::vector<RecordedEvent> records,
-      store_->ReadStream(AccountStream(account_id), version, 1 + kMaxRaisedWith));
-  ExecuteResult result;
-  for (const RecordedEvent& r : records) {
-    ASSIGN_OR_RETURN(LoggedEvent logged, DecodeRecord(r));
-    if (!result.events.empty() &&
-        !RaisedBy(logged.event, result.events.front().event)) {
+  return std::move(ReadRecords(account_id, {version}).front());
+}
+
+std::vector<absl::StatusOr<ExecuteResult>> Ledger::ReadRecords(
+    const std::string& account_id, const std::vector<uint64_t>& versions) const {
+  if (absl::Status valid = ValidateAccountId(account_id); !valid.ok()) {
+    return std::vector<absl::StatusOr<ExecuteResult>>(versions.size(), valid);
+  }
+  // One read covers the versions within kSpan of its first.
+  constexpr uint64_t kSpan = 1024;
+  std::vector<uint64_t> sorted = versions;
+  std::sort(sorted.begin(), sorted.end());
+  absl::flat_hash_map<uint64_t, RecordedEvent> read;
+  absl::Status failed;
+  for (size_t i = 0; i < sorted.size() && failed.ok();) {
+    const uint64_t from = sorted[i];
+    if (read.contains(from)) {
+      ++i;
+      continue;
+    }
+    size_t last = i;
+    while (last + 1 < sorted.size() && sorted[last + 1] - from < kSpan) ++last;
+    absl::StatusOr<std::vector<RecordedEvent>> events = store_->ReadStream(
+        AccountStream(account_id), from, sorted[last] - from + 1 + kMaxRaisedWith);
+    if (!events.ok()) {
+      failed = events.status();
       break;
     }
-    result.events.push_back(std::move(logged));
+    for (RecordedEvent& e : *events) read.emplace(e.stream_version, std::move(e));
+    i = last + 1;
   }
-  if (result.events.empty()) {
-    return absl::NotFoundError(absl::StrCat("no event at version ", version,
-                                            " of account ", account_id));
+  std::vector<absl::StatusOr<ExecuteResult>> out;
+  out.reserve(versions.size());
+  for (uint64_t version : versions) {
+    if (!failed.ok()) {
+      out.push_back(failed);
+      continue;
+    }
+    ExecuteResult result;
+    absl::Status decoded;
+    for (uint64_t v = version; v <= version + kMaxRaisedWith; ++v) {
+      auto it = read.find(v);
+      if (it == read.end()) break;
+      absl::StatusOr<LoggedEvent> logged = DecodeRecord(it->second);
+      if (!logged.ok()) {
+        decoded = logged.status();
+        break;
+      }
+      if (!result.events.empty() &&
+          !RaisedBy(logged->event, result.events.front().event)) {
+        break;
+      }
+      result.events.push_back(*std::move(logged));
+    }
+    if (!decoded.ok()) {
+      out.push_back(decoded);
+    } else if (result.events.empty()) {
+      out.push_back(absl::NotFoundError(absl::StrCat(
+          "no event at version ", version, " of account ", account_id)));
+    } else {
+      out.push_back(std::move(result));
+    }
   }
-  return result;
+  return out;
 }
 
 absl::StatusOr<int> Ledger::TickAll(const std::function<bool()>& stop) {

@@ -237,6 +237,12 @@ class Ledger {
   // it, in the same append). NOT_FOUND if the stream has no such version.
   absl::StatusOr<ExecuteResult> ReadRecord(const std::string& account_id,
                                            uint64_t version) const;
+  // ReadRecord for each of `versions`, in their order. Versions close
+  // together are read together: a batch's events share one record, which
+  // is then read and verified once, not once per version.
+  std::vector<absl::StatusOr<ExecuteResult>> ReadRecords(
+      const std::string& account_id,
+      const std::vector<uint64_t>& versions) const;
 
   // Runs Tick for every account at the clock's time, stopping early once
   // `stop` (if any) returns true. Returns the number of events appended,

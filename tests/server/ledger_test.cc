@@ -529,7 +529,9 @@ TEST_F(LedgerTest, ABatchDecidesInOrderAndAppendsOnce) {
   auto records = store_->ReadForward(head + 1, 100);
   ASSERT_OK(records);
   for (const RecordedEvent& r : *records) {
-    EXPECT_EQ(r.timestamp, (*records)[0].timestamp);  // One append.
+    EXPECT_EQ(r.timestamp, (*records)[0].timestamp);  // One append,
+    EXPECT_EQ(r.record_first(), head + 1);             // one record.
+    EXPECT_EQ(r.record_last(), store_->Head().position);
   }
   ASSERT_OK(ledger_->Read("acct-a", [](const core::AccountState& s) {
     EXPECT_EQ(s.purchase_orders.at("po").lines.at(1).invoiced, Units(870));
