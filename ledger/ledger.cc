@@ -795,6 +795,9 @@ void Ledger::ApplyLocked(Appended& a) {
     }
   }
   if (applied.ok()) {
+    if (a.pending->options.on_applied) {
+      a.pending->options.on_applied(account->state);
+    }
     AnswerItems(a, a.positions.first_position);
   } else {
     FailItems(a, applied);  // Decide and Apply disagree: a bug.

@@ -97,6 +97,12 @@ struct ExecuteOptions {
   // preview. Its events carry position 0 (they are not logged) and the
   // stream versions they would have had.
   bool validate_only = false;
+  // Called once the events are applied, with the account's state then,
+  // under its lock (quick, and no call into the ledger): an answer built
+  // here shows what the command did, never a later command's change. Not
+  // called for a preview, a repeated request or a command that changed
+  // nothing.
+  std::function<void(const core::AccountState&)> on_applied;
 };
 
 struct ExecuteResult {

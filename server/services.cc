@@ -442,18 +442,34 @@ grpc::ServerUnaryReactor* ExecuteThen(
   return reactor;
 }
 
-// Runs a purchase-order command and answers with the purchase order after.
+// Runs a purchase-order command and answers with the purchase order as the
+// command left it (taken when its events are applied, so a later command's
+// change never shows); a repeated request or a command that changed nothing
+// answers with the purchase order now.
 grpc::ServerUnaryReactor* ExecuteForPo(
     ServiceContext* ctx, grpc::CallbackServerContext* context,
     const std::string& account_id, const std::string& request_id,
     const std::string& po_id, core::Command command, api::RequestShape shape,
     v1::PurchaseOrder* response) {
   Ledger* ledger = ctx->ledger();
-  return ExecuteThen(ctx, context, account_id, request_id, std::move(command),
-                     shape, response,
-                     [ledger, account_id, po_id](const ExecuteResult&) {
-                       return CurrentPo(ledger, account_id, po_id);
-                     });
+  auto after = std::make_shared<std::optional<v1::PurchaseOrder>>();
+  ExecuteOptions options;
+  options.on_applied = [after, account_id,
+                        po_id](const core::AccountState& state) {
+    auto it = state.purchase_orders.find(po_id);
+    if (it != state.purchase_orders.end()) {
+      *after = convert::ToApi(account_id, it->second);
+    }
+  };
+  return ExecuteThen(
+      ctx, context, account_id, request_id, std::move(command), shape,
+      response,
+      [ledger, account_id, po_id,
+       after](const ExecuteResult&) -> absl::StatusOr<v1::PurchaseOrder> {
+        if (after->has_value()) return **std::move(after);
+        return CurrentPo(ledger, account_id, po_id);
+      },
+      options);
 }
 
 // Answers the error of a purchase-order command built from a request, or

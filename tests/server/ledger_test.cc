@@ -486,6 +486,41 @@ std::vector<core::Command> BillingRun() {
   return run;
 }
 
+// Two commands queued on one account: each one's on_applied sees the state
+// its own events left, never the next command's, whenever its answer runs.
+TEST_F(LedgerTest, OnAppliedSeesTheStateTheCommandLeft) {
+  Open(LedgerOptions{});
+  const RequestContext a{"acct-a", "", "", ""};
+  std::vector<std::string> seen[2];
+  absl::Notification done[2];
+  for (int i = 0; i < 2; ++i) {
+    ExecuteOptions options;
+    options.on_applied = [&seen, i](const core::AccountState& state) {
+      for (const auto& [id, po] : state.purchase_orders) seen[i].push_back(id);
+    };
+    ledger_->ExecuteAsync(
+        a, Create(i == 0 ? "po-1" : "po-2", {Line(1, v1::LINE_ITEM_TYPE_ALL)}),
+        options, [&done, i](absl::StatusOr<ExecuteResult> result) {
+          EXPECT_TRUE(result.ok()) << result.status();
+          done[i].Notify();
+        });
+  }
+  for (absl::Notification& d : done) d.WaitForNotification();
+  EXPECT_THAT(seen[0], ::testing::ElementsAre("po-1"));
+  EXPECT_THAT(seen[1], ::testing::UnorderedElementsAre("po-1", "po-2"));
+  // A repeat changes nothing: not called.
+  bool called = false;
+  ExecuteOptions options;
+  options.on_applied = [&called](const core::AccountState&) { called = true; };
+  absl::Notification again;
+  ledger_->ExecuteAsync(a, Create("po-1", {Line(1, v1::LINE_ITEM_TYPE_ALL)}),
+                        options, [&](absl::StatusOr<ExecuteResult>) {
+                          again.Notify();
+                        });
+  again.WaitForNotification();
+  EXPECT_FALSE(called);
+}
+
 // A batch of one account: each command decided on what the ones before it
 // left, each with its own result, all events in one append.
 TEST_F(LedgerTest, ABatchDecidesInOrderAndAppendsOnce) {
