@@ -6,8 +6,10 @@
 #include <memory>
 #include <string>
 
+#include "eventstore/record_format.h"
 #include "eventstore/rocksdb_event_store.h"
 #include "gtest/gtest.h"
+#include "rocksdb/db.h"
 #include "tests/eventstore/store_test_util.h"
 
 namespace poledger {
@@ -16,13 +18,33 @@ namespace {
 constexpr char kDigest[] =
     "b0e6c506ac8efdc252e8d1edc5abb21d9b350d0c12deb030811db8a554d1314d";
 
+// Options that open a copy of the fixture made in `dir`.
+RocksDbEventStoreOptions CopyOfFixture(const TempDir& dir) {
+  RocksDbEventStoreOptions options;
+  options.path = dir.path() + "/log";
+  options.create_if_missing = false;
+  std::filesystem::copy(POLEDGER_FIXTURES "/log-format-1", options.path);
+  return options;
+}
+
+// The log's format marker, read from the raw database.
+std::string FormatMarker(const std::string& path) {
+  rocksdb::DB* raw = nullptr;
+  if (!rocksdb::DB::OpenForReadOnly(rocksdb::Options(), path, &raw).ok()) {
+    return "unreadable";
+  }
+  std::unique_ptr<rocksdb::DB> db(raw);
+  std::string value;
+  if (!db->Get(rocksdb::ReadOptions(), record_format::MetaFormatKey(), &value)
+           .ok()) {
+    return "missing";
+  }
+  return value;
+}
+
 TEST(FixtureTest, ALogOfFormatOneOpensAndVerifiesToItsDigest) {
   TempDir dir;
-  const std::string copy = dir.path() + "/log";
-  std::filesystem::copy(POLEDGER_FIXTURES "/log-format-1", copy);
-  RocksDbEventStoreOptions options;
-  options.path = copy;
-  options.create_if_missing = false;
+  RocksDbEventStoreOptions options = CopyOfFixture(dir);
   options.verify_from_mark = false;
   absl::StatusOr<std::unique_ptr<RocksDbEventStore>> store =
       RocksDbEventStore::Open(options);
@@ -48,11 +70,8 @@ TEST(FixtureTest, ALogOfFormatOneOpensAndVerifiesToItsDigest) {
 // verifies; its marker says format 2 from the first open.
 TEST(FixtureTest, ALogOfFormatOneTakesRecordsOfSeveralEvents) {
   TempDir dir;
-  const std::string copy = dir.path() + "/log";
-  std::filesystem::copy(POLEDGER_FIXTURES "/log-format-1", copy);
-  RocksDbEventStoreOptions options;
-  options.path = copy;
-  options.create_if_missing = false;
+  RocksDbEventStoreOptions options = CopyOfFixture(dir);
+  EXPECT_EQ(FormatMarker(options.path), std::string("\0\0\0\1", 4));
   LogHead head;
   {
     auto store = RocksDbEventStore::Open(options);
@@ -67,6 +86,7 @@ TEST(FixtureTest, ALogOfFormatOneTakesRecordsOfSeveralEvents) {
     EXPECT_EQ(result->last_position, 33u);
     head = (*store)->Head();
   }
+  EXPECT_EQ(FormatMarker(options.path), std::string("\0\0\0\2", 4));
   for (bool from_mark : {true, false}) {
     options.verify_from_mark = from_mark;
     auto store = RocksDbEventStore::Open(options);
