@@ -101,11 +101,17 @@ TEST(CrashTest, AcknowledgedAppendsSurviveSigkill) {
     ASSERT_OK(all);
     ASSERT_EQ(all->size(), (*store)->Head().position);
     std::map<std::string, uint64_t> versions;
+    size_t many = 0;
     for (size_t i = 0; i < all->size(); ++i) {
       const RecordedEvent& r = (*all)[i];
       ASSERT_EQ(r.position, i + 1);
       ASSERT_EQ(r.stream_version, ++versions[r.stream_id]) << r.stream_id;
+      // Records are whole: every event of one is there, one stream each.
+      ASSERT_LE(r.record_last(), all->size());
+      ASSERT_EQ((*all)[r.record_first() - 1].stream_id, r.stream_id);
+      if (r.record_last() > r.record_first()) ++many;
     }
+    EXPECT_GT(many, 0u) << "no record of several events was written";
     for (const crash::Ack& ack : acks) {
       ASSERT_LE(ack.position, all->size()) << "acknowledged append lost";
       const RecordedEvent& r = (*all)[ack.position - 1];
