@@ -247,13 +247,30 @@ class ReplicaTest(unittest.TestCase):
                     spent = 10 ** 7 - po.line_items[0].balance.units
                     self.assertGreaterEqual(spent, len(ids), a)
 
+    def batch(self, account, first, count):
+        """Records `count` invoices of `account` in one batch: one log
+        record of as many events."""
+        with self.leader.channel() as ch:
+            out = invoices_pb2_grpc.InvoiceServiceStub(ch).BatchRecordInvoices(
+                invoices_pb2.BatchRecordInvoicesRequest(requests=[
+                    invoice_request(account, "batch-%d" % (first + k), 1)
+                    for k in range(count)]), timeout=30)
+        self.assertEqual(len(out.results), count)
+        for r in out.results:
+            self.assertFalse(r.HasField("error"), r.error)
+
     def test_a_replica_under_write_load_reaches_the_leaders_head(self):
         self.writers = Writers(self.leader, ["acct-%d" % k for k in range(4)])
         until(lambda: self.writers.total() > 200, "writes on the leader")
+        # Records of one event and of a thousand, copied in pages of a
+        # thousand events that end inside records.
+        self.batch("acct-0", 0, 1000)
+        self.batch("acct-1", 0, 700)
         # Started under load: it catches up, then follows live.
         self.replica.start()
         until(lambda: self.replica.info().replication.state == "following",
               "the replica follows")
+        self.batch("acct-2", 0, 1000)
         time.sleep(1.0)
         self.writers.stop()
         self.assert_same_logs()
