@@ -110,6 +110,15 @@ InvoiceEntry EntryOf(const v1::InvoiceData& data, uint64_t version) {
   return entry;
 }
 
+// Where an invoice matched, or where a credit memo's credit went.
+void Associate(InvoiceEntry& entry, const PurchaseOrderState& po,
+               int32_t line_number, const LineItemState& line) {
+  entry.purchase_order_id = po.id;
+  entry.purchase_order_created_version = po.created_version;
+  entry.line_number = line_number;
+  entry.line_created_version = line.created_version;
+}
+
 }  // namespace
 
 absl::StatusOr<int64_t> LineTotal(const v1::LineItemDefinition& line) {
@@ -267,10 +276,7 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
         RETURN_IF_ERROR(AddToMonth(*line, e.invoice().billing_period(),
                                    e.invoice().amount_micros()));
         po->version = version;
-        entry.purchase_order_id = po->id;
-        entry.purchase_order_created_version = po->created_version;
-        entry.line_number = e.line_number();
-        entry.line_created_version = line->created_version;
+        Associate(entry, *po, e.line_number(), *line);
       }
       if (!state.invoices.emplace(e.invoice().invoice_id(), std::move(entry))
                .second) {
@@ -295,10 +301,7 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
                                    -e.credit_memo().amount_micros()));
         RearmThresholds(*line);
         po->version = version;
-        entry.purchase_order_id = po->id;
-        entry.purchase_order_created_version = po->created_version;
-        entry.line_number = e.line_number();
-        entry.line_created_version = line->created_version;
+        Associate(entry, *po, e.line_number(), *line);
       }
       if (!state.invoices
                .emplace(e.credit_memo().invoice_id(), std::move(entry))
@@ -386,6 +389,46 @@ absl::Status AddInvoiceSnapshot(AccountState& state,
                      ": invoice ", Quote(i.invoice_id()), " appears twice"));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<v1::InvoiceSnapshot>> RecordedInvoice(
+    const AccountState& state, const v1::AccountEvent& event,
+    uint64_t version) {
+  const v1::InvoiceData* data;
+  const std::string* po_id;
+  int32_t line_number;
+  switch (event.event_case()) {
+    case v1::AccountEvent::kInvoiceRecorded:
+      data = &event.invoice_recorded().invoice();
+      po_id = &event.invoice_recorded().purchase_order_id();
+      line_number = event.invoice_recorded().line_number();
+      break;
+    case v1::AccountEvent::kCreditMemoRecorded:
+      data = &event.credit_memo_recorded().credit_memo();
+      po_id = &event.credit_memo_recorded().purchase_order_id();
+      line_number = event.credit_memo_recorded().line_number();
+      break;
+    default:
+      return std::nullopt;
+  }
+  InvoiceEntry entry = EntryOf(*data, version);
+  if (!po_id->empty()) {
+    auto po = state.purchase_orders.find(*po_id);
+    if (po == state.purchase_orders.end()) {
+      return Inconsistent(absl::StrCat("unknown purchase order ", Quote(*po_id)));
+    }
+    auto line = po->second.lines.find(line_number);
+    if (line == po->second.lines.end()) {
+      return Inconsistent(absl::StrCat("unknown line ", line_number,
+                                       " of purchase order ", Quote(*po_id)));
+    }
+    Associate(entry, po->second, line_number, line->second);
+  }
+  return ToInvoiceSnapshot(data->invoice_id(), entry);
+}
+
+bool RecordsAnInvoice(const v1::AccountEvent& event) {
+  return event.has_invoice_recorded() || event.has_credit_memo_recorded();
 }
 
 std::vector<std::string> InvoicesChangedBy(const v1::AccountEvent& event) {

@@ -16,12 +16,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/calendar.h"
 #include "poledger/v1/events.pb.h"
@@ -185,8 +187,21 @@ InvoiceEntry InvoiceEntryOf(const v1::InvoiceSnapshot& invoice);
 absl::Status AddInvoiceSnapshot(AccountState& state,
                                 const v1::InvoiceSnapshot& invoice);
 
+// The entry, saved on its own, of the invoice or credit memo that `event`
+// records at `version` (std::nullopt for any other event), as Apply makes
+// it, matched in `state`: the state the event applies to, or the one it was
+// decided on, which holds the same purchase orders and lines. INTERNAL if
+// `state` lacks them.
+absl::StatusOr<std::optional<v1::InvoiceSnapshot>> RecordedInvoice(
+    const AccountState& state, const v1::AccountEvent& event,
+    uint64_t version);
+
+// Whether `event` records an invoice or a credit memo.
+bool RecordsAnInvoice(const v1::AccountEvent& event);
+
 // The ids of the invoices and credit memos whose entries `event` adds or
-// changes (a credit memo changes its original invoice's credited sum).
+// changes: the one it records first, then, for a credit memo, its original
+// invoice (whose credited sum it changes).
 std::vector<std::string> InvoicesChangedBy(const v1::AccountEvent& event);
 
 // Computes a line's total value (amount x quantity + tax) with overflow

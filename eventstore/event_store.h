@@ -104,10 +104,26 @@ struct StreamAppend {
   std::vector<NewEvent> events;
 };
 
+// One part of a consumer's saved state, e.g. one account's. A consumer saves
+// the parts that changed, so the cost of a snapshot follows what changed,
+// not the size of the whole state.
+struct SnapshotPart {
+  std::string key;  // 1 to kMaxSnapshotKeyBytes bytes.
+  std::string blob;
+};
+
 // One atomic append: to one stream or to several at once.
 struct AppendRequest {
   std::vector<StreamAppend> streams;
   AppendMetadata metadata;
+  // Saved parts written in the append's own atomic write, each replacing
+  // the saved part of its key as SaveSnapshotParts does, without moving the
+  // saved position: a consumer's index of what the append adds (e.g. its
+  // invoices), so a later snapshot need not write it again. Not part of the
+  // log: not hashed, not in the idempotency digest, not copied by Replicate.
+  // A deduplicated append saves none; a rewind that removes records drops
+  // every saved part (log_rewind.h).
+  std::vector<SnapshotPart> saved_parts;
 };
 
 struct AppendResult {
@@ -166,14 +182,6 @@ struct LogHead {
   Hash hash{};
 };
 
-// One part of a consumer's saved state, e.g. one account's. A consumer saves
-// the parts that changed, so the cost of a snapshot follows what changed,
-// not the size of the whole state.
-struct SnapshotPart {
-  std::string key;  // 1 to kMaxSnapshotKeyBytes bytes.
-  std::string blob;
-};
-
 // Which saved parts ReadSnapshotParts visits. A part's key may name the part
 // it belongs under, before a NUL: "a\0b" is under "a".
 struct SnapshotPartFilter {
@@ -202,7 +210,8 @@ class EventStore {
   //   INVALID_ARGUMENT: no stream or no event, an empty, oversized or
   //     repeated stream id, an empty or oversized event type, a payload over
   //     kMaxPayloadBytes, payloads over kMaxAppendPayloadBytes together, a
-  //     malformed expected version; nothing is written.
+  //     malformed expected version, a saved part's key or blob outside
+  //     the snapshot limits or a key repeated; nothing is written.
   //   ABORTED: a stream is not at its expected version; the message names
   //     the stream, the expected and the actual version.
   //   ALREADY_EXISTS: the request id is committed with different content

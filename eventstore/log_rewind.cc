@@ -130,18 +130,12 @@ absl::StatusOr<RewindResult> RewindLog(const std::string& data_dir,
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "reading the request entries"));
 
-  // A snapshot taken past the position: the ledger replays instead.
-  s = db->Get(ro, rf::MetaSnapshotKey(), &value);
-  if (s.ok()) {
-    ASSIGN_OR_RETURN(uint64_t snapshot, rf::DecodeFixed64(value));
-    if (snapshot > keep_through) {
-      batch.DeleteRange(std::string(1, rf::kSnapshotPrefix),
-                        PrefixEnd(rf::kSnapshotPrefix));
-      batch.Delete(rf::MetaSnapshotKey());
-    }
-  } else if (!s.IsNotFound()) {
-    return FromRocks(s, "reading the snapshot's position");
-  }
+  // Every saved part: a snapshot taken past the position, and the parts
+  // that the removed appends saved with themselves (AppendRequest::
+  // saved_parts), which nothing else names. The ledger replays instead.
+  batch.DeleteRange(std::string(1, rf::kSnapshotPrefix),
+                    PrefixEnd(rf::kSnapshotPrefix));
+  batch.Delete(rf::MetaSnapshotKey());
 
   // The verified-through mark, back to the kept head.
   s = db->Get(ro, rf::MetaVerifiedKey(), &value);

@@ -7,8 +7,10 @@
 //
 // The rewind removes, in one synced RocksDB write, every record past the
 // position, their stream-index entries, the request entries of appends that
-// do not end at or before it, a saved snapshot taken past it, and moves the
-// verified-through mark back to it. It runs on a closed log (the server
+// do not end at or before it, the saved snapshot with every saved part (the
+// parts an append saved with itself are not told apart from the others; the
+// next start replays the whole log), and moves the verified-through mark
+// back to it. It runs on a closed log (the server
 // rewinds before it opens its store) and refuses to take off a record at or
 // below the committed mark.
 //

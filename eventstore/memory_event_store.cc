@@ -35,6 +35,9 @@ absl::StatusOr<AppendResult> InMemoryEventStore::Append(
   std::vector<record_format::PlannedRecord> records;
   records.push_back(std::move(record));
   StoreLocked(records);
+  for (const SnapshotPart& part : request.saved_parts) {
+    snapshot_parts_[part.key] = part.blob;
+  }
   if (!request_id.empty()) requests_[request_id] = {digest, result};
   return result;
 }

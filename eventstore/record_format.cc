@@ -290,22 +290,27 @@ absl::Status ValidateSnapshotParts(uint64_t position, uint64_t head,
         absl::StrCat("snapshot position: ", position,
                      " is below the saved snapshot's ", saved_position));
   }
+  return ValidatePartList("parts", parts);
+}
+
+absl::Status ValidatePartList(absl::string_view field,
+                              const std::vector<SnapshotPart>& parts) {
   absl::flat_hash_set<absl::string_view> keys;
   for (size_t i = 0; i < parts.size(); ++i) {
     const SnapshotPart& part = parts[i];
     if (part.key.empty() || part.key.size() > kMaxSnapshotKeyBytes) {
       return absl::InvalidArgumentError(
-          absl::StrCat("parts[", i, "].key: must be 1 to ",
+          absl::StrCat(field, "[", i, "].key: must be 1 to ",
                        kMaxSnapshotKeyBytes, " bytes"));
     }
     if (part.blob.size() > kMaxSnapshotBytes) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "parts[", i, "].blob: ", part.blob.size(),
+          field, "[", i, "].blob: ", part.blob.size(),
           " bytes exceeds the limit of ", kMaxSnapshotBytes));
     }
     if (!keys.insert(part.key).second) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "parts[", i, "].key: \"", part.key, "\" is repeated"));
+          field, "[", i, "].key: \"", part.key, "\" is repeated"));
     }
   }
   return absl::OkStatus();
@@ -717,7 +722,8 @@ absl::Status ValidateAppendRequest(const AppendRequest& request) {
         "streams: payloads of ", total_bytes, " bytes together exceed the "
         "limit of ", kMaxAppendPayloadBytes, " per append"));
   }
-  return absl::OkStatus();
+  if (request.saved_parts.empty()) return absl::OkStatus();
+  return ValidatePartList("saved_parts", request.saved_parts);
 }
 
 BatchPlanner::BatchPlanner(

@@ -111,6 +111,11 @@ bool SnapshotKeySelected(const SnapshotPartFilter& filter,
 absl::Status ValidateSnapshotParts(uint64_t position, uint64_t head,
                                    uint64_t saved_position,
                                    const std::vector<SnapshotPart>& parts);
+// Returns INVALID_ARGUMENT naming `field`[i] and the reason unless every
+// part's key is 1 to kMaxSnapshotKeyBytes bytes and its own, and every blob
+// is within kMaxSnapshotBytes.
+absl::Status ValidatePartList(absl::string_view field,
+                              const std::vector<SnapshotPart>& parts);
 std::string MetaFormatKey();
 
 // The verified-through mark (key "Mverified"): every record up to

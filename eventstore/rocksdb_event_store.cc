@@ -912,6 +912,9 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
     }
     batch.Put(rf::LogKey(record->first_position()), record->value);
     rf::AppendStreamEntries(record->events, &stream_entries);
+    for (const SnapshotPart& part : x->request->saved_parts) {
+      batch.Put(rf::SnapshotKey(part.key), part.blob);
+    }
     if (!request_id.empty()) {
       batch.Put(rf::RequestKey(request_id),
                 rf::EncodeRequestValue({x->digest, result}));

@@ -219,12 +219,14 @@ absl::Status Ledger::LoadInvoicesFor(
     }
   }
   std::string account_id;
+  uint64_t version;
   absl::flat_hash_set<std::string> missing;
   {
     // Pinned before anything is looked at: from here on, eviction keeps
     // the entries found in memory.
     absl::MutexLock state_lock(&account->state_mu);
     account_id = account->state.account_id;
+    version = account->state.version;
     if (account->invoices_on_disk) {
       for (const std::string& id : read) {
         if (!account->state.invoices.contains(id)) missing.insert(id);
@@ -236,7 +238,7 @@ absl::Status Ledger::LoadInvoicesFor(
   std::vector<v1::InvoiceSnapshot> found;
   for (const std::string& id : missing) {
     ASSIGN_OR_RETURN(std::optional<v1::InvoiceSnapshot> saved,
-                     ReadSavedInvoice(*store_, account_id, id));
+                     ReadSavedInvoice(*store_, account_id, id, version));
     if (saved.has_value()) found.push_back(std::move(*saved));
   }
   if (found.empty()) return absl::OkStatus();
@@ -252,15 +254,18 @@ absl::Status Ledger::LoadInvoicesFor(
 absl::StatusOr<std::optional<core::InvoiceEntry>> Ledger::FindInvoice(
     const std::string& account_id, const std::string& invoice_id) {
   std::optional<core::InvoiceEntry> entry;
+  uint64_t version = 0;
   RETURN_IF_ERROR(Read(account_id, [&](const core::AccountState& s) {
+    version = s.version;
     if (auto it = s.invoices.find(invoice_id); it != s.invoices.end()) {
       entry = it->second;
     }
   }));
   if (entry.has_value()) return entry;
-  // Not in memory: saved before it left (eviction saves first), or none.
+  // Not in memory: saved before it left (eviction saves first, and an
+  // append saves what it records), or none.
   ASSIGN_OR_RETURN(std::optional<v1::InvoiceSnapshot> saved,
-                   ReadSavedInvoice(*store_, account_id, invoice_id));
+                   ReadSavedInvoice(*store_, account_id, invoice_id, version));
   if (saved.has_value()) entry = core::InvoiceEntryOf(*saved);
   return entry;
 }
@@ -545,6 +550,7 @@ bool Ledger::Start(Account* account, Pending p) {
   std::vector<v1::AccountEvent>& events = *appended->events;
   // Commands repeating a record logged before this batch: its version.
   std::vector<uint64_t> repeats_logged(n, 0);
+  std::vector<SnapshotPart> saved_parts;
   {
     absl::ReaderMutexLock state_lock(&account->state_mu);
     const uint64_t version = account->state.version;
@@ -553,8 +559,10 @@ bool Ledger::Start(Account* account, Pending p) {
     // until a command that is followed by others decides events.
     std::optional<core::AccountState> scratch;
     for (size_t i = 0; i < n; ++i) {
-      absl::StatusOr<core::Decision> decision = core::Decide(
-          scratch.has_value() ? *scratch : account->state, p.commands[i], now);
+      const core::AccountState& decided_on =
+          scratch.has_value() ? *scratch : account->state;
+      absl::StatusOr<core::Decision> decision =
+          core::Decide(decided_on, p.commands[i], now);
       if (!decision.ok()) {
         appended->results[i] = decision.status();
         continue;
@@ -570,6 +578,21 @@ bool Ledger::Start(Account* account, Pending p) {
       if (decision->events.empty()) {
         appended->results[i] = ExecuteResult{};
         continue;
+      }
+      // The invoices it records are saved with its append, so a snapshot
+      // need not write them again.
+      for (size_t k = 0; k < decision->events.size(); ++k) {
+        absl::StatusOr<std::optional<v1::InvoiceSnapshot>> recorded =
+            core::RecordedInvoice(decided_on, decision->events[k],
+                                  version + events.size() + k + 1);
+        if (!recorded.ok()) {  // Decide and Apply disagree: a bug.
+          p.done(BatchResults(n, recorded.status()));
+          return true;
+        }
+        if (!recorded->has_value()) continue;
+        SnapshotPart& part = saved_parts.emplace_back();
+        part.key = InvoicePartKey(ctx.account_id, (*recorded)->invoice_id());
+        (*recorded)->SerializeToString(&part.blob);
       }
       appended->items[i].first = events.size();
       appended->items[i].count = decision->events.size();
@@ -621,6 +644,7 @@ bool Ledger::Start(Account* account, Pending p) {
   request.metadata.actor = ctx.actor;
   request.metadata.correlation_id = ctx.correlation_id;
   request.metadata.timestamp = now;
+  request.saved_parts = std::move(saved_parts);
   appended->pending = std::make_shared<Pending>(std::move(p));
   {
     absl::MutexLock lock(&in_flight_mu_);
@@ -789,6 +813,11 @@ void Ledger::ApplyLocked(Appended& a) {
         ApplyEvent(account->state, (*a.events)[k],
                    NthPosition(a.positions.first_position, k), nullptr);
     if (touched.ok()) {
+      // The entry it records (named first) was saved with the append; a
+      // credit memo's original is the next snapshot's to save.
+      if (!touched->empty() && core::RecordsAnInvoice((*a.events)[k])) {
+        touched->erase(touched->begin());
+      }
       MarkChanged(account, *touched);
     } else {
       applied = touched.status();

@@ -14,6 +14,7 @@
 #include "core/decide.h"
 #include "core/errors.h"
 #include "ledger/ledger.h"
+#include "ledger/record_applier.h"
 #include "poledger/v1/snapshot.pb.h"
 
 namespace poledger {
@@ -49,8 +50,7 @@ size_t Ledger::AppendParts(const Account& account,
     auto it = state.invoices.find(id);
     if (it == state.invoices.end()) continue;  // Its event failed.
     SnapshotPart& invoice = parts.emplace_back();
-    invoice.key =
-        absl::StrCat(state.account_id, absl::string_view("\0", 1), id);
+    invoice.key = InvoicePartKey(state.account_id, id);
     core::ToInvoiceSnapshot(id, it->second).SerializeToString(&invoice.blob);
     bytes += invoice.key.size() + invoice.blob.size();
   }

@@ -20,12 +20,16 @@ absl::StatusOr<LoggedEvent> DecodeRecord(const RecordedEvent& record) {
   return out;
 }
 
+std::string InvoicePartKey(absl::string_view account_id,
+                           absl::string_view invoice_id) {
+  return absl::StrCat(account_id, absl::string_view("\0", 1), invoice_id);
+}
+
 absl::StatusOr<std::optional<v1::InvoiceSnapshot>> ReadSavedInvoice(
     const EventStore& store, absl::string_view account_id,
-    absl::string_view invoice_id) {
+    absl::string_view invoice_id, uint64_t through_version) {
   ASSIGN_OR_RETURN(std::optional<std::string> blob,
-                   store.ReadSnapshotPart(absl::StrCat(
-                       account_id, absl::string_view("\0", 1), invoice_id)));
+                   store.ReadSnapshotPart(InvoicePartKey(account_id, invoice_id)));
   if (!blob.has_value()) return std::nullopt;
   v1::InvoiceSnapshot invoice;
   if (!invoice.ParseFromString(*blob) || invoice.invoice_id() != invoice_id) {
@@ -33,6 +37,7 @@ absl::StatusOr<std::optional<v1::InvoiceSnapshot>> ReadSavedInvoice(
         "the snapshot of invoice ", core::Quote(invoice_id), " of account ",
         core::Quote(account_id), " does not decode"));
   }
+  if (invoice.recorded_version() > through_version) return std::nullopt;
   return invoice;
 }
 
@@ -44,7 +49,8 @@ absl::StatusOr<std::vector<std::string>> ApplyEvent(
     for (const std::string& id : touched) {
       if (state.invoices.contains(id)) continue;
       ASSIGN_OR_RETURN(std::optional<v1::InvoiceSnapshot> entry,
-                       ReadSavedInvoice(*saved, state.account_id, id));
+                       ReadSavedInvoice(*saved, state.account_id, id,
+                                        state.version));
       if (entry.has_value()) {
         RETURN_IF_ERROR(core::AddInvoiceSnapshot(state, *entry));
       }

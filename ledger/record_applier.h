@@ -34,11 +34,19 @@ struct LoggedEvent {
 // position if it is not one.
 absl::StatusOr<LoggedEvent> DecodeRecord(const RecordedEvent& record);
 
-// The saved snapshot entry of an account's invoice or credit memo, or
-// std::nullopt if none is saved. DATA_LOSS if it does not decode.
+// The key of the saved part of an account's invoice or credit memo: the
+// account id, NUL, the invoice id (a part under the account's own).
+std::string InvoicePartKey(absl::string_view account_id,
+                           absl::string_view invoice_id);
+
+// The saved entry of an account's invoice or credit memo, or std::nullopt
+// if none is saved or the saved one was recorded after `through_version`:
+// an append saves the entries it records before its events are applied, so
+// a state at `through_version` does not reflect it yet. DATA_LOSS if it
+// does not decode.
 absl::StatusOr<std::optional<v1::InvoiceSnapshot>> ReadSavedInvoice(
     const EventStore& store, absl::string_view account_id,
-    absl::string_view invoice_id);
+    absl::string_view invoice_id, uint64_t through_version);
 
 // Applies `event`, logged at `position` (0: not logged yet), to `state`.
 // With `saved` set, the invoice entries the event changes that `state` does

@@ -714,6 +714,54 @@ TEST_P(ConformanceTest, SnapshotPartsReadStopsAtTheVisitorsError) {
   EXPECT_EQ(calls, 1);
 }
 
+// Parts saved with an append: in its atomic write, read like a snapshot's,
+// without moving the saved position; none when the append is refused or
+// deduplicated (the parts are not in the request's content), and bad ones
+// refuse the whole append.
+TEST_P(ConformanceTest, AnAppendSavesItsPartsWithItself) {
+  const std::string nul(1, '\0');
+  auto part = [&](const std::string& key) -> std::optional<std::string> {
+    absl::StatusOr<std::optional<std::string>> read =
+        store_->ReadSnapshotPart(key);
+    EXPECT_OK(read);
+    return read.value_or("<error>");
+  };
+  MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
+  ASSERT_OK(store_->SaveSnapshotParts(1, {{"a", "a@1"}}));
+  AppendRequest request = OneEvent("a", ExpectedVersion::Exact(1), "p");
+  request.metadata.request_id = "with-parts";
+  request.saved_parts = {{"a" + nul + "x", "x@2"}, {"a", "a@2"}};
+  MustAppend(request);
+  EXPECT_EQ(part("a" + nul + "x"), "x@2");
+  EXPECT_EQ(part("a"), "a@2");
+  std::map<std::string, std::string> parts;
+  EXPECT_EQ(ReadParts(*store_, &parts), 1u);  // The position stays.
+  EXPECT_EQ(parts.size(), 2u);
+
+  request.saved_parts = {{"a" + nul + "x", "retried"}};
+  absl::StatusOr<AppendResult> retried = store_->Append(request);
+  ASSERT_OK(retried);
+  EXPECT_TRUE(retried->deduplicated);
+  EXPECT_EQ(part("a" + nul + "x"), "x@2");
+
+  AppendRequest stale = OneEvent("a", ExpectedVersion::Exact(1), "p");
+  stale.saved_parts = {{"a" + nul + "y", "y"}};
+  EXPECT_THAT(store_->Append(stale), StatusIs(absl::StatusCode::kAborted));
+  EXPECT_EQ(part("a" + nul + "y"), std::nullopt);
+
+  AppendRequest bad = OneEvent("a", ExpectedVersion::Exact(2), "p");
+  bad.saved_parts = {{"a" + nul + "z", "z"}, {"", "no key"}};
+  EXPECT_THAT(store_->Append(bad),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("saved_parts[1].key")));
+  bad.saved_parts = {{"a" + nul + "z", "z"}, {"a" + nul + "z", "again"}};
+  EXPECT_THAT(store_->Append(bad),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("is repeated")));
+  EXPECT_EQ(part("a" + nul + "z"), std::nullopt);
+  EXPECT_EQ(store_->Head().position, 2u);
+}
+
 // A leader's log for the replication tests: single and multi-stream appends,
 // with and without request ids, across two streams.
 void FillLeader(EventStore& leader) {

@@ -135,6 +135,45 @@ TEST_F(LogRewindTest, ASnapshotPastThePositionIsDropped) {
   EXPECT_FALSE(part->has_value());
 }
 
+// The parts an append saved with itself are not told apart from a
+// snapshot's: when records go, every saved part goes, even those of a
+// snapshot at or before the position, and the reopened log has none.
+TEST_F(LogRewindTest, RemovingRecordsDropsEverySavedPart) {
+  {
+    std::unique_ptr<RocksDbEventStore> store = Open();
+    Fill(*store, 1, 3);
+    ASSERT_TRUE(store->SaveSnapshotParts(3, {{"p", "blob"}}).ok());
+    AppendRequest request = OneEvent("a", ExpectedVersion::Any(), "e4");
+    request.saved_parts.push_back({std::string("p\0i4", 4), "index of e4"});
+    ASSERT_TRUE(store->Append(request).ok());
+    store->Close();
+  }
+  // Nothing past 4: nothing goes.
+  ASSERT_TRUE(RewindLog(log(), 4, aside()).ok());
+  {
+    std::unique_ptr<RocksDbEventStore> store = Open();
+    absl::StatusOr<std::optional<std::string>> part =
+        store->ReadSnapshotPart(std::string("p\0i4", 4));
+    ASSERT_TRUE(part.ok());
+    EXPECT_EQ(*part, std::optional<std::string>("index of e4"));
+    store->Close();
+  }
+  ASSERT_TRUE(RewindLog(log(), 3, aside()).ok());
+  std::unique_ptr<RocksDbEventStore> store = Open();
+  for (const std::string& key : {std::string("p"), std::string("p\0i4", 4)}) {
+    absl::StatusOr<std::optional<std::string>> part =
+        store->ReadSnapshotPart(key);
+    ASSERT_TRUE(part.ok());
+    EXPECT_FALSE(part->has_value());
+  }
+  absl::StatusOr<uint64_t> saved = store->ReadSnapshotParts(
+      {}, [](absl::string_view, absl::string_view) {
+        return absl::InternalError("no part should be left");
+      });
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(*saved, 0u);
+}
+
 TEST_F(LogRewindTest, ADamagedSetAsideFileIsRefused) {
   {
     std::unique_ptr<RocksDbEventStore> store = Open();

@@ -241,6 +241,93 @@ TEST_F(LedgerTest, ASnapshotSavesOnlyTheAccountsChangedSinceTheLast) {
   EXPECT_EQ(Snapshot("acct-a"), state);
 }
 
+// An append saves the entries of the invoices and credit memos it records
+// with itself (not the credit a memo gives its original: the next snapshot
+// saves that), as the state holds them once applied; snapshots then leave
+// them alone, and a restart that replays their events from an older
+// snapshot does not take the saved entries for earlier ones.
+TEST_F(LedgerTest, AnAppendSavesTheInvoicesItRecords) {
+  LedgerOptions options;
+  options.snapshot_every_events = 0;
+  Open(options);
+  const RequestContext a{"acct-a", "", "", ""};
+  ASSERT_OK(ledger_->Execute(
+      a, Create("po", {Line(1, v1::LINE_ITEM_TYPE_ALL),
+                       Line(2, v1::LINE_ITEM_TYPE_ALL)})));
+  ASSERT_OK(ledger_->CreateSnapshot());
+  ASSERT_OK(ledger_->Execute(a, Invoice("inv-1", 100)));
+  std::vector<core::Command> batch;
+  batch.push_back(Invoice("inv-2", 20));
+  batch.push_back(Invoice("inv-1", 100));  // A repeat: no new entry.
+  batch.push_back(CreditMemo("cm-1", "inv-1", 30));
+  for (absl::StatusOr<ExecuteResult>& r :
+       ledger_->ExecuteBatch(a, std::move(batch))) {
+    ASSERT_OK(r);
+  }
+  auto saved_entry = [&](const std::string& id) {
+    std::map<std::string, std::string> parts;
+    SavedParts(&parts);
+    v1::InvoiceSnapshot entry;
+    auto it = parts.find(absl::StrCat("acct-a", std::string(1, '\0'), id));
+    if (it == parts.end() || !entry.ParseFromString(it->second)) {
+      entry.set_invoice_id("<none>");
+    }
+    return entry;
+  };
+  std::map<std::string, std::string> parts;
+  EXPECT_EQ(SavedParts(&parts), 1u);  // The snapshot's position stays.
+  EXPECT_EQ(parts.size(), 4u);        // acct-a, inv-1, inv-2 and cm-1.
+  std::string whole;
+  std::map<std::string, core::InvoiceEntry> held;
+  ASSERT_OK(ledger_->Read("acct-a", [&](const core::AccountState& s) {
+    for (const auto& [id, entry] : s.invoices) held[id] = entry;
+  }));
+  for (const std::string id : {"inv-2", "cm-1"}) {
+    EXPECT_EQ(saved_entry(id).SerializeAsString(),
+              core::ToInvoiceSnapshot(id, held[id]).SerializeAsString())
+        << id;
+  }
+  EXPECT_EQ(saved_entry("cm-1").original_invoice_id(), "inv-1");
+  EXPECT_EQ(saved_entry("inv-1").credited_micros(), 0);
+  EXPECT_EQ(held["inv-1"].credited, Units(30));
+  EXPECT_EQ(saved_entry("inv-2").line_number(), 1);
+  EXPECT_EQ(saved_entry("inv-2").recorded_version(), 3u);
+
+  // A restart before any snapshot: acct-a loads at version 1 and replays
+  // versions 2 to 4 over their saved entries.
+  const std::string state = Snapshot("acct-a");
+  Open(options);
+  EXPECT_EQ(Snapshot("acct-a"), state);
+  // The snapshot after it saves the account and inv-1 (its credit), and
+  // the entries saved by their appends stay as they were.
+  const std::string inv2 = parts[std::string("acct-a\0inv-2", 12)];
+  ASSERT_OK(ledger_->CreateSnapshot());
+  EXPECT_EQ(SavedParts(&parts), 4u);
+  EXPECT_EQ(parts.size(), 4u);
+  EXPECT_EQ(parts[std::string("acct-a\0inv-2", 12)], inv2);
+  EXPECT_EQ(saved_entry("inv-1").credited_micros(), Units(30));
+
+  // New invoices leave memory with the next snapshot without being written
+  // by it, and are read back from their appends' entries.
+  ASSERT_OK(ledger_->Execute(a, Invoice("inv-3", 5)));
+  ASSERT_OK(ledger_->Execute(a, Invoice("inv-4", 5)));
+  const std::string inv3 = saved_entry("inv-3").SerializeAsString();
+  ASSERT_OK(ledger_->CreateSnapshot());
+  EXPECT_EQ(saved_entry("inv-3").SerializeAsString(), inv3);
+  EXPECT_EQ(ledger_->InvoicesInMemory(), 1u);  // inv-4, pinned.
+  auto again = ledger_->Execute(a, Invoice("inv-3", 5));
+  ASSERT_OK(again);
+  EXPECT_TRUE(again->duplicate);
+  EXPECT_THAT(ledger_->Execute(a, Invoice("inv-3", 6)),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+  const std::string after = Snapshot("acct-a");
+  Open(options);
+  EXPECT_EQ(Snapshot("acct-a"), after);
+  auto rebuilt = ledger_->AccountAt("acct-a", store_->Head().position);
+  ASSERT_OK(rebuilt);
+  EXPECT_EQ(core::ToSnapshot(*rebuilt).SerializeAsString(), after);
+}
+
 TEST_F(LedgerTest, AccountsReplayedAfterTheSnapshotAreSavedByTheNextOne) {
   LedgerOptions options;
   options.snapshot_every_events = 0;
