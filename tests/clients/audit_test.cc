@@ -19,6 +19,7 @@
 #include "poledger/v1/log.grpc.pb.h"
 #include "poledger/v1/log.pb.h"
 #include "poledger/v1/purchase_orders.grpc.pb.h"
+#include "poledger/v1/snapshot.pb.h"
 #include "rocksdb/db.h"
 #include "eventstore/record_format.h"
 #include "server/server.h"
@@ -308,6 +309,15 @@ TEST_F(AuditTest, CheckSnapshotComparesTheSnapshotWithTheWholeLog) {
                             record_format::SnapshotKey(
                                 std::string("acct-1\0inv-2", 12)))
                     .ok());
+    // And an entry as an append would save it, for a version never logged.
+    v1::InvoiceSnapshot ghost;
+    ghost.set_invoice_id("inv-ghost");
+    ghost.set_recorded_version(99);
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(),
+                         record_format::SnapshotKey(
+                             std::string("acct-1\0inv-ghost", 16)),
+                         ghost.SerializeAsString())
+                    .ok());
     delete raw;
   }
   const ToolResult lost = RunAudit("check-snapshot --data-dir=" + DataDir());
@@ -315,6 +325,10 @@ TEST_F(AuditTest, CheckSnapshotComparesTheSnapshotWithTheWholeLog) {
   EXPECT_THAT(lost.out, HasSubstr("DIFFERS: account acct-1: the state loaded "
                                   "from the snapshot"));
   EXPECT_THAT(lost.out, HasSubstr("inv-2"));
+  EXPECT_THAT(lost.out,
+              HasSubstr("invoice inv-ghost of account acct-1 is saved as "
+                        "recorded at version 99, which its stream never "
+                        "reached"));
 }
 
 TEST(AuditUsageTest, MissingDataDirectoryIsNotFound) {
