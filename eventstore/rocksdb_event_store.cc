@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <thread>
@@ -56,6 +57,13 @@ class InsertHintPrefix final : public rocksdb::SliceTransform {
   static size_t PrefixLength(const rocksdb::Slice& key) {
     if (key.empty()) return 0;
     if (key[0] == record_format::kLogPrefix) return 1;
+    if (key[0] == record_format::kSnapshotPrefix) {
+      // A part under another (an account's invoice): that one's parts.
+      const void* nul = std::memchr(key.data(), '\0', key.size());
+      return nul == nullptr
+                 ? 0
+                 : static_cast<const char*>(nul) - key.data() + 1;
+    }
     if (key[0] != record_format::kStreamPrefix || key.size() < 5) return 0;
     uint32_t len = 0;
     for (int i = 1; i <= 4; ++i) len = (len << 8) | static_cast<uint8_t>(key[i]);
@@ -852,6 +860,8 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
   // key order: the memtable then inserts each next to the one before (the
   // records' own keys ascend already). Each key is in the group once.
   std::vector<std::pair<std::string, uint64_t>> stream_entries;
+  // The parts the appends save, put last in key order too.
+  std::vector<const SnapshotPart*> saved_parts;
   absl::flat_hash_map<absl::string_view, Writer*> group_requests;
   std::vector<Writer*> planned;
   for (Writer* x : group) {
@@ -913,7 +923,7 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
     batch.Put(rf::LogKey(record->first_position()), record->value);
     rf::AppendStreamEntries(record->events, &stream_entries);
     for (const SnapshotPart& part : x->request->saved_parts) {
-      batch.Put(rf::SnapshotKey(part.key), part.blob);
+      saved_parts.push_back(&part);
     }
     if (!request_id.empty()) {
       batch.Put(rf::RequestKey(request_id),
@@ -926,6 +936,15 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
   std::sort(stream_entries.begin(), stream_entries.end());
   for (const auto& [key, position] : stream_entries) {
     batch.Put(key, rf::EncodeFixed64(position));
+  }
+  // Two appends of one group may save the same key: the later one's stays
+  // (a stable sort keeps their order).
+  std::stable_sort(saved_parts.begin(), saved_parts.end(),
+                   [](const SnapshotPart* a, const SnapshotPart* b) {
+                     return a->key < b->key;
+                   });
+  for (const SnapshotPart* part : saved_parts) {
+    batch.Put(rf::SnapshotKey(part->key), part->blob);
   }
   if (!planned.empty()) {
     rocksdb::WriteOptions wo;

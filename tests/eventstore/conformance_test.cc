@@ -760,6 +760,28 @@ TEST_P(ConformanceTest, AnAppendSavesItsPartsWithItself) {
                        HasSubstr("is repeated")));
   EXPECT_EQ(part("a" + nul + "z"), std::nullopt);
   EXPECT_EQ(store_->Head().position, 2u);
+
+  // Appends in flight together (one commit group, for a store that groups
+  // them) saving one key: the later append's part stays.
+  absl::Mutex mu;
+  int done = 0;
+  for (int i = 0; i < 20; ++i) {
+    AppendRequest next = OneEvent("a", ExpectedVersion::Any(), "p");
+    next.saved_parts = {{"a" + nul + "w", absl::StrCat("w", i)},
+                        {absl::StrCat("b", 19 - i), "b"}};
+    store_->AppendAsync(std::move(next),
+                        [&](absl::StatusOr<AppendResult> result) {
+                          EXPECT_OK(result);
+                          absl::MutexLock lock(&mu);
+                          ++done;
+                        });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(+[](int* n) { return *n == 20; }, &done));
+  }
+  EXPECT_EQ(part("a" + nul + "w"), "w19");
+  EXPECT_EQ(part("b0"), "b");
 }
 
 // A leader's log for the replication tests: single and multi-stream appends,
