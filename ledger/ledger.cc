@@ -655,8 +655,16 @@ bool Ledger::Start(Account* account, Pending p) {
   store_->AppendAsync(
       std::move(request), [this, appended = std::move(appended)](
                               absl::StatusOr<AppendResult> result) {
-        // Off the store's commit thread: applying, answering and starting
-        // the account's next command run on the ledger's completion threads.
+        // Applying, answering and starting the account's next command run
+        // on the ledger's completion threads, so that the store's commit
+        // thread goes back to committing; but a lone append (nothing else
+        // in flight) completes here: waking a completion thread would cost
+        // its caller more than the work (1.12x the calls a second at 1 in
+        // flight, README "Benchmarks").
+        if (Alone()) {
+          OnAppended(std::move(appended), std::move(result));
+          return;
+        }
         Post([this, appended, result = std::move(result)]() mutable {
           OnAppended(std::move(appended), std::move(result));
         });
@@ -840,6 +848,11 @@ void Ledger::Finish(Account* account, Pending& pending, BatchResults results) {
   }
   absl::MutexLock lock(&in_flight_mu_);
   --in_flight_;
+}
+
+bool Ledger::Alone() {
+  absl::MutexLock lock(&in_flight_mu_);
+  return in_flight_ == 1;
 }
 
 void Ledger::Post(std::function<void()> work) {

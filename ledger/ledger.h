@@ -398,6 +398,8 @@ class Ledger {
   void Finish(Account* account, Pending& pending, BatchResults results);
   // Queues work for the completion threads.
   void Post(std::function<void()> work);
+  // Whether one append is in flight, and no other.
+  bool Alone();
   void WorkLoop();
   // Pins the invoice entries that `commands` read (core::InvoicesReadBy),
   // and adds to the account's state the saved ones it does not hold. Runs
