@@ -659,7 +659,7 @@ bool Ledger::Start(Account* account, Pending p) {
         // on the ledger's completion threads, so that the store's commit
         // thread goes back to committing; but a lone append (nothing else
         // in flight) completes here: waking a completion thread would cost
-        // its caller more than the work (1.12x the calls a second at 1 in
+        // its caller more than the work (1.10x the calls a second at 1 in
         // flight, README "Benchmarks").
         if (Alone()) {
           OnAppended(std::move(appended), std::move(result));
