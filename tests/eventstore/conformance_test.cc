@@ -49,6 +49,14 @@ class ConformanceTest : public ::testing::TestWithParam<StoreFactory> {
     return result.ok() ? *result : AppendResult{};
   }
 
+  // The saved part of `key` ("<error>" if the read fails).
+  std::optional<std::string> SavedPart(const std::string& key) {
+    absl::StatusOr<std::optional<std::string>> read =
+        store_->ReadSnapshotPart(key);
+    EXPECT_OK(read);
+    return read.value_or("<error>");
+  }
+
   std::vector<RecordedEvent> ReadAll() {
     absl::StatusOr<std::vector<RecordedEvent>> all =
         store_->ReadForward(1, 1000000);
@@ -639,23 +647,17 @@ TEST_P(ConformanceTest, SnapshotPartFiltersSelectAFamilyOrTheTopLevel) {
 // One part on its own: the latest saved blob of that exact key.
 TEST_P(ConformanceTest, ASnapshotPartReadsAlone) {
   const std::string nul(1, '\0');
-  auto part = [&](const std::string& key) -> std::optional<std::string> {
-    absl::StatusOr<std::optional<std::string>> read =
-        store_->ReadSnapshotPart(key);
-    EXPECT_OK(read);
-    return read.value_or("<error>");
-  };
-  EXPECT_EQ(part("a"), std::nullopt);
+  EXPECT_EQ(SavedPart("a"), std::nullopt);
   MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
   MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
   ASSERT_OK(store_->SaveSnapshotParts(1, {{"a", "1"}, {"a" + nul + "x", "2"}}));
   ASSERT_OK(store_->SaveSnapshotParts(2, {{"a" + nul + "x", "3"}}));
-  EXPECT_EQ(part("a"), "1");
-  EXPECT_EQ(part("a" + nul + "x"), "3");
+  EXPECT_EQ(SavedPart("a"), "1");
+  EXPECT_EQ(SavedPart("a" + nul + "x"), "3");
   // Exact keys only: neither a prefix nor a longer key.
-  EXPECT_EQ(part("a" + nul), std::nullopt);
-  EXPECT_EQ(part("a" + nul + "xy"), std::nullopt);
-  EXPECT_EQ(part("b"), std::nullopt);
+  EXPECT_EQ(SavedPart("a" + nul), std::nullopt);
+  EXPECT_EQ(SavedPart("a" + nul + "xy"), std::nullopt);
+  EXPECT_EQ(SavedPart("b"), std::nullopt);
 }
 
 TEST_P(ConformanceTest, SnapshotPartsReplaceByKeyAndKeepTheRest) {
@@ -720,20 +722,14 @@ TEST_P(ConformanceTest, SnapshotPartsReadStopsAtTheVisitorsError) {
 // refuse the whole append.
 TEST_P(ConformanceTest, AnAppendSavesItsPartsWithItself) {
   const std::string nul(1, '\0');
-  auto part = [&](const std::string& key) -> std::optional<std::string> {
-    absl::StatusOr<std::optional<std::string>> read =
-        store_->ReadSnapshotPart(key);
-    EXPECT_OK(read);
-    return read.value_or("<error>");
-  };
   MustAppend(OneEvent("a", ExpectedVersion::Any(), "p"));
   ASSERT_OK(store_->SaveSnapshotParts(1, {{"a", "a@1"}}));
   AppendRequest request = OneEvent("a", ExpectedVersion::Exact(1), "p");
   request.metadata.request_id = "with-parts";
   request.saved_parts = {{"a" + nul + "x", "x@2"}, {"a", "a@2"}};
   MustAppend(request);
-  EXPECT_EQ(part("a" + nul + "x"), "x@2");
-  EXPECT_EQ(part("a"), "a@2");
+  EXPECT_EQ(SavedPart("a" + nul + "x"), "x@2");
+  EXPECT_EQ(SavedPart("a"), "a@2");
   std::map<std::string, std::string> parts;
   EXPECT_EQ(ReadParts(*store_, &parts), 1u);  // The position stays.
   EXPECT_EQ(parts.size(), 2u);
@@ -742,12 +738,12 @@ TEST_P(ConformanceTest, AnAppendSavesItsPartsWithItself) {
   absl::StatusOr<AppendResult> retried = store_->Append(request);
   ASSERT_OK(retried);
   EXPECT_TRUE(retried->deduplicated);
-  EXPECT_EQ(part("a" + nul + "x"), "x@2");
+  EXPECT_EQ(SavedPart("a" + nul + "x"), "x@2");
 
   AppendRequest stale = OneEvent("a", ExpectedVersion::Exact(1), "p");
   stale.saved_parts = {{"a" + nul + "y", "y"}};
   EXPECT_THAT(store_->Append(stale), StatusIs(absl::StatusCode::kAborted));
-  EXPECT_EQ(part("a" + nul + "y"), std::nullopt);
+  EXPECT_EQ(SavedPart("a" + nul + "y"), std::nullopt);
 
   AppendRequest bad = OneEvent("a", ExpectedVersion::Exact(2), "p");
   bad.saved_parts = {{"a" + nul + "z", "z"}, {"", "no key"}};
@@ -758,7 +754,7 @@ TEST_P(ConformanceTest, AnAppendSavesItsPartsWithItself) {
   EXPECT_THAT(store_->Append(bad),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("is repeated")));
-  EXPECT_EQ(part("a" + nul + "z"), std::nullopt);
+  EXPECT_EQ(SavedPart("a" + nul + "z"), std::nullopt);
   EXPECT_EQ(store_->Head().position, 2u);
 
   // Appends in flight together (one commit group, for a store that groups
@@ -780,8 +776,8 @@ TEST_P(ConformanceTest, AnAppendSavesItsPartsWithItself) {
     absl::MutexLock lock(&mu);
     mu.Await(absl::Condition(+[](int* n) { return *n == 20; }, &done));
   }
-  EXPECT_EQ(part("a" + nul + "w"), "w19");
-  EXPECT_EQ(part("b0"), "b");
+  EXPECT_EQ(SavedPart("a" + nul + "w"), "w19");
+  EXPECT_EQ(SavedPart("b0"), "b");
 }
 
 // A leader's log for the replication tests: single and multi-stream appends,
