@@ -607,12 +607,15 @@ class FullDiskFailoverTest(FailoverTest):
         # Fill what is left, but a little.
         junk = os.path.join(self.mounted, "junk")
         free = os.statvfs(self.mounted)
-        with open(junk, "wb") as f:
-            try:
+        # Unbuffered, and the close inside the try: the servers write
+        # meanwhile, so the file may find less room than statvfs said
+        # (a buffered file raised ENOSPC again when closed).
+        try:
+            with open(junk, "wb", buffering=0) as f:
                 f.write(b"\0" * max(0, free.f_bavail * free.f_frsize -
                                      (64 << 10)))
-            except OSError:
-                pass
+        except OSError:
+            pass
         filled_at = time.time()
         others = self.nodes[1:]
         new = self.leader(among=others, timeout=30)
