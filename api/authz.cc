@@ -58,6 +58,7 @@ constexpr struct {
     {"AdminService.CreateBackup", Access::kAdmin},
     {"AdminService.SetTime", Access::kAdmin},
     {"AdminService.AdvanceTime", Access::kAdmin},
+    {"AdminService.ErasePersonalData", Access::kErase},
     {"ReplicationService.Replicate", Access::kLog},
 };
 
@@ -98,7 +99,9 @@ std::set<Access> AccessOf(v1::Role role) {
     case v1::ROLE_AUDITOR:
       return {Access::kRead, Access::kNotifications, Access::kLog};
     case v1::ROLE_ADMIN:
-      return {Access::kAdmin};
+      return {Access::kAdmin, Access::kErase};
+    case v1::ROLE_PRIVACY_OFFICER:
+      return {Access::kErase};
     default:
       return {};
   }

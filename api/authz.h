@@ -39,6 +39,7 @@ enum class Access {
   kBill,           // Recording invoices and marketplace transactions.
   kLog,            // The whole log: ReadEvents, SubscribeEvents, digests.
   kAdmin,          // AdminService.
+  kErase,          // AdminService.ErasePersonalData.
   kSelf,           // TestPermissions: any identity, about itself.
 };
 

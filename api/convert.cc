@@ -95,6 +95,7 @@ absl::StatusOr<v1::PurchaseOrderHeader> ToHeader(const v1::PurchaseOrder& po,
   h.set_effective_month(po.effective_month());
   h.set_expiration_month(po.expiration_month());
   *h.mutable_contacts() = po.contacts();
+  RequestContacts(*h.mutable_contacts());
   *h.mutable_tags() = po.tags();
   *h.mutable_balance_thresholds_percent() = po.balance_thresholds();
   if (po.has_ship_to()) *h.mutable_ship_to() = po.ship_to();
@@ -131,6 +132,7 @@ v1::PurchaseOrder ToApi(const std::string& account_id,
   out.set_effective_month(h.effective_month());
   out.set_expiration_month(h.expiration_month());
   *out.mutable_contacts() = h.contacts();
+  AnswerContacts(*out.mutable_contacts());
   *out.mutable_tags() = h.tags();
   *out.mutable_balance_thresholds() = h.balance_thresholds_percent();
   if (h.has_ship_to()) *out.mutable_ship_to() = h.ship_to();
@@ -307,7 +309,26 @@ absl::Status FillRecordedInvoice(const std::string& account_id,
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record) {
+void RequestContacts(google::protobuf::RepeatedPtrField<v1::Contact>& contacts) {
+  for (v1::Contact& c : contacts) {
+    c.clear_subject_ref();
+    c.clear_erased();
+    c.clear_sealed();
+  }
+}
+
+void AnswerContacts(google::protobuf::RepeatedPtrField<v1::Contact>& contacts) {
+  for (v1::Contact& c : contacts) {
+    c.clear_sealed();
+    if (!c.erased()) continue;
+    c.set_name(kErasedText);
+    c.set_email(kErasedText);
+    c.set_phone(kErasedText);
+  }
+}
+
+absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record,
+                                  const PersonalData* keys) {
   v1::Event out;
   out.set_position(record.position);
   out.set_stream_id(record.stream_id);
@@ -324,11 +345,15 @@ absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record) {
   out.set_record_events(
       static_cast<uint32_t>(record.record_last() - record.record_first() + 1));
   out.set_account_id(AccountOfStream(record.stream_id));
-  if (!out.account_id().empty() &&
-      !out.mutable_payload()->ParseFromString(record.payload)) {
+  if (out.account_id().empty()) return out;
+  if (!out.mutable_payload()->ParseFromString(record.payload)) {
     return absl::DataLossError(absl::StrCat(
         "event at position ", record.position, " is not an account event"));
   }
+  if (keys != nullptr) {
+    RETURN_IF_ERROR(keys->Open(out.account_id(), *out.mutable_payload()));
+  }
+  ForEachContactList(*out.mutable_payload(), AnswerContacts);
   return out;
 }
 
@@ -356,6 +381,7 @@ v1::Notification NotificationOf(const std::string& account_id,
   if (raised.has_due_time()) *n.mutable_due_time() = raised.due_time();
   n.set_reminder_label(raised.reminder_label());
   *n.mutable_recipients() = raised.recipients();
+  AnswerContacts(*n.mutable_recipients());
   return n;
 }
 

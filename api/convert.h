@@ -79,8 +79,19 @@ v1::Notification NotificationOf(const std::string& account_id,
                                 uint64_t position, absl::Time time,
                                 const v1::NotificationRaised& raised);
 
-// A log record -> API event (decoding account payloads).
-absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record);
+// A log record -> API event (decoding account payloads), with its contacts
+// opened by `keys` if given (else shown without their plain fields) and as
+// an answer shows them (AnswerContacts).
+absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record,
+                                  const PersonalData* keys = nullptr);
+
+// Contacts as a request may give them: what the server sets (the sealed
+// form, the reference, the erased flag) is dropped.
+void RequestContacts(google::protobuf::RepeatedPtrField<v1::Contact>& contacts);
+// Contacts as an answer shows them: never the sealed form; an erased one
+// with the flag and "[erased]" in place of its fields.
+void AnswerContacts(google::protobuf::RepeatedPtrField<v1::Contact>& contacts);
+inline constexpr char kErasedText[] = "[erased]";
 
 // Update mask paths of the API (purchase order / line item) -> the domain
 // fields they name (see api::DomainMask).

@@ -62,6 +62,7 @@ std::string PurchaseOrderOf(const v1::AccountEvent& e) {
       return e.marketplace_transaction_recorded().purchase_order_id();
     case v1::AccountEvent::kNotificationRaised:
       return e.notification_raised().purchase_order_id();
+    case v1::AccountEvent::kPersonalDataErased:  // About the account.
     case v1::AccountEvent::EVENT_NOT_SET:
       break;
   }
@@ -458,6 +459,8 @@ absl::Status History(const EventStore& store, const std::string& account_id,
           what = absl::StrCat("created, ",
                               e.purchase_order_created().line_items_size(),
                               " line items, ",
+                              e.purchase_order_created().header().contacts_size(),
+                              " contacts, ",
                               e.purchase_order_created().header().effective_month(),
                               "..",
                               e.purchase_order_created().header().expiration_month());
@@ -535,6 +538,7 @@ absl::Status History(const EventStore& store, const std::string& account_id,
               v1::NotificationKind_Name(e.notification_raised().kind()), " to ",
               e.notification_raised().recipients_size(), " recipients");
           break;
+        case v1::AccountEvent::kPersonalDataErased:
         case v1::AccountEvent::EVENT_NOT_SET:
           break;
       }

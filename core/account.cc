@@ -342,6 +342,20 @@ absl::Status Apply(AccountState& state, const v1::AccountEvent& event) {
       }
       break;
     }
+    case v1::AccountEvent::kPersonalDataErased: {
+      // Only the contacts change: what remains is the reference and the
+      // flag, so the purchase order still shows how many it had.
+      const std::string& ref = event.personal_data_erased().subject_ref();
+      for (auto& [id, po] : state.purchase_orders) {
+        for (v1::Contact& c : *po.header.mutable_contacts()) {
+          if (c.subject_ref() != ref) continue;
+          c.Clear();
+          c.set_subject_ref(ref);
+          c.set_erased(true);
+        }
+      }
+      break;
+    }
     case v1::AccountEvent::EVENT_NOT_SET:
       return Inconsistent("empty event");
   }

@@ -5,6 +5,7 @@
 #ifndef POLEDGER_CORE_COMMANDS_H_
 #define POLEDGER_CORE_COMMANDS_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -82,6 +83,15 @@ struct RecordMarketplaceTransaction {
   int32_t line_number = 0;  // As the buyer gave it; 0: default.
 };
 
+// Erases a data subject of the account (README "Personal data"): its
+// contacts, in the state and in every event, read as erased from then on.
+inline constexpr size_t kSubjectRefBytes = 32;  // HMAC-SHA256.
+inline constexpr size_t kMaxRequestReference = 128;
+struct ErasePersonalData {
+  std::string subject_ref;        // v1::Contact.subject_ref.
+  std::string request_reference;  // v1::PersonalDataErased's.
+};
+
 // The scheduler's command: expire purchase orders and raise reminders that
 // have fallen due by `now`.
 struct Tick {};
@@ -90,7 +100,7 @@ using Command =
     std::variant<CreatePurchaseOrder, UpdatePurchaseOrder,
                  ChangePurchaseOrderStatus, DeletePurchaseOrder, AddLineItem,
                  UpdateLineItem, RemoveLineItem, RecordInvoice,
-                 RecordMarketplaceTransaction, Tick>;
+                 RecordMarketplaceTransaction, Tick, ErasePersonalData>;
 
 }  // namespace core
 }  // namespace poledger

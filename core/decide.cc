@@ -61,6 +61,22 @@ class Events {
   Decision decision_;
 };
 
+// Whether two lists hold the same people in the same order: a stored
+// contact carries its sealed form and subject reference too, which a
+// request's does not.
+bool SameContacts(const google::protobuf::RepeatedPtrField<v1::Contact>& a,
+                  const google::protobuf::RepeatedPtrField<v1::Contact>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](const v1::Contact& x, const v1::Contact& y) {
+                      if (x.erased() || y.erased()) {
+                        return x.erased() && y.erased() &&
+                               x.subject_ref() == y.subject_ref();
+                      }
+                      return x.name() == y.name() && x.email() == y.email() &&
+                             x.phone() == y.phone();
+                    });
+}
+
 absl::Status CheckLength(absl::string_view field, absl::string_view value,
                          size_t max, bool required) {
   if (required && value.empty()) return InvalidField(field, "is required");
@@ -149,6 +165,8 @@ absl::Status ValidateHeader(v1::PurchaseOrderHeader& h) {
   }
   for (int i = 0; i < h.contacts_size(); ++i) {
     const v1::Contact& c = h.contacts(i);
+    // An erased contact the purchase order keeps: nothing left to check.
+    if (c.erased()) continue;
     const std::string field = absl::StrCat("contacts[", i, "]");
     RETURN_IF_ERROR(
         CheckLength(absl::StrCat(field, ".name"), c.name(), kMaxName, false));
@@ -474,10 +492,9 @@ absl::StatusOr<Decision> DecideUpdate(const AccountState& state,
   if (old.currency_code() != header.currency_code()) changed.push_back("currency_code");
   if (old.effective_month() != header.effective_month()) changed.push_back("effective_month");
   if (expiration_changed) changed.push_back("expiration_month");
-  v1::PurchaseOrderHeader old_contacts, new_contacts;
-  *old_contacts.mutable_contacts() = old.contacts();
-  *new_contacts.mutable_contacts() = header.contacts();
-  if (differs(old_contacts, new_contacts)) changed.push_back("contacts");
+  if (!SameContacts(old.contacts(), header.contacts())) {
+    changed.push_back("contacts");
+  }
   v1::PurchaseOrderHeader old_tags, new_tags;
   *old_tags.mutable_tags() = old.tags();
   *new_tags.mutable_tags() = header.tags();
@@ -1028,6 +1045,30 @@ absl::StatusOr<Decision> DecideTick(const AccountState& state, absl::Time now) {
   return events.Take();
 }
 
+absl::StatusOr<Decision> DecideErase(const AccountState& state,
+                                     const ErasePersonalData& c,
+                                     absl::Time now) {
+  if (c.subject_ref.size() != kSubjectRefBytes) {
+    return InvalidField("subject_ref",
+                        absl::StrCat("is ", c.subject_ref.size(),
+                                     " bytes; a reference is ",
+                                     kSubjectRefBytes));
+  }
+  RETURN_IF_ERROR(CheckLength("request_reference", c.request_reference,
+                              kMaxRequestReference, false));
+  for (char ch : c.request_reference) {
+    if (absl::ascii_iscntrl(static_cast<unsigned char>(ch))) {
+      return InvalidField("request_reference",
+                          "may hold no control characters");
+    }
+  }
+  Events events(state, now);
+  v1::PersonalDataErased* e = events.Add().mutable_personal_data_erased();
+  e->set_subject_ref(c.subject_ref);
+  e->set_request_reference(c.request_reference);
+  return events.Take();
+}
+
 }  // namespace
 
 std::optional<absl::Time> NextDue(const AccountState& state) {
@@ -1236,6 +1277,9 @@ absl::StatusOr<Decision> Decide(const AccountState& state,
     }
     absl::StatusOr<Decision> operator()(const Tick&) {
       return DecideTick(state, now);
+    }
+    absl::StatusOr<Decision> operator()(const ErasePersonalData& c) {
+      return DecideErase(state, c, now);
     }
   };
   return std::visit(Visitor{state, now}, command);

@@ -95,6 +95,11 @@ inline constexpr absl::string_view kLogsDiffer = "LOGS_DIFFER";
 // A write to a node of a shard with failover that does not lead now (a
 // failover may be under way): retry, the proxy finds the leader.
 inline constexpr absl::string_view kNotLeader = "NOT_LEADER";
+// Personal data: contacts sent to a server started without
+// --data-key-file (it cannot seal them); an erasure of a subject that no
+// account named holds.
+inline constexpr absl::string_view kNoDataKey = "NO_DATA_KEY";
+inline constexpr absl::string_view kSubjectNotFound = "SUBJECT_NOT_FOUND";
 }  // namespace reason
 
 // The metadata key that asks clients to wait before retrying: its value is

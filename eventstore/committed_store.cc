@@ -200,6 +200,26 @@ absl::StatusOr<std::optional<std::string>> CommittedStore::ReadSnapshotPart(
   return log_->ReadSnapshotPart(key);
 }
 
+// Keys are not records: they are the log's own, committed or not.
+absl::StatusOr<std::optional<std::string>> CommittedStore::ReadKey(
+    absl::string_view id) const {
+  return log_->ReadKey(id);
+}
+
+absl::Status CommittedStore::PutKeys(uint64_t position,
+                                     const std::vector<KeyEntry>& keys) {
+  return log_->PutKeys(position, keys);
+}
+
+absl::Status CommittedStore::VisitKeys(const KeyVisitor& visit) const {
+  return log_->VisitKeys(visit);
+}
+
+absl::StatusOr<std::vector<KeyEntry>> CommittedStore::KeysAddedIn(
+    uint64_t first, uint64_t last) const {
+  return log_->KeysAddedIn(first, last);
+}
+
 void CommittedStore::Close() {
   {
     absl::MutexLock lock(&mu_);

@@ -83,6 +83,13 @@ class CommittedStore : public EventStore {
       const SnapshotPartVisitor& visit) const override;
   absl::StatusOr<std::optional<std::string>> ReadSnapshotPart(
       absl::string_view key) const override;
+  absl::StatusOr<std::optional<std::string>> ReadKey(
+      absl::string_view id) const override;
+  absl::Status PutKeys(uint64_t position,
+                       const std::vector<KeyEntry>& keys) override;
+  absl::Status VisitKeys(const KeyVisitor& visit) const override;
+  absl::StatusOr<std::vector<KeyEntry>> KeysAddedIn(
+      uint64_t first, uint64_t last) const override;
   void Close() override;
 
  private:

@@ -31,4 +31,26 @@ bool RecordedEvent::operator==(const RecordedEvent& other) const {
          hash == other.hash;
 }
 
+namespace {
+absl::Status NoKeys() {
+  return absl::UnimplementedError("this event store keeps no keys");
+}
+}  // namespace
+
+absl::StatusOr<std::optional<std::string>> EventStore::ReadKey(
+    absl::string_view) const {
+  return NoKeys();
+}
+
+absl::Status EventStore::PutKeys(uint64_t, const std::vector<KeyEntry>&) {
+  return NoKeys();
+}
+
+absl::Status EventStore::VisitKeys(const KeyVisitor&) const { return NoKeys(); }
+
+absl::StatusOr<std::vector<KeyEntry>> EventStore::KeysAddedIn(uint64_t,
+                                                              uint64_t) const {
+  return NoKeys();
+}
+
 }  // namespace poledger

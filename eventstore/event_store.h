@@ -112,6 +112,25 @@ struct SnapshotPart {
   std::string blob;
 };
 
+// A key kept beside the log: by a consumer that seals data in its events
+// with keys it may later destroy (the ledger's personal data keys). Keys are
+// not part of the log: not hashed, so that destroying one leaves every hash
+// as it was. A key written by an append is indexed under the append's
+// position, so that a replica copying the log can copy the keys its records
+// need (KeysAddedIn).
+struct KeyEntry {
+  std::string id;     // 1 to kMaxKeyIdBytes bytes.
+  // Up to kMaxKeyValueBytes. Empty: the key is destroyed (a tombstone,
+  // which tells a destroyed key from one that never was).
+  std::string value;
+};
+inline constexpr size_t kMaxKeyIdBytes = 256;
+inline constexpr size_t kMaxKeyValueBytes = 4096;
+
+// Called for each key by VisitKeys; an error stops the visit.
+using KeyVisitor =
+    std::function<absl::Status(absl::string_view id, absl::string_view value)>;
+
 // One atomic append: to one stream or to several at once.
 struct AppendRequest {
   std::vector<StreamAppend> streams;
@@ -124,6 +143,11 @@ struct AppendRequest {
   // A deduplicated append saves none; a rewind that removes records drops
   // every saved part (log_rewind.h).
   std::vector<SnapshotPart> saved_parts;
+  // Keys written in the append's own atomic write, each replacing the key
+  // of its id, and indexed under the append's first position. Not hashed,
+  // not in the idempotency digest; a deduplicated or refused append writes
+  // none; a bad id or value refuses the append (INVALID_ARGUMENT, keys[i]).
+  std::vector<KeyEntry> keys;
 };
 
 struct AppendResult {
@@ -305,6 +329,27 @@ class EventStore {
   // state, looked up when it is needed rather than held in memory).
   virtual absl::StatusOr<std::optional<std::string>> ReadSnapshotPart(
       absl::string_view key) const = 0;
+
+  // The keys beside the log (KeyEntry). A store that keeps none answers
+  // UNIMPLEMENTED to each.
+  //
+  // The value of key `id` (empty for a destroyed one), or std::nullopt if
+  // there is none.
+  virtual absl::StatusOr<std::optional<std::string>> ReadKey(
+      absl::string_view id) const;
+  // Writes `keys` atomically and durably, each replacing the key of its id,
+  // indexed under `position` (the record that needs them; 0: none, as for
+  // a rewrap under a new key-encryption key). INVALID_ARGUMENT (nothing
+  // written) for a bad id or value.
+  virtual absl::Status PutKeys(uint64_t position,
+                               const std::vector<KeyEntry>& keys);
+  // Calls `visit` for every key, in id order, from one consistent view.
+  virtual absl::Status VisitKeys(const KeyVisitor& visit) const;
+  // The keys written with the records at positions [first, last] (by their
+  // appends, or by PutKeys with such a position), as they are now: a
+  // destroyed one as a tombstone.
+  virtual absl::StatusOr<std::vector<KeyEntry>> KeysAddedIn(
+      uint64_t first, uint64_t last) const;
 
   // Wakes every WaitForPosition caller and refuses later appends with
   // UNAVAILABLE. Idempotent.

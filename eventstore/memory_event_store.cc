@@ -38,6 +38,7 @@ absl::StatusOr<AppendResult> InMemoryEventStore::Append(
   for (const SnapshotPart& part : request.saved_parts) {
     snapshot_parts_[part.key] = part.blob;
   }
+  PutKeysLocked(result.first_position, request.keys);
   if (!request_id.empty()) requests_[request_id] = {digest, result};
   return result;
 }
@@ -191,6 +192,53 @@ absl::StatusOr<std::optional<std::string>> InMemoryEventStore::ReadSnapshotPart(
 void InMemoryEventStore::Close() {
   absl::MutexLock lock(&mu_);
   closed_ = true;
+}
+
+void InMemoryEventStore::PutKeysLocked(uint64_t position,
+                                       const std::vector<KeyEntry>& keys) {
+  for (const KeyEntry& key : keys) {
+    keys_[key.id] = key.value;
+    if (position != 0) key_index_.emplace(position, key.id);
+  }
+}
+
+absl::StatusOr<std::optional<std::string>> InMemoryEventStore::ReadKey(
+    absl::string_view id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = keys_.find(std::string(id));
+  if (it == keys_.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::Status InMemoryEventStore::PutKeys(uint64_t position,
+                                         const std::vector<KeyEntry>& keys) {
+  RETURN_IF_ERROR(record_format::ValidateKeyList("keys", keys));
+  absl::MutexLock lock(&mu_);
+  if (closed_) return absl::UnavailableError("event store is closed");
+  PutKeysLocked(position, keys);
+  return absl::OkStatus();
+}
+
+absl::Status InMemoryEventStore::VisitKeys(const KeyVisitor& visit) const {
+  std::map<std::string, std::string> keys;
+  {
+    absl::MutexLock lock(&mu_);
+    keys = keys_;
+  }
+  for (const auto& [id, value] : keys) RETURN_IF_ERROR(visit(id, value));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<KeyEntry>> InMemoryEventStore::KeysAddedIn(
+    uint64_t first, uint64_t last) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<KeyEntry> out;
+  for (auto it = key_index_.lower_bound({first, ""});
+       it != key_index_.end() && it->first <= last; ++it) {
+    auto key = keys_.find(it->second);
+    if (key != keys_.end()) out.push_back({key->first, key->second});
+  }
+  return out;
 }
 
 }  // namespace poledger

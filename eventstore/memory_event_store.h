@@ -9,6 +9,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,13 @@ class InMemoryEventStore final : public EventStore {
       const SnapshotPartVisitor& visit) const override;
   absl::StatusOr<std::optional<std::string>> ReadSnapshotPart(
       absl::string_view key) const override;
+  absl::StatusOr<std::optional<std::string>> ReadKey(
+      absl::string_view id) const override;
+  absl::Status PutKeys(uint64_t position,
+                       const std::vector<KeyEntry>& keys) override;
+  absl::Status VisitKeys(const KeyVisitor& visit) const override;
+  absl::StatusOr<std::vector<KeyEntry>> KeysAddedIn(
+      uint64_t first, uint64_t last) const override;
   void Close() override;
 
  private:
@@ -64,6 +72,11 @@ class InMemoryEventStore final : public EventStore {
       ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> snapshot_parts_ ABSL_GUARDED_BY(mu_);
   uint64_t snapshot_position_ ABSL_GUARDED_BY(mu_) = 0;
+  // Keys beside the log, and the ids written under each position.
+  std::map<std::string, std::string> keys_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<uint64_t, std::string>> key_index_ ABSL_GUARDED_BY(mu_);
+  void PutKeysLocked(uint64_t position, const std::vector<KeyEntry>& keys)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 

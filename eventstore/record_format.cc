@@ -259,6 +259,54 @@ std::string SnapshotKey(absl::string_view part_key) {
   return absl::StrCat(std::string(1, kSnapshotPrefix), part_key);
 }
 
+std::string KeyKey(absl::string_view id) {
+  return absl::StrCat(std::string(1, kKeyPrefix), id);
+}
+
+absl::StatusOr<absl::string_view> ParseKeyKey(absl::string_view key) {
+  if (key.size() < 2 || key[0] != kKeyPrefix) {
+    return absl::InvalidArgumentError("malformed key beside the log");
+  }
+  return key.substr(1);
+}
+
+std::string KeyIndexKey(uint64_t position, absl::string_view id) {
+  return absl::StrCat(std::string(1, kKeyIndexPrefix), EncodeFixed64(position),
+                      id);
+}
+
+absl::Status ParseKeyIndexKey(absl::string_view key, uint64_t* position,
+                              absl::string_view* id) {
+  if (key.size() < 10 || key[0] != kKeyIndexPrefix) {
+    return absl::InvalidArgumentError("malformed key index entry");
+  }
+  *position = *DecodeFixed64(key.substr(1, 8));
+  *id = key.substr(9);
+  return absl::OkStatus();
+}
+
+absl::Status ValidateKeyList(absl::string_view field,
+                             const std::vector<KeyEntry>& keys) {
+  absl::flat_hash_set<absl::string_view> ids;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const KeyEntry& key = keys[i];
+    if (key.id.empty() || key.id.size() > kMaxKeyIdBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, "[", i, "].id: must be 1 to ", kMaxKeyIdBytes, " bytes"));
+    }
+    if (key.value.size() > kMaxKeyValueBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, "[", i, "].value: ", key.value.size(),
+          " bytes exceeds the limit of ", kMaxKeyValueBytes));
+    }
+    if (!ids.insert(key.id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, "[", i, "].id: repeated"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<absl::string_view> ParseSnapshotKey(absl::string_view key) {
   if (key.size() < 2 || key[0] != kSnapshotPrefix) {
     return absl::InvalidArgumentError("not a snapshot key");
@@ -721,6 +769,9 @@ absl::Status ValidateAppendRequest(const AppendRequest& request) {
     return absl::InvalidArgumentError(absl::StrCat(
         "streams: payloads of ", total_bytes, " bytes together exceed the "
         "limit of ", kMaxAppendPayloadBytes, " per append"));
+  }
+  if (!request.keys.empty()) {
+    RETURN_IF_ERROR(ValidateKeyList("keys", request.keys));
   }
   if (request.saved_parts.empty()) return absl::OkStatus();
   return ValidatePartList("saved_parts", request.saved_parts);

@@ -76,6 +76,8 @@ inline constexpr char kStreamPrefix = 'S';
 inline constexpr char kRequestPrefix = 'R';
 inline constexpr char kSnapshotPrefix = 'T';
 inline constexpr char kMetaPrefix = 'M';
+inline constexpr char kKeyPrefix = 'K';       // Keys beside the log.
+inline constexpr char kKeyIndexPrefix = 'k';  // Their positions.
 inline constexpr uint8_t kRecordFormat = 1;      // One event.
 inline constexpr uint8_t kManyRecordFormat = 2;  // Several events.
 // The log format a store writes (meta "format"), and the one before it,
@@ -101,6 +103,20 @@ std::string SnapshotKey(absl::string_view part_key);
 // INVALID_ARGUMENT if malformed.
 absl::StatusOr<absl::string_view> ParseSnapshotKey(absl::string_view key);
 std::string MetaSnapshotKey();
+// The store keys of a key beside the log (KeyEntry) and of its index entry
+// under `position`; ParseKeyKey returns the id (a view into `key`),
+// INVALID_ARGUMENT if malformed.
+std::string KeyKey(absl::string_view id);
+absl::StatusOr<absl::string_view> ParseKeyKey(absl::string_view key);
+std::string KeyIndexKey(uint64_t position, absl::string_view id);
+// The position and id of an index entry; INVALID_ARGUMENT if malformed.
+absl::Status ParseKeyIndexKey(absl::string_view key, uint64_t* position,
+                              absl::string_view* id);
+// INVALID_ARGUMENT naming `field`[i] and the reason unless every key's id
+// is 1 to kMaxKeyIdBytes bytes and its own, and every value at most
+// kMaxKeyValueBytes.
+absl::Status ValidateKeyList(absl::string_view field,
+                             const std::vector<KeyEntry>& keys);
 // Whether `filter` selects the part whose key is `part_key`.
 bool SnapshotKeySelected(const SnapshotPartFilter& filter,
                          absl::string_view part_key);

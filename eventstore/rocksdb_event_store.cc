@@ -943,6 +943,10 @@ void RocksDbEventStore::CommitGroup(const std::vector<Writer*>& group) {
     for (const SnapshotPart& part : x->request->saved_parts) {
       saved_parts.push_back(&part);
     }
+    for (const KeyEntry& key : x->request->keys) {
+      batch.Put(rf::KeyKey(key.id), key.value);
+      batch.Put(rf::KeyIndexKey(record->first_position(), key.id), "");
+    }
     if (!request_id.empty()) {
       batch.Put(rf::RequestKey(request_id),
                 rf::EncodeRequestValue({x->digest, result}));

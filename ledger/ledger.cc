@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <utility>
+#include <variant>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
@@ -25,6 +26,32 @@ std::string EventTypeOf(const v1::AccountEvent& event) {
   const google::protobuf::FieldDescriptor* field =
       v1::AccountEvent::descriptor()->FindFieldByNumber(event.event_case());
   return field == nullptr ? "unknown" : field->name();
+}
+
+// OK unless `command` brings contacts (personal data) to a ledger that
+// cannot seal them.
+absl::Status CheckSealableWith(const PersonalData* keys,
+                               const core::Command& command) {
+  if (keys == nullptr || keys->can_seal()) return absl::OkStatus();
+  const v1::PurchaseOrderHeader* header = nullptr;
+  if (auto* c = std::get_if<core::CreatePurchaseOrder>(&command)) {
+    header = &c->header;
+  } else if (auto* u = std::get_if<core::UpdatePurchaseOrder>(&command)) {
+    header = &u->header;
+  } else if (std::holds_alternative<core::ErasePersonalData>(command)) {
+    return core::DomainError(absl::StatusCode::kFailedPrecondition,
+                             core::reason::kNoDataKey,
+                             "erasing personal data needs --data-key-file");
+  }
+  if (header == nullptr) return absl::OkStatus();
+  for (const v1::Contact& c : header->contacts()) {
+    if (c.erased() || !c.sealed().empty()) continue;
+    return core::DomainError(
+        absl::StatusCode::kFailedPrecondition, core::reason::kNoDataKey,
+        "contacts are personal data, which this server seals with keys it "
+        "does not have: start it with --data-key-file");
+  }
+  return absl::OkStatus();
 }
 
 // Whether `event` is a notification raised by the invoice or credit memo
@@ -164,6 +191,12 @@ absl::Status Ledger::LoadAccount(Account* account) {
       return absl::DataLossError(absl::StrCat(
           "the snapshot of account ", core::Quote(id), " does not decode"));
     }
+    if (options_.personal_data != nullptr) {
+      for (v1::PurchaseOrderSnapshot& po : *a.mutable_purchase_orders()) {
+        RETURN_IF_ERROR(options_.personal_data->OpenContacts(
+            id, *po.mutable_header()->mutable_contacts()));
+      }
+    }
     ASSIGN_OR_RETURN(state, core::FromSnapshot(a));
   }
   // Then its events after the part. No command of this account has run
@@ -182,8 +215,10 @@ absl::Status Ledger::LoadAccount(Account* account) {
       if (records.empty()) return absl::OkStatus();
       for (const RecordedEvent& record : records) {
         if (record.position > through) return absl::OkStatus();
-        ASSIGN_OR_RETURN(std::vector<std::string> touched,
-                         ApplyRecord(state, record, saved));
+        RETURN_IF_ERROR(ForgetErased(record));
+        ASSIGN_OR_RETURN(
+            std::vector<std::string> touched,
+            ApplyRecord(state, record, saved, options_.personal_data));
         for (std::string& invoice : touched) changed.insert(std::move(invoice));
         replayed = true;
       }
@@ -394,7 +429,7 @@ absl::StatusOr<ExecuteResult> Ledger::ReadAppended(
                    store_->ReadForward(appended.first_position,
                                        EventCount(appended)));
   for (const RecordedEvent& r : records) {
-    ASSIGN_OR_RETURN(LoggedEvent logged, DecodeRecord(r));
+    ASSIGN_OR_RETURN(LoggedEvent logged, Decode(r));
     result.events.push_back(std::move(logged));
   }
   return result;
@@ -559,6 +594,11 @@ bool Ledger::Start(Account* account, Pending p) {
     // until a command that is followed by others decides events.
     std::optional<core::AccountState> scratch;
     for (size_t i = 0; i < n; ++i) {
+      if (absl::Status sealable = CheckSealableWith(options_.personal_data, p.commands[i]);
+          !sealable.ok()) {
+        appended->results[i] = std::move(sealable);
+        continue;
+      }
       const core::AccountState& decided_on =
           scratch.has_value() ? *scratch : account->state;
       absl::StatusOr<core::Decision> decision =
@@ -634,11 +674,22 @@ bool Ledger::Start(Account* account, Pending p) {
     return true;
   }
   AppendRequest request;
+  if (options_.personal_data != nullptr) {
+    // Contacts go into the log sealed, with the keys they need.
+    if (absl::Status sealed = options_.personal_data->Seal(
+            ctx.account_id, events, appended->keys);
+        !sealed.ok()) {
+      p.done(BatchResults(n, sealed));
+      return true;
+    }
+    request.keys = appended->keys;
+  }
   StreamAppend& stream = request.streams.emplace_back();
   stream.stream_id = AccountStream(ctx.account_id);
   stream.expected_version = ExpectedVersion::Exact(appended->version);
   for (const v1::AccountEvent& e : events) {
-    stream.events.push_back({EventTypeOf(e), e.SerializeAsString(), ""});
+    stream.events.push_back(
+        {EventTypeOf(e), PersonalData::StoredPayload(e), ""});
   }
   request.metadata.request_id = store_request_id;
   request.metadata.actor = ctx.actor;
@@ -739,6 +790,9 @@ void Ledger::OnAppended(std::shared_ptr<Appended> a,
     return;
   }
   a->positions = *result;
+  if (options_.personal_data != nullptr && !a->positions.deduplicated) {
+    options_.personal_data->Remember(a->keys);
+  }
   if (a->positions.deduplicated) {
     // The store found the request id (one command) committed before: those
     // events are applied already; answer as the first time.
@@ -780,6 +834,11 @@ absl::Status Ledger::ApplyReplicated(
     accounts.push_back(account_id.empty() ? nullptr
                                           : FindOrCreate(account_id));
   }
+  // An erasure's key goes before its record applies, so that nothing reads
+  // the subject's contacts in between.
+  for (const RecordedEvent& record : records) {
+    RETURN_IF_ERROR(ForgetErased(record));
+  }
   {
     absl::MutexLock lock(&apply_mu_);
     if (records.front().position != applied_through_ + 1) {
@@ -796,7 +855,7 @@ absl::Status Ledger::ApplyReplicated(
       SaveIntoCutLocked(account);
       absl::StatusOr<std::vector<std::string>> touched = ApplyRecord(
           account->state, records[i],
-          account->invoices_on_disk ? store_ : nullptr);
+          account->invoices_on_disk ? store_ : nullptr, options_.personal_data);
       if (!touched.ok()) {
         return absl::DataLossError(absl::StrCat(
             "a replicated record does not apply: ", touched.status().message()));
@@ -908,7 +967,7 @@ absl::StatusOr<std::vector<LoggedEvent>> Ledger::ReadAccountEvents(
       store_->ReadStream(AccountStream(account_id), from_version, limit));
   std::vector<LoggedEvent> out;
   for (const RecordedEvent& r : records) {
-    ASSIGN_OR_RETURN(LoggedEvent logged, DecodeRecord(r));
+    ASSIGN_OR_RETURN(LoggedEvent logged, Decode(r));
     out.push_back(std::move(logged));
   }
   return out;
@@ -959,7 +1018,7 @@ std::vector<absl::StatusOr<ExecuteResult>> Ledger::ReadRecords(
     for (uint64_t v = version; v <= version + kMaxRaisedWith; ++v) {
       auto it = read.find(v);
       if (it == read.end()) break;
-      absl::StatusOr<LoggedEvent> logged = DecodeRecord(it->second);
+      absl::StatusOr<LoggedEvent> logged = Decode(it->second);
       if (!logged.ok()) {
         decoded = logged.status();
         break;
@@ -1011,7 +1070,34 @@ std::vector<std::string> Ledger::AccountIds() {
 
 absl::StatusOr<core::AccountState> Ledger::AccountAt(
     const std::string& account_id, uint64_t position) const {
-  return RebuildAccountAt(*store_, account_id, position);
+  ASSIGN_OR_RETURN(core::AccountState state,
+                   RebuildAccountAt(*store_, account_id, position));
+  if (options_.personal_data != nullptr) {
+    for (auto& [id, po] : state.purchase_orders) {
+      RETURN_IF_ERROR(options_.personal_data->OpenContacts(
+          account_id, *po.header.mutable_contacts()));
+    }
+  }
+  return state;
+}
+
+absl::StatusOr<LoggedEvent> Ledger::Decode(const RecordedEvent& record) const {
+  return DecodeRecord(record, options_.personal_data);
+}
+
+absl::Status Ledger::ForgetErased(const RecordedEvent& record) {
+  if (options_.personal_data == nullptr ||
+      record.event_type != "personal_data_erased") {
+    return absl::OkStatus();
+  }
+  v1::AccountEvent event;
+  if (!event.ParseFromString(record.payload)) {
+    return absl::DataLossError(absl::StrCat(
+        "event at position ", record.position, " is not an account event"));
+  }
+  return options_.personal_data->Forget(
+      AccountOfStream(record.stream_id),
+      event.personal_data_erased().subject_ref(), store_);
 }
 
 }  // namespace poledger

@@ -33,6 +33,7 @@
 #include "core/commands.h"
 #include "eventstore/event_store.h"
 #include "ledger/clock.h"
+#include "ledger/personal_data.h"
 #include "ledger/record_applier.h"
 #include "poledger/v1/events.pb.h"
 
@@ -150,6 +151,13 @@ struct LedgerOptions {
   std::function<void(size_t accounts, absl::Duration took,
                      const absl::Status& status)>
       on_warm_up;
+
+  // The personal data keys (not owned; must outlive the ledger): contacts
+  // are sealed with them on the way into the log and snapshots, and opened
+  // on the way out (README "Personal data"). None: contacts are kept as
+  // given, for tests and tools that hold no personal data.
+  // Default: none
+  PersonalData* personal_data = nullptr;
 };
 
 class Ledger {
@@ -375,6 +383,8 @@ class Ledger {
       std::optional<size_t> repeats;
     };
     std::vector<Item> items;
+    // The personal data keys the append writes (PersonalData::Seal).
+    std::vector<KeyEntry> keys;
   };
   // Continues a command once the store has answered its append: applies
   // appended commands in log order, answers them and runs their accounts'
@@ -416,6 +426,11 @@ class Ledger {
   Account* FindOrCreate(const std::string& account_id);
   absl::StatusOr<ExecuteResult> ReadAppended(
       const AppendResult& appended) const;
+  // Decodes a record of the log, its contacts opened.
+  absl::StatusOr<LoggedEvent> Decode(const RecordedEvent& record) const;
+  // Forgets the key of the subject that `record` erases, if it is an
+  // erasure (before it applies, on any node).
+  absl::Status ForgetErased(const RecordedEvent& record);
   void MaybeSnapshot(uint64_t position);
 
   // Accounts changed since the last snapshot, with the ids of their

@@ -43,8 +43,13 @@ size_t Ledger::AppendParts(const Account& account,
   size_t bytes = 0;
   SnapshotPart& part = parts.emplace_back();
   part.key = state.account_id;
-  core::ToSnapshot(state, core::SnapshotInvoices::kExclude)
-      .SerializeToString(&part.blob);
+  v1::AccountSnapshot snapshot =
+      core::ToSnapshot(state, core::SnapshotInvoices::kExclude);
+  // Contacts as the log holds them: sealed, without their plain fields.
+  for (v1::PurchaseOrderSnapshot& po : *snapshot.mutable_purchase_orders()) {
+    PersonalData::StripPlainFields(*po.mutable_header()->mutable_contacts());
+  }
+  snapshot.SerializeToString(&part.blob);
   bytes += part.key.size() + part.blob.size();
   for (const std::string& id : invoices) {
     auto it = state.invoices.find(id);

@@ -3,12 +3,14 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "base/status_macros.h"
 #include "core/errors.h"
 
 namespace poledger {
 
-absl::StatusOr<LoggedEvent> DecodeRecord(const RecordedEvent& record) {
+absl::StatusOr<LoggedEvent> DecodeRecord(const RecordedEvent& record,
+                                         const PersonalData* keys) {
   LoggedEvent out;
   out.position = record.position;
   out.stream_version = record.stream_version;
@@ -16,6 +18,16 @@ absl::StatusOr<LoggedEvent> DecodeRecord(const RecordedEvent& record) {
   if (!out.event.ParseFromString(record.payload)) {
     return absl::DataLossError(absl::StrCat(
         "event at position ", record.position, " is not an account event"));
+  }
+  if (keys != nullptr) {
+    absl::string_view account = record.stream_id;
+    absl::ConsumePrefix(&account, "account/");
+    if (absl::Status opened = keys->Open(std::string(account), out.event);
+        !opened.ok()) {
+      return absl::Status(opened.code(),
+                          absl::StrCat("event at position ", record.position,
+                                       ": ", opened.message()));
+    }
   }
   return out;
 }
@@ -65,14 +77,14 @@ absl::StatusOr<std::vector<std::string>> ApplyEvent(
 
 absl::StatusOr<std::vector<std::string>> ApplyRecord(
     core::AccountState& state, const RecordedEvent& record,
-    const EventStore* saved) {
+    const EventStore* saved, const PersonalData* keys) {
   if (record.stream_version != state.version + 1) {
     return absl::DataLossError(
         absl::StrCat("event at position ", record.position, " is version ",
                      record.stream_version, " of ", record.stream_id,
                      ", expected ", state.version + 1));
   }
-  ASSIGN_OR_RETURN(LoggedEvent logged, DecodeRecord(record));
+  ASSIGN_OR_RETURN(LoggedEvent logged, DecodeRecord(record, keys));
   return ApplyEvent(state, logged.event, record.position, saved);
 }
 

@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "core/account.h"
 #include "eventstore/event_store.h"
+#include "ledger/personal_data.h"
 #include "poledger/v1/events.pb.h"
 #include "poledger/v1/snapshot.pb.h"
 
@@ -30,9 +31,11 @@ struct LoggedEvent {
   v1::AccountEvent event;
 };
 
-// Decodes a record's payload as an account event; DATA_LOSS naming its
-// position if it is not one.
-absl::StatusOr<LoggedEvent> DecodeRecord(const RecordedEvent& record);
+// Decodes a record's payload as an account event, with its sealed contacts
+// opened if `keys` is given; DATA_LOSS naming its position if it is not
+// one, or the contacts' error.
+absl::StatusOr<LoggedEvent> DecodeRecord(const RecordedEvent& record,
+                                         const PersonalData* keys = nullptr);
 
 // The key of the saved part of an account's invoice or credit memo: the
 // account id, NUL, the invoice id (a part under the account's own).
@@ -61,7 +64,7 @@ absl::StatusOr<std::vector<std::string>> ApplyEvent(
 // not the next version of the state's stream.
 absl::StatusOr<std::vector<std::string>> ApplyRecord(
     core::AccountState& state, const RecordedEvent& record,
-    const EventStore* saved);
+    const EventStore* saved, const PersonalData* keys = nullptr);
 
 }  // namespace poledger
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "api/convert.h"
 #include "core/errors.h"
 #include "core/proto_time.h"
@@ -160,8 +161,9 @@ EventLogServiceImpl::SubscribeEvents(
     return types.empty() ||
            std::find(types.begin(), types.end(), r.event_type) != types.end();
   };
-  hooks.render = [](const RecordedEvent& r) -> absl::StatusOr<Response> {
-    absl::StatusOr<v1::Event> event = convert::EventOf(r);
+  const PersonalData* keys = ctx_->personal_data;
+  hooks.render = [keys](const RecordedEvent& r) -> absl::StatusOr<Response> {
+    absl::StatusOr<v1::Event> event = convert::EventOf(r, keys);
     if (!event.ok()) return event.status();
     Response response;
     *response.mutable_event() = *std::move(event);
@@ -188,11 +190,15 @@ NotificationServiceImpl::SubscribeNotifications(
     return r.event_type == "notification_raised" &&
            (account.empty() || AccountOfStream(r.stream_id) == account);
   };
-  hooks.render = [](const RecordedEvent& r) -> absl::StatusOr<Response> {
+  const PersonalData* keys = ctx_->personal_data;
+  hooks.render = [keys](const RecordedEvent& r) -> absl::StatusOr<Response> {
     v1::AccountEvent event;
     if (!event.ParseFromString(r.payload) || !event.has_notification_raised()) {
       return absl::DataLossError(absl::StrCat("event at position ", r.position,
                                               " is not a notification"));
+    }
+    if (keys != nullptr) {
+      RETURN_IF_ERROR(keys->Open(AccountOfStream(r.stream_id), event));
     }
     Response response;
     *response.mutable_notification() =

@@ -29,6 +29,7 @@
 #include "openssl/rand.h"
 #include "server/call_log.h"
 #include "server/commit_tracker.h"
+#include "server/data_key.h"
 #include "server/follower.h"
 #include "server/http_gateway.h"
 #include "server/log.h"
@@ -376,7 +377,21 @@ absl::StatusOr<std::unique_ptr<PoledgerServer>> PoledgerServer::Start(
   ctx.backup = [raw_store](const std::string& dir) {
     return raw_store->Checkpoint(dir);
   };
+  absl::StatusOr<std::string> kek =
+      ReadDataKey(options.data_key_file, options.data_key, options.data_dir);
+  if (!kek.ok()) return fail(kek.status());
+  absl::StatusOr<std::unique_ptr<PersonalData>> personal_data =
+      PersonalData::Open(raw_store, std::move(*kek));
+  if (!personal_data.ok()) return fail(personal_data.status());
+  impl->personal_data = std::move(*personal_data);
+  ctx.personal_data = impl->personal_data.get();
+  if (!impl->personal_data->can_seal()) {
+    log::Warning("no_data_key",
+                 "started without --data-key-file: requests with contacts "
+                 "(personal data) are refused (NO_DATA_KEY)");
+  }
   LedgerOptions ledger_options;
+  ledger_options.personal_data = impl->personal_data.get();
   ledger_options.snapshot_every_events = options.snapshot_every_events;
   ledger_options.on_snapshot = [](const Ledger::SnapshotInfo& snapshot,
                                   const absl::Status& status) {

@@ -30,6 +30,12 @@ struct ServerOptions {
   absl::Duration tick_interval = absl::Seconds(30);
   // A snapshot after this many events (0: only on request).
   uint64_t snapshot_every_events = 250000;
+  // The key-encryption key of the personal data keys (README "Personal
+  // data"): a file outside the data directory holding 64 hex digits, or
+  // the key itself (data_key, from POLEDGER_DATA_KEY). Neither: contacts are
+  // refused, and a data directory holding personal data does not start.
+  std::string data_key_file;
+  std::string data_key;
   // Idle streams send a heartbeat this often.
   absl::Duration heartbeat_interval = absl::Seconds(5);
   // Largest request or response message.

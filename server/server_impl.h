@@ -61,6 +61,8 @@ struct PoledgerServer::Impl {
     return committed != nullptr ? committed.get()
                                 : static_cast<EventStore*>(store.get());
   }
+  // The personal data keys, before the ledger that uses them.
+  std::unique_ptr<PersonalData> personal_data;
   std::unique_ptr<Ledger> ledger;
   // A read replica's: destroyed before the ledger and the store it feeds.
   std::unique_ptr<Follower> follower;

@@ -59,6 +59,11 @@ int main(int argc, char** argv) {
                  "Save a snapshot after this many events (0: only on "
                  "request)")
       ->capture_default_str();
+  app.add_option("--data-key-file", options.data_key_file,
+                 "File (outside the data directory) holding the key that "
+                 "wraps the personal data keys: 64 hex digits, e.g. from "
+                 "`openssl rand -hex 32`; or set POLEDGER_DATA_KEY to the "
+                 "digits. Needed to store contacts");
   app.add_option("--heartbeat-seconds", heartbeat_seconds,
                  "Idle streams send a heartbeat this often")
       ->capture_default_str()
@@ -229,6 +234,10 @@ int main(int argc, char** argv) {
               : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     }
     option->envname(env);
+  }
+  // The key itself, from the environment only (never on a command line).
+  if (const char* key = std::getenv("POLEDGER_DATA_KEY"); key != nullptr) {
+    options.data_key = key;
   }
   try {
     app.parse(argc, argv);

@@ -25,6 +25,7 @@
 #include "eventstore/positions.h"
 #include "openssl/crypto.h"
 #include "server/commit_tracker.h"
+#include "server/erasure.h"
 #include "server/log.h"
 #include "server/log_limit.h"
 #include "server/log_tail.h"
@@ -168,7 +169,8 @@ namespace {
 // write would (dry runs, the manual clock): a replica refuses these.
 bool ChangesTheLog(const google::protobuf::Descriptor* request) {
   if (request == v1::SetTimeRequest::descriptor() ||
-      request == v1::AdvanceTimeRequest::descriptor()) {
+      request == v1::AdvanceTimeRequest::descriptor() ||
+      request == v1::ErasePersonalDataRequest::descriptor()) {
     return true;
   }
   const api::MethodRule* rule = api::RuleFor(request);
@@ -1287,7 +1289,8 @@ grpc::Status EventLogServiceImpl::ReadEvents(
                       r.event_type) == request->event_types().end()) {
           continue;
         }
-        ASSIGN_OR_RETURN(*out.add_events(), convert::EventOf(r));
+        ASSIGN_OR_RETURN(*out.add_events(),
+                         convert::EventOf(r, ctx_->personal_data));
         if (out.events_size() == page_size) break;
       }
       if (out.events_size() == page_size) break;
@@ -1511,6 +1514,32 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateBackup(
     response->set_directory(dir);
     response->set_position(head->position);
     response->set_chain_hash(HashToHex(head->hash));
+    reactor->Finish(grpc::Status::OK);
+  }).detach();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ErasePersonalData(
+    grpc::CallbackServerContext* context,
+    const v1::ErasePersonalDataRequest* request,
+    v1::ErasePersonalDataResponse* response) {
+  if (auto denied = Denied(*ctx_, context, *request)) {
+    return Reply(context, *denied);
+  }
+  if (ctx_->ledger() == nullptr) return Reply(context, NotReady());
+  const RequestContext who =
+      ContextOf(*ctx_, context, request->account_id(), "");
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::thread([this, reactor, who, request, response] {
+    SetCurrentThreadName("pl-erase");
+    absl::StatusOr<v1::ErasePersonalDataResponse> erased =
+        poledger::ErasePersonalData(*ctx_->ledger(), *ctx_->personal_data,
+                                    who, *request);
+    if (!erased.ok()) {
+      reactor->Finish(ToGrpcStatus(erased.status()));
+      return;
+    }
+    *response = std::move(*erased);
     reactor->Finish(grpc::Status::OK);
   }).detach();
   return reactor;

@@ -78,6 +78,8 @@ struct ServiceContext {
   }
   // Non-null when the server runs on a manual clock.
   ManualClock* manual_clock = nullptr;
+  // The personal data keys (set before the ledger).
+  PersonalData* personal_data = nullptr;
   // Streams send a heartbeat after this long without events.
   absl::Duration heartbeat_interval = absl::Seconds(5);
   // Records a stream queues for a slow client before it drops them and
@@ -334,6 +336,11 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* AdvanceTime(grpc::CallbackServerContext* context,
                            const v1::AdvanceTimeRequest* request,
                            v1::TimeResponse* response) override;
+  // Runs on a thread of its own (it may write to many accounts).
+  grpc::ServerUnaryReactor* ErasePersonalData(
+      grpc::CallbackServerContext* context,
+      const v1::ErasePersonalDataRequest* request,
+      v1::ErasePersonalDataResponse* response) override;
 
  private:
   grpc::Status MoveClock(absl::Time to, v1::TimeResponse* response);
