@@ -327,8 +327,7 @@ void AnswerContacts(google::protobuf::RepeatedPtrField<v1::Contact>& contacts) {
   }
 }
 
-absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record,
-                                  const PersonalData* keys) {
+absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record) {
   v1::Event out;
   out.set_position(record.position);
   out.set_stream_id(record.stream_id);
@@ -345,15 +344,11 @@ absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record,
   out.set_record_events(
       static_cast<uint32_t>(record.record_last() - record.record_first() + 1));
   out.set_account_id(AccountOfStream(record.stream_id));
-  if (out.account_id().empty()) return out;
-  if (!out.mutable_payload()->ParseFromString(record.payload)) {
+  if (!out.account_id().empty() &&
+      !out.mutable_payload()->ParseFromString(record.payload)) {
     return absl::DataLossError(absl::StrCat(
         "event at position ", record.position, " is not an account event"));
   }
-  if (keys != nullptr) {
-    RETURN_IF_ERROR(keys->Open(out.account_id(), *out.mutable_payload()));
-  }
-  ForEachContactList(*out.mutable_payload(), AnswerContacts);
   return out;
 }
 

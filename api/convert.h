@@ -79,11 +79,11 @@ v1::Notification NotificationOf(const std::string& account_id,
                                 uint64_t position, absl::Time time,
                                 const v1::NotificationRaised& raised);
 
-// A log record -> API event (decoding account payloads), with its contacts
-// opened by `keys` if given (else shown without their plain fields) and as
-// an answer shows them (AnswerContacts).
-absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record,
-                                  const PersonalData* keys = nullptr);
+// A log record -> API event (decoding account payloads). The payload is
+// the record's as the log holds and hashes it, so that a remote auditor
+// can verify it: contacts sealed, with their subject references only
+// (README "Personal data").
+absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record);
 
 // Contacts as a request may give them: what the server sets (the sealed
 // form, the reference, the erased flag) is dropped.

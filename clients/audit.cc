@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -214,14 +216,38 @@ absl::Status ExportRecords(const std::vector<RecordedEvent>& records,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::unique_ptr<PersonalData>> OpenKeys(
+    const EventStore* store, const std::string& key_file) {
+  std::string text;
+  if (!key_file.empty()) {
+    std::ifstream in(key_file);
+    if (!in) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--data-key-file: cannot read ", key_file));
+    }
+    std::stringstream all;
+    all << in.rdbuf();
+    text = all.str();
+  }
+  if (store == nullptr || text.empty()) {
+    return std::unique_ptr<PersonalData>();
+  }
+  ASSIGN_OR_RETURN(std::string kek, ParseDataKey(text));
+  return PersonalData::Open(store, std::move(kek));
+}
+
 absl::Status Replay(const EventStore& store, const std::string& account_id,
                     const std::string& purchase_order_id, uint64_t position,
-                    std::ostream& out) {
+                    const PersonalData* keys, std::ostream& out) {
   ASSIGN_OR_RETURN(core::AccountState state,
                    RebuildAccountAt(store, account_id, position));
   bool any = false;
-  for (const auto& [id, po] : state.purchase_orders) {
+  for (auto& [id, po] : state.purchase_orders) {
     if (!purchase_order_id.empty() && id != purchase_order_id) continue;
+    if (keys != nullptr) {
+      RETURN_IF_ERROR(
+          keys->OpenContacts(account_id, *po.header.mutable_contacts()));
+    }
     out << Json(convert::ToApi(account_id, po)) << "\n";
     any = true;
   }

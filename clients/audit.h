@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "eventstore/rocksdb_event_store.h"
+#include "ledger/personal_data.h"
 
 namespace poledger {
 namespace core {
@@ -103,9 +104,16 @@ absl::Status ExportRecords(const std::vector<RecordedEvent>& records,
 // as of log position `position`, as JSON (poledger.v1.PurchaseOrder, the
 // same shape GetPurchaseOrderAt returns), one per line. NOT_FOUND if the
 // named purchase order did not exist then.
+// With `keys`, the contacts are opened (README "Personal data"); without,
+// they show no fields.
 absl::Status Replay(const EventStore& store, const std::string& account_id,
                     const std::string& purchase_order_id, uint64_t position,
-                    std::ostream& out);
+                    const PersonalData* keys, std::ostream& out);
+
+// The personal data keys of a data directory's `store` (nullptr: none, or
+// a server's log), with the key in `key_file`; nullptr without one.
+absl::StatusOr<std::unique_ptr<PersonalData>> OpenKeys(
+    const EventStore* store, const std::string& key_file);
 
 // Writes one purchase order's timeline: each change with its time, actor
 // and what changed, and the line and PO balance after each invoice or

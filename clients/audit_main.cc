@@ -82,6 +82,9 @@ int main(int argc, char** argv) {
     dir->excludes(srv);
     poledger::AddTlsOptions(c, &tls);
   };
+  // The personal data keys' key-encryption key: with it, replay opens the
+  // contacts of a data directory.
+  std::string data_key_file;
   CLI::App* verify = app.add_subcommand(
       "verify", "Check every record's hash and chain link; print the digest");
   source(verify);
@@ -123,6 +126,9 @@ int main(int argc, char** argv) {
   source(history);
   history->add_option("--account", account, "Account")->required();
   history->add_option("--po", po, "Purchase order")->required();
+  replay->add_option("--data-key-file", data_key_file,
+                     "With --data-dir: the file of the key that opens the "
+                     "contacts (without it, contacts show no fields)");
 
   CLI::App* terms = app.add_subcommand(
       "terms", "The terms of a replicated shard's log: who led from where");
@@ -354,8 +360,11 @@ int main(int argc, char** argv) {
     } else if (at_position->count() == 0) {
       at = store->Head().position;
     }
-    absl::Status s =
-        poledger::audit::Replay(*store, account, po, at, std::cout);
+    auto keys = poledger::audit::OpenKeys(
+        local_stores[only].get(), data_key_file);
+    if (!keys.ok()) return Fail(keys.status());
+    absl::Status s = poledger::audit::Replay(*store, account, po, at,
+                                             keys->get(), std::cout);
     return s.ok() ? 0 : Fail(s);
   }
   absl::Status s = poledger::audit::History(*store, account, po, std::cout);

@@ -14,8 +14,9 @@
 // position in its checkpoint file and, for each notification with
 // recipients, sends one mail (a stable Message-ID per notification) and only
 // then advances the checkpoint (written to a temporary file, synced and
-// renamed). Notifications without recipients are skipped and counted. While
-// the SMTP server or the poledger server is down it retries with
+// renamed). Notifications without recipients (or only erased ones) are
+// skipped and counted. While the SMTP server or the poledger server is down
+// it retries with
 // exponential backoff. SIGTERM/SIGINT finish the mail in hand, save the
 // checkpoint and exit 0, so a restart neither loses nor repeats mail; after
 // a SIGKILL between a mail's acceptance and its checkpoint that one mail is
@@ -100,7 +101,11 @@ struct Mail {
 Mail Compose(const Options& options, const v1::Notification& n) {
   const v1::Notification& r = n;
   Mail mail;
-  for (const v1::Contact& c : r.recipients()) mail.to.push_back(c.email());
+  // An erased recipient (README "Personal data") is never mailed: its
+  // address no longer exists.
+  for (const v1::Contact& c : r.recipients()) {
+    if (!c.erased()) mail.to.push_back(c.email());
+  }
   std::string id = absl::StrReplaceAll(r.notification_id(), {{"/", "."}});
   mail.message_id = absl::StrCat("<poledger.", id, "@notifications.poledger>");
   const std::string po = absl::StrCat(
@@ -252,10 +257,10 @@ int Follow(const Options& options, const std::string& server,
       delay = absl::Milliseconds(options.retry_initial_ms);
       if (!msg.has_notification()) continue;
       const v1::Notification& n = msg.notification();
-      if (n.recipients_size() == 0) {
+      const Mail mail = Compose(options, n);
+      if (mail.to.empty()) {
         ++skipped;
       } else {
-        const Mail mail = Compose(options, n);
         absl::Duration smtp_delay = absl::Milliseconds(options.retry_initial_ms);
         bool accepted = false;
         for (;;) {

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -14,8 +15,13 @@
 namespace poledger {
 
 absl::StatusOr<std::string> ReadDataKey(const std::string& key_file,
-                                        const std::string& key_text,
+                                        const std::string& given_text,
                                         const std::string& data_dir) {
+  std::string key_text = given_text;
+  if (const char* env = std::getenv("POLEDGER_DATA_KEY");
+      key_text.empty() && env != nullptr) {
+    key_text = env;
+  }
   if (!key_file.empty() && !key_text.empty()) {
     return absl::InvalidArgumentError(
         "data_key_file: give the data key by --data-key-file or by "

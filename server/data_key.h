@@ -10,7 +10,8 @@
 
 namespace poledger {
 
-// The key (kDataKeyBytes), or "" when neither source is given.
+// The key (kDataKeyBytes) from `key_file` or `key_text` (empty: the
+// environment's POLEDGER_DATA_KEY), or "" when neither source gives one.
 // INVALID_ARGUMENT if both are given, the file is in the data directory
 // (`data_dir`), cannot be read, or holds no key.
 absl::StatusOr<std::string> ReadDataKey(const std::string& key_file,

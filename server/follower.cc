@@ -275,6 +275,17 @@ absl::Status Follower::Session() {
       expected = PositionAfter(records.back().position);
     }
     if (!ended.ok()) break;
+    // The keys the records need, stored before them (and kept if the
+    // records are not: a key without a record is harmless).
+    if (message.keys_size() > 0 && !records.empty()) {
+      std::vector<KeyEntry> keys;
+      keys.reserve(message.keys_size());
+      for (const v1::LogKey& key : message.keys()) {
+        keys.push_back({key.id(), key.value()});
+      }
+      ended = store_->PutKeys(records.front().position, keys);
+      if (!ended.ok()) break;
+    }
     absl::MutexLock lock(&mu_);
     if (message.term() < term_) {
       ended = absl::FailedPreconditionError(absl::StrCat(

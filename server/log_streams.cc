@@ -161,9 +161,8 @@ EventLogServiceImpl::SubscribeEvents(
     return types.empty() ||
            std::find(types.begin(), types.end(), r.event_type) != types.end();
   };
-  const PersonalData* keys = ctx_->personal_data;
-  hooks.render = [keys](const RecordedEvent& r) -> absl::StatusOr<Response> {
-    absl::StatusOr<v1::Event> event = convert::EventOf(r, keys);
+  hooks.render = [](const RecordedEvent& r) -> absl::StatusOr<Response> {
+    absl::StatusOr<v1::Event> event = convert::EventOf(r);
     if (!event.ok()) return event.status();
     Response response;
     *response.mutable_event() = *std::move(event);

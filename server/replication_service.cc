@@ -175,6 +175,21 @@ grpc::Status ReplicationServiceImpl::Replicate(
       why = framed.ToString();
       break;
     }
+    if (!records->empty()) {
+      absl::StatusOr<std::vector<KeyEntry>> keys = log->KeysAddedIn(
+          records->front().position, records->back().position);
+      if (!keys.ok() && !absl::IsUnimplemented(keys.status())) {
+        why = keys.status().ToString();
+        break;
+      }
+      if (keys.ok()) {
+        for (KeyEntry& key : *keys) {
+          v1::LogKey* out = response.add_keys();
+          out->set_id(std::move(key.id));
+          out->set_value(std::move(key.value));
+        }
+      }
+    }
     response.set_committed_position(committed);
     response.set_head_position(log->Head().position);
     response.set_term(term);

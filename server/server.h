@@ -32,7 +32,8 @@ struct ServerOptions {
   uint64_t snapshot_every_events = 250000;
   // The key-encryption key of the personal data keys (README "Personal
   // data"): a file outside the data directory holding 64 hex digits, or
-  // the key itself (data_key, from POLEDGER_DATA_KEY). Neither: contacts are
+  // the digits themselves (data_key; empty: the environment's
+  // POLEDGER_DATA_KEY, never a command line). Neither: contacts are
   // refused, and a data directory holding personal data does not start.
   std::string data_key_file;
   std::string data_key;

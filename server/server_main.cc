@@ -235,10 +235,6 @@ int main(int argc, char** argv) {
     }
     option->envname(env);
   }
-  // The key itself, from the environment only (never on a command line).
-  if (const char* key = std::getenv("POLEDGER_DATA_KEY"); key != nullptr) {
-    options.data_key = key;
-  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1289,8 +1289,7 @@ grpc::Status EventLogServiceImpl::ReadEvents(
                       r.event_type) == request->event_types().end()) {
           continue;
         }
-        ASSIGN_OR_RETURN(*out.add_events(),
-                         convert::EventOf(r, ctx_->personal_data));
+        ASSIGN_OR_RETURN(*out.add_events(), convert::EventOf(r));
         if (out.events_size() == page_size) break;
       }
       if (out.events_size() == page_size) break;

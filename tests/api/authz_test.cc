@@ -44,7 +44,7 @@ TEST(MethodRuleTest, EveryMethodOfEveryServiceHasOne) {
     ASSERT_NE(rule, nullptr) << m->full_name();
     EXPECT_EQ(rule->method, m->service()->name() + "." + m->name());
   }
-  EXPECT_EQ(methods.size(), 28u);
+  EXPECT_EQ(methods.size(), 29u);
 }
 
 TEST(PolicyTest, TextAndJsonFormsParse) {

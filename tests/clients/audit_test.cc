@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <sys/wait.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -124,9 +126,16 @@ TEST_F(AuditTest, ReplayAtAPositionEqualsGetPurchaseOrderAt) {
   req.set_position(middle_);
   v1::GetPurchaseOrderAtResponse server_view;
   ASSERT_TRUE(log_->GetPurchaseOrderAt(&ctx, req, &server_view).ok());
-  const ToolResult r = RunAudit(absl::StrCat("replay --data-dir=", DataDir(),
-                                             " --account=acct-1 --po=PO-1 --position=",
-                                             middle_));
+  // The contacts opened with the server's key (the test's environment's),
+  // given as a file.
+  const std::string key_file = DataDir() + "-data.key";
+  {
+    std::ofstream key(key_file);
+    key << std::getenv("POLEDGER_DATA_KEY") << "\n";
+  }
+  const ToolResult r = RunAudit(absl::StrCat(
+      "replay --data-dir=", DataDir(), " --data-key-file=", key_file,
+      " --account=acct-1 --po=PO-1 --position=", middle_));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   v1::PurchaseOrder replayed;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &replayed).ok())
@@ -188,7 +197,7 @@ TEST_F(AuditTest, HistoryShowsChangesAndBalances) {
   const ToolResult r = RunAudit("history --data-dir=" + DataDir() +
                                 " --account=acct-1 --po=PO-1");
   ASSERT_EQ(r.exit_code, 0);
-  EXPECT_THAT(r.out, HasSubstr("created, 1 line items, 2026-01..2026-12"));
+  EXPECT_THAT(r.out, HasSubstr("created, 1 line items, 1 contacts, 2026-01..2026-12"));
   EXPECT_THAT(r.out, HasSubstr("invoice inv-2 200.00 USD -> line 1; line balance "
                                "700.00 USD, PO balance 700.00 USD"));
   EXPECT_THAT(r.out, HasSubstr("NOTIFICATION_KIND_BALANCE_THRESHOLD"));

@@ -269,6 +269,18 @@ class PlainHttpTest(unittest.TestCase):
         finally:
             shutil.rmtree(backups)
         self.covered.add("/poledger.v1.AdminService/CreateBackup")
+        # The purchase order's contact, erased (README "Personal data").
+        status, body = self.http.call(
+            "/poledger.v1.AdminService/ErasePersonalData",
+            dict(a, email="finance@example.com", requestReference="t-1"))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["erased"][0]["accountId"], ACCOUNT)
+        self.assertGreater(int(body["erased"][0]["position"]), 0)
+        self.covered.add("/poledger.v1.AdminService/ErasePersonalData")
+        got = self.both("/poledger.v1.PurchaseOrderService/GetPurchaseOrder",
+                        ref)
+        self.assertEqual(got["contacts"][0]["email"], "[erased]")
+        self.assertTrue(got["contacts"][0]["erased"])
         self.both("/poledger.v1.AdminService/SetTime",
                   {"time": "2026-03-01T00:00:00Z"})
         status, body = self.http.call("/poledger.v1.AdminService/AdvanceTime",

@@ -81,6 +81,7 @@ std::string Policy() {
   bind(Spiffe("notifier"), "ROLE_NOTIFIER", "*");
   bind(Spiffe("auditor"), "ROLE_AUDITOR", "*");
   bind(Spiffe("admin"), "ROLE_ADMIN", "*");
+  bind(Spiffe("privacy-a"), "ROLE_PRIVACY_OFFICER", kA);
   bind("cn-only", "ROLE_VIEWER", kA);  // An identity from the subject CN.
   for (const char* role : {"ROLE_PURCHASER", "ROLE_BILLER", "ROLE_NOTIFIER",
                            "ROLE_AUDITOR", "ROLE_ADMIN"}) {
@@ -99,6 +100,7 @@ enum class Kind {
   kBill,
   kLog,
   kAdmin,
+  kErase,
   kSelf
 };
 
@@ -132,6 +134,7 @@ Kind KindOf(const std::string& method) {
       {"CreateBackup", Kind::kAdmin},
       {"SetTime", Kind::kAdmin},
       {"AdvanceTime", Kind::kAdmin},
+      {"ErasePersonalData", Kind::kErase},
   };
   auto it = kKinds.find(method);
   if (it == kKinds.end()) {
@@ -159,7 +162,8 @@ const std::vector<Caller>& Callers() {
       {"biller-a", {Kind::kRead, Kind::kNotifications, Kind::kBill}, false},
       {"notifier", {Kind::kNotifications}, true},
       {"auditor", {Kind::kRead, Kind::kNotifications, Kind::kLog}, true},
-      {"admin", {Kind::kAdmin}, true},
+      {"admin", {Kind::kAdmin, Kind::kErase}, true},
+      {"privacy-a", {Kind::kErase}, false},
   };
   return *callers;
 }
@@ -202,7 +206,8 @@ class SecurityTest : public ::testing::Test {
     certs_ = new TempDir();
     const auto made = testing::RunCommand(absl::StrCat(
         "bash ", POLEDGER_MAKE_CERTS, " ", certs_->path(),
-        " viewer-a purchaser-a biller-a notifier auditor admin root 2>&1"));
+        " viewer-a purchaser-a biller-a notifier auditor admin privacy-a root "
+        "2>&1"));
     ASSERT_EQ(made.exit_code, 0) << made.out;
   }
   static void TearDownTestSuite() {
@@ -262,7 +267,7 @@ TEST_F(SecurityTest, EveryMethodByEveryCallerGivesItsExactCode) {
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels;
   for (const Caller& c : Callers()) channels[c.name] = Channel(c.name);
   const auto methods = api::ApiMethods();
-  ASSERT_EQ(methods.size(), 28u);
+  ASSERT_EQ(methods.size(), 29u);
   int calls = 0;
   std::map<grpc::StatusCode, int> by_code;
   const uint64_t start = head();
@@ -309,7 +314,7 @@ TEST_F(SecurityTest, EveryMethodByEveryCallerGivesItsExactCode) {
       }
     }
   }
-  EXPECT_EQ(calls, 28 * 2 * 9);
+  EXPECT_EQ(calls, 29 * 2 * 10);
   std::string summary;
   for (const auto& [code, n] : by_code) {
     absl::StrAppend(&summary, " ", static_cast<int>(code), ":", n);

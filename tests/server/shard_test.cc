@@ -135,7 +135,7 @@ TEST_F(ShardTest, EveryAccountScopedMethodRefusesAnotherShardsAccount) {
   }
   // Every account-scoped method of the API (the batch's items name their
   // accounts: see ABatchRefusesOnlyItsItemsOfOtherShards).
-  EXPECT_EQ(account_scoped, 20);
+  EXPECT_EQ(account_scoped, 21);
 }
 
 TEST_F(ShardTest, AHeaderThatDisagreesWithTheBodyIsInvalid) {
