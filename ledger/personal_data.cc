@@ -164,6 +164,39 @@ absl::StatusOr<std::unique_ptr<PersonalData>> PersonalData::Open(
   return std::unique_ptr<PersonalData>(new PersonalData(store, std::move(kek)));
 }
 
+absl::StatusOr<size_t> PersonalData::Rewrap(EventStore* store,
+                                            const std::string& old_kek,
+                                            const std::string& new_kek) {
+  if (old_kek.size() != kDataKeyBytes || new_kek.size() != kDataKeyBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a data key is ", kDataKeyBytes, " bytes"));
+  }
+  if (old_kek == new_kek) {
+    return absl::InvalidArgumentError(
+        "the new data key is the old one: make a new one with `openssl rand "
+        "-hex 32`");
+  }
+  std::vector<KeyEntry> rewrapped;
+  RETURN_IF_ERROR(
+      store->VisitKeys([&](absl::string_view id, absl::string_view value) {
+        if (value.empty()) return absl::OkStatus();  // A tombstone.
+        absl::StatusOr<std::string> key =
+            OpenField(old_kek, value, WrapAssociated(id));
+        if (!key.ok()) {
+          return absl::PermissionDeniedError(absl::StrCat(
+              "the old data key does not open key ", id,
+              ": nothing was rewrapped"));
+        }
+        absl::StatusOr<std::string> wrapped =
+            SealField(new_kek, *key, WrapAssociated(id));
+        if (!wrapped.ok()) return wrapped.status();
+        rewrapped.push_back({std::string(id), std::move(*wrapped)});
+        return absl::OkStatus();
+      }));
+  if (!rewrapped.empty()) RETURN_IF_ERROR(store->PutKeys(0, rewrapped));
+  return rewrapped.size();
+}
+
 std::string PersonalData::Wrap(absl::string_view id,
                                absl::string_view key) const {
   // The KEK's length was checked at Open, and a random nonce cannot fail.

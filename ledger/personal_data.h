@@ -60,6 +60,15 @@ class PersonalData {
   static absl::StatusOr<std::unique_ptr<PersonalData>> Open(
       const EventStore* store, std::string kek);
 
+  // Rotates the key-encryption key: rewraps every key of `store` under
+  // `new_kek`, in one atomic write, and returns how many. The store must
+  // not be in use (its server stopped). PERMISSION_DENIED (nothing
+  // written) if `old_kek` does not open a key; INVALID_ARGUMENT for a key
+  // of the wrong size or the same key twice.
+  static absl::StatusOr<size_t> Rewrap(EventStore* store,
+                                       const std::string& old_kek,
+                                       const std::string& new_kek);
+
   // Whether a KEK was given: without one, contacts cannot be written.
   bool can_seal() const { return !kek_.empty(); }
 

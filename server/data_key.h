@@ -4,6 +4,7 @@
 #ifndef POLEDGER_SERVER_DATA_KEY_H_
 #define POLEDGER_SERVER_DATA_KEY_H_
 
+#include <cstddef>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -17,6 +18,20 @@ namespace poledger {
 absl::StatusOr<std::string> ReadDataKey(const std::string& key_file,
                                         const std::string& key_text,
                                         const std::string& data_dir);
+
+// The key in `key_file`, which must be outside `data_dir`; errors as
+// ReadDataKey.
+absl::StatusOr<std::string> ReadDataKeyFile(const std::string& key_file,
+                                            const std::string& data_dir);
+
+// Rotates the key-encryption key of the stopped server's `data_dir`: from
+// the one `old_file` (or POLEDGER_DATA_KEY) holds to the one in
+// `new_file` (README "Personal data"). Returns the keys rewrapped. Errors
+// as ReadDataKey and PersonalData::Rewrap; UNAVAILABLE while a server
+// holds the directory.
+absl::StatusOr<size_t> RotateDataKey(const std::string& data_dir,
+                                     const std::string& old_file,
+                                     const std::string& new_file);
 
 }  // namespace poledger
 

@@ -25,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "ledger/ledger.h"
+#include "server/data_key.h"
 #include "server/log.h"
 #include "server/server.h"
 
@@ -64,6 +65,11 @@ int main(int argc, char** argv) {
                  "wraps the personal data keys: 64 hex digits, e.g. from "
                  "`openssl rand -hex 32`; or set POLEDGER_DATA_KEY to the "
                  "digits. Needed to store contacts");
+  std::string new_data_key_file;
+  app.add_option("--rotate-data-key-to", new_data_key_file,
+                 "Rotate the key of --data-key-file to the one in this file "
+                 "(a new `openssl rand -hex 32`): rewrap every personal "
+                 "data key of the stopped server's --data-dir, then exit");
   app.add_option("--heartbeat-seconds", heartbeat_seconds,
                  "Idle streams send a heartbeat this often")
       ->capture_default_str()
@@ -225,7 +231,8 @@ int main(int argc, char** argv) {
   for (CLI::Option* option : app.get_options()) {
     if (option->get_lnames().empty()) continue;
     const std::string name = option->get_lnames()[0];
-    if (name == "help") continue;
+    // A one-off command, never a standing setting.
+    if (name == "help" || name == "rotate-data-key-to") continue;
     std::string env = "POLEDGER_";
     for (char c : name) {
       env +=
@@ -245,6 +252,18 @@ int main(int argc, char** argv) {
   }
   poledger::log::Init(log_format == "json" ? poledger::log::Format::kJson
                                            : poledger::log::Format::kText);
+  if (!new_data_key_file.empty()) {
+    absl::StatusOr<size_t> rotated = poledger::RotateDataKey(
+        options.data_dir, options.data_key_file, new_data_key_file);
+    if (!rotated.ok()) {
+      std::cerr << "rotating the data key: " << rotated.status().message()
+                << "\n";
+      return 1;
+    }
+    std::cout << "rewrapped " << *rotated << " personal data keys under "
+              << new_data_key_file << "; start the server with it\n";
+    return 0;
+  }
   options.slow_call = absl::Milliseconds(slow_call_ms);
   options.tick_interval = absl::Seconds(tick_seconds);
   options.heartbeat_interval = absl::Seconds(heartbeat_seconds);

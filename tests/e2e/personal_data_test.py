@@ -230,6 +230,11 @@ class ErasureTest(unittest.TestCase):
         until(lambda: self._contacts(rpos) == [ERIN, KEEP],
               "the replica opens the contacts")
 
+        # A backup made before the erasure.
+        early = os.path.join(self.dir, "backup-before")
+        self.admin.CreateBackup(log_pb2.CreateBackupRequest(directory=early),
+                                timeout=60)
+
         # Streams opened before the erasure.
         live_notes = Stream(self.notifications.SubscribeNotifications(
             log_pb2.SubscribeNotificationsRequest(account_id=ACCOUNT)))
@@ -327,11 +332,34 @@ class ErasureTest(unittest.TestCase):
             account_id=ACCOUNT, email=ERIN), timeout=20)
         self.assertTrue(self.get(ACCOUNT, "po-4").contacts[0].erased)
         # A clean stop flushes the memtables: every byte on disk, the
-        # leader's, the replica's and the backup's.
+        # leader's, the replica's and the backup's; then the leader's again
+        # after a full compaction (RocksDB's ldb, from rocksdb-tools).
         self.restart(kill=False)
         for d in (self.data, self.replica.data_dir, backup):
             self.assertEqual(files_holding(d, SECRETS), [], d)
+        self.server.channel.close()
+        self.server.proc.send_signal(signal.SIGTERM)
+        self.server.proc.wait(timeout=30)
+        compacted = subprocess.run(["ldb", "--db=" + self.data, "compact"],
+                                   capture_output=True, text=True, timeout=120)
+        self.assertEqual(compacted.returncode, 0,
+                         compacted.stdout + compacted.stderr)
+        self.assertEqual(files_holding(self.data, SECRETS), [])
+        self.restart(kill=False)
         self.assertTrue(self.get(ACCOUNT, "po-4").contacts[0].erased)
+        # The backup made before the erasure still reads her (README: keep
+        # backups no longer than the retention); restored, she is erased
+        # again.
+        restored = Server(data_dir=early)
+        try:
+            rpos = po_grpc.PurchaseOrderServiceStub(restored.channel)
+            self.assertEqual(self._contacts(rpos), [ERIN, KEEP])
+            log_pb2_grpc.AdminServiceStub(restored.channel).ErasePersonalData(
+                log_pb2.ErasePersonalDataRequest(email=ERIN), timeout=20)
+            self.assertEqual(self._contacts(rpos), ["[erased]", KEEP])
+        finally:
+            restored.channel.close()
+            restored.stop()
         # The auditor verifies the whole log, erasures included.
         r = subprocess.run([os.environ["POLEDGER_AUDIT"], "verify",
                             "--data-dir=" + backup], capture_output=True,
@@ -459,6 +487,69 @@ class DataKeyTest(unittest.TestCase):
         finally:
             server.channel.close()
             server.stop()
+
+    def test_rotating_the_key_rewraps_every_key(self):
+        server = Server(data_dir=self.data)
+        try:
+            pos = po_grpc.PurchaseOrderServiceStub(server.channel)
+            for i in range(3):
+                po = new_po("po-%d" % i, contacts=False)
+                po.contacts.add(name="P%d" % i, email="p%d@example.com" % i)
+                pos.CreatePurchaseOrder(po_pb2.CreatePurchaseOrderRequest(
+                    account_id=ACCOUNT, purchase_order=po), timeout=10)
+        finally:
+            server.channel.close()
+            server.stop()
+        old = self.key_file("old.key", os.environ["POLEDGER_DATA_KEY"])
+        new = self.key_file("new.key", "5e" * 32)
+        wrong = self.key_file("wrong.key", "77" * 32)
+        before = self.digest()
+
+        def rotate(old_file, new_file):
+            env = dict(os.environ)
+            env.pop("POLEDGER_DATA_KEY")
+            return subprocess.run(
+                [os.environ["POLEDGER_SERVER"], "--data-dir=" + self.data,
+                 "--data-key-file=" + old_file,
+                 "--rotate-data-key-to=" + new_file],
+                capture_output=True, text=True, timeout=60, env=env)
+
+        r = rotate(wrong, new)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("does not open", r.stderr)
+        r = rotate(old, old)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        # One secret for the account and a key per contact.
+        r = rotate(old, new)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("rewrapped 4 personal data keys", r.stdout)
+        self.assertEqual(self.digest(), before)
+        # The old key no longer opens them; the new one does.
+        self.assertIn("does not open this data directory",
+                      self.refused(os.environ["POLEDGER_DATA_KEY"]))
+        env_key = os.environ.pop("POLEDGER_DATA_KEY")
+        try:
+            server = Server(data_dir=self.data,
+                            extra=["--data-key-file=" + new])
+        finally:
+            os.environ["POLEDGER_DATA_KEY"] = env_key
+        try:
+            got = po_grpc.PurchaseOrderServiceStub(
+                server.channel).GetPurchaseOrder(
+                    po_pb2.GetPurchaseOrderRequest(account_id=ACCOUNT,
+                                                   purchase_order_id="po-2"),
+                    timeout=10)
+            self.assertEqual(got.contacts[0].email, "p2@example.com")
+        finally:
+            server.channel.close()
+            server.stop()
+
+    def key_file(self, name, hex_key):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(hex_key + "\n")
+        os.chmod(path, 0o600)
+        return path
 
 
 if __name__ == "__main__":
