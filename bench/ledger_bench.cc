@@ -21,6 +21,7 @@
 #include "api/convert.h"
 #include "bench/load_requests.h"
 #include "benchmark/benchmark.h"
+#include "eventstore/memory_event_store.h"
 #include "eventstore/rocksdb_event_store.h"
 #include "ledger/clock.h"
 #include "ledger/ledger.h"
@@ -40,7 +41,9 @@ double ProcessCpuSeconds() {
 // A ledger over a fresh RocksDB log in a temporary directory.
 class Fixture {
  public:
-  Fixture()
+  // `seal`: contacts sealed as the server seals them (README "Personal
+  // data"); else kept as given.
+  explicit Fixture(bool seal = true)
       : clock_(absl::FromCivil(absl::CivilSecond(2026, 6, 15),
                                absl::UTCTimeZone())) {
     std::string pattern =
@@ -51,11 +54,12 @@ class Fixture {
     RocksDbEventStoreOptions options;
     options.path = dir_;
     store_ = *RocksDbEventStore::Open(options);
-    // Contacts sealed as the server seals them (README "Personal data").
-    personal_data_ =
-        *PersonalData::Open(store_.get(), std::string(kDataKeyBytes, '\x5e'));
     LedgerOptions ledger_options;
-    ledger_options.personal_data = personal_data_.get();
+    if (seal) {
+      personal_data_ = *PersonalData::Open(store_.get(),
+                                           std::string(kDataKeyBytes, '\x5e'));
+      ledger_options.personal_data = personal_data_.get();
+    }
     ledger_ = *Ledger::Open(store_.get(), &clock_, ledger_options);
   }
   ~Fixture() {
@@ -92,10 +96,11 @@ void RunInFlight(benchmark::State& state, Issue issue) {
 
 // With state.range(0) contacts a purchase order (0: none), each an
 // address of its account's, so that its account's first purchase order
-// makes each subject's key and the later ones seal with it: the cost of
-// sealing, against the same run's figure without contacts.
+// makes each subject's key and the later ones seal with it; sealed if
+// state.range(1), else kept as given: the cost of contacts, and of sealing
+// them, against the same run's figure without.
 void BM_CreatePurchaseOrder(benchmark::State& state) {
-  Fixture f;
+  Fixture f(state.range(1) != 0);
   Ledger* ledger = f.ledger();
   const int contacts = static_cast<int>(state.range(0));
   RunInFlight(state, [&](int64_t seq, absl::BlockingCounter* pending) {
@@ -128,10 +133,52 @@ void BM_CreatePurchaseOrder(benchmark::State& state) {
   });
 }
 BENCHMARK(BM_CreatePurchaseOrder)
-    ->Arg(0)
-    ->Arg(3)
+    ->Args({0, 1})
+    ->Args({3, 0})
+    ->Args({3, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+
+// PersonalData::Seal alone: a PurchaseOrderCreated of three contacts of an
+// account whose subjects have keys already (the common case), then its
+// stored form; and opening it again, as every read of the event does.
+void BM_SealThreeContacts(benchmark::State& state) {
+  InMemoryEventStore store;
+  std::unique_ptr<PersonalData> keys =
+      *PersonalData::Open(&store, std::string(kDataKeyBytes, '\x5e'));
+  v1::AccountEvent event;
+  v1::PurchaseOrderHeader* header =
+      event.mutable_purchase_order_created()->mutable_header();
+  for (int c = 0; c < 3; ++c) {
+    v1::Contact* contact = header->add_contacts();
+    contact->set_name(absl::StrCat("Contact ", c));
+    contact->set_email(absl::StrCat("c", c, "@acct.example"));
+    contact->set_phone("+1 555 0100");
+  }
+  {  // The subjects' keys, made once.
+    std::vector<v1::AccountEvent> first = {event};
+    std::vector<KeyEntry> made;
+    if (!keys->Seal("acct", first, made).ok()) std::abort();
+    keys->Remember(made);
+  }
+  const bool open = state.range(0) != 0;
+  std::string stored;
+  for (auto _ : state) {
+    std::vector<v1::AccountEvent> events = {event};
+    std::vector<KeyEntry> made;
+    if (!keys->Seal("acct", events, made).ok() || !made.empty()) std::abort();
+    stored = PersonalData::StoredPayload(events[0]);
+    if (open) {
+      v1::AccountEvent read;
+      if (!read.ParseFromString(stored) || !keys->Open("acct", read).ok()) {
+        std::abort();
+      }
+      benchmark::DoNotOptimize(read);
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SealThreeContacts)->Arg(0)->Arg(1);
 
 void BM_RecordInvoice(benchmark::State& state) {
   Fixture f;

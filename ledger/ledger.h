@@ -307,6 +307,8 @@ class Ledger {
     return applied_through_;
   }
   EventStore* store() const { return store_; }
+  // The personal data keys (LedgerOptions), or nullptr.
+  PersonalData* personal_data() const { return options_.personal_data; }
   const Clock* clock() const { return clock_; }
 
  private:

@@ -1,5 +1,6 @@
 #include "ledger/personal_data.h"
 
+#include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include <functional>
@@ -67,9 +68,11 @@ std::string Normalise(absl::string_view email) {
 
 std::string Reference(absl::string_view secret, absl::string_view email) {
   const std::string normalised = Normalise(email);
+  // SHA-256 fetched once (see field_cipher.cc's Cipher).
+  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+  HMAC(sha256, secret.data(), static_cast<int>(secret.size()),
        reinterpret_cast<const unsigned char*>(normalised.data()),
        normalised.size(), out, &length);
   return std::string(reinterpret_cast<const char*>(out), length);
@@ -211,7 +214,12 @@ absl::StatusOr<std::optional<std::string>> PersonalData::Key(
     if (it != keys_.end()) return it->second;
   }
   ASSIGN_OR_RETURN(std::optional<std::string> stored, store_->ReadKey(id));
-  if (!stored.has_value()) return std::nullopt;
+  if (!stored.has_value()) {
+    // Remembered as absent too: sealing looks for the generation after a
+    // subject's newest each time. A key written meanwhile (Remember) wins.
+    absl::MutexLock lock(&mu_);
+    return keys_.try_emplace(std::string(id), std::nullopt).first->second;
+  }
   std::string key;
   if (!stored->empty()) {
     if (kek_.empty()) {
@@ -228,8 +236,7 @@ absl::StatusOr<std::optional<std::string>> PersonalData::Key(
     key = std::move(*opened);
   }
   absl::MutexLock lock(&mu_);
-  keys_[std::string(id)] = key;
-  return key;
+  return keys_.try_emplace(std::string(id), std::move(key)).first->second;
 }
 
 absl::Status PersonalData::Seal(const std::string& account,

@@ -82,7 +82,9 @@ class PersonalData {
   absl::Status Seal(const std::string& account,
                     std::vector<v1::AccountEvent>& events,
                     std::vector<KeyEntry>& keys);
-  // Takes note of keys an append wrote (Seal's), or a replica received.
+  // Takes note of keys an append wrote (Seal's), or a replica received
+  // and stored: every key written to the store while this object is open
+  // must be passed here.
   void Remember(const std::vector<KeyEntry>& keys);
 
   // The payload the log stores for `event`: its contacts without their
@@ -129,8 +131,10 @@ class PersonalData {
   const EventStore* const store_;
   const std::string kek_;
   mutable absl::Mutex mu_;
-  // Unwrapped keys by id ("" for a tombstone).
-  mutable absl::flat_hash_map<std::string, std::string> keys_
+  // Unwrapped keys by id ("" for a tombstone, std::nullopt for none). Every
+  // key this process writes or receives is noted here (Seal's through
+  // Remember, a replica's through Remember, erasures through Forget).
+  mutable absl::flat_hash_map<std::string, std::optional<std::string>> keys_
       ABSL_GUARDED_BY(mu_);
 };
 

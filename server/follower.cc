@@ -285,6 +285,9 @@ absl::Status Follower::Session() {
       }
       ended = store_->PutKeys(records.front().position, keys);
       if (!ended.ok()) break;
+      if (PersonalData* personal = ledger_->personal_data()) {
+        personal->Remember(keys);
+      }
     }
     absl::MutexLock lock(&mu_);
     if (message.term() < term_) {
