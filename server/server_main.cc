@@ -27,6 +27,7 @@
 #include "ledger/ledger.h"
 #include "server/data_key.h"
 #include "server/log.h"
+#include "server/log_migration.h"
 #include "server/server.h"
 
 int main(int argc, char** argv) {
@@ -65,6 +66,13 @@ int main(int argc, char** argv) {
                  "wraps the personal data keys: 64 hex digits, e.g. from "
                  "`openssl rand -hex 32`; or set POLEDGER_DATA_KEY to the "
                  "digits. Needed to store contacts");
+  std::string migrate_from;
+  app.add_option("--migrate-log-from", migrate_from,
+                 "Copy the log of this stopped server's data directory, "
+                 "written before contacts were sealed, into the new "
+                 "--data-dir with its contacts sealed (--data-key-file); "
+                 "verify the copy, print each record's old and new hash, "
+                 "then exit");
   std::string new_data_key_file;
   app.add_option("--rotate-data-key-to", new_data_key_file,
                  "Rotate the key of --data-key-file to the one in this file "
@@ -232,7 +240,10 @@ int main(int argc, char** argv) {
     if (option->get_lnames().empty()) continue;
     const std::string name = option->get_lnames()[0];
     // A one-off command, never a standing setting.
-    if (name == "help" || name == "rotate-data-key-to") continue;
+    if (name == "help" || name == "rotate-data-key-to" ||
+        name == "migrate-log-from") {
+      continue;
+    }
     std::string env = "POLEDGER_";
     for (char c : name) {
       env +=
@@ -252,6 +263,24 @@ int main(int argc, char** argv) {
   }
   poledger::log::Init(log_format == "json" ? poledger::log::Format::kJson
                                            : poledger::log::Format::kText);
+  if (!migrate_from.empty()) {
+    absl::StatusOr<std::string> kek = poledger::ReadDataKey(
+        options.data_key_file, options.data_key, options.data_dir);
+    absl::StatusOr<poledger::MigrationReport> report =
+        kek.ok() ? poledger::MigrateLog(migrate_from, options.data_dir, *kek,
+                                        std::cout)
+                 : absl::StatusOr<poledger::MigrationReport>(kek.status());
+    if (!report.ok()) {
+      std::cerr << "copying the log: " << report.status().message() << "\n";
+      return 1;
+    }
+    std::cerr << "copied " << report->records << " records (" << report->events
+              << " events) into " << options.data_dir << ", sealing "
+              << report->contacts << " contacts; both logs verified\n"
+              << "old digest " << report->old_digest << "\nnew digest "
+              << report->new_digest << "\n";
+    return 0;
+  }
   if (!new_data_key_file.empty()) {
     absl::StatusOr<size_t> rotated = poledger::RotateDataKey(
         options.data_dir, options.data_key_file, new_data_key_file);

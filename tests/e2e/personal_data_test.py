@@ -552,5 +552,99 @@ class DataKeyTest(unittest.TestCase):
         return path
 
 
+class MigrationTest(unittest.TestCase):
+    """A log written before sealing (the committed fixture, with plain
+    contacts) is read as it is; copied by --migrate-log-from, its contacts
+    are sealed, both logs verify, and each record's digest is mapped."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="poledger-migrate-")
+        self.old = os.path.join(self.dir, "old")
+        shutil.copytree(os.environ["POLEDGER_FIXTURE_LOG"], self.old)
+        self.new = os.path.join(self.dir, "new")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def contacts(self, data_dir):
+        """Every purchase order's contacts' addresses, by account and id."""
+        server = Server(data_dir=data_dir)
+        try:
+            log = log_pb2_grpc.EventLogServiceStub(server.channel)
+            events = log.ReadEvents(log_pb2.ReadEventsRequest(page_size=1000),
+                                    timeout=10).events
+            pos = po_grpc.PurchaseOrderServiceStub(server.channel)
+            out = {}
+            for account in sorted({e.account_id for e in events
+                                   if e.account_id}):
+                listed = pos.ListPurchaseOrders(po_pb2.ListPurchaseOrdersRequest(
+                    account_id=account, page_size=100), timeout=10)
+                for po in listed.purchase_orders:
+                    out[(account, po.purchase_order_id)] = [
+                        c.email for c in po.contacts]
+            return out, server
+        except Exception:
+            server.channel.close()
+            server.stop()
+            raise
+
+    def test_the_copy_seals_the_contacts_and_maps_every_digest(self):
+        self.assertNotEqual(files_holding(self.old, [b"finance@example.com"]),
+                            [])
+        before, server = self.contacts(self.old)
+        try:
+            self.assertIn(["finance@example.com"], before.values())
+            # Plain contacts have no key: nothing to erase.
+            with self.assertRaises(grpc.RpcError) as e:
+                log_pb2_grpc.AdminServiceStub(server.channel).ErasePersonalData(
+                    log_pb2.ErasePersonalDataRequest(
+                        email="finance@example.com"), timeout=10)
+            self.assertEqual(error_info(e.exception)[0], "SUBJECT_NOT_FOUND")
+        finally:
+            server.channel.close()
+            server.stop()
+        old_digest = subprocess.run(
+            [os.environ["POLEDGER_AUDIT"], "verify", "--data-dir=" + self.old],
+            capture_output=True, text=True, timeout=60).stdout
+        r = subprocess.run(
+            [os.environ["POLEDGER_SERVER"], "--data-dir=" + self.new,
+             "--migrate-log-from=" + self.old],
+            capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        lines = [l.split() for l in r.stdout.splitlines()]
+        head = int(lines[-1][0])
+        self.assertIn("head: %d\n" % head, old_digest)
+        self.assertIn("digest: %s" % lines[-1][1], old_digest)
+        self.assertIn("old digest %s" % lines[-1][1], r.stderr)
+        self.assertIn("new digest %s" % lines[-1][2], r.stderr)
+        self.assertTrue(all(old != new for _, old, new in lines))
+        self.assertRegex(r.stderr, r"sealing [1-9]\d* contacts")
+        # Again into the same directory: refused.
+        again = subprocess.run(
+            [os.environ["POLEDGER_SERVER"], "--data-dir=" + self.new,
+             "--migrate-log-from=" + self.old],
+            capture_output=True, text=True, timeout=120)
+        self.assertEqual(again.returncode, 1)
+        # The copy verifies to the new digest, holds no plain address, and
+        # answers as the old log did; now the contact can be erased.
+        verified = subprocess.run(
+            [os.environ["POLEDGER_AUDIT"], "verify", "--data-dir=" + self.new],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(verified.returncode, 0, verified.stdout)
+        self.assertIn("digest: %s" % lines[-1][2], verified.stdout)
+        self.assertEqual(files_holding(self.new, [b"finance@example.com"]), [])
+        after, server = self.contacts(self.new)
+        try:
+            self.assertEqual(after, before)
+            erased = log_pb2_grpc.AdminServiceStub(
+                server.channel).ErasePersonalData(
+                    log_pb2.ErasePersonalDataRequest(
+                        email="finance@example.com"), timeout=10)
+            self.assertGreater(len(erased.erased), 0)
+        finally:
+            server.channel.close()
+            server.stop()
+
+
 if __name__ == "__main__":
     unittest.main()
