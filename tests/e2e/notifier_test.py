@@ -156,6 +156,28 @@ class NotifierTest(unittest.TestCase):
         # PO-quiet has no contacts: its alert, reminder and expiry send nothing.
         self.assertEqual(len(self.mailbox.messages), 3)
 
+    def test_an_erased_recipient_is_never_mailed(self):
+        """README "Personal data": an erased address gets no mail, from
+        notifications raised before its erasure or after."""
+        self.alert("PO-1")                 # To buyer@ and finance@.
+        self.admin.ErasePersonalData(log_pb2.ErasePersonalDataRequest(
+            email="buyer@example.com"), timeout=10)
+        only_buyer = new_po("PO-2", 1000, contacts=False)
+        only_buyer.contacts.add(name="Buyer", email="buyer@example.com")
+        self.create(only_buyer)
+        self.record("inv-PO-2", 300)       # Raised to buyer@ alone.
+        self.admin.ErasePersonalData(log_pb2.ErasePersonalDataRequest(
+            email="buyer@example.com"), timeout=10)
+        self.start_smtp()
+        self.start_notifier()
+        messages = self.mailbox.wait_for(1)
+        time.sleep(1)
+        self.assertEqual(len(self.mailbox.messages), 1)
+        rcpts, msg = messages[0]
+        self.assertEqual(rcpts, ["finance@example.com"])
+        self.assertIn("PO-1", msg["Subject"])
+        self.assertNotIn("buyer@example.com", msg.as_string())
+
     def test_restart_neither_loses_nor_repeats_mail(self):
         self.start_smtp()
         for i in range(6):
