@@ -467,26 +467,9 @@ class DataKeyTest(unittest.TestCase):
         # Nothing was written by the refused starts: the log is as it was.
         self.assertEqual(self.digest(), before)
         # With the key in a file elsewhere, it starts and reads her.
-        outside = os.path.join(self.dir, "data.key")
-        with open(outside, "w") as f:
-            f.write(os.environ["POLEDGER_DATA_KEY"] + "\n")
-        os.chmod(outside, 0o600)
-        env_key = os.environ.pop("POLEDGER_DATA_KEY")
-        try:
-            server = Server(data_dir=self.data,
-                            extra=["--data-key-file=" + outside])
-        finally:
-            os.environ["POLEDGER_DATA_KEY"] = env_key
-        try:
-            got = po_grpc.PurchaseOrderServiceStub(
-                server.channel).GetPurchaseOrder(
-                    po_pb2.GetPurchaseOrderRequest(account_id=ACCOUNT,
-                                                   purchase_order_id="po"),
-                    timeout=10)
-            self.assertEqual(got.contacts[0].email, "finance@example.com")
-        finally:
-            server.channel.close()
-            server.stop()
+        outside = self.key_file("data.key", os.environ["POLEDGER_DATA_KEY"])
+        self.assertEqual(self.first_contact(outside, "po"),
+                         "finance@example.com")
 
     def test_rotating_the_key_rewraps_every_key(self):
         server = Server(data_dir=self.data)
@@ -527,19 +510,23 @@ class DataKeyTest(unittest.TestCase):
         # The old key no longer opens them; the new one does.
         self.assertIn("does not open this data directory",
                       self.refused(os.environ["POLEDGER_DATA_KEY"]))
+        self.assertEqual(self.first_contact(new, "po-2"), "p2@example.com")
+
+    def first_contact(self, key_file, po_id):
+        """The first contact's address of `po_id`, read by a server given
+        only `key_file` (not POLEDGER_DATA_KEY)."""
         env_key = os.environ.pop("POLEDGER_DATA_KEY")
         try:
             server = Server(data_dir=self.data,
-                            extra=["--data-key-file=" + new])
+                            extra=["--data-key-file=" + key_file])
         finally:
             os.environ["POLEDGER_DATA_KEY"] = env_key
         try:
-            got = po_grpc.PurchaseOrderServiceStub(
+            return po_grpc.PurchaseOrderServiceStub(
                 server.channel).GetPurchaseOrder(
                     po_pb2.GetPurchaseOrderRequest(account_id=ACCOUNT,
-                                                   purchase_order_id="po-2"),
-                    timeout=10)
-            self.assertEqual(got.contacts[0].email, "p2@example.com")
+                                                   purchase_order_id=po_id),
+                    timeout=10).contacts[0].email
         finally:
             server.channel.close()
             server.stop()
