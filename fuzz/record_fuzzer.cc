@@ -25,6 +25,7 @@
 
 #include "eventstore/memory_event_store.h"
 #include "eventstore/record_format.h"
+#include "fuzz/quiet_protobuf.h"
 #include "ledger/personal_data.h"
 #include "poledger/v1/events.pb.h"
 
@@ -147,6 +148,10 @@ void DamageContact(absl::string_view bytes) {
   contact->set_name(std::string(bytes.substr(0, cut)));
   contact->set_email(std::string(bytes.substr(cut)));
   const poledger::v1::Contact plain = *contact;
+  // Only what a request can carry: proto3 strings parse as UTF-8 alone.
+  if (!poledger::v1::Contact().ParseFromString(plain.SerializeAsString())) {
+    return;
+  }
   std::vector<poledger::KeyEntry> written;
   if (!Keys().Seal("acct", events, written).ok()) Fail("a contact does not seal");
   if (!written.empty()) {  // A new subject: its key, as an append writes it.

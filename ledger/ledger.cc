@@ -594,7 +594,8 @@ bool Ledger::Start(Account* account, Pending p) {
     // until a command that is followed by others decides events.
     std::optional<core::AccountState> scratch;
     for (size_t i = 0; i < n; ++i) {
-      if (absl::Status sealable = CheckSealableWith(options_.personal_data, p.commands[i]);
+      if (absl::Status sealable =
+              CheckSealableWith(options_.personal_data, p.commands[i]);
           !sealable.ok()) {
         appended->results[i] = std::move(sealable);
         continue;
