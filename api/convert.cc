@@ -311,9 +311,14 @@ absl::Status FillRecordedInvoice(const std::string& account_id,
 
 void RequestContacts(google::protobuf::RepeatedPtrField<v1::Contact>& contacts) {
   for (v1::Contact& c : contacts) {
-    c.clear_subject_ref();
-    c.clear_erased();
     c.clear_sealed();
+    if (c.erased()) {  // Kept as read: its reference is what counts.
+      c.clear_name();
+      c.clear_email();
+      c.clear_phone();
+    } else {
+      c.clear_subject_ref();
+    }
   }
 }
 

@@ -85,8 +85,9 @@ v1::Notification NotificationOf(const std::string& account_id,
 // (README "Personal data").
 absl::StatusOr<v1::Event> EventOf(const RecordedEvent& record);
 
-// Contacts as a request may give them: what the server sets (the sealed
-// form, the reference, the erased flag) is dropped.
+// Contacts as a request may give them: the sealed form is dropped, and the
+// reference too unless the contact is erased (one read back, which an
+// update may keep: only its reference and flag count).
 void RequestContacts(google::protobuf::RepeatedPtrField<v1::Contact>& contacts);
 // Contacts as an answer shows them: never the sealed form; an erased one
 // with the flag and "[erased]" in place of its fields.

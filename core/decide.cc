@@ -397,6 +397,35 @@ void RaiseBalanceAlerts(Events& events, const AccountState& state,
 
 // --- Purchase orders -------------------------------------------------------
 
+// OK unless `h` holds an erased contact that `kept_from` (the purchase
+// order's header before an update; null for a new one) does not: an erased
+// contact can be kept, as read, never made.
+absl::Status CheckErasedContacts(v1::PurchaseOrderHeader& h,
+                                 const v1::PurchaseOrderHeader* kept_from) {
+  for (int i = 0; i < h.contacts_size(); ++i) {
+    v1::Contact& c = *h.mutable_contacts(i);
+    if (!c.erased()) continue;
+    const bool held =
+        kept_from != nullptr &&
+        std::any_of(kept_from->contacts().begin(), kept_from->contacts().end(),
+                    [&](const v1::Contact& old) {
+                      return old.erased() &&
+                             old.subject_ref() == c.subject_ref();
+                    });
+    if (!held) {
+      return InvalidField(
+          absl::StrCat("contacts[", i, "].erased"),
+          "only an erased contact this purchase order holds can be kept; "
+          "leave it out to remove it");
+    }
+    const std::string ref = c.subject_ref();
+    c.Clear();
+    c.set_subject_ref(ref);
+    c.set_erased(true);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Decision> DecideCreate(const AccountState& state,
                                       const CreatePurchaseOrder& cmd,
                                       absl::Time now) {
@@ -404,6 +433,7 @@ absl::StatusOr<Decision> DecideCreate(const AccountState& state,
       ValidatePurchaseOrderId(cmd.purchase_order_id, "purchase_order_id"));
   v1::PurchaseOrderHeader header = cmd.header;
   RETURN_IF_ERROR(ValidateHeader(header));
+  RETURN_IF_ERROR(CheckErasedContacts(header, nullptr));
   if (static_cast<int>(cmd.line_items.size()) > kMaxLineItems) {
     return InvalidField("line_items",
                         absl::StrCat(cmd.line_items.size(),
@@ -453,6 +483,7 @@ absl::StatusOr<Decision> DecideUpdate(const AccountState& state,
   v1::PurchaseOrderHeader header = po->header;
   RETURN_IF_ERROR(MergeMasked(cmd.header, cmd.update_mask, "", &header));
   RETURN_IF_ERROR(ValidateHeader(header));
+  RETURN_IF_ERROR(CheckErasedContacts(header, &po->header));
   RETURN_IF_ERROR(CheckExpected(*po, cmd.expected_version));
   const YearMonth effective = *YearMonth::Parse(header.effective_month(), "");
   const YearMonth expiration = *YearMonth::Parse(header.expiration_month(), "");

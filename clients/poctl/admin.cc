@@ -107,6 +107,34 @@ int Backup(Session& s, const std::string& dir) {
   });
 }
 
+// Erases a data subject (README "Personal data"): of the session's account
+// (--account), or of every account of the server (or of --shard's).
+int Erase(Session& s, const std::string& email, const std::string& reference) {
+  v1::ErasePersonalDataRequest req;
+  req.set_account_id(s.account());
+  req.set_email(email);
+  req.set_request_reference(reference);
+  v1::ErasePersonalDataResponse out;
+  grpc::ClientContext ctx;
+  if (s.account().empty()) {
+    s.PrepareForShard(&ctx);
+  } else {
+    s.Prepare(&ctx);
+  }
+  grpc::Status status = s.admin().ErasePersonalData(&ctx, req, &out);
+  if (!status.ok()) return Report(status);
+  return Print(s, out, [&] {
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& e : out.erased()) {
+      rows.push_back({e.account_id(),
+                      e.position() == 0
+                          ? std::string("erased before")
+                          : absl::StrCat("erased at position ", e.position())});
+    }
+    PrintTable(rows);
+  });
+}
+
 // grpc.health.v1 Check of the whole server: exit 0 when SERVING, 7 when
 // not (still loading, shutting down) or unreachable.
 int Health(Session& s) {
@@ -143,6 +171,21 @@ void AddAdminCommands(CLI::App* app, Run* run) {
       ->required();
   OnRun(
       backup, run, [dir](Session& s) { return Backup(s, *dir); },
+      /*needs_account=*/false);
+  auto email = std::make_shared<std::string>();
+  auto reference = std::make_shared<std::string>();
+  CLI::App* erase = admin->add_subcommand(
+      "erase",
+      "Erase a person's contact data: of --account, or of every account of "
+      "the server (README \"Personal data\")");
+  erase->add_option("email", *email, "The person's e-mail address")
+      ->required();
+  erase->add_option("--reference", *reference,
+                    "The request this answers, for the audit trail (e.g. a "
+                    "ticket number)");
+  OnRun(
+      erase, run,
+      [email, reference](Session& s) { return Erase(s, *email, *reference); },
       /*needs_account=*/false);
 }
 

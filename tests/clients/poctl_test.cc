@@ -25,6 +25,7 @@ namespace {
 
 using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 using Result = ::poledger::testing::CommandResult;
 
@@ -82,6 +83,23 @@ TEST_F(PoctlTest, CreateListStatusAndLines) {
   ASSERT_EQ(Run("po line remove PO-1 --line 1").exit_code, 0);
   ASSERT_EQ(Run("po delete PO-1").exit_code, 0);
   EXPECT_EQ(Run("po get PO-1").exit_code, 4);
+}
+
+// README "Personal data": an operator erases a person by address.
+TEST_F(PoctlTest, AdminEraseErasesAContactByAddress) {
+  CreatePo("PO-1");
+  EXPECT_THAT(Run("po get PO-1").out, HasSubstr("fin@example.com"));
+  Result erased = Run("admin erase FIN@example.com --reference DSR-1");
+  ASSERT_EQ(erased.exit_code, 0) << erased.out;
+  EXPECT_THAT(erased.out, HasSubstr("123456789012  erased at position 2"));
+  Result got = Run("po get PO-1");
+  EXPECT_THAT(got.out, HasSubstr("[erased]"));
+  EXPECT_THAT(got.out, Not(HasSubstr("fin@example.com")));
+  EXPECT_THAT(Run("admin erase fin@example.com").out,
+              HasSubstr("123456789012  erased before"));
+  Result unknown = Run("admin erase nobody@example.com");
+  EXPECT_EQ(unknown.exit_code, 4) << unknown.out;
+  EXPECT_THAT(unknown.out, HasSubstr("SUBJECT_NOT_FOUND"));
 }
 
 TEST_F(PoctlTest, InvoiceWithExplanationAndJsonOutput) {

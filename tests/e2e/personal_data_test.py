@@ -22,6 +22,7 @@ import time
 import unittest
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from e2e_test import ACCOUNT, AWS, Server, error_info, money, new_po
 from poledger.v1 import invoices_pb2
@@ -282,6 +283,28 @@ class ErasureTest(unittest.TestCase):
                           (False, "Keep", KEEP)])
         self.assertEqual(self.get(ACCOUNT, "po-2").line_items[0].balance.units,
                          50)
+        # An update may send the contacts back as read: the erased one is
+        # kept, by its reference; one it does not hold is refused.
+        as_read = po_pb2.PurchaseOrder(purchase_order_id="po-1",
+                                       description="renamed")
+        as_read.contacts.extend(got.contacts)
+        updated = self.pos.UpdatePurchaseOrder(
+            po_pb2.UpdatePurchaseOrderRequest(
+                account_id=ACCOUNT, purchase_order=as_read,
+                update_mask=field_mask_pb2.FieldMask(
+                    paths=["description", "contacts"])),
+            timeout=10)
+        self.assertEqual([(c.erased, c.email) for c in updated.contacts],
+                         [(True, "[erased]"), (False, KEEP)])
+        as_read.contacts[0].subject_ref = b"\x01" * 32
+        with self.assertRaises(grpc.RpcError) as e:
+            self.pos.UpdatePurchaseOrder(po_pb2.UpdatePurchaseOrderRequest(
+                account_id=ACCOUNT, purchase_order=as_read,
+                update_mask=field_mask_pb2.FieldMask(paths=["contacts"])),
+                timeout=10)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(error_info(e.exception)[1],
+                         ["purchase_order.contacts[0].erased"])
         status, body = self.http_get_po(ACCOUNT, "po-2")
         self.assertEqual(status, 200)
         self.assertEqual([c.get("erased", False) for c in
